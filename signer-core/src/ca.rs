@@ -1,0 +1,449 @@
+//! The signing CA: generated once or brought by the operator, loaded from PEM, checked, used.
+//!
+//! The CA lives as PEM in a `kubernetes.io/tls` Secret: `tls.crt` (the signing certificate,
+//! optionally followed by intermediates), `tls.key`, and optionally `ca.crt` (the root(s) when
+//! the signing certificate is not itself a root — what cert-manager writes). [`CaPem::generate`]
+//! makes a new self-signed root; [`Ca::from_pem`] is the one way to load either kind, and it
+//! refuses anything that could not sign valid chains: a key that does not match, a signing
+//! certificate that is not a CA, a broken chain, no root. The chain we issue is the leaf plus
+//! intermediates; the roots go only into the trust bundle.
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, PublicKeyData, SanType,
+};
+use x509_parser::certificate::X509Certificate;
+use x509_parser::extensions::ParsedExtension;
+use x509_parser::prelude::FromDer;
+
+use crate::policy::{from_unix_seconds, unix_seconds};
+use crate::spiffe::TrustDomain;
+
+/// Key types for a generated CA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CaKeyType {
+    #[default]
+    EcdsaP256,
+    EcdsaP384,
+    Ed25519,
+}
+
+impl CaKeyType {
+    pub const ALL: [CaKeyType; 3] = [
+        CaKeyType::EcdsaP256,
+        CaKeyType::EcdsaP384,
+        CaKeyType::Ed25519,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaKeyType::EcdsaP256 => "ECDSAP256",
+            CaKeyType::EcdsaP384 => "ECDSAP384",
+            CaKeyType::Ed25519 => "ED25519",
+        }
+    }
+
+    fn algorithm(self) -> &'static rcgen::SignatureAlgorithm {
+        match self {
+            CaKeyType::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+            CaKeyType::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+            CaKeyType::Ed25519 => &rcgen::PKCS_ED25519,
+        }
+    }
+}
+
+impl fmt::Display for CaKeyType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for CaKeyType {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        CaKeyType::ALL
+            .into_iter()
+            .find(|k| k.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                format!("unknown CA key type {s:?}; expected one of ECDSAP256, ECDSAP384, ED25519")
+            })
+    }
+}
+
+/// Why CA material cannot be used. The message names the Secret key at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CaError {
+    #[error("tls.crt: {0}")]
+    Certificate(String),
+    #[error("tls.key: {0}")]
+    Key(String),
+    #[error("ca.crt: {0}")]
+    Roots(String),
+    #[error("generating a CA failed: {0}")]
+    Generate(String),
+}
+
+/// CA material as PEM text, the form in which it is stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CaPem {
+    /// `tls.crt`.
+    pub cert_pem: String,
+    /// `tls.key` (PKCS#8).
+    pub key_pem: String,
+}
+
+impl fmt::Debug for CaPem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CaPem")
+            .field("cert_pem", &self.cert_pem)
+            .field("key_pem", &"[redacted]")
+            .finish()
+    }
+}
+
+impl CaPem {
+    /// A new self-signed root for `trust_domain`, valid from `now` (backdated an hour) for
+    /// `validity`. It may sign leaves only (path length 0) and carries the trust domain's
+    /// SPIFFE ID.
+    pub fn generate(
+        key_type: CaKeyType,
+        trust_domain: &TrustDomain,
+        validity: Duration,
+        now: SystemTime,
+    ) -> Result<CaPem, CaError> {
+        let generate = |e: rcgen::Error| CaError::Generate(e.to_string());
+        let key = KeyPair::generate_for(key_type.algorithm()).map_err(generate)?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "podcert-signer");
+        dn.push(
+            DnType::CommonName,
+            format!("podcert-signer CA for {trust_domain}"),
+        );
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        params.subject_alt_names = vec![SanType::URI(
+            trust_domain.id().as_str().try_into().map_err(generate)?,
+        )];
+        params.serial_number = Some(random_serial());
+        let now = unix_seconds(now);
+        params.not_before = to_offset(now - 3600);
+        params.not_after =
+            to_offset(now + i64::try_from(validity.as_secs()).unwrap_or(i64::MAX / 4));
+        let cert = params.self_signed(&key).map_err(generate)?;
+        Ok(CaPem {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+}
+
+/// A loaded, checked CA that can sign leaves.
+pub struct Ca {
+    issuer: Issuer<'static, KeyPair>,
+    /// PEM of the intermediates that follow the leaf in every chain (may be empty).
+    intermediates_pem: String,
+    /// PEM of the root(s): the trust bundle.
+    trust_bundle_pem: String,
+    not_before: i64,
+    not_after: i64,
+    subject: String,
+}
+
+impl fmt::Debug for Ca {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ca")
+            .field("subject", &self.subject)
+            .field("not_after", &self.not_after)
+            .field("intermediates", &!self.intermediates_pem.is_empty())
+            .finish_non_exhaustive()
+    }
+}
+
+struct ParsedCert {
+    der: Vec<u8>,
+}
+
+impl ParsedCert {
+    fn parse(&self) -> X509Certificate<'_> {
+        // Checked once in `parse_certs`; re-parsing borrowed DER is cheap and avoids a
+        // self-referential struct.
+        X509Certificate::from_der(&self.der)
+            .expect("checked in parse_certs")
+            .1
+    }
+}
+
+fn parse_certs(pem_text: &str, what: fn(String) -> CaError) -> Result<Vec<ParsedCert>, CaError> {
+    let blocks = pem::parse_many(pem_text).map_err(|e| what(format!("not valid PEM ({e})")))?;
+    if blocks.is_empty() {
+        return Err(what("no PEM CERTIFICATE block".into()));
+    }
+    blocks
+        .into_iter()
+        .enumerate()
+        .map(|(i, b)| {
+            if b.tag() != "CERTIFICATE" {
+                return Err(what(format!(
+                    "PEM block {} is {:?}, not CERTIFICATE",
+                    i + 1,
+                    b.tag()
+                )));
+            }
+            match X509Certificate::from_der(b.contents()) {
+                Ok((rest, _)) if rest.is_empty() => Ok(ParsedCert {
+                    der: b.into_contents(),
+                }),
+                Ok(_) => Err(what(format!("certificate {} has trailing bytes", i + 1))),
+                Err(e) => Err(what(format!("certificate {} does not parse ({e})", i + 1))),
+            }
+        })
+        .collect()
+}
+
+fn is_self_signed(c: &X509Certificate<'_>) -> bool {
+    c.subject() == c.issuer() && c.verify_signature(None).is_ok()
+}
+
+fn is_ca(c: &X509Certificate<'_>) -> bool {
+    let mut ca = false;
+    let mut can_sign = true;
+    for ext in c.extensions() {
+        match ext.parsed_extension() {
+            ParsedExtension::BasicConstraints(bc) => ca = bc.ca,
+            ParsedExtension::KeyUsage(ku) => can_sign = ku.key_cert_sign(),
+            _ => {}
+        }
+    }
+    ca && can_sign
+}
+
+fn pem_of(der: &[u8]) -> String {
+    pem::encode_config(
+        &pem::Pem::new("CERTIFICATE", der),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
+}
+
+impl Ca {
+    /// Loads a CA from `tls.crt`, `tls.key` and optional `ca.crt` PEM (PKCS#8, SEC1 or PKCS#1
+    /// keys), and checks that it can sign chains that verify: the key matches the first
+    /// certificate, which is a CA with keyCertSign; each certificate of `tls.crt` is signed by
+    /// the next; the last is signed by a root, which is itself if no `ca.crt` is given.
+    pub fn from_pem(cert_pem: &str, key_pem: &str, roots_pem: Option<&str>) -> Result<Ca, CaError> {
+        let chain = parse_certs(cert_pem, CaError::Certificate)?;
+        let key = KeyPair::from_pem(key_pem).map_err(|e| {
+            CaError::Key(format!(
+                "not a usable private key in PKCS#8, SEC1 or PKCS#1 PEM ({e})"
+            ))
+        })?;
+        let signing = chain[0].parse();
+        if key.subject_public_key_info() != signing.public_key().raw {
+            return Err(CaError::Key(
+                "does not match the public key of the first certificate in tls.crt".into(),
+            ));
+        }
+        if !is_ca(&signing) {
+            return Err(CaError::Certificate(
+                "the first certificate is not a CA (basicConstraints CA:TRUE and keyUsage keyCertSign)".into(),
+            ));
+        }
+
+        // Split tls.crt into the signing certificate, intermediates and any root appended.
+        let mut intermediates_pem = String::new();
+        let mut roots: Vec<Vec<u8>> = Vec::new();
+        for (i, pair) in chain.windows(2).enumerate() {
+            let (child, parent) = (pair[0].parse(), pair[1].parse());
+            child
+                .verify_signature(Some(parent.public_key()))
+                .map_err(|e| {
+                    CaError::Certificate(format!(
+                        "certificate {} is not signed by certificate {} ({e})",
+                        i + 1,
+                        i + 2
+                    ))
+                })?;
+        }
+        for (i, c) in chain.iter().enumerate() {
+            if is_self_signed(&c.parse()) {
+                if i + 1 != chain.len() {
+                    return Err(CaError::Certificate(format!(
+                        "certificate {} is a self-signed root but is not last",
+                        i + 1
+                    )));
+                }
+                roots.push(c.der.clone());
+            } else if i > 0 {
+                intermediates_pem.push_str(&pem_of(&c.der));
+            }
+        }
+        if let Some(roots_pem) = roots_pem.filter(|p| !p.trim().is_empty()) {
+            let extra = parse_certs(roots_pem, CaError::Roots)?;
+            for r in &extra {
+                if !is_ca(&r.parse()) {
+                    return Err(CaError::Roots("a certificate in ca.crt is not a CA".into()));
+                }
+            }
+            let last = chain.last().expect("non-empty").parse();
+            if roots.is_empty()
+                && !extra
+                    .iter()
+                    .any(|r| last.verify_signature(Some(r.parse().public_key())).is_ok())
+            {
+                return Err(CaError::Roots(
+                    "no certificate in ca.crt signed the last certificate of tls.crt".into(),
+                ));
+            }
+            for r in extra {
+                if !roots.contains(&r.der) {
+                    roots.push(r.der);
+                }
+            }
+        }
+        if roots.is_empty() {
+            return Err(CaError::Roots(
+                "tls.crt does not end in a self-signed root, so ca.crt must hold the root that signed it".into(),
+            ));
+        }
+        let trust_bundle_pem = roots.iter().map(|r| pem_of(r)).collect();
+        let validity = signing.validity();
+        let (not_before, not_after) = (
+            validity.not_before.timestamp(),
+            validity.not_after.timestamp(),
+        );
+        let subject = signing.subject().to_string();
+        let issuer = Issuer::from_ca_cert_der(&chain[0].der.clone().into(), key)
+            .map_err(|e| CaError::Certificate(e.to_string()))?;
+        Ok(Ca {
+            issuer,
+            intermediates_pem,
+            trust_bundle_pem,
+            not_before,
+            not_after,
+            subject,
+        })
+    }
+
+    /// PEM of the root certificate(s), for the ClusterTrustBundle.
+    pub fn trust_bundle_pem(&self) -> &str {
+        &self.trust_bundle_pem
+    }
+
+    /// PEM of the intermediates that follow every leaf.
+    pub fn intermediates_pem(&self) -> &str {
+        &self.intermediates_pem
+    }
+
+    pub fn not_before(&self) -> SystemTime {
+        from_unix_seconds(self.not_before)
+    }
+
+    pub fn not_after(&self) -> SystemTime {
+        from_unix_seconds(self.not_after)
+    }
+
+    pub(crate) fn not_after_unix(&self) -> i64 {
+        self.not_after
+    }
+
+    pub(crate) fn not_before_unix(&self) -> i64 {
+        self.not_before
+    }
+
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+
+    pub(crate) fn issuer(&self) -> &Issuer<'static, KeyPair> {
+        &self.issuer
+    }
+}
+
+/// A random positive serial of exactly 20 bytes (RFC 5280's maximum), 158 bits of entropy.
+pub(crate) fn random_serial() -> rcgen::SerialNumber {
+    let mut bytes = [0u8; 20];
+    aws_lc_rs::rand::fill(&mut bytes).expect("the system RNG does not fail");
+    // Top bit clear keeps it positive; the next bit set keeps all 20 bytes in the encoding.
+    bytes[0] = (bytes[0] & 0x7f) | 0x40;
+    rcgen::SerialNumber::from_slice(&bytes)
+}
+
+pub(crate) fn to_offset(unix: i64) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp(unix).expect("timestamps we compute are in range")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn td() -> TrustDomain {
+        TrustDomain::new("example.org").unwrap()
+    }
+
+    fn new_ca(kt: CaKeyType) -> CaPem {
+        CaPem::generate(
+            kt,
+            &td(),
+            Duration::from_secs(86_400 * 365),
+            SystemTime::now(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn generated_cas_load() {
+        for kt in CaKeyType::ALL {
+            let pem = new_ca(kt);
+            let ca = Ca::from_pem(&pem.cert_pem, &pem.key_pem, None).unwrap();
+            assert_eq!(ca.trust_bundle_pem(), pem.cert_pem.replace("\r\n", "\n"));
+            assert!(ca.intermediates_pem().is_empty());
+            assert!(!format!("{pem:?}{ca:?}").contains("PRIVATE"));
+        }
+    }
+
+    #[test]
+    fn mismatched_key_is_refused() {
+        let a = new_ca(CaKeyType::EcdsaP256);
+        let b = new_ca(CaKeyType::EcdsaP256);
+        assert!(matches!(
+            Ca::from_pem(&a.cert_pem, &b.key_pem, None),
+            Err(CaError::Key(_))
+        ));
+    }
+
+    #[test]
+    fn garbage_is_refused_with_the_field_named() {
+        let a = new_ca(CaKeyType::EcdsaP256);
+        assert!(matches!(
+            Ca::from_pem("junk", &a.key_pem, None),
+            Err(CaError::Certificate(_))
+        ));
+        assert!(matches!(
+            Ca::from_pem(&a.cert_pem, "junk", None),
+            Err(CaError::Key(_))
+        ));
+        assert!(matches!(
+            Ca::from_pem(&a.cert_pem, &a.key_pem, Some("junk")),
+            Err(CaError::Roots(_))
+        ));
+        let e = Ca::from_pem(&a.key_pem, &a.key_pem, None).unwrap_err();
+        assert!(e.to_string().starts_with("tls.crt: "), "{e}");
+    }
+
+    #[test]
+    fn serials_are_positive_and_twenty_bytes() {
+        let s = random_serial().to_bytes();
+        assert_eq!(s.len(), 20);
+        assert_eq!(s[0] & 0xc0, 0x40);
+        assert_ne!(random_serial(), random_serial());
+    }
+}

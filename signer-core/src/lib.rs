@@ -1,0 +1,37 @@
+//! signer-core: the pure PKI and policy core of podcert-signer.
+//!
+//! It knows nothing of Kubernetes. It takes a plain [`Request`] — namespace, pod, service
+//! account, key material, maximum lifetime, unverified annotations — and a [`Signer`] (a
+//! validated [`Policy`] and a loaded [`Ca`]) returns a [`Decision`]: an issued SPIFFE
+//! X.509-SVID chain with the times the PodCertificateRequest status must carry, or a denial
+//! with the reason the API defines. Modules, in the order a request meets them:
+//! [`request`] (the model), [`policy`] (operator settings, lifetimes), [`spiffe`]
+//! (identities), [`key`] and [`proof`] (subject keys and proof of possession), [`ca`] (the
+//! signing CA) and [`signer`] (the decision).
+//!
+//! ```
+//! use std::{sync::Arc, time::{Duration, SystemTime}};
+//! use signer_core::*;
+//!
+//! let policy = Policy::new(&PolicyConfig::default()).unwrap();
+//! let pem = CaPem::generate(CaKeyType::EcdsaP256, policy.trust_domain(),
+//!                           Duration::from_secs(86_400 * 365), SystemTime::now()).unwrap();
+//! let ca = Ca::from_pem(&pem.cert_pem, &pem.key_pem, None).unwrap();
+//! let signer = Signer::new(Arc::new(policy), Arc::new(ca));
+//! # let _ = signer;
+//! ```
+
+pub mod ca;
+pub mod key;
+pub mod policy;
+pub mod proof;
+pub mod request;
+pub mod signer;
+pub mod spiffe;
+
+pub use ca::{Ca, CaError, CaKeyType, CaPem};
+pub use key::{KeyType, SubjectKey};
+pub use policy::{ConfigError, Policy, PolicyConfig, Validity};
+pub use request::{Decision, Denial, DenyReason, Issued, KeyMaterial, Request};
+pub use signer::{IssueError, Signer};
+pub use spiffe::{SpiffeId, SpiffeIdTemplate, TrustDomain};

@@ -1,0 +1,187 @@
+//! The decision: one [`Request`] in, one [`Decision`] out.
+//!
+//! [`Signer::decide`] runs the checks cheapest first — annotations, identity names, key type,
+//! proof of possession, lifetime — and either denies with the first failed check's reason or
+//! signs an X.509-SVID (SPEC §7) for the requested key. Errors are reserved for what is not
+//! the request's fault (the CA expires too soon, signing failed): the controller retries
+//! those and never writes them as `Denied` or `Failed`.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use rcgen::{
+    CertificateParams, DistinguishedName, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose, SanType,
+};
+
+use crate::ca::{Ca, random_serial, to_offset};
+use crate::key::SubjectKey;
+use crate::policy::{MIN_LIFETIME_SECONDS, Policy, Validity, from_unix_seconds, unix_seconds};
+use crate::proof::verify_possession;
+use crate::request::{Decision, Denial, DenyReason, Issued, Request};
+use crate::spiffe::SpiffeId;
+
+/// Why a request could not be decided now; never the request's fault, so retried.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IssueError {
+    #[error(
+        "the CA certificate is valid only until {ca_not_after} (Unix time), leaving less than {MIN_LIFETIME_SECONDS}s for a new certificate"
+    )]
+    CaExpiresTooSoon { ca_not_after: i64 },
+    #[error("the CA certificate is not valid before {ca_not_before} (Unix time)")]
+    CaNotYetValid { ca_not_before: i64 },
+    #[error("signing the certificate failed: {0}")]
+    Sign(String),
+}
+
+/// A policy and a CA: everything needed to decide requests. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Signer {
+    policy: Arc<Policy>,
+    ca: Arc<Ca>,
+}
+
+impl Signer {
+    pub fn new(policy: Arc<Policy>, ca: Arc<Ca>) -> Self {
+        Signer { policy, ca }
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    pub fn ca(&self) -> &Ca {
+        &self.ca
+    }
+
+    /// Decides `request` as of `now`.
+    pub fn decide(&self, request: &Request, now: SystemTime) -> Result<Decision, IssueError> {
+        match self.check(request, now) {
+            Ok((key, spiffe_id, validity)) => {
+                self.issue(&key, spiffe_id, validity).map(Decision::Issue)
+            }
+            Err(Checked::Deny(d)) => Ok(Decision::Deny(d)),
+            Err(Checked::Error(e)) => Err(e),
+        }
+    }
+
+    fn check<'r>(
+        &self,
+        request: &'r Request,
+        now: SystemTime,
+    ) -> Result<(SubjectKey<'r>, SpiffeId, Validity), Checked> {
+        self.policy
+            .check_annotations(&request.unverified_user_annotations)?;
+        let spiffe_id = self
+            .policy
+            .template()
+            .render(&request.namespace, &request.service_account_name)
+            .map_err(|e| Denial::new(DenyReason::InvalidIdentity, e.to_string()))?;
+        let key = verify_possession(
+            &request.key_material,
+            &request.pod_uid,
+            self.policy.allowed_key_types(),
+        )?;
+        let mut validity = self.policy.validity(request.max_expiration_seconds, now)?;
+
+        // A leaf must not outlive its CA; shorten it, but never below the API's minimum.
+        if validity.not_before < self.ca.not_before_unix() {
+            return Err(Checked::Error(IssueError::CaNotYetValid {
+                ca_not_before: self.ca.not_before_unix(),
+            }));
+        }
+        if validity.not_after > self.ca.not_after_unix() {
+            let not_after = self.ca.not_after_unix();
+            if not_after - validity.not_before < MIN_LIFETIME_SECONDS {
+                return Err(Checked::Error(IssueError::CaExpiresTooSoon {
+                    ca_not_after: not_after,
+                }));
+            }
+            validity = self.policy.window(validity.not_before, not_after);
+        }
+        Ok((key, spiffe_id, validity))
+    }
+
+    fn issue(
+        &self,
+        key: &SubjectKey<'_>,
+        spiffe_id: SpiffeId,
+        v: Validity,
+    ) -> Result<Issued, IssueError> {
+        let sign_err = |e: rcgen::Error| IssueError::Sign(e.to_string());
+        let mut params = CertificateParams::default();
+        // SPEC §7: empty subject, so rcgen marks the (single, URI) SAN extension critical.
+        params.distinguished_name = DistinguishedName::new();
+        params.subject_alt_names = vec![SanType::URI(
+            spiffe_id.as_str().try_into().map_err(sign_err)?,
+        )];
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = if key.is_rsa() {
+            vec![
+                KeyUsagePurpose::DigitalSignature,
+                KeyUsagePurpose::KeyEncipherment,
+            ]
+        } else {
+            vec![KeyUsagePurpose::DigitalSignature]
+        };
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.use_authority_key_identifier_extension = true;
+        let serial = random_serial();
+        let serial_hex = serial
+            .to_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        params.serial_number = Some(serial);
+        params.not_before = to_offset(v.not_before);
+        params.not_after = to_offset(v.not_after);
+
+        let subject = SubjectPublicKey(key);
+        let leaf = params
+            .signed_by(&subject, self.ca.issuer())
+            .map_err(sign_err)?;
+        let mut chain_pem = leaf.pem();
+        chain_pem.push_str(self.ca.intermediates_pem());
+        Ok(Issued {
+            chain_pem,
+            not_before: from_unix_seconds(v.not_before),
+            not_after: from_unix_seconds(v.not_after),
+            begin_refresh_at: from_unix_seconds(v.begin_refresh_at),
+            spiffe_id,
+            key_type: key.key_type(),
+            serial_hex,
+        })
+    }
+}
+
+enum Checked {
+    Deny(Denial),
+    Error(IssueError),
+}
+
+impl From<Denial> for Checked {
+    fn from(d: Denial) -> Self {
+        Checked::Deny(d)
+    }
+}
+
+/// The requested key as rcgen writes it into the leaf: the same algorithm identifier and key
+/// bits, so the leaf's SubjectPublicKeyInfo equals the request's.
+struct SubjectPublicKey<'k, 'a>(&'k SubjectKey<'a>);
+
+impl rcgen::PublicKeyData for SubjectPublicKey<'_, '_> {
+    fn der_bytes(&self) -> &[u8] {
+        self.0.raw()
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        self.0.key_type().rcgen_algorithm()
+    }
+}
+
+/// `now` truncated to whole seconds, for callers that compare against issued times.
+pub fn now_truncated() -> SystemTime {
+    from_unix_seconds(unix_seconds(SystemTime::now()))
+}

@@ -1,0 +1,335 @@
+//! SPIFFE identities: trust domains, SPIFFE IDs and the template that names a pod's identity.
+//!
+//! Every rule of SPEC §7 is checked once, when the operator configures the signer: a
+//! [`SpiffeIdTemplate`] only accepts templates that yield a valid SPIFFE ID for every valid
+//! Kubernetes namespace and service-account name, so rendering on the hot path is string
+//! concatenation. The only inputs are verified fields — the request's namespace and service
+//! account — which [`SpiffeIdTemplate::render`] checks against Kubernetes' own name rules, so
+//! a name with a `/` cannot smuggle in extra path segments.
+
+use std::fmt;
+
+/// Why a trust domain, SPIFFE ID or template was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SpiffeError(String);
+
+fn err(msg: impl Into<String>) -> SpiffeError {
+    SpiffeError(msg.into())
+}
+
+/// A SPIFFE trust domain: lowercase `[a-z0-9._-]`, 1..=255 bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TrustDomain(String);
+
+impl TrustDomain {
+    pub fn new(name: &str) -> Result<Self, SpiffeError> {
+        if name.is_empty() {
+            return Err(err("trust domain is empty"));
+        }
+        if name.len() > 255 {
+            return Err(err("trust domain is longer than 255 bytes"));
+        }
+        if let Some(c) = name
+            .chars()
+            .find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '.' | '_' | '-'))
+        {
+            return Err(err(format!(
+                "trust domain {name:?} has the character {c:?}; only lowercase letters, digits, '.', '_' and '-' are allowed"
+            )));
+        }
+        Ok(TrustDomain(name.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The trust domain's own SPIFFE ID (`spiffe://<td>`, no path), as a CA may carry it.
+    pub fn id(&self) -> SpiffeId {
+        SpiffeId(format!("spiffe://{}", self.0))
+    }
+}
+
+impl fmt::Display for TrustDomain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A syntactically valid SPIFFE ID (`spiffe://<trust-domain>[/<path>]`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SpiffeId(String);
+
+impl SpiffeId {
+    /// Parses and validates a SPIFFE ID per SPEC §7.
+    pub fn parse(id: &str) -> Result<Self, SpiffeError> {
+        if id.len() > 2048 {
+            return Err(err("SPIFFE ID is longer than 2048 bytes"));
+        }
+        let rest = id
+            .strip_prefix("spiffe://")
+            .ok_or_else(|| err(format!("SPIFFE ID {id:?} does not start with spiffe://")))?;
+        let (td, path) = match rest.find('/') {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        TrustDomain::new(td)?;
+        if path.is_empty() {
+            return Ok(SpiffeId(id.to_owned()));
+        }
+        // `path` starts with '/', so the first split element is empty.
+        for segment in path.split('/').skip(1) {
+            match segment {
+                "" => return Err(err(format!("SPIFFE ID {id:?} has an empty path segment"))),
+                "." | ".." => {
+                    return Err(err(format!("SPIFFE ID {id:?} has a '.' or '..' segment")));
+                }
+                s => {
+                    if let Some(c) = s
+                        .chars()
+                        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+                    {
+                        return Err(err(format!(
+                            "SPIFFE ID {id:?} has the character {c:?} in its path; only letters, digits, '.', '_' and '-' are allowed"
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(SpiffeId(id.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SpiffeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Literal(String),
+    Namespace,
+    ServiceAccount,
+}
+
+/// The template that turns a verified (namespace, service account) into a SPIFFE ID.
+///
+/// Written as a whole ID whose authority is the placeholder `{trust_domain}`; the path may use
+/// `{namespace}` and `{service_account}`, and must use both, so that no two namespaces or
+/// service accounts ever share an identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpiffeIdTemplate {
+    /// `spiffe://<td>` with the trust domain filled in.
+    prefix: String,
+    path: Vec<Part>,
+}
+
+impl SpiffeIdTemplate {
+    /// The Kubernetes convention.
+    pub const DEFAULT: &'static str = "spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}";
+
+    pub fn new(template: &str, trust_domain: &TrustDomain) -> Result<Self, SpiffeError> {
+        let path = template
+            .strip_prefix("spiffe://{trust_domain}")
+            .ok_or_else(|| {
+                err(format!(
+                    "SPIFFE ID template {template:?} must start with spiffe://{{trust_domain}}"
+                ))
+            })?;
+        if !path.starts_with('/') {
+            return Err(err(format!(
+                "SPIFFE ID template {template:?} needs a path after the trust domain"
+            )));
+        }
+        let mut parts = Vec::new();
+        let mut rest = path;
+        while let Some(open) = rest.find('{') {
+            if open > 0 {
+                parts.push(Part::Literal(rest[..open].to_owned()));
+            }
+            let close = rest[open..].find('}').ok_or_else(|| {
+                err(format!(
+                    "SPIFFE ID template {template:?} has an unclosed '{{'"
+                ))
+            })? + open;
+            parts.push(match &rest[open + 1..close] {
+                "namespace" => Part::Namespace,
+                "service_account" => Part::ServiceAccount,
+                other => {
+                    return Err(err(format!(
+                        "SPIFFE ID template {template:?} has the unknown placeholder {{{other}}}; use {{namespace}} and {{service_account}}"
+                    )));
+                }
+            });
+            rest = &rest[close + 1..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Literal(rest.to_owned()));
+        }
+        if !parts.contains(&Part::Namespace) || !parts.contains(&Part::ServiceAccount) {
+            return Err(err(format!(
+                "SPIFFE ID template {template:?} must use both {{namespace}} and {{service_account}}"
+            )));
+        }
+        let this = SpiffeIdTemplate {
+            prefix: format!("spiffe://{trust_domain}"),
+            path: parts,
+        };
+        // Kubernetes names are non-empty and start and end with [a-z0-9], so a placeholder
+        // never forms an empty, '.' or '..' segment: one sample proves every rendering valid.
+        // The longest names must also fit in 2048 bytes.
+        SpiffeId::parse(&this.render_unchecked("x", "x"))?;
+        let longest = this.render_unchecked(&"a".repeat(63), &"a".repeat(253));
+        if longest.len() > 2048 {
+            return Err(err(format!(
+                "SPIFFE ID template {template:?} can yield IDs longer than 2048 bytes"
+            )));
+        }
+        Ok(this)
+    }
+
+    /// The SPIFFE ID of `service_account` in `namespace`, or why those names are not valid
+    /// Kubernetes names.
+    pub fn render(&self, namespace: &str, service_account: &str) -> Result<SpiffeId, SpiffeError> {
+        if !is_dns1123_label(namespace) {
+            return Err(err(format!(
+                "namespace {namespace:?} is not a valid Kubernetes namespace name"
+            )));
+        }
+        if !is_dns1123_subdomain(service_account) {
+            return Err(err(format!(
+                "service account {service_account:?} is not a valid Kubernetes service account name"
+            )));
+        }
+        let id = self.render_unchecked(namespace, service_account);
+        debug_assert!(SpiffeId::parse(&id).is_ok(), "{id}");
+        Ok(SpiffeId(id))
+    }
+
+    fn render_unchecked(&self, namespace: &str, service_account: &str) -> String {
+        let mut id = String::with_capacity(self.prefix.len() + 64);
+        id.push_str(&self.prefix);
+        for part in &self.path {
+            id.push_str(match part {
+                Part::Literal(l) => l,
+                Part::Namespace => namespace,
+                Part::ServiceAccount => service_account,
+            });
+        }
+        id
+    }
+}
+
+/// RFC 1123 label as Kubernetes checks namespace names: `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, ≤ 63.
+pub fn is_dns1123_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+}
+
+/// RFC 1123 subdomain as Kubernetes checks most object names: dot-separated labels, ≤ 253.
+pub fn is_dns1123_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns1123_label)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn td() -> TrustDomain {
+        TrustDomain::new("cluster.local").unwrap()
+    }
+
+    #[test]
+    fn default_template_renders_the_kubernetes_convention() {
+        let t = SpiffeIdTemplate::new(SpiffeIdTemplate::DEFAULT, &td()).unwrap();
+        assert_eq!(
+            t.render("default", "web").unwrap().as_str(),
+            "spiffe://cluster.local/ns/default/sa/web"
+        );
+    }
+
+    #[test]
+    fn names_that_would_change_the_path_are_refused() {
+        let t = SpiffeIdTemplate::new(SpiffeIdTemplate::DEFAULT, &td()).unwrap();
+        for (ns, sa) in [
+            ("a/b", "x"),
+            ("x", "a/../b"),
+            ("", "x"),
+            ("x", ""),
+            ("X", "x"),
+            ("x", "a..b"),
+            ("x", "."),
+        ] {
+            assert!(t.render(ns, sa).is_err(), "{ns:?} {sa:?}");
+        }
+        assert!(t.render("x", "a.b-c").is_ok());
+    }
+
+    #[test]
+    fn trust_domain_rules() {
+        for bad in ["", "Example.org", "a/b", "a:1", "é.org"] {
+            assert!(TrustDomain::new(bad).is_err(), "{bad}");
+        }
+        assert!(TrustDomain::new(&"a".repeat(256)).is_err());
+        assert!(TrustDomain::new("prod_1.example-org").is_ok());
+    }
+
+    #[test]
+    fn spiffe_id_rules() {
+        for bad in [
+            "spiffe://td/",
+            "spiffe://td//a",
+            "spiffe://td/a/./b",
+            "spiffe://td/a/..",
+            "spiffe://td/a%20b",
+            "spiffe://td/a?q",
+            "spiffe://td/a#f",
+            "spiffe://TD/a",
+            "https://td/a",
+            "spiffe://",
+        ] {
+            assert!(SpiffeId::parse(bad).is_err(), "{bad}");
+        }
+        assert!(SpiffeId::parse(&format!("spiffe://td/{}", "a".repeat(2040))).is_err());
+        assert!(SpiffeId::parse("spiffe://td").is_ok());
+        assert!(SpiffeId::parse("spiffe://td/Ns/a.b_c-d").is_ok());
+    }
+
+    #[test]
+    fn templates_are_checked_at_configuration_time() {
+        for bad in [
+            "spiffe://other.org/ns/{namespace}/sa/{service_account}",
+            "spiffe://{trust_domain}",
+            "spiffe://{trust_domain}/sa/{service_account}",
+            "spiffe://{trust_domain}/ns/{namespace}",
+            "spiffe://{trust_domain}/ns/{namespace}/sa/{pod}",
+            "spiffe://{trust_domain}/ns/{namespace}/sa/{service_account",
+            "spiffe://{trust_domain}/ns/{namespace}//sa/{service_account}",
+            "spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}/",
+            "spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}?x",
+            "spiffe://{trust_domain}/ns/{namespace}/}/{service_account}",
+        ] {
+            assert!(SpiffeIdTemplate::new(bad, &td()).is_err(), "{bad}");
+        }
+        let t = SpiffeIdTemplate::new(
+            "spiffe://{trust_domain}/k8s/{namespace}.{service_account}",
+            &td(),
+        )
+        .unwrap();
+        assert_eq!(
+            t.render("a", "b").unwrap().as_str(),
+            "spiffe://cluster.local/k8s/a.b"
+        );
+    }
+}
