@@ -150,7 +150,8 @@ impl CaPem {
 /// A loaded, checked CA that can sign leaves.
 pub struct Ca {
     issuer: Issuer<'static, KeyPair>,
-    /// PEM of the intermediates that follow the leaf in every chain (may be empty).
+    /// PEM of the certificates that follow the leaf in every chain: the signing certificate
+    /// when it is not a root, then its own intermediates (empty for a root CA).
     intermediates_pem: String,
     /// PEM of the root(s): the trust bundle.
     trust_bundle_pem: String,
@@ -282,7 +283,9 @@ impl Ca {
                     )));
                 }
                 roots.push(c.der.clone());
-            } else if i > 0 {
+            } else {
+                // Not a root, so a TLS peer needs it to build the path: this includes the
+                // signing certificate itself when it is an intermediate.
                 intermediates_pem.push_str(&pem_of(&c.der));
             }
         }

@@ -1,0 +1,3 @@
+module podcert-signer/tests/oracle
+
+go 1.22

