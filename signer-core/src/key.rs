@@ -235,11 +235,24 @@ impl<'a> SubjectKey<'a> {
                 "key algorithm {alg} is not supported"
             )));
         };
-        Ok(SubjectKey {
+        let key = SubjectKey {
             key_type,
             spki_der,
             raw,
-        })
+        };
+        // The leaf will carry rcgen's encoding of this key; insisting that it is the request's
+        // own bytes means the leaf's key always equals the requested key, byte for byte.
+        if rcgen::PublicKeyData::subject_public_key_info(&key.as_rcgen()) != spki_der {
+            return Err(UnsupportedKey::new(format_args!(
+                "{key_type} public key is not in canonical DER form"
+            )));
+        }
+        Ok(key)
+    }
+
+    /// The key as rcgen writes it into a certificate.
+    pub(crate) fn as_rcgen(&self) -> RcgenPublicKey<'_, 'a> {
+        RcgenPublicKey(self)
     }
 
     pub fn key_type(&self) -> KeyType {
@@ -249,11 +262,6 @@ impl<'a> SubjectKey<'a> {
     /// The SubjectPublicKeyInfo DER exactly as requested.
     pub fn spki_der(&self) -> &'a [u8] {
         self.spki_der
-    }
-
-    /// The `subjectPublicKey` bits (what rcgen writes back into the leaf).
-    pub(crate) fn raw(&self) -> &'a [u8] {
-        self.raw
     }
 
     /// Whether the key may be used for RSA key transport (keyEncipherment in the leaf).
@@ -311,6 +319,19 @@ impl<'a> SubjectKey<'a> {
     }
 }
 
+/// A [`SubjectKey`] as rcgen writes it: the same algorithm identifier and key bits.
+pub(crate) struct RcgenPublicKey<'k, 'a>(&'k SubjectKey<'a>);
+
+impl rcgen::PublicKeyData for RcgenPublicKey<'_, '_> {
+    fn der_bytes(&self) -> &[u8] {
+        self.0.raw
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        self.0.key_type.rcgen_algorithm()
+    }
+}
+
 /// A signature did not verify (or its scheme does not fit the key).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("signature does not verify")]
@@ -354,5 +375,21 @@ mod tests {
             let spki = kp.subject_public_key_info();
             assert_eq!(SubjectKey::from_spki_der(&spki).unwrap().key_type(), want);
         }
+    }
+
+    #[test]
+    fn non_canonical_encodings_of_a_good_key_are_refused() {
+        use rcgen::PublicKeyData;
+        let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let spki = kp.subject_public_key_info();
+        assert_eq!(spki[1], 0x59);
+        // The same SEQUENCE with a long-form length: valid BER, not DER.
+        let mut ber = vec![0x30, 0x81, 0x59];
+        ber.extend_from_slice(&spki[2..]);
+        assert!(SubjectKey::from_spki_der(&ber).is_err());
+        // A compressed point is refused too.
+        let mut compressed = spki.clone();
+        compressed[26] = 0x02;
+        assert!(SubjectKey::from_spki_der(&compressed).is_err());
     }
 }

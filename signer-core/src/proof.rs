@@ -76,6 +76,13 @@ fn bad_csr(message: impl Into<String>) -> Denial {
 }
 
 fn verify_stub_csr<'a>(der: &'a [u8], allowed: &[KeyType]) -> Result<SubjectKey<'a>, Denial> {
+    // Go (the API server) parses strict DER; x509-parser tolerates wrong tags outside the
+    // signed part. A strict decode first means we accept exactly what Go accepts.
+    <x509_cert::request::CertReq as x509_cert::der::Decode>::from_der(der).map_err(|e| {
+        bad_csr(format!(
+            "stubPKCS10Request is not a valid DER PKCS#10 request ({e})"
+        ))
+    })?;
     let (rest, csr) = X509CertificationRequest::from_der(der).map_err(|e| {
         bad_csr(format!(
             "stubPKCS10Request is not a valid PKCS#10 request ({e})"

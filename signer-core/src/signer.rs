@@ -138,9 +138,8 @@ impl Signer {
         params.not_before = to_offset(v.not_before);
         params.not_after = to_offset(v.not_after);
 
-        let subject = SubjectPublicKey(key);
         let leaf = params
-            .signed_by(&subject, self.ca.issuer())
+            .signed_by(&key.as_rcgen(), self.ca.issuer())
             .map_err(sign_err)?;
         let mut chain_pem = leaf.pem();
         chain_pem.push_str(self.ca.intermediates_pem());
@@ -164,20 +163,6 @@ enum Checked {
 impl From<Denial> for Checked {
     fn from(d: Denial) -> Self {
         Checked::Deny(d)
-    }
-}
-
-/// The requested key as rcgen writes it into the leaf: the same algorithm identifier and key
-/// bits, so the leaf's SubjectPublicKeyInfo equals the request's.
-struct SubjectPublicKey<'k, 'a>(&'k SubjectKey<'a>);
-
-impl rcgen::PublicKeyData for SubjectPublicKey<'_, '_> {
-    fn der_bytes(&self) -> &[u8] {
-        self.0.raw()
-    }
-
-    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
-        self.0.key_type().rcgen_algorithm()
     }
 }
 
