@@ -201,7 +201,7 @@ fn parse_certs(pem_text: &str, what: fn(String) -> CaError) -> Result<Vec<Parsed
                 )));
             }
             match X509Certificate::from_der(b.contents()) {
-                Ok((rest, _)) if rest.is_empty() => Ok(ParsedCert {
+                Ok(([], _)) => Ok(ParsedCert {
                     der: b.into_contents(),
                 }),
                 Ok(_) => Err(what(format!("certificate {} has trailing bytes", i + 1))),

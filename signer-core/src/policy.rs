@@ -286,7 +286,8 @@ mod tests {
 
     #[test]
     fn bad_settings_name_their_flag() {
-        let cases: [(&str, Box<dyn FnOnce(&mut PolicyConfig)>); 7] = [
+        type Edit = Box<dyn FnOnce(&mut PolicyConfig)>;
+        let cases: [(&str, Edit); 7] = [
             ("trust-domain", Box::new(|c| c.trust_domain = "Bad".into())),
             (
                 "spiffe-id-template",
