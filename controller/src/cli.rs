@@ -1,0 +1,394 @@
+//! The command line: every setting as a flag with an environment variable, checked at start.
+//!
+//! [`Args`] is what clap parses; [`Args::config`] turns it into a validated [`Config`] or a
+//! [`ConfigError`] naming the flag at fault, so a bad value stops the process before it
+//! touches the cluster. Policy settings are signer-core's [`PolicyConfig`] under the same names.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use signer_core::policy::ConfigError;
+use signer_core::spiffe::is_dns1123_subdomain;
+use signer_core::{CaKeyType, KeyType, Policy, PolicyConfig};
+
+/// Kubernetes PodCertificateRequest signer issuing SPIFFE X.509-SVIDs.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "podcert-signer", version, about)]
+pub struct Args {
+    /// The signerName this signer serves, `<domain>/<path>` (not under kubernetes.io).
+    #[arg(long, env = "PODCERT_SIGNER_NAME")]
+    pub signer_name: String,
+
+    /// SPIFFE trust domain of issued identities.
+    #[arg(long, env = "PODCERT_TRUST_DOMAIN", default_value = "cluster.local")]
+    pub trust_domain: String,
+
+    /// Template of the SPIFFE ID; may use {namespace} and {service_account}, must use both.
+    #[arg(long, env = "PODCERT_SPIFFE_ID_TEMPLATE", default_value = signer_core::SpiffeIdTemplate::DEFAULT)]
+    pub spiffe_id_template: String,
+
+    /// Certificate lifetime when the request allows more (e.g. 24h, 90m).
+    #[arg(long, env = "PODCERT_DEFAULT_LIFETIME", default_value = "24h", value_parser = parse_duration)]
+    pub default_lifetime: Duration,
+
+    /// Fraction of the lifetime after which the kubelet should refresh, in (0, 1).
+    #[arg(long, env = "PODCERT_REFRESH_FRACTION", default_value_t = 0.5)]
+    pub refresh_fraction: f64,
+
+    /// How far notBefore is set in the past, for clock skew (at most 3m).
+    #[arg(long, env = "PODCERT_BACKDATE", default_value = "2m", value_parser = parse_duration)]
+    pub backdate: Duration,
+
+    /// Subject key types to issue for (comma-separated); others are denied UnsupportedKeyType.
+    #[arg(
+        long,
+        env = "PODCERT_ALLOWED_KEY_TYPES",
+        value_delimiter = ',',
+        default_value = "ED25519,ECDSAP256,ECDSAP384,ECDSAP521,RSA3072,RSA4096"
+    )]
+    pub allowed_key_types: Vec<KeyType>,
+
+    /// The CA Secret, `namespace/name` (type kubernetes.io/tls; created if missing).
+    #[arg(
+        long,
+        env = "PODCERT_CA_SECRET",
+        default_value = "podcert-signer/podcert-signer-ca"
+    )]
+    pub ca_secret: String,
+
+    /// Key type of a generated CA: ECDSAP256, ECDSAP384 or ED25519.
+    #[arg(long, env = "PODCERT_CA_KEY_TYPE", default_value = "ECDSAP256")]
+    pub ca_key_type: CaKeyType,
+
+    /// Validity of a generated CA.
+    #[arg(long, env = "PODCERT_CA_VALIDITY", default_value = "3650d", value_parser = parse_duration)]
+    pub ca_validity: Duration,
+
+    /// Suffix of the ClusterTrustBundle name (`<signer-name with / as :>:<suffix>`).
+    #[arg(long, env = "PODCERT_TRUST_BUNDLE_SUFFIX", default_value = "ca")]
+    pub trust_bundle_suffix: String,
+
+    /// How often the published ClusterTrustBundle is checked for drift and repaired.
+    #[arg(long, env = "PODCERT_TRUST_BUNDLE_RESYNC", default_value = "60s", value_parser = parse_duration)]
+    pub trust_bundle_resync: Duration,
+
+    /// How many requests are decided at once.
+    #[arg(long, env = "PODCERT_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: u16,
+
+    /// Address of the admin HTTP server (/live, /ready, /metrics).
+    #[arg(long, env = "PODCERT_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
+    pub admin_addr: SocketAddr,
+
+    /// Log filter (tracing EnvFilter syntax, e.g. info or podcert_signer=debug).
+    #[arg(long, env = "PODCERT_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// Log format.
+    #[arg(long, env = "PODCERT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
+    pub log_format: LogFormat,
+
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "PODCERT_LEASE_NAME", default_value = "podcert-signer")]
+    pub lease_name: String,
+
+    /// Namespace of the Lease (default: the CA Secret's namespace).
+    #[arg(long, env = "PODCERT_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+
+    /// How long a leader's Lease lasts without renewal; a standby takes over after it.
+    #[arg(long, env = "PODCERT_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+
+    /// How often the leader renews (and a standby retries) the Lease.
+    #[arg(long, env = "PODCERT_LEASE_RENEW_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub lease_renew_interval: Duration,
+
+    /// This replica's identity in the Lease (default: $POD_NAME or the hostname, and the process id).
+    #[arg(long, env = "PODCERT_IDENTITY")]
+    pub identity: Option<String>,
+
+    /// Path of a kubeconfig (default: in-cluster config, then ~/.kube/config).
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<std::path::PathBuf>,
+
+    /// kubeconfig context to use.
+    #[arg(long, env = "PODCERT_CONTEXT")]
+    pub context: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (use e.g. 90s, 15m, 24h, 30d)"))
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub signer_name: String,
+    pub policy: Policy,
+    pub ca_secret: ObjectName,
+    pub ca_key_type: CaKeyType,
+    pub ca_validity: Duration,
+    pub trust_bundle_name: String,
+    pub trust_bundle_resync: Duration,
+    pub concurrency: u16,
+    pub admin_addr: SocketAddr,
+    pub lease: LeaseConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct LeaseConfig {
+    pub name: ObjectName,
+    pub identity: String,
+    pub duration: Duration,
+    pub renew_interval: Duration,
+}
+
+/// A namespaced object's `namespace/name`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectName {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for ObjectName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+fn err(setting: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        setting,
+        message: message.into(),
+    }
+}
+
+/// Checks a signer name as the API server does, and refuses the reserved `kubernetes.io`
+/// domain (those signers are the cluster's own).
+pub fn validate_signer_name(name: &str) -> Result<(), ConfigError> {
+    let (domain, path) = name.split_once('/').ok_or_else(|| {
+        err(
+            "signer-name",
+            format!("{name:?} is not of the form <domain>/<path>, e.g. example.com/spiffe"),
+        )
+    })?;
+    if !is_dns1123_subdomain(domain) || !domain.contains('.') {
+        return Err(err(
+            "signer-name",
+            format!("{domain:?} is not a fully qualified domain name"),
+        ));
+    }
+    if domain == "kubernetes.io" || domain.ends_with(".kubernetes.io") {
+        return Err(err(
+            "signer-name",
+            "signers under kubernetes.io are reserved for Kubernetes itself",
+        ));
+    }
+    if path.is_empty()
+        || path.len() > 253
+        || !path.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        })
+    {
+        return Err(err(
+            "signer-name",
+            format!("{path:?} is not a valid signer path ([A-Za-z0-9._-] segments)"),
+        ));
+    }
+    Ok(())
+}
+
+fn object_name(setting: &'static str, s: &str) -> Result<ObjectName, ConfigError> {
+    match s.split_once('/') {
+        Some((ns, name))
+            if signer_core::spiffe::is_dns1123_label(ns) && is_dns1123_subdomain(name) =>
+        {
+            Ok(ObjectName {
+                namespace: ns.into(),
+                name: name.into(),
+            })
+        }
+        _ => Err(err(setting, format!("{s:?} is not namespace/name"))),
+    }
+}
+
+impl Args {
+    pub fn config(&self) -> Result<Config, ConfigError> {
+        validate_signer_name(&self.signer_name)?;
+        let policy = Policy::new(&PolicyConfig {
+            trust_domain: self.trust_domain.clone(),
+            spiffe_id_template: self.spiffe_id_template.clone(),
+            default_lifetime: self.default_lifetime,
+            refresh_fraction: self.refresh_fraction,
+            backdate: self.backdate,
+            allowed_key_types: self.allowed_key_types.clone(),
+        })?;
+        let ca_secret = object_name("ca-secret", &self.ca_secret)?;
+        if self.ca_validity < Duration::from_secs(2 * 86_400) {
+            return Err(err("ca-validity", "a CA must be valid for at least 2 days"));
+        }
+        let suffix_ok = !self.trust_bundle_suffix.is_empty()
+            && self
+                .trust_bundle_suffix
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.'));
+        if !suffix_ok {
+            return Err(err(
+                "trust-bundle-suffix",
+                "use lowercase letters, digits, '-' and '.'",
+            ));
+        }
+        if self.concurrency == 0 {
+            return Err(err("concurrency", "must be at least 1"));
+        }
+        let lease_namespace = self
+            .lease_namespace
+            .clone()
+            .unwrap_or_else(|| ca_secret.namespace.clone());
+        let lease_name = object_name(
+            "lease-name",
+            &format!("{lease_namespace}/{}", self.lease_name),
+        )?;
+        if self.lease_renew_interval.is_zero()
+            || self.lease_renew_interval * 2 > self.lease_duration
+        {
+            return Err(err(
+                "lease-renew-interval",
+                "must be positive and at most half of --lease-duration",
+            ));
+        }
+        let identity = self.identity.clone().unwrap_or_else(default_identity);
+        Ok(Config {
+            signer_name: self.signer_name.clone(),
+            policy,
+            trust_bundle_name: format!(
+                "{}:{}",
+                self.signer_name.replace('/', ":"),
+                self.trust_bundle_suffix
+            ),
+            ca_secret,
+            trust_bundle_resync: self.trust_bundle_resync.max(Duration::from_secs(1)),
+            ca_key_type: self.ca_key_type,
+            ca_validity: self.ca_validity,
+            concurrency: self.concurrency,
+            admin_addr: self.admin_addr,
+            lease: LeaseConfig {
+                name: lease_name,
+                identity,
+                duration: self.lease_duration,
+                renew_interval: self.lease_renew_interval,
+            },
+        })
+    }
+}
+
+fn default_identity() -> String {
+    // The process id tells apart two replicas on one host, and a restarted process from its
+    // predecessor.
+    let host = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "podcert-signer".into());
+    format!("{host}_{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        Args::command().debug_assert();
+    }
+
+    fn args(extra: &[&str]) -> Result<Config, ConfigError> {
+        let mut argv = vec!["podcert-signer", "--signer-name", "example.com/spiffe"];
+        argv.extend_from_slice(extra);
+        Args::try_parse_from(argv).expect("parses").config()
+    }
+
+    #[test]
+    fn defaults_make_a_valid_config() {
+        let c = args(&[]).unwrap();
+        assert_eq!(c.trust_bundle_name, "example.com:spiffe:ca");
+        assert_eq!(c.ca_secret.to_string(), "podcert-signer/podcert-signer-ca");
+        assert_eq!(c.lease.name.to_string(), "podcert-signer/podcert-signer");
+    }
+
+    #[test]
+    fn bad_values_name_their_flag() {
+        for (flags, setting) in [
+            (&["--trust-domain", "Bad"][..], "trust-domain"),
+            (&["--default-lifetime", "10m"], "default-lifetime"),
+            (&["--refresh-fraction", "0"], "refresh-fraction"),
+            (&["--ca-secret", "no-slash"], "ca-secret"),
+            (&["--concurrency", "0"], "concurrency"),
+            (&["--lease-renew-interval", "10s"], "lease-renew-interval"),
+            (
+                &["--spiffe-id-template", "spiffe://{trust_domain}/x"],
+                "spiffe-id-template",
+            ),
+        ] {
+            let e = args(flags).unwrap_err();
+            assert_eq!(e.setting, setting, "{flags:?}");
+            assert!(e.to_string().starts_with(&format!("--{setting}: ")));
+        }
+    }
+
+    #[test]
+    fn signer_names_follow_the_api_rules() {
+        for bad in [
+            "spiffe",
+            "example/spiffe",
+            "kubernetes.io/spiffe",
+            "x.kubernetes.io/a",
+            "example.com/",
+            "Example.com/a",
+            "example.com/a b",
+        ] {
+            assert_eq!(
+                validate_signer_name(bad).unwrap_err().setting,
+                "signer-name",
+                "{bad}"
+            );
+        }
+        for good in ["example.com/spiffe", "podcert.example.org/a/b-c_d.e"] {
+            validate_signer_name(good).unwrap();
+        }
+    }
+
+    #[test]
+    fn unparseable_flags_are_refused_by_clap_naming_the_flag() {
+        let e = Args::try_parse_from([
+            "podcert-signer",
+            "--signer-name",
+            "a.b/c",
+            "--allowed-key-types",
+            "RSA2048",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--allowed-key-types"), "{e}");
+        let e = Args::try_parse_from([
+            "podcert-signer",
+            "--signer-name",
+            "a.b/c",
+            "--default-lifetime",
+            "soon",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--default-lifetime"), "{e}");
+    }
+}

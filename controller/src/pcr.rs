@@ -1,0 +1,269 @@
+//! PodCertificateRequests in whichever version the cluster serves, and their status.
+//!
+//! k8s-openapi's `v1beta1` spec is a superset of every version's (SPEC §1): `pkixPublicKey`
+//! and `proofOfPossession` optional (v1alpha1, 1.35-style v1beta1), `stubPKCS10Request`
+//! defaulted (1.36-style v1beta1, v1). So one [`Pcr`] type — a `kube::core::Object` typed by
+//! the [`ApiResource`] found at start — reads all of them, and one code path writes status.
+//! [`discover`] picks the version; [`to_request`] turns an object into signer-core's
+//! [`Request`]; [`status_for`] turns a [`Decision`] into the status the API server accepts.
+
+use base64::Engine;
+use k8s_openapi::api::certificates::v1beta1::{
+    PodCertificateRequestSpec, PodCertificateRequestStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::Client;
+use kube::core::{ApiResource, Object};
+use signer_core::policy::unix_seconds;
+use signer_core::{Decision, Denial, DenyReason, KeyMaterial, Request};
+
+/// A PodCertificateRequest of any served version.
+pub type Pcr = Object<PodCertificateRequestSpec, PodCertificateRequestStatus>;
+
+pub const GROUP: &str = "certificates.k8s.io";
+/// Served versions of podcertificaterequests, best first: v1beta1 reads both the 1.35
+/// (pkix + proof) and 1.36 (stub CSR) formats; v1 reads 1.35 requests only through the
+/// conversion annotations; v1alpha1 is the 1.34 alpha.
+pub const PCR_VERSIONS: [&str; 3] = ["v1beta1", "v1", "v1alpha1"];
+/// Served versions of clustertrustbundles, best first.
+pub const CTB_VERSIONS: [&str; 3] = ["v1", "v1beta1", "v1alpha1"];
+
+/// Where conversion to `v1` may carry a 1.35 kubelet's key and proof (base64; SPEC §1).
+pub const INITIAL_PKIX_ANNOTATION: &str = "certificates.k8s.io/initial-pkix-public-key";
+pub const INITIAL_POP_ANNOTATION: &str = "certificates.k8s.io/initial-proof-of-possession";
+
+/// The best served version of `plural` in certificates.k8s.io among `preference`, or None.
+pub async fn discover(
+    client: &Client,
+    plural: &str,
+    preference: &[&str],
+) -> Result<Option<ApiResource>, kube::Error> {
+    let group = match kube::discovery::group(client, GROUP).await {
+        Ok(g) => g,
+        Err(kube::Error::Discovery(_)) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    for version in preference {
+        if let Some((ar, _)) = group
+            .versioned_resources(version)
+            .into_iter()
+            .find(|(ar, _)| ar.plural == plural)
+        {
+            return Ok(Some(ar));
+        }
+    }
+    Ok(None)
+}
+
+/// Whether the request already has a terminal status (a chain, or Issued/Denied/Failed):
+/// the API server freezes such a status, so we never touch it again.
+pub fn is_terminal(pcr: &Pcr) -> bool {
+    let Some(status) = &pcr.status else {
+        return false;
+    };
+    status
+        .certificate_chain
+        .as_deref()
+        .is_some_and(|c| !c.is_empty())
+        || status.conditions.iter().flatten().any(|c| {
+            c.status == "True" && matches!(c.type_.as_str(), "Issued" | "Denied" | "Failed")
+        })
+}
+
+/// Converts a request of any version into signer-core's model; malformed key material is a
+/// denial, not an error.
+pub fn to_request(pcr: &Pcr) -> Result<Request, Denial> {
+    let spec = &pcr.spec;
+    let annotations = pcr.metadata.annotations.as_ref();
+    let mut pkix = spec.pkix_public_key.as_ref().map(|b| b.0.clone());
+    let mut proof = spec.proof_of_possession.as_ref().map(|b| b.0.clone());
+    if pkix.is_none() && proof.is_none() && spec.stub_pkc_s10_request.0.is_empty() {
+        // A 1.35 kubelet's request read through v1.
+        let decode = |key: &str| -> Result<Option<Vec<u8>>, Denial> {
+            annotations
+                .and_then(|a| a.get(key))
+                .map(|v| {
+                    base64::engine::general_purpose::STANDARD
+                        .decode(v.trim())
+                        .map_err(|e| {
+                            Denial::new(
+                                DenyReason::InvalidKeyMaterial,
+                                format!("annotation {key} is not base64 ({e})"),
+                            )
+                        })
+                })
+                .transpose()
+        };
+        pkix = decode(INITIAL_PKIX_ANNOTATION)?;
+        proof = decode(INITIAL_POP_ANNOTATION)?;
+    }
+    let key_material = KeyMaterial::from_fields(
+        pkix.as_deref(),
+        proof.as_deref(),
+        Some(spec.stub_pkc_s10_request.0.as_slice()),
+    )?;
+    Ok(Request {
+        namespace: pcr.metadata.namespace.clone().unwrap_or_default(),
+        pod_name: spec.pod_name.clone(),
+        pod_uid: spec.pod_uid.clone(),
+        service_account_name: spec.service_account_name.clone(),
+        service_account_uid: spec.service_account_uid.clone(),
+        node_name: spec.node_name.clone(),
+        node_uid: spec.node_uid.clone(),
+        signer_name: spec.signer_name.clone(),
+        max_expiration_seconds: spec.max_expiration_seconds.map(i64::from).unwrap_or(86_400),
+        unverified_user_annotations: spec.unverified_user_annotations.clone().unwrap_or_default(),
+        key_material,
+    })
+}
+
+fn time(t: std::time::SystemTime) -> Time {
+    Time(Timestamp::from_second(unix_seconds(t)).expect("issued times are in range"))
+}
+
+/// The status for `decision`, with a condition timestamped `now` (SPEC §4: one condition,
+/// status True, a valid reason, a non-zero lastTransitionTime; Denied carries nothing else).
+pub fn status_for(
+    decision: &Decision,
+    pcr: &Pcr,
+    now: std::time::SystemTime,
+) -> PodCertificateRequestStatus {
+    let condition = |type_: &str, reason: &str, message: String| Condition {
+        type_: type_.into(),
+        status: "True".into(),
+        reason: reason.into(),
+        message,
+        last_transition_time: time(now),
+        observed_generation: pcr.metadata.generation,
+    };
+    match decision {
+        Decision::Issue(i) => PodCertificateRequestStatus {
+            certificate_chain: Some(i.chain_pem.clone()),
+            not_before: Some(time(i.not_before)),
+            not_after: Some(time(i.not_after)),
+            begin_refresh_at: Some(time(i.begin_refresh_at)),
+            conditions: Some(vec![condition(
+                "Issued",
+                "Issued",
+                format!(
+                    "issued {} for a {} key, serial {}",
+                    i.spiffe_id, i.key_type, i.serial_hex
+                ),
+            )]),
+        },
+        Decision::Deny(d) => PodCertificateRequestStatus {
+            conditions: Some(vec![condition(
+                "Denied",
+                d.reason.as_str(),
+                d.message.clone(),
+            )]),
+            ..Default::default()
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pcr(json: serde_json::Value) -> Pcr {
+        serde_json::from_value(json).expect("valid PCR JSON")
+    }
+
+    fn base(api_version: &str, spec_extra: serde_json::Value) -> serde_json::Value {
+        let mut spec = serde_json::json!({
+            "signerName": "example.com/spiffe", "podName": "p", "podUID": "uid",
+            "serviceAccountName": "sa", "serviceAccountUID": "sau", "nodeName": "n", "nodeUID": "nu",
+            "maxExpirationSeconds": 3600
+        });
+        spec.as_object_mut()
+            .unwrap()
+            .extend(spec_extra.as_object().unwrap().clone());
+        serde_json::json!({
+            "apiVersion": format!("certificates.k8s.io/{api_version}"), "kind": "PodCertificateRequest",
+            "metadata": {"name": "req-1", "namespace": "ns", "resourceVersion": "7"},
+            "spec": spec
+        })
+    }
+
+    #[test]
+    fn every_version_converts() {
+        // v1alpha1 / 1.35-style v1beta1: pkix + proof.
+        for v in ["v1alpha1", "v1beta1"] {
+            let r = to_request(&pcr(base(
+                v,
+                serde_json::json!({"pkixPublicKey": "AQI=", "proofOfPossession": "AwQ="}),
+            )))
+            .unwrap();
+            assert_eq!(
+                r.key_material,
+                KeyMaterial::Pkix {
+                    spki_der: vec![1, 2],
+                    proof: vec![3, 4]
+                }
+            );
+            assert_eq!(r.namespace, "ns");
+            assert_eq!(r.max_expiration_seconds, 3600);
+        }
+        // 1.36-style v1beta1 and v1: the stub CSR.
+        for v in ["v1beta1", "v1"] {
+            let r = to_request(&pcr(base(
+                v,
+                serde_json::json!({"stubPKCS10Request": "BQY="}),
+            )))
+            .unwrap();
+            assert_eq!(r.key_material, KeyMaterial::StubCsr { der: vec![5, 6] });
+        }
+    }
+
+    #[test]
+    fn a_1_35_request_read_through_v1_uses_the_conversion_annotations() {
+        let mut j = base("v1", serde_json::json!({}));
+        j["metadata"]["annotations"] =
+            serde_json::json!({INITIAL_PKIX_ANNOTATION: "AQI=", INITIAL_POP_ANNOTATION: "AwQ="});
+        let r = to_request(&pcr(j.clone())).unwrap();
+        assert_eq!(
+            r.key_material,
+            KeyMaterial::Pkix {
+                spki_der: vec![1, 2],
+                proof: vec![3, 4]
+            }
+        );
+        j["metadata"]["annotations"][INITIAL_POP_ANNOTATION] = "%%%".into();
+        assert_eq!(
+            to_request(&pcr(j)).unwrap_err().reason,
+            DenyReason::InvalidKeyMaterial
+        );
+    }
+
+    #[test]
+    fn no_key_material_is_a_denial() {
+        let d = to_request(&pcr(base("v1", serde_json::json!({})))).unwrap_err();
+        assert_eq!(d.reason, DenyReason::InvalidKeyMaterial);
+    }
+
+    #[test]
+    fn terminal_states() {
+        let mut j = base("v1", serde_json::json!({}));
+        assert!(!is_terminal(&pcr(j.clone())));
+        j["status"] = serde_json::json!({"conditions": [{"type": "Denied", "status": "True", "reason": "X", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]});
+        assert!(is_terminal(&pcr(j.clone())));
+        j["status"] = serde_json::json!({"certificateChain": "-----BEGIN CERTIFICATE-----"});
+        assert!(is_terminal(&pcr(j)));
+    }
+
+    #[test]
+    fn a_denied_status_has_only_its_condition() {
+        let p = pcr(base("v1", serde_json::json!({})));
+        let d = Decision::Deny(Denial::new(DenyReason::UnsupportedKeyType, "use ECDSAP256"));
+        let s = status_for(&d, &p, std::time::SystemTime::now());
+        let j = serde_json::to_value(&s).unwrap();
+        assert_eq!(
+            j.as_object().unwrap().keys().collect::<Vec<_>>(),
+            ["conditions"]
+        );
+        assert_eq!(j["conditions"][0]["reason"], "UnsupportedKeyType");
+        assert_eq!(j["conditions"][0]["status"], "True");
+    }
+}
