@@ -249,9 +249,24 @@ async fn run_with(config: Config, args: &Args) -> Result<(), StartError> {
     {
         let health = health.clone();
         tokio::spawn(async move {
-            if cache.wait_until_ready().await.is_ok() {
-                info!("PodCertificateRequest watch synced; ready");
-                health.set_ready(true);
+            // kube-runtime's readiness signal wakes only the last task that polled it, and the
+            // controller's own runner waits on it too: so poll again now and then (the value is
+            // memoised once anyone has seen it).
+            loop {
+                match tokio::time::timeout(
+                    std::time::Duration::from_millis(100),
+                    cache.wait_until_ready(),
+                )
+                .await
+                {
+                    Ok(Ok(())) => {
+                        info!("PodCertificateRequest watch synced; ready");
+                        health.set_ready(true);
+                        return;
+                    }
+                    Ok(Err(_)) => return,
+                    Err(_) => {}
+                }
             }
         });
     }

@@ -4,6 +4,8 @@
 //
 //	oracle keys          writes JSON fixtures to stdout: keys, proofs of possession and stub
 //	                     CSRs made exactly as the kubelet makes them (SPEC.md §3)
+//	oracle prove         reads [{pkcs8_der, pod_uid}] as JSON on stdin and writes the kubelet's
+//	                     proof of possession for each (base64 in JSON, like all bytes here)
 //	oracle verify        reads issued chains as JSON on stdin, checks each as the API server
 //	                     and kubelet would (crypto/x509 parse + Verify, SPEC.md §4 and §7), and
 //	                     writes one JSON verdict per chain
@@ -252,15 +254,43 @@ func verify() error {
 	return json.NewEncoder(os.Stdout).Encode(out)
 }
 
+// ProveInput is one proof to make.
+type ProveInput struct {
+	PKCS8  []byte `json:"pkcs8_der"`
+	PodUID string `json:"pod_uid"`
+}
+
+func prove() error {
+	var in []ProveInput
+	if err := json.NewDecoder(os.Stdin).Decode(&in); err != nil {
+		return err
+	}
+	out := make([][]byte, 0, len(in))
+	for _, p := range in {
+		key, err := x509.ParsePKCS8PrivateKey(p.PKCS8)
+		if err != nil {
+			return err
+		}
+		proof, err := proofOfPossession(key.(crypto.Signer), p.PodUID)
+		if err != nil {
+			return err
+		}
+		out = append(out, proof)
+	}
+	return json.NewEncoder(os.Stdout).Encode(out)
+}
+
 func main() {
 	var err error
 	switch {
 	case len(os.Args) == 2 && os.Args[1] == "keys":
 		err = keys()
+	case len(os.Args) == 2 && os.Args[1] == "prove":
+		err = prove()
 	case len(os.Args) == 2 && os.Args[1] == "verify":
 		err = verify()
 	default:
-		err = fmt.Errorf("usage: oracle keys|verify")
+		err = fmt.Errorf("usage: oracle keys|prove|verify")
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "oracle:", err)

@@ -4,5 +4,7 @@
 //! kubelet does; [`oracles`] runs independent verifiers over what we issue — Go's
 //! `crypto/x509` (the API server's and kubelet's parser), `openssl verify` and py-spiffe.
 
+pub mod apiserver;
 pub mod fixtures;
+pub mod kubelet;
 pub mod oracles;

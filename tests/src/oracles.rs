@@ -180,3 +180,36 @@ json.dump(out, sys.stdout)
         })
         .collect()
 }
+
+/// Proofs of possession for (PKCS#8 key, pod UID) pairs, made by Go exactly as the 1.35
+/// kubelet makes them; one oracle process for the whole batch.
+pub fn go_prove(requests: &[(&[u8], &str)]) -> Vec<Vec<u8>> {
+    let input: Vec<serde_json::Value> = requests
+        .iter()
+        .map(|(pkcs8, uid)| {
+            serde_json::json!({
+                "pkcs8_der": base64::engine::general_purpose::STANDARD.encode(pkcs8),
+                "pod_uid": uid,
+            })
+        })
+        .collect();
+    let mut child = Command::new(oracle_binary())
+        .arg("prove")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("oracle starts");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&serde_json::to_vec(&input).unwrap())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "oracle prove failed");
+    let proofs: Vec<String> = serde_json::from_slice(&out.stdout).expect("oracle proofs parse");
+    proofs
+        .iter()
+        .map(|p| base64::engine::general_purpose::STANDARD.decode(p).unwrap())
+        .collect()
+}

@@ -1,0 +1,194 @@
+//! Running the real `podcert-signer` binary against the test API server.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use podcert_tests::apiserver::{ServerOptions, TestApiServer};
+use podcert_tests::kubelet::{Kubelet, Tracker};
+
+pub const SIGNER: &str = "example.com/spiffe";
+pub const TRUST_DOMAIN: &str = "example.org";
+pub const CA_NS: &str = "podcert-signer";
+pub const CA_NAME: &str = "podcert-signer-ca";
+pub const CTB_NAME: &str = "example.com:spiffe:ca";
+
+/// A test cluster: the API server, a kubeconfig for it and a client.
+pub struct Cluster {
+    pub server: TestApiServer,
+    pub dir: tempfile::TempDir,
+    pub kubeconfig: PathBuf,
+    pub client: kube::Client,
+}
+
+impl Cluster {
+    pub async fn start(options: ServerOptions) -> Cluster {
+        let server = TestApiServer::start(options);
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = server.write_kubeconfig(dir.path());
+        let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap();
+        let client = kube::Client::try_from(config).unwrap();
+        Cluster {
+            server,
+            dir,
+            kubeconfig,
+            client,
+        }
+    }
+
+    pub fn kubelet(&self, version: &str) -> Kubelet {
+        Kubelet::new(self.client.clone(), version, SIGNER)
+    }
+
+    pub fn tracker(&self, version: &str) -> Tracker {
+        Tracker::start(self.client.clone(), version)
+    }
+
+    /// The published trust bundle, once it exists.
+    pub async fn trust_bundle(&self) -> String {
+        for _ in 0..200 {
+            if let Some(ctb) = self.server.get("clustertrustbundles", "", CTB_NAME) {
+                return ctb["spec"]["trustBundle"].as_str().unwrap().to_string();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no ClusterTrustBundle {CTB_NAME} was published");
+    }
+
+    pub fn signer(&self, name: &str, extra: &[&str]) -> SignerProcess {
+        SignerProcess::spawn(self, name, extra)
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running signer; killed when dropped. Its log is kept in the cluster's temp dir.
+pub struct SignerProcess {
+    pub child: Child,
+    pub admin_port: u16,
+    pub log: PathBuf,
+    pub identity: String,
+}
+
+impl SignerProcess {
+    pub fn spawn(cluster: &Cluster, name: &str, extra: &[&str]) -> SignerProcess {
+        let admin_port = free_port();
+        let log = cluster.dir.path().join(format!("{name}.log"));
+        let identity = format!("signer-{name}");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_podcert-signer"));
+        cmd.args(["--signer-name", SIGNER, "--trust-domain", TRUST_DOMAIN])
+            .arg("--kubeconfig")
+            .arg(&cluster.kubeconfig)
+            .args(["--admin-addr", &format!("127.0.0.1:{admin_port}")])
+            .args(["--identity", &identity])
+            .args([
+                "--lease-duration",
+                "3s",
+                "--lease-renew-interval",
+                "1s",
+                "--trust-bundle-resync",
+                "1s",
+            ])
+            .args([
+                "--log-level",
+                &std::env::var("PODCERT_E2E_LOG_LEVEL")
+                    .unwrap_or_else(|_| "info,podcert_signer=debug".into()),
+            ])
+            .args(extra)
+            .env_remove("KUBECONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        let child = cmd.spawn().expect("podcert-signer starts");
+        SignerProcess {
+            child,
+            admin_port,
+            log,
+            identity,
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// GET on the admin port; the status code, or None if nothing answers.
+    pub async fn admin(&self, path: &str) -> Option<(u16, String)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.admin_port))
+            .await
+            .ok()?;
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .ok()?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).await.ok()?;
+        let code = buf.split_whitespace().nth(1)?.parse().ok()?;
+        Some((code, buf))
+    }
+
+    pub async fn wait_ready(&self, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            if let Some((200, _)) = self.admin("/ready").await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "signer not ready within {timeout:?}; log:\n{}",
+            self.log_text()
+        );
+    }
+
+    /// Sends SIGTERM and waits for the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..200 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        None
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for SignerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,468 @@
+//! An in-process Kubernetes API test server, behaving like kube-apiserver on every path the
+//! signer touches.
+//!
+//! It serves HTTPS on 127.0.0.1 with a CA of its own, and [`TestApiServer::write_kubeconfig`]
+//! writes an ordinary kubeconfig for it, so the real `podcert-signer` binary connects as it
+//! would to a cluster. It serves discovery, PodCertificateRequests in the versions a given
+//! Kubernetes release serves ([`ServerOptions`]), ClusterTrustBundles or not, Secrets, Leases
+//! and Events; enforces the PCR status rules of SPEC §4 and the trust-bundle rules of §6 with
+//! the real error shapes; garbage-collects old PCRs; and injects faults on demand
+//! ([`Faults`]): 429/500 storms, refused writes, slow answers, stalled or dropped watches,
+//! 409s on status writes, and restarts that lose every watch and the change history.
+
+mod http;
+pub mod store;
+pub mod validate;
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use k8s_openapi::jiff::Timestamp;
+use serde_json::Value;
+use tokio::net::TcpListener;
+
+use store::Store;
+
+/// A resource type the server serves.
+#[derive(Debug, Clone)]
+pub struct ResourceType {
+    pub group: &'static str,
+    pub versions: Vec<&'static str>,
+    pub plural: &'static str,
+    pub kind: &'static str,
+    pub namespaced: bool,
+    pub has_status: bool,
+}
+
+impl ResourceType {
+    pub fn api_version(&self, version: &str) -> String {
+        if self.group.is_empty() {
+            version.to_string()
+        } else {
+            format!("{}/{version}", self.group)
+        }
+    }
+}
+
+/// Which Kubernetes the server pretends to be.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Served versions of podcertificaterequests (empty: not served).
+    pub pcr_versions: Vec<&'static str>,
+    /// Served versions of clustertrustbundles (empty: not served).
+    pub ctb_versions: Vec<&'static str>,
+    /// How many changes are kept for watches before 410 Gone.
+    pub history_limit: usize,
+    /// PCRs older than this are deleted (kube-controller-manager does it at 30 minutes).
+    pub pcr_gc_after: Duration,
+}
+
+impl ServerOptions {
+    /// 1.35/1.36 with the beta APIs enabled.
+    pub fn v1beta1() -> Self {
+        ServerOptions {
+            pcr_versions: vec!["v1beta1"],
+            ctb_versions: vec!["v1beta1"],
+            history_limit: 100_000,
+            pcr_gc_after: Duration::from_secs(1800),
+        }
+    }
+
+    /// 1.37: GA, v1 preferred and v1beta1 still served.
+    pub fn v1_and_v1beta1() -> Self {
+        ServerOptions {
+            pcr_versions: vec!["v1", "v1beta1"],
+            ctb_versions: vec!["v1", "v1beta1"],
+            ..Self::v1beta1()
+        }
+    }
+
+    /// Only v1 served (a future release without the beta).
+    pub fn v1_only() -> Self {
+        ServerOptions {
+            pcr_versions: vec!["v1"],
+            ctb_versions: vec!["v1"],
+            ..Self::v1beta1()
+        }
+    }
+
+    /// 1.34 with the alpha gate on.
+    pub fn v1alpha1() -> Self {
+        ServerOptions {
+            pcr_versions: vec!["v1alpha1"],
+            ctb_versions: vec!["v1beta1"],
+            ..Self::v1beta1()
+        }
+    }
+
+    fn resources(&self) -> Vec<ResourceType> {
+        let mut r = vec![
+            ResourceType {
+                group: "",
+                versions: vec!["v1"],
+                plural: "secrets",
+                kind: "Secret",
+                namespaced: true,
+                has_status: false,
+            },
+            ResourceType {
+                group: "",
+                versions: vec!["v1"],
+                plural: "events",
+                kind: "Event",
+                namespaced: true,
+                has_status: false,
+            },
+            ResourceType {
+                group: "events.k8s.io",
+                versions: vec!["v1"],
+                plural: "events",
+                kind: "Event",
+                namespaced: true,
+                has_status: false,
+            },
+            ResourceType {
+                group: "coordination.k8s.io",
+                versions: vec!["v1"],
+                plural: "leases",
+                kind: "Lease",
+                namespaced: true,
+                has_status: false,
+            },
+        ];
+        if !self.pcr_versions.is_empty() {
+            r.push(ResourceType {
+                group: "certificates.k8s.io",
+                versions: self.pcr_versions.clone(),
+                plural: "podcertificaterequests",
+                kind: "PodCertificateRequest",
+                namespaced: true,
+                has_status: true,
+            });
+        }
+        if !self.ctb_versions.is_empty() {
+            r.push(ResourceType {
+                group: "certificates.k8s.io",
+                versions: self.ctb_versions.clone(),
+                plural: "clustertrustbundles",
+                kind: "ClusterTrustBundle",
+                namespaced: false,
+                has_status: false,
+            });
+        }
+        r
+    }
+}
+
+/// Faults to inject; counters are consumed one per request.
+#[derive(Debug)]
+pub struct Faults {
+    /// Answer the next N requests 429 Too Many Requests with Retry-After: 1.
+    pub throttle_next: AtomicU32,
+    /// Answer the next N non-watch requests 500.
+    pub error_next: AtomicU32,
+    /// Answer the next N PCR status writes 409 Conflict.
+    pub conflict_next_status_writes: AtomicU32,
+    /// Refuse every write with 503 while set.
+    pub refuse_writes: AtomicBool,
+    /// Hold back watch events while set (delivered when cleared).
+    pub stall_watches: AtomicBool,
+    /// Delay every answer by this many milliseconds.
+    pub delay_ms: AtomicU64,
+    down_until: Mutex<Option<Instant>>,
+    watch_epoch: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            throttle_next: AtomicU32::new(0),
+            error_next: AtomicU32::new(0),
+            conflict_next_status_writes: AtomicU32::new(0),
+            refuse_writes: AtomicBool::new(false),
+            stall_watches: AtomicBool::new(false),
+            delay_ms: AtomicU64::new(0),
+            down_until: Mutex::new(None),
+            watch_epoch: tokio::sync::watch::channel(0).0,
+        }
+    }
+}
+
+impl Faults {
+    fn take(&self, counter: &AtomicU32) -> bool {
+        counter
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    fn is_down(&self) -> bool {
+        self.down_until
+            .lock()
+            .unwrap()
+            .is_some_and(|t| Instant::now() < t)
+    }
+
+    /// Ends every open watch (clients re-watch from their last resourceVersion).
+    pub fn drop_watches(&self) {
+        self.watch_epoch.send_modify(|e| *e += 1);
+    }
+}
+
+/// One request the server answered, for assertions.
+#[derive(Debug, Clone)]
+pub struct Logged {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub status: u16,
+    pub body: String,
+}
+
+/// State shared by the handlers.
+#[derive(Debug)]
+pub struct Shared {
+    resources: Vec<ResourceType>,
+    pub store: Mutex<Store>,
+    pub faults: Faults,
+    log: Mutex<Vec<Logged>>,
+}
+
+impl Shared {
+    fn log(&self, method: &::http::Method, path: &str, query: &str, status: u16, body: &[u8]) {
+        // Watch and read traffic is not logged (it is large and not what tests assert on).
+        if method == ::http::Method::GET {
+            return;
+        }
+        self.log.lock().unwrap().push(Logged {
+            method: method.to_string(),
+            path: path.to_string(),
+            query: query.to_string(),
+            status,
+            body: String::from_utf8_lossy(body).into_owned(),
+        });
+    }
+}
+
+/// A running test API server; stops when dropped.
+#[derive(Debug)]
+pub struct TestApiServer {
+    pub shared: Arc<Shared>,
+    pub port: u16,
+    ca_pem: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+fn tls_config() -> (Arc<rustls::ServerConfig>, String) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+        SanType,
+    };
+    let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.distinguished_name
+        .push(DnType::CommonName, "podcert test apiserver CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    leaf.subject_alt_names
+        .push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
+    leaf.distinguished_name
+        .push(DnType::CommonName, "kube-apiserver");
+    let leaf_cert = leaf.signed_by(&key, &Issuer::new(ca, &ca_key)).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf_cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    (Arc::new(config), ca_cert.pem())
+}
+
+impl TestApiServer {
+    /// Starts a server on its own thread and runtime, so it outlives any test's runtime.
+    pub fn start(options: ServerOptions) -> TestApiServer {
+        let shared = Arc::new(Shared {
+            resources: options.resources(),
+            store: Mutex::new(Store::new(options.history_limit)),
+            faults: Faults::default(),
+            log: Mutex::new(Vec::new()),
+        });
+        let (tls, ca_pem) = tls_config();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (port_tx, port_rx) = std::sync::mpsc::channel();
+        let s = shared.clone();
+        let gc_after = options.pcr_gc_after;
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                port_tx.send(listener.local_addr().unwrap().port()).unwrap();
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+                tokio::spawn(gc(s.clone(), gc_after));
+                let serve = async {
+                    loop {
+                        let Ok((tcp, _)) = listener.accept().await else { continue };
+                        let (acceptor, s) = (acceptor.clone(), s.clone());
+                        tokio::spawn(async move {
+                            let Ok(tls) = acceptor.accept(tcp).await else { return };
+                            let service = service_fn(move |req| {
+                                let s = s.clone();
+                                async move { Ok::<_, std::convert::Infallible>(s.handle(req).await) }
+                            });
+                            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service).await;
+                        });
+                    }
+                };
+                tokio::select! {
+                    _ = serve => {}
+                    _ = stop_rx => {}
+                }
+            });
+            rt.shutdown_timeout(Duration::from_millis(100));
+        });
+        let port = port_rx.recv().expect("test API server starts");
+        TestApiServer {
+            shared,
+            port,
+            ca_pem,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    pub fn faults(&self) -> &Faults {
+        &self.shared.faults
+    }
+
+    /// Writes a kubeconfig for this server into `dir` and returns its path.
+    pub fn write_kubeconfig(&self, dir: &std::path::Path) -> std::path::PathBuf {
+        let ca = base64::engine::general_purpose::STANDARD.encode(&self.ca_pem);
+        let kubeconfig = serde_json::json!({
+            "apiVersion": "v1", "kind": "Config", "current-context": "test",
+            "clusters": [{"name": "test", "cluster": {"server": self.url(), "certificate-authority-data": ca}}],
+            "users": [{"name": "test", "user": {"token": "podcert-test"}}],
+            "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test", "namespace": "default"}}],
+        });
+        let path = dir.join(format!("kubeconfig-{}.json", self.port));
+        std::fs::write(&path, kubeconfig.to_string()).unwrap();
+        path
+    }
+
+    /// A restart: every watch is lost, the change history is gone (watches from old
+    /// resourceVersions get 410 and must relist), and for `downtime` every request gets 503.
+    pub fn restart(&self, downtime: Duration) {
+        *self.shared.faults.down_until.lock().unwrap() = Some(Instant::now() + downtime);
+        self.shared.store.lock().unwrap().compact();
+        self.shared.faults.drop_watches();
+    }
+
+    /// The stored object, as stored.
+    pub fn get(&self, plural: &str, namespace: &str, name: &str) -> Option<Value> {
+        self.shared
+            .store
+            .lock()
+            .unwrap()
+            .get(&(plural.into(), namespace.into(), name.into()))
+            .cloned()
+    }
+
+    pub fn list(&self, plural: &str) -> Vec<Value> {
+        self.shared
+            .store
+            .lock()
+            .unwrap()
+            .list(plural, None)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    /// Stores `obj` directly, bypassing validation (to plant corrupt data).
+    pub fn put(&self, plural: &str, namespace: &str, obj: Value) -> Value {
+        let name = obj["metadata"]["name"].as_str().expect("name").to_string();
+        let mut obj = obj;
+        if obj["metadata"]["creationTimestamp"].is_null() {
+            obj["metadata"]["creationTimestamp"] = Value::String(
+                Timestamp::from_second(Timestamp::now().as_second())
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+        self.shared
+            .store
+            .lock()
+            .unwrap()
+            .put((plural.into(), namespace.into(), name), obj)
+    }
+
+    pub fn delete(&self, plural: &str, namespace: &str, name: &str) -> Option<Value> {
+        self.shared
+            .store
+            .lock()
+            .unwrap()
+            .delete(&(plural.into(), namespace.into(), name.into()))
+    }
+
+    /// Every write the server answered so far.
+    pub fn writes(&self) -> Vec<Logged> {
+        self.shared.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for TestApiServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Deletes PCRs older than `after`, as kube-controller-manager does.
+async fn gc(shared: Arc<Shared>, after: Duration) {
+    let mut tick = tokio::time::interval(
+        (after / 4).clamp(Duration::from_millis(100), Duration::from_secs(10)),
+    );
+    loop {
+        tick.tick().await;
+        let cutoff = Timestamp::now().as_second() - after.as_secs() as i64;
+        let mut store = shared.store.lock().unwrap();
+        let old: Vec<_> = store
+            .list("podcertificaterequests", None)
+            .filter(|(_, o)| {
+                o["metadata"]["creationTimestamp"]
+                    .as_str()
+                    .and_then(|t| t.parse::<Timestamp>().ok())
+                    .is_some_and(|t| t.as_second() <= cutoff)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in old {
+            store.delete(&k);
+        }
+    }
+}
