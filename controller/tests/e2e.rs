@@ -241,3 +241,231 @@ async fn bad_requests_are_denied_with_the_right_reason() {
         "{events:#?}"
     );
 }
+
+fn plain_burst(ns: &str, n: usize) -> Vec<PodRequest> {
+    (0..n)
+        .map(|i| {
+            let kt = ["ECDSAP256", "ED25519"][i % 2];
+            let format = if i % 3 == 0 {
+                Format::Pkix
+            } else {
+                Format::Csr
+            };
+            PodRequest::new(
+                ns,
+                &format!("pod-{i}"),
+                &format!("sa-{}", i % 5),
+                kt,
+                format,
+            )
+        })
+        .collect()
+}
+
+async fn run_burst(
+    cluster: &Cluster,
+    version: &str,
+    pods: &[PodRequest],
+    timeout: Duration,
+) -> (Vec<Created>, Vec<Option<Terminal>>) {
+    let tracker = cluster.tracker(version);
+    let created = cluster.kubelet(version).create_all(pods, 16).await.unwrap();
+    let outcomes = tracker.wait_all(&created, timeout).await;
+    (created, outcomes)
+}
+
+fn count_issued(outcomes: &[Option<Terminal>]) -> usize {
+    outcomes
+        .iter()
+        .flatten()
+        .filter(|t| t.condition() == "Issued")
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_elect_one_leader_and_a_standby_takes_over() {
+    let cluster = Cluster::start(ServerOptions::v1beta1()).await;
+    let mut a = cluster.signer("a", &[]);
+    a.wait_ready(Duration::from_secs(30)).await;
+    let b = cluster.signer("b", &[]);
+    b.wait_ready(Duration::from_secs(30)).await;
+    let lease = cluster
+        .server
+        .get("leases", CA_NS, "podcert-signer")
+        .unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], a.identity);
+
+    let (created, outcomes) = run_burst(
+        &cluster,
+        "v1beta1",
+        &plain_burst("first", 40),
+        Duration::from_secs(30),
+    )
+    .await;
+    let bundle = cluster.trust_bundle().await;
+    assert_scenario_invariants(&cluster, &created, &outcomes, &bundle);
+    assert_eq!(count_issued(&outcomes), 40);
+    assert!(
+        !b.log_text().contains("issued"),
+        "the standby signed something"
+    );
+
+    // The leader is killed without releasing its Lease: the standby takes over within the
+    // lease duration (3 s here) and serves the next requests with the same CA.
+    a.kill();
+    let (created, outcomes) = run_burst(
+        &cluster,
+        "v1beta1",
+        &plain_burst("second", 20),
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_scenario_invariants(&cluster, &created, &outcomes, &bundle);
+    assert_eq!(
+        count_issued(&outcomes),
+        20,
+        "standby log:\n{}",
+        b.log_text()
+    );
+    let lease = cluster
+        .server
+        .get("leases", CA_NS, "podcert-signer")
+        .unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], b.identity);
+    assert_eq!(cluster.server.list("secrets").len(), 1, "still one CA");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_shutdown_releases_the_lease_at_once() {
+    let cluster = Cluster::start(ServerOptions::v1beta1()).await;
+    let mut a = cluster.signer(
+        "a",
+        &["--lease-duration", "30s", "--lease-renew-interval", "1s"],
+    );
+    a.wait_ready(Duration::from_secs(30)).await;
+    let b = cluster.signer(
+        "b",
+        &["--lease-duration", "30s", "--lease-renew-interval", "1s"],
+    );
+    assert_eq!(
+        a.terminate(),
+        Some(0),
+        "SIGTERM exits 0; log:\n{}",
+        a.log_text()
+    );
+    // With a 30 s lease, only the release lets b lead within a few seconds.
+    let (created, outcomes) = run_burst(
+        &cluster,
+        "v1beta1",
+        &plain_burst("after", 5),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(count_issued(&outcomes), 5, "b log:\n{}", b.log_text());
+    let bundle = cluster.trust_bundle().await;
+    assert_scenario_invariants(&cluster, &created, &outcomes, &bundle);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signer_killed_mid_burst_and_restarted_leaves_nothing_pending() {
+    let cluster = Cluster::start(ServerOptions::v1beta1()).await;
+    let mut a = cluster.signer("a", &["--concurrency", "2"]);
+    a.wait_ready(Duration::from_secs(30)).await;
+    // Slow answers stretch the burst so the kill lands in the middle of it.
+    cluster
+        .server
+        .faults()
+        .delay_ms
+        .store(5, std::sync::atomic::Ordering::Relaxed);
+    let tracker = cluster.tracker("v1beta1");
+    let kubelet = cluster.kubelet("v1beta1");
+    let pods = plain_burst("burst", 150);
+    let created = kubelet.create_all(&pods, 32).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.kill();
+    let issued_before_restart =
+        count_issued(&tracker.wait_all(&created, Duration::from_millis(10)).await);
+    cluster
+        .server
+        .faults()
+        .delay_ms
+        .store(0, std::sync::atomic::Ordering::Relaxed);
+    let a2 = cluster.signer("a2", &[]);
+    let outcomes = tracker.wait_all(&created, Duration::from_secs(40)).await;
+    let bundle = cluster.trust_bundle().await;
+    assert_scenario_invariants(&cluster, &created, &outcomes, &bundle);
+    assert_eq!(
+        count_issued(&outcomes),
+        150,
+        "issued before the kill: {issued_before_restart}; a2 log:\n{}",
+        a2.log_text()
+    );
+    assert!(
+        issued_before_restart < 150,
+        "the kill came too late to prove anything"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_ca_secret_is_refused_and_left_untouched() {
+    let cluster = Cluster::start(ServerOptions::v1beta1()).await;
+    let corrupt = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {"name": CA_NAME, "namespace": CA_NS},
+        "data": {"tls.crt": "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCmp1bmsKLS0tLS1FTkQgQ0VSVElGSUNBVEUtLS0tLQo=", "tls.key": "anVuaw=="},
+    });
+    let before = cluster.server.put("secrets", CA_NS, corrupt);
+    let mut a = cluster.signer("a", &[]);
+    let code = a.wait_exit(Duration::from_secs(20));
+    assert_eq!(code, Some(1), "log:\n{}", a.log_text());
+    let log = a.log_text();
+    assert!(
+        log.contains("CA Secret podcert-signer/podcert-signer-ca is unusable")
+            && log.contains("tls.crt"),
+        "{log}"
+    );
+    assert!(log.contains("never overwrites"), "{log}");
+    assert_eq!(
+        cluster.server.get("secrets", CA_NS, CA_NAME).unwrap(),
+        before,
+        "the Secret was modified"
+    );
+    let writes: Vec<_> = cluster
+        .server
+        .writes()
+        .into_iter()
+        .filter(|w| w.path.contains("/secrets"))
+        .collect();
+    assert!(writes.is_empty(), "{writes:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_starting_together_share_one_ca() {
+    let cluster = Cluster::start(ServerOptions::v1beta1()).await;
+    // Separate Leases, so both lead and both race to create the CA Secret.
+    let a = cluster.signer("a", &["--lease-name", "a"]);
+    let b = cluster.signer("b", &["--lease-name", "b"]);
+    a.wait_ready(Duration::from_secs(30)).await;
+    b.wait_ready(Duration::from_secs(30)).await;
+    let creates: Vec<_> = cluster
+        .server
+        .writes()
+        .into_iter()
+        .filter(|w| w.method == "POST" && w.path.ends_with("/secrets"))
+        .collect();
+    assert!(
+        creates.iter().filter(|w| w.status == 201).count() == 1,
+        "{creates:#?}"
+    );
+    let (created, outcomes) = run_burst(
+        &cluster,
+        "v1beta1",
+        &plain_burst("race", 30),
+        Duration::from_secs(20),
+    )
+    .await;
+    let bundle = cluster.trust_bundle().await;
+    // Whichever replica signed, every chain verifies against the one published CA.
+    assert_scenario_invariants(&cluster, &created, &outcomes, &bundle);
+    assert_eq!(count_issued(&outcomes), 30);
+}

@@ -91,21 +91,21 @@ impl SignerProcess {
             .arg("--kubeconfig")
             .arg(&cluster.kubeconfig)
             .args(["--admin-addr", &format!("127.0.0.1:{admin_port}")])
-            .args(["--identity", &identity])
-            .args([
-                "--lease-duration",
-                "3s",
-                "--lease-renew-interval",
-                "1s",
-                "--trust-bundle-resync",
-                "1s",
-            ])
-            .args([
-                "--log-level",
-                &std::env::var("PODCERT_E2E_LOG_LEVEL")
-                    .unwrap_or_else(|_| "info,podcert_signer=debug".into()),
-            ])
-            .args(extra)
+            .args(["--identity", &identity]);
+        let log_level = std::env::var("PODCERT_E2E_LOG_LEVEL")
+            .unwrap_or_else(|_| "info,podcert_signer=debug".into());
+        // Short leases and resyncs keep scenarios fast; a test's own flags win.
+        for (flag, value) in [
+            ("--lease-duration", "3s"),
+            ("--lease-renew-interval", "1s"),
+            ("--trust-bundle-resync", "1s"),
+            ("--log-level", log_level.as_str()),
+        ] {
+            if !extra.contains(&flag) {
+                cmd.args([flag, value]);
+            }
+        }
+        cmd.args(extra)
             .env_remove("KUBECONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
