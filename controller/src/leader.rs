@@ -5,8 +5,8 @@
 //! changed for a whole lease duration as measured on *this* replica's monotonic clock (so
 //! clock skew between nodes cannot make two leaders). Every write carries the
 //! `resourceVersion` it read, so of two replicas racing for the Lease one gets 409 Conflict.
-//! A leader that cannot renew within the lease duration less one renew interval steps down,
-//! before any standby may take over; on shutdown it releases the
+//! A leader that cannot renew within the lease duration less one renew interval steps down
+//! (and campaigns again as a standby) before any other replica may take over; on shutdown it releases the
 //! Lease so a standby takes over at once.
 
 use std::time::{Duration, Instant};
@@ -141,9 +141,9 @@ impl Elector {
         }
     }
 
-    /// Runs rounds until `shutdown`, publishing leadership on `leader`. Once leadership has
-    /// been held and is lost, `leader` turns false and the loop ends: the process exits and
-    /// restarts as a standby, so no half-stopped controller keeps running.
+    /// Runs rounds until `shutdown`, publishing leadership on `leader`. A replica that loses
+    /// the Lease (to another replica, or by failing to renew in time) publishes false and
+    /// keeps campaigning as a standby.
     pub async fn run(mut self, leader: watch::Sender<bool>, shutdown: CancellationToken) {
         let mut is_leader = false;
         loop {
@@ -165,9 +165,9 @@ impl Elector {
                     }
                 }
                 Ok(false) if is_leader => {
-                    warn!(lease = %self.config.name, "lost the leader Lease to another replica");
+                    warn!(lease = %self.config.name, "lost the leader Lease to another replica; standing by");
+                    is_leader = false;
                     leader.send_replace(false);
-                    return;
                 }
                 Ok(false) => debug!(lease = %self.config.name, "another replica leads"),
                 Err(e) => {
@@ -183,9 +183,9 @@ impl Elector {
                             .last_renewed
                             .is_none_or(|t| now.duration_since(t) >= deadline)
                     {
-                        warn!(lease = %self.config.name, "could not renew the Lease for a lease duration; stepping down");
+                        warn!(lease = %self.config.name, "could not renew the Lease in time; stepping down and standing by");
+                        is_leader = false;
                         leader.send_replace(false);
-                        return;
                     }
                 }
             }

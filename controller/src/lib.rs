@@ -5,8 +5,8 @@
 //! [`reconcile`] (decide and write status), [`ca_store`] (the CA Secret), [`trust_bundle`]
 //! (the ClusterTrustBundle), [`leader`] (Lease election), [`admin`] and [`metrics`]
 //! (operations). [`run`] starts it all: discover the served API versions, serve the admin
-//! port, wait for leadership, load or create the CA, publish the trust bundle, and run the
-//! kube-runtime `Controller` until SIGTERM or lost leadership.
+//! port, and for each term as leader: load or create the CA, publish the trust bundle, and
+//! run the kube-runtime `Controller` — until SIGTERM.
 
 pub mod admin;
 pub mod ca_store;
@@ -59,8 +59,6 @@ pub enum StartError {
     Admin(#[source] std::io::Error),
     #[error(transparent)]
     Ca(#[from] CaStoreError),
-    #[error("lost the leader Lease; exiting so that this replica restarts as a standby")]
-    LostLeadership,
 }
 
 /// Parses, validates and runs; the exit code is 2 for a bad flag, 1 for a failure.
@@ -181,19 +179,69 @@ async fn run_with(config: Config, args: &Args) -> Result<(), StartError> {
     .await
     .map_err(StartError::Admin)?;
 
-    // Leader election: a standby is ready (it is doing its job) but signs nothing.
+    // Leader election runs for the whole process; a standby is ready (it is doing its job)
+    // but signs nothing. Each time this replica leads, it runs one term.
     let (leader_tx, mut leader_rx) = watch::channel(false);
     let elector = tokio::spawn(
         Elector::new(client.clone(), config.lease.clone()).run(leader_tx, shutdown.clone()),
     );
-    health.set_ready(true);
-    info!(identity = %config.lease.identity, lease = %config.lease.name, "waiting for the leader Lease");
-    while !*leader_rx.borrow_and_update() {
-        tokio::select! {
-            changed = leader_rx.changed() => if changed.is_err() { return Ok(()); },
-            _ = shutdown.cancelled() => { let _ = elector.await; return Ok(()); }
+    let parts = Parts {
+        client,
+        config,
+        pcr_resource,
+        ctb_resource,
+        metrics,
+        health,
+    };
+    loop {
+        parts.health.set_ready(true);
+        info!(identity = %parts.config.lease.identity, lease = %parts.config.lease.name, "standing by for the leader Lease");
+        while !*leader_rx.borrow_and_update() {
+            tokio::select! {
+                changed = leader_rx.changed() => if changed.is_err() { return Ok(()); },
+                _ = shutdown.cancelled() => { let _ = elector.await; return Ok(()); }
+            }
         }
+        let term = shutdown.child_token();
+        let result = lead(&parts, leader_rx.clone(), term.clone()).await;
+        term.cancel();
+        parts.metrics.leader.set(0);
+        result?;
+        if shutdown.is_cancelled() {
+            // The elector releases the Lease on its way out.
+            let _ = elector.await;
+            info!("stopped");
+            return Ok(());
+        }
+        warn!("no longer the leader; stopped signing");
     }
+}
+
+/// What every leadership term needs.
+struct Parts {
+    client: Client,
+    config: Config,
+    pcr_resource: kube::core::ApiResource,
+    ctb_resource: Option<kube::core::ApiResource>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+}
+
+/// One leadership term: load (or create) the CA, follow it, publish the trust bundle, and run
+/// the controller until `term` is cancelled or leadership ends.
+async fn lead(
+    parts: &Parts,
+    mut leader_rx: watch::Receiver<bool>,
+    term: CancellationToken,
+) -> Result<(), StartError> {
+    let Parts {
+        client,
+        config,
+        pcr_resource,
+        ctb_resource,
+        metrics,
+        health,
+    } = parts;
     health.set_ready(false);
     metrics.leader.set(1);
 
@@ -211,22 +259,24 @@ async fn run_with(config: Config, args: &Args) -> Result<(), StartError> {
     let (bundle_tx, bundle_rx) = watch::channel(ca.trust_bundle_pem().to_string());
     let signer = Arc::new(RwLock::new(Some(Signer::new(policy.clone(), Arc::new(ca)))));
     {
-        let (signer, metrics) = (signer.clone(), metrics.clone());
+        let (signer, metrics, term) = (signer.clone(), metrics.clone(), term.clone());
         tokio::spawn(async move {
-            store
-                .follow(data, move |_, ca: Ca| {
-                    metrics.ca_not_after.set(unix_seconds(ca.not_after()));
-                    bundle_tx.send_replace(ca.trust_bundle_pem().to_string());
-                    *signer.write().expect("signer lock") =
-                        Some(Signer::new(policy.clone(), Arc::new(ca)));
-                })
-                .await
+            let follow = store.follow(data, move |_, ca: Ca| {
+                metrics.ca_not_after.set(unix_seconds(ca.not_after()));
+                bundle_tx.send_replace(ca.trust_bundle_pem().to_string());
+                *signer.write().expect("signer lock") =
+                    Some(Signer::new(policy.clone(), Arc::new(ca)));
+            });
+            tokio::select! {
+                _ = follow => {}
+                _ = term.cancelled() => {}
+            }
         });
     }
     if let Some(ar) = ctb_resource {
         let tb = TrustBundle::new(
             client.clone(),
-            ar,
+            ar.clone(),
             config.trust_bundle_name.clone(),
             config.signer_name.clone(),
             config.policy.trust_domain().as_str(),
@@ -235,24 +285,24 @@ async fn run_with(config: Config, args: &Args) -> Result<(), StartError> {
             tb,
             bundle_rx,
             config.trust_bundle_resync,
-            shutdown.clone(),
+            term.clone(),
         ));
     }
 
-    // The controller, until SIGTERM or lost leadership.
-    let api = Api::<Pcr>::all_with(client.clone(), &pcr_resource);
+    // The controller, until the term ends.
+    let api = Api::<Pcr>::all_with(client.clone(), pcr_resource);
     let watch_config =
         watcher::Config::default().fields(&format!("spec.signerName={}", config.signer_name));
     let controller = Controller::new_with(api, watch_config, pcr_resource.clone())
         .with_config(ControllerConfig::default().concurrency(config.concurrency));
     let cache = controller.store();
     {
-        let health = health.clone();
+        let (health, term) = (health.clone(), term.clone());
         tokio::spawn(async move {
             // kube-runtime's readiness signal wakes only the last task that polled it, and the
             // controller's own runner waits on it too: so poll again now and then (the value is
             // memoised once anyone has seen it).
-            loop {
+            while !term.is_cancelled() {
                 match tokio::time::timeout(
                     std::time::Duration::from_millis(100),
                     cache.wait_until_ready(),
@@ -278,19 +328,16 @@ async fn run_with(config: Config, args: &Args) -> Result<(), StartError> {
                 instance: Some(config.lease.identity.clone()),
             },
         ),
-        client,
-        pcr_resource,
+        client: client.clone(),
+        pcr_resource: pcr_resource.clone(),
         signer_name: config.signer_name.clone(),
         signer,
         metrics: metrics.clone(),
     });
-    let stop = {
-        let shutdown = shutdown.clone();
-        async move {
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                _ = async { while leader_rx.changed().await.is_ok() && *leader_rx.borrow() {} } => {}
-            }
+    let stop = async move {
+        tokio::select! {
+            _ = term.cancelled() => {}
+            _ = async { while leader_rx.changed().await.is_ok() && *leader_rx.borrow() {} } => {}
         }
     };
     controller
@@ -302,15 +349,7 @@ async fn run_with(config: Config, args: &Args) -> Result<(), StartError> {
             }
         })
         .await;
-    metrics.leader.set(0);
-    if shutdown.is_cancelled() {
-        // The elector releases the Lease on its way out.
-        let _ = elector.await;
-        info!("stopped");
-        Ok(())
-    } else {
-        Err(StartError::LostLeadership)
-    }
+    Ok(())
 }
 
 async fn publish_trust_bundle(

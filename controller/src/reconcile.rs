@@ -3,7 +3,7 @@
 //! A request that is already terminal is left alone. Otherwise signer-core decides, and the
 //! status is written once with `replace_status` carrying the cached `resourceVersion`, so a
 //! racing replica gets 409 Conflict instead of issuing twice. 404 (the request was garbage
-//! collected) and 409 end quietly: the watch brings whatever happened instead. Transient
+//! collected) ends quietly; 409 looks again two seconds later, when the cache has caught up. Transient
 //! failures — the CA not loaded, an API error — are [`Error`]s: [`error_policy`] retries them
 //! and they are never written as `Failed`. Denials are outcomes: a `Denied` condition, a
 //! Warning Event, a metric.
@@ -63,10 +63,6 @@ impl Error {
     }
 }
 
-fn is_quiet_write_error(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 404 || s.code == 409)
-}
-
 #[instrument(skip_all, fields(namespace = pcr.namespace().unwrap_or_default(), pcr = pcr.name_any(), pod = pcr.spec.pod_name))]
 pub async fn reconcile(pcr: Arc<Pcr>, ctx: Arc<Context>) -> Result<Action, Error> {
     if is_terminal(&pcr) || pcr.spec.signer_name != ctx.signer_name {
@@ -97,9 +93,16 @@ pub async fn reconcile(pcr: Arc<Pcr>, ctx: Arc<Context>) -> Result<Action, Error
         .await
     {
         Ok(_) => {}
-        Err(e) if is_quiet_write_error(&e) => {
-            debug!(error = %e, "request gone or changed under us; the watch will tell");
+        Err(kube::Error::Api(s)) if s.code == 404 => {
+            debug!("the request was deleted before its status was written");
             return Ok(Action::await_change());
+        }
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            // Someone else changed it: usually another replica's status, which the watch
+            // brings and the next reconcile sees as terminal. Look again shortly in case the
+            // change was something else.
+            debug!("the request changed under us; looking again");
+            return Ok(Action::requeue(Duration::from_secs(2)));
         }
         Err(e) => return Err(Error::WriteStatus(e)),
     }

@@ -53,9 +53,15 @@ fn assert_scenario_invariants(
     trust_bundle: &str,
 ) {
     for (c, o) in created.iter().zip(outcomes) {
-        let t = o
-            .as_ref()
-            .unwrap_or_else(|| panic!("{}/{} still pending", c.namespace, c.name));
+        let t = o.as_ref().unwrap_or_else(|| {
+            let stored = cluster
+                .server
+                .get("podcertificaterequests", &c.namespace, &c.name);
+            panic!(
+                "{}/{} still pending for the kubelet; the server holds {stored:#?}",
+                c.namespace, c.name
+            )
+        });
         assert_ne!(t.condition(), "Failed", "{}: Failed {:?}", c.name, t.status);
         if t.condition() == "Issued" {
             check_issued(&t.status, &c.spki_der, &spiffe_id(&c.request), trust_bundle)
@@ -468,4 +474,199 @@ async fn two_replicas_starting_together_share_one_ca() {
     // Whichever replica signed, every chain verifies against the one published CA.
     assert_scenario_invariants(&cluster, &created, &outcomes, &bundle);
     assert_eq!(count_issued(&outcomes), 30);
+}
+
+/// Runs a burst of `n` requests while `fault` acts on the server, and checks that all are
+/// issued with no transient cause ever written.
+async fn burst_under(cluster: &Cluster, n: usize, fault: impl AsyncFnOnce(&Cluster)) {
+    let tracker = cluster.tracker("v1beta1");
+    let created = cluster
+        .kubelet("v1beta1")
+        .create_all(&plain_burst("faults", n), 16)
+        .await
+        .unwrap();
+    fault(cluster).await;
+    let outcomes = tracker.wait_all(&created, Duration::from_secs(60)).await;
+    let bundle = cluster.trust_bundle().await;
+    assert_scenario_invariants(cluster, &created, &outcomes, &bundle);
+    assert_eq!(count_issued(&outcomes), n);
+}
+
+async fn ready_cluster() -> (Cluster, SignerProcess) {
+    let cluster = Cluster::start(ServerOptions::v1beta1()).await;
+    let signer = cluster.signer("a", &[]);
+    signer.wait_ready(Duration::from_secs(30)).await;
+    (cluster, signer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_server_restart_mid_burst_loses_nothing() {
+    let (cluster, _signer) = ready_cluster().await;
+    cluster
+        .server
+        .faults()
+        .delay_ms
+        .store(3, std::sync::atomic::Ordering::Relaxed);
+    burst_under(&cluster, 100, async |c| {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        c.server.restart(Duration::from_millis(700));
+        c.server
+            .faults()
+            .delay_ms
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_and_stalled_watches_lose_nothing() {
+    let (cluster, _signer) = ready_cluster().await;
+    burst_under(&cluster, 60, async |c| {
+        for _ in 0..5 {
+            c.server.faults().drop_watches();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        c.server
+            .faults()
+            .stall_watches
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        c.server
+            .faults()
+            .stall_watches
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_and_server_errors_are_retried_never_failed() {
+    let (cluster, signer) = ready_cluster().await;
+    burst_under(&cluster, 60, async |c| {
+        c.server
+            .faults()
+            .throttle_next
+            .store(40, std::sync::atomic::Ordering::Relaxed);
+        c.server
+            .faults()
+            .error_next
+            .store(40, std::sync::atomic::Ordering::Relaxed);
+        c.server
+            .faults()
+            .conflict_next_status_writes
+            .store(20, std::sync::atomic::Ordering::Relaxed);
+    })
+    .await;
+    let (_, metrics) = signer.admin("/metrics").await.unwrap();
+    assert!(
+        metrics.contains("podcert_reconcile_errors_total{error=\"write_status\"}"),
+        "the storm was not felt: {metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_writes_are_waited_out() {
+    let (cluster, _signer) = ready_cluster().await;
+    cluster
+        .server
+        .faults()
+        .refuse_writes
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let tracker = cluster.tracker("v1beta1");
+    let bodies = cluster
+        .kubelet("v1beta1")
+        .bodies(&plain_burst("refused", 10));
+    // The kubelet's creates would be refused too: plant the requests directly.
+    for (i, (mut body, _)) in bodies.into_iter().enumerate() {
+        body["metadata"]["name"] = format!("req-{i}").into();
+        cluster
+            .server
+            .put("podcertificaterequests", "refused", body);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        cluster
+            .server
+            .list("podcertificaterequests")
+            .iter()
+            .all(|p| p.get("status").is_none())
+    );
+    cluster
+        .server
+        .faults()
+        .refuse_writes
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    for _ in 0..200 {
+        if cluster
+            .server
+            .list("podcertificaterequests")
+            .iter()
+            .all(|p| p.get("status").is_some())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let all = cluster.server.list("podcertificaterequests");
+    assert!(
+        all.iter()
+            .all(|p| p["status"]["conditions"][0]["type"] == "Issued"),
+        "{all:#?}"
+    );
+    drop(tracker);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_garbage_collected_before_signing_end_quietly() {
+    let mut options = ServerOptions::v1beta1();
+    options.pcr_gc_after = Duration::from_secs(1);
+    let cluster = Cluster::start(options).await;
+    let signer = cluster.signer("a", &[]);
+    signer.wait_ready(Duration::from_secs(30)).await;
+    // Every answer takes 400 ms, so many requests are collected between read and write.
+    cluster
+        .server
+        .faults()
+        .delay_ms
+        .store(400, std::sync::atomic::Ordering::Relaxed);
+    let created = cluster
+        .kubelet("v1beta1")
+        .create_all(&plain_burst("gc", 20), 20)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    cluster
+        .server
+        .faults()
+        .delay_ms
+        .store(0, std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        cluster.server.list("podcertificaterequests").is_empty(),
+        "GC ran"
+    );
+    let not_found = cluster
+        .server
+        .writes()
+        .iter()
+        .filter(|w| w.path.ends_with("/status") && w.status == 404)
+        .count();
+    let (_, metrics) = signer.admin("/metrics").await.unwrap();
+    assert!(
+        !metrics.contains("podcert_reconcile_errors_total{"),
+        "a 404 is not an error: {metrics}"
+    );
+    assert!(
+        created.len() == 20,
+        "{not_found} status writes found their request gone"
+    );
+    // And the signer still serves new requests.
+    let (created, outcomes) = run_burst(
+        &cluster,
+        "v1beta1",
+        &plain_burst("after-gc", 5),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(count_issued(&outcomes), 5);
+    drop(created);
 }

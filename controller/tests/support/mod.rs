@@ -27,6 +27,9 @@ impl Cluster {
     pub async fn start(options: ServerOptions) -> Cluster {
         let server = TestApiServer::start(options);
         let dir = tempfile::tempdir().unwrap();
+        if std::env::var_os("PODCERT_E2E_KEEP").is_some() {
+            eprintln!("keeping e2e files in {}", dir.path().display());
+        }
         let kubeconfig = server.write_kubeconfig(dir.path());
         let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
         let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
@@ -184,6 +187,15 @@ impl SignerProcess {
             std::thread::sleep(Duration::from_millis(50));
         }
         None
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::env::var_os("PODCERT_E2E_KEEP").is_some() {
+            let keep = std::env::temp_dir().join(format!("podcert-e2e-{}", self.server.port));
+            let _ = std::fs::rename(self.dir.path(), &keep);
+        }
     }
 }
 
