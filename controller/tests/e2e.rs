@@ -670,3 +670,266 @@ async fn requests_garbage_collected_before_signing_end_quietly() {
     assert_eq!(count_issued(&outcomes), 5);
     drop(created);
 }
+
+/// Runs all key types through `version` on a server serving `options`, expecting all issued.
+async fn issue_all_through(options: ServerOptions, version: &str, formats: &[Format]) -> Cluster {
+    let cluster = Cluster::start(options).await;
+    let signer = cluster.signer("a", &[]);
+    signer.wait_ready(Duration::from_secs(30)).await;
+    let pods: Vec<_> = all_key_types("versions")
+        .into_iter()
+        .filter(|p| formats.contains(&p.format))
+        .collect();
+    let (created, outcomes) = run_burst(&cluster, version, &pods, Duration::from_secs(30)).await;
+    let bundle = cluster.trust_bundle().await;
+    assert_scenario_invariants(&cluster, &created, &outcomes, &bundle);
+    assert_eq!(
+        count_issued(&outcomes),
+        pods.len(),
+        "log:\n{}",
+        signer.log_text()
+    );
+    cluster
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_1_37_serving_v1_and_v1beta1() {
+    issue_all_through(ServerOptions::v1_and_v1beta1(), "v1", &[Format::Csr]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_1_34_serving_v1alpha1() {
+    issue_all_through(ServerOptions::v1alpha1(), "v1alpha1", &[Format::Pkix]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_from_1_35_kubelets_are_read_through_v1_by_their_conversion_annotations() {
+    let cluster = Cluster::start(ServerOptions::v1_only()).await;
+    let signer = cluster.signer("a", &[]);
+    signer.wait_ready(Duration::from_secs(30)).await;
+    // Stored as a 1.35 kubelet made them (pkix + proof); served through v1, which has no
+    // such fields, they carry the initial-* annotations instead.
+    let pods: Vec<_> = all_key_types("upgraded")
+        .into_iter()
+        .filter(|p| p.format == Format::Pkix)
+        .collect();
+    let bodies = cluster.kubelet("v1beta1").bodies(&pods);
+    for (i, (mut body, _)) in bodies.into_iter().enumerate() {
+        body["metadata"]["name"] = format!("req-old-{i}").into();
+        body["metadata"]["uid"] = format!("uid-{i}").into();
+        cluster
+            .server
+            .put("podcertificaterequests", "upgraded", body);
+    }
+    let mut issued = 0;
+    for _ in 0..200 {
+        issued = cluster
+            .server
+            .list("podcertificaterequests")
+            .iter()
+            .filter(|p| p["status"]["conditions"][0]["type"] == "Issued")
+            .count();
+        if issued == pods.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        issued,
+        pods.len(),
+        "{:#?}\nlog:\n{}",
+        cluster.server.list("podcertificaterequests"),
+        signer.log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_cluster_trust_bundle_api_signing_goes_on() {
+    let mut options = ServerOptions::v1beta1();
+    options.ctb_versions.clear();
+    let cluster = Cluster::start(options).await;
+    let signer = cluster.signer("a", &[]);
+    signer.wait_ready(Duration::from_secs(30)).await;
+    let (_, outcomes) = run_burst(
+        &cluster,
+        "v1beta1",
+        &plain_burst("no-ctb", 5),
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(count_issued(&outcomes), 5);
+    assert!(
+        signer
+            .log_text()
+            .contains("the cluster serves no ClusterTrustBundle API"),
+        "{}",
+        signer.log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_pod_certificate_api_the_signer_says_what_to_enable() {
+    let mut options = ServerOptions::v1beta1();
+    options.pcr_versions.clear();
+    let cluster = Cluster::start(options).await;
+    let mut signer = cluster.signer("a", &[]);
+    assert_eq!(signer.wait_exit(Duration::from_secs(20)), Some(1));
+    let log = signer.log_text();
+    assert!(
+        log.contains("PodCertificateRequest=true")
+            && log.contains(
+                "--runtime-config=certificates.k8s.io/v1beta1/podcertificaterequests=true"
+            ),
+        "{log}"
+    );
+}
+
+fn ca_secret_json(tls_crt: &str, tls_key: &str, ca_crt: Option<&str>) -> serde_json::Value {
+    use base64::Engine;
+    let b = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let mut data = serde_json::json!({"tls.crt": b(tls_crt), "tls.key": b(tls_key)});
+    if let Some(ca) = ca_crt {
+        data["ca.crt"] = b(ca).into();
+    }
+    serde_json::json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {"name": CA_NAME, "namespace": CA_NS}, "data": data})
+}
+
+/// A root and an intermediate below it, as cert-manager would issue: (tls.crt, tls.key, ca.crt).
+fn byo_intermediate(cn: &str) -> (String, String, String) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
+    let root_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+    let mut root = CertificateParams::new(Vec::<String>::new()).unwrap();
+    root.distinguished_name
+        .push(DnType::CommonName, format!("{cn} root"));
+    root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    root.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let root_cert = root.self_signed(&root_key).unwrap();
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut inter = CertificateParams::new(Vec::<String>::new()).unwrap();
+    inter
+        .distinguished_name
+        .push(DnType::CommonName, format!("{cn} intermediate"));
+    inter.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    inter.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let inter_cert = inter
+        .signed_by(&key, &Issuer::new(root, &root_key))
+        .unwrap();
+    (inter_cert.pem(), key.serialize_pem(), root_cert.pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_byo_intermediate_ca_is_used_and_followed_when_it_changes() {
+    let cluster = Cluster::start(ServerOptions::v1beta1()).await;
+    let (crt, key, root) = byo_intermediate("first");
+    cluster
+        .server
+        .put("secrets", CA_NS, ca_secret_json(&crt, &key, Some(&root)));
+    let signer = cluster.signer("a", &[]);
+    signer.wait_ready(Duration::from_secs(30)).await;
+    let (created, outcomes) = run_burst(
+        &cluster,
+        "v1beta1",
+        &plain_burst("byo", 4),
+        Duration::from_secs(20),
+    )
+    .await;
+    // The chain is leaf + intermediate, verifying up to the BYO root, which is what is published.
+    let bundle = cluster.trust_bundle().await;
+    assert_eq!(
+        pem::parse_many(&bundle).unwrap()[0].contents(),
+        pem::parse(&root).unwrap().contents()
+    );
+    assert_scenario_invariants(&cluster, &created, &outcomes, &bundle);
+    let chain = outcomes[0].as_ref().unwrap().status["certificateChain"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        pem::parse_many(&chain).unwrap().len(),
+        2,
+        "leaf + intermediate"
+    );
+
+    // cert-manager rotates it: the signer follows, and the trust bundle follows.
+    let (crt2, key2, root2) = byo_intermediate("second");
+    cluster
+        .server
+        .put("secrets", CA_NS, ca_secret_json(&crt2, &key2, Some(&root2)));
+    for _ in 0..100 {
+        if cluster
+            .trust_bundle()
+            .await
+            .contains(root2.lines().nth(1).unwrap())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (created, outcomes) = run_burst(
+        &cluster,
+        "v1beta1",
+        &plain_burst("byo2", 4),
+        Duration::from_secs(20),
+    )
+    .await;
+    let bundle = cluster.trust_bundle().await;
+    assert_scenario_invariants(&cluster, &created, &outcomes, &bundle);
+
+    // A broken update is ignored: signing goes on with the last good CA.
+    cluster
+        .server
+        .put("secrets", CA_NS, ca_secret_json("junk", "junk", None));
+    let (created, outcomes) = run_burst(
+        &cluster,
+        "v1beta1",
+        &plain_burst("byo3", 4),
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_scenario_invariants(&cluster, &created, &outcomes, &bundle);
+    assert_eq!(count_issued(&outcomes), 4);
+    assert!(
+        signer
+            .log_text()
+            .contains("still signing with the last good CA")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_ca_secret_is_recreated_and_trust_bundle_drift_repaired() {
+    let (cluster, _signer) = ready_cluster().await;
+    let before = cluster.server.get("secrets", CA_NS, CA_NAME).unwrap();
+    cluster.server.delete("secrets", CA_NS, CA_NAME);
+    let mut after = None;
+    for _ in 0..100 {
+        after = cluster.server.get("secrets", CA_NS, CA_NAME);
+        if after.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after = after.expect("the CA Secret was recreated");
+    assert_eq!(after["data"], before["data"], "recreated with the same CA");
+
+    let good = cluster.trust_bundle().await;
+    let mut ctb = cluster
+        .server
+        .get("clustertrustbundles", "", CTB_NAME)
+        .unwrap();
+    let (_, _, other_root) = byo_intermediate("drift");
+    ctb["spec"]["trustBundle"] = other_root.into();
+    cluster.server.put("clustertrustbundles", "", ctb);
+    for _ in 0..100 {
+        if cluster.trust_bundle().await == good {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the trust bundle drift was not repaired");
+}
