@@ -1,0 +1,402 @@
+//! The test API server's own tests: for each rule of SPEC §4 (PCR status) and §6
+//! (ClusterTrustBundle), a write the real API server rejects is rejected here with the same
+//! HTTP code and field path, and a correct write is accepted. A test server that accepted
+//! what kube-apiserver refuses would let signer bugs through.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http_body_util::BodyExt;
+use podcert_tests::apiserver::{ServerOptions, TestApiServer};
+use podcert_tests::kubelet::{Format, Kubelet, PodRequest};
+use serde_json::{Value, json};
+use signer_core::policy::unix_seconds;
+use signer_core::*;
+
+struct Fixture {
+    server: TestApiServer,
+    client: kube::Client,
+    _dir: tempfile::TempDir,
+}
+
+async fn fixture() -> Fixture {
+    let server = TestApiServer::start(ServerOptions::v1beta1());
+    let dir = tempfile::tempdir().unwrap();
+    let path = server.write_kubeconfig(dir.path());
+    let kc = kube::config::Kubeconfig::read_from(&path).unwrap();
+    let client = kube::Client::try_from(
+        kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    Fixture {
+        server,
+        client,
+        _dir: dir,
+    }
+}
+
+async fn send(client: &kube::Client, method: &str, path: &str, body: &Value) -> (u16, Value) {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json")
+        .body(kube::client::Body::from(body.to_string().into_bytes()))
+        .unwrap();
+    let resp = client.send(req).await.unwrap();
+    let code = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (code, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+fn signer(max_lifetime: Duration) -> Signer {
+    let policy = Policy::new(&PolicyConfig {
+        default_lifetime: max_lifetime,
+        ..Default::default()
+    })
+    .unwrap();
+    let pem = CaPem::generate(
+        CaKeyType::EcdsaP256,
+        policy.trust_domain(),
+        Duration::from_secs(86_400 * 30),
+        SystemTime::now(),
+    )
+    .unwrap();
+    Signer::new(
+        Arc::new(policy),
+        Arc::new(Ca::from_pem(&pem.cert_pem, &pem.key_pem, None).unwrap()),
+    )
+}
+
+fn time(t: SystemTime) -> Value {
+    k8s_openapi::jiff::Timestamp::from_second(unix_seconds(t))
+        .unwrap()
+        .to_string()
+        .into()
+}
+
+/// Creates a PCR (maxExpirationSeconds `max`) and returns (path of its status, the PCR
+/// object, a valid Issued status for it made by `signer` as of `now`).
+async fn pcr_with_status(
+    f: &Fixture,
+    max: i64,
+    signer: &Signer,
+    now: SystemTime,
+) -> (String, Value, Value) {
+    pcr_of_key(f, "ECDSAP256", max, signer, now).await
+}
+
+async fn pcr_of_key(
+    f: &Fixture,
+    key_type: &str,
+    max: i64,
+    signer: &Signer,
+    now: SystemTime,
+) -> (String, Value, Value) {
+    let kubelet = Kubelet::new(f.client.clone(), "v1beta1", "example.com/spiffe");
+    let mut pod = PodRequest::new("ns", "pod", "sa", key_type, Format::Csr);
+    pod.max_expiration_seconds = max;
+    let (body, _) = kubelet.bodies(&[pod]).remove(0);
+    let (code, created) = send(
+        &f.client,
+        "POST",
+        "/apis/certificates.k8s.io/v1beta1/namespaces/ns/podcertificaterequests",
+        &body,
+    )
+    .await;
+    assert_eq!(code, 201, "{created}");
+    let name = created["metadata"]["name"].as_str().unwrap().to_string();
+    use base64::Engine;
+    let csr = base64::engine::general_purpose::STANDARD
+        .decode(created["spec"]["stubPKCS10Request"].as_str().unwrap())
+        .unwrap();
+    let request = Request {
+        namespace: "ns".into(),
+        pod_name: "pod".into(),
+        pod_uid: created["spec"]["podUID"].as_str().unwrap().into(),
+        service_account_name: "sa".into(),
+        service_account_uid: "u".into(),
+        node_name: "n".into(),
+        node_uid: "n".into(),
+        signer_name: "example.com/spiffe".into(),
+        max_expiration_seconds: 86_400,
+        unverified_user_annotations: BTreeMap::new(),
+        key_material: KeyMaterial::StubCsr { der: csr },
+    };
+    let Decision::Issue(i) = signer.decide(&request, now).unwrap() else {
+        panic!("denied")
+    };
+    let status = json!({
+        "certificateChain": i.chain_pem, "notBefore": time(i.not_before), "notAfter": time(i.not_after),
+        "beginRefreshAt": time(i.begin_refresh_at),
+        "conditions": [{"type": "Issued", "status": "True", "reason": "Issued", "message": "ok", "lastTransitionTime": time(now)}],
+    });
+    (
+        format!(
+            "/apis/certificates.k8s.io/v1beta1/namespaces/ns/podcertificaterequests/{name}/status"
+        ),
+        created,
+        status,
+    )
+}
+
+/// Writes `status` onto `pcr` and returns (code, field paths of the causes).
+async fn write_status(f: &Fixture, path: &str, pcr: &Value, status: Value) -> (u16, Vec<String>) {
+    let mut obj = pcr.clone();
+    obj["status"] = status;
+    let (code, body) = send(&f.client, "PUT", path, &obj).await;
+    let fields = body["details"]["causes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| c["field"].as_str().unwrap_or("").to_string())
+        .collect();
+    (code, fields)
+}
+
+#[tokio::test]
+async fn every_pcr_status_rule_is_enforced_with_the_real_code_and_field() {
+    let f = fixture().await;
+    let signer = signer(Duration::from_secs(86_400));
+    let now = SystemTime::now();
+
+    type Edit = fn(&mut Value);
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "an unknown condition type",
+            |s| s["conditions"][0]["type"] = "Progressing".into(),
+            "status.conditions[0].type",
+        ),
+        (
+            "two terminal conditions",
+            |s| {
+                let c = s["conditions"][0].clone();
+                let mut d = c.clone();
+                d["type"] = "Denied".into();
+                s["conditions"] = json!([c, d]);
+            },
+            "status.conditions",
+        ),
+        (
+            "status False",
+            |s| s["conditions"][0]["status"] = "False".into(),
+            "status.conditions[0].status",
+        ),
+        (
+            "a malformed reason",
+            |s| s["conditions"][0]["reason"] = "not a reason!".into(),
+            "status.conditions[0].reason",
+        ),
+        (
+            "no lastTransitionTime",
+            |s| {
+                s["conditions"][0]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("lastTransitionTime");
+            },
+            "status.conditions[0].lastTransitionTime",
+        ),
+        (
+            "a message over 32 KiB",
+            |s| s["conditions"][0]["message"] = "x".repeat(32 * 1024 + 1).into(),
+            "status.conditions[0].message",
+        ),
+        (
+            "Denied with a chain",
+            |s| s["conditions"][0]["type"] = "Denied".into(),
+            "status.certificateChain",
+        ),
+        (
+            "Issued without a chain",
+            |s| {
+                s.as_object_mut().unwrap().remove("certificateChain");
+            },
+            "status.certificateChain",
+        ),
+        (
+            "a non-CERTIFICATE block",
+            |s| {
+                let chain = s["certificateChain"].as_str().unwrap().to_string();
+                s["certificateChain"] = format!(
+                    "{chain}-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
+                )
+                .into();
+            },
+            "status.certificateChain",
+        ),
+        (
+            "notBefore not the leaf's",
+            |s| s["notBefore"] = "2020-01-01T00:00:00Z".into(),
+            "status.notBefore",
+        ),
+        (
+            "notAfter not the leaf's",
+            |s| s["notAfter"] = "2099-01-01T00:00:00Z".into(),
+            "status.notAfter",
+        ),
+        (
+            "beginRefreshAt outside the window",
+            |s| s["beginRefreshAt"] = s["notBefore"].clone(),
+            "status.beginRefreshAt",
+        ),
+        (
+            "beginRefreshAt missing",
+            |s| {
+                s.as_object_mut().unwrap().remove("beginRefreshAt");
+            },
+            "status.beginRefreshAt",
+        ),
+    ];
+    for (what, edit, field) in cases {
+        let (path, pcr, mut status) = pcr_with_status(&f, 86_400, &signer, now).await;
+        edit(&mut status);
+        let (code, fields) = write_status(&f, &path, &pcr, status).await;
+        assert_eq!(code, 422, "{what}");
+        assert!(
+            fields.iter().any(|x| x == field),
+            "{what}: causes {fields:?}, want {field}"
+        );
+    }
+
+    // The leaf's key must be the requested key.
+    let (path, pcr, _) = pcr_of_key(&f, "ECDSAP256", 86_400, &signer, now).await;
+    let (_, _, other_key_status) = pcr_of_key(&f, "ED25519", 86_400, &signer, now).await;
+    let (code, fields) = write_status(&f, &path, &pcr, other_key_status).await;
+    assert_eq!(
+        (code, fields),
+        (422, vec!["status.certificateChain".to_string()])
+    );
+
+    // Lifetime at most maxExpirationSeconds (a 24 h certificate for a 1 h request).
+    let (path, pcr, status) = pcr_with_status(&f, 3600, &signer, now).await;
+    let (code, fields) = write_status(&f, &path, &pcr, status).await;
+    assert_eq!((code, fields), (422, vec!["status.notAfter".to_string()]));
+
+    // notBefore within 5 minutes of the server's clock.
+    let (path, pcr, status) =
+        pcr_with_status(&f, 86_400, &signer, now - Duration::from_secs(600)).await;
+    let (code, fields) = write_status(&f, &path, &pcr, status).await;
+    assert_eq!((code, fields), (422, vec!["status.notBefore".to_string()]));
+
+    // A correct status is accepted; then the status is frozen.
+    let (path, pcr, status) = pcr_with_status(&f, 86_400, &signer, now).await;
+    let (code, fields) = write_status(&f, &path, &pcr, status.clone()).await;
+    assert_eq!((code, fields), (200, vec![]));
+    let stored = f
+        .server
+        .get(
+            "podcertificaterequests",
+            "ns",
+            pcr["metadata"]["name"].as_str().unwrap(),
+        )
+        .unwrap();
+    let mut changed = status.clone();
+    changed["conditions"][0]["message"] = "again".into();
+    let (code, fields) = write_status(&f, &path, &stored, changed).await;
+    assert_eq!((code, fields), (422, vec!["status".to_string()]));
+
+    // A stale resourceVersion is a 409 Conflict, whatever the status.
+    let (code, _) = write_status(&f, &path, &pcr, status).await;
+    assert_eq!(code, 409);
+
+    // A Denied status with only its condition is accepted.
+    let (path, pcr, _) = pcr_with_status(&f, 86_400, &signer, now).await;
+    let denied = json!({"conditions": [{"type": "Denied", "status": "True", "reason": "UnsupportedKeyType", "message": "no", "lastTransitionTime": time(now)}]});
+    assert_eq!(write_status(&f, &path, &pcr, denied).await, (200, vec![]));
+}
+
+#[tokio::test]
+async fn every_cluster_trust_bundle_rule_is_enforced() {
+    let f = fixture().await;
+    let ca = |cn: &str, is_ca: bool| {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        if is_ca {
+            p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        }
+        p.self_signed(&key).unwrap().pem()
+    };
+    let root = ca("root", true);
+    let ctb = |name: &str, bundle: String| {
+        json!({"apiVersion": "certificates.k8s.io/v1beta1", "kind": "ClusterTrustBundle",
+        "metadata": {"name": name}, "spec": {"signerName": "example.com/spiffe", "trustBundle": bundle}})
+    };
+    let path = "/apis/certificates.k8s.io/v1beta1/clustertrustbundles";
+    let cases = [
+        (ctb("wrong-name", root.clone()), "metadata.name"),
+        (ctb("example.com:spiffe:", root.clone()), "metadata.name"),
+        (
+            ctb("example.com:spiffe:a", String::new()),
+            "spec.trustBundle",
+        ),
+        (
+            ctb("example.com:spiffe:b", ca("leaf", false)),
+            "spec.trustBundle",
+        ),
+        (
+            ctb("example.com:spiffe:c", format!("{root}{root}")),
+            "spec.trustBundle",
+        ),
+        (
+            ctb(
+                "example.com:spiffe:d",
+                format!("{root}-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"),
+            ),
+            "spec.trustBundle",
+        ),
+    ];
+    for (body, field) in cases {
+        let (code, resp) = send(&f.client, "POST", path, &body).await;
+        assert_eq!(code, 422, "{body}");
+        assert!(
+            resp["details"]["causes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["field"] == field),
+            "{resp}"
+        );
+    }
+    let (code, _) = send(&f.client, "POST", path, &ctb("example.com:spiffe:ok", root)).await;
+    assert_eq!(code, 201);
+}
+
+#[tokio::test]
+async fn watches_from_a_compacted_resource_version_get_410_gone() {
+    let f = fixture().await;
+    let secret =
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "data": {}});
+    let (code, created) = send(&f.client, "POST", "/api/v1/namespaces/ns/secrets", &secret).await;
+    assert_eq!(code, 201);
+    let rv = created["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let second =
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s2"}, "data": {}});
+    assert_eq!(
+        send(&f.client, "POST", "/api/v1/namespaces/ns/secrets", &second)
+            .await
+            .0,
+        201
+    );
+    // After the restart, the change to s2 (after `rv`) is no longer in the history.
+    f.server.restart(Duration::ZERO);
+    let (code, body) = send(
+        &f.client,
+        "GET",
+        &format!("/api/v1/namespaces/ns/secrets?watch=true&resourceVersion={rv}&timeoutSeconds=1"),
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        (body["type"].as_str(), body["object"]["code"].as_i64()),
+        (Some("ERROR"), Some(410)),
+        "{body}"
+    );
+}
