@@ -163,6 +163,22 @@ pub fn status_for(
     }
 }
 
+/// Helpers for other modules' tests.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use kube::core::ApiResource;
+
+    pub fn resource(version: &str) -> ApiResource {
+        ApiResource {
+            group: super::GROUP.into(),
+            version: version.into(),
+            api_version: format!("{}/{version}", super::GROUP),
+            kind: "PodCertificateRequest".into(),
+            plural: "podcertificaterequests".into(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -166,3 +166,243 @@ pub fn error_policy(pcr: Arc<Pcr>, error: &Error, ctx: Arc<Context>) -> Action {
         _ => Duration::from_secs(3),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    //! The reconciler against a scripted API (`tower_test`): each test states which requests
+    //! the reconciler must make and what the API answers.
+
+    use std::time::Duration;
+
+    use http::{Request, Response};
+    use kube::client::Body;
+    use serde_json::{Value, json};
+    use signer_core::{Ca, CaKeyType, CaPem, Policy, PolicyConfig};
+    use tower_test::mock::{self, Handle};
+
+    use super::*;
+    use crate::pcr::PCR_VERSIONS;
+
+    type ApiHandle = Handle<Request<Body>, Response<Body>>;
+
+    fn signer() -> Signer {
+        let policy = Policy::new(&PolicyConfig::default()).unwrap();
+        let pem = CaPem::generate(
+            CaKeyType::EcdsaP256,
+            policy.trust_domain(),
+            Duration::from_secs(86_400),
+            SystemTime::now(),
+        )
+        .unwrap();
+        Signer::new(
+            Arc::new(policy),
+            Arc::new(Ca::from_pem(&pem.cert_pem, &pem.key_pem, None).unwrap()),
+        )
+    }
+
+    fn context(signer: Option<Signer>) -> (Arc<Context>, ApiHandle) {
+        let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(service, "default");
+        let ctx = Context {
+            recorder: Recorder::new(
+                client.clone(),
+                kube::runtime::events::Reporter {
+                    controller: "test".into(),
+                    instance: None,
+                },
+            ),
+            client,
+            pcr_resource: crate::pcr::tests_support::resource(PCR_VERSIONS[0]),
+            signer_name: "example.com/spiffe".into(),
+            signer: Arc::new(RwLock::new(signer)),
+            metrics: Arc::default(),
+        };
+        (Arc::new(ctx), handle)
+    }
+
+    /// An empty-template P-256 CSR, as the 1.36 kubelet sends.
+    fn stub_csr() -> String {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = rcgen::CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        let der = params.serialize_request(&key).unwrap().der().to_vec();
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, der)
+    }
+
+    fn pcr(spec_extra: Value, status: Option<Value>) -> Arc<Pcr> {
+        let mut spec = json!({
+            "signerName": "example.com/spiffe", "podName": "web-0", "podUID": "uid-1",
+            "serviceAccountName": "web", "serviceAccountUID": "sa-uid", "nodeName": "n1", "nodeUID": "n1-uid",
+            "maxExpirationSeconds": 86400,
+        });
+        spec.as_object_mut()
+            .unwrap()
+            .extend(spec_extra.as_object().unwrap().clone());
+        let mut obj = json!({
+            "apiVersion": "certificates.k8s.io/v1beta1", "kind": "PodCertificateRequest",
+            "metadata": {"name": "req-abc", "namespace": "shop", "resourceVersion": "42", "uid": "pcr-uid", "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": spec,
+        });
+        if let Some(s) = status {
+            obj["status"] = s;
+        }
+        Arc::new(serde_json::from_value(obj).unwrap())
+    }
+
+    fn respond(
+        handle_send: tower_test::mock::SendResponse<Response<Body>>,
+        code: u16,
+        body: Value,
+    ) {
+        handle_send.send_response(
+            Response::builder()
+                .status(code)
+                .body(Body::from(body.to_string().into_bytes()))
+                .unwrap(),
+        );
+    }
+
+    fn api_status(code: u16, reason: &str) -> Value {
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": reason, "reason": reason, "code": code})
+    }
+
+    /// Expects the status write; answers `code`; returns the status that was written.
+    async fn expect_status_write(handle: &mut ApiHandle, code: u16) -> Value {
+        let (req, send) = handle.next_request().await.expect("a status write");
+        assert_eq!(req.method(), "PUT");
+        assert_eq!(
+            req.uri().path(),
+            "/apis/certificates.k8s.io/v1beta1/namespaces/shop/podcertificaterequests/req-abc/status"
+        );
+        let body: Value = serde_json::from_slice(
+            &http_body_util::BodyExt::collect(req.into_body())
+                .await
+                .unwrap()
+                .to_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            body["metadata"]["resourceVersion"], "42",
+            "the cached resourceVersion is carried"
+        );
+        let answer = if code == 200 {
+            body.clone()
+        } else {
+            api_status(code, "x")
+        };
+        respond(send, code, answer);
+        body["status"].clone()
+    }
+
+    #[tokio::test]
+    async fn a_valid_request_is_issued_with_one_status_write() {
+        let (ctx, mut handle) = context(Some(signer()));
+        let task = tokio::spawn(reconcile(
+            pcr(json!({"stubPKCS10Request": stub_csr()}), None),
+            ctx,
+        ));
+        let status = expect_status_write(&mut handle, 200).await;
+        assert_eq!(status["conditions"][0]["type"], "Issued");
+        assert!(
+            status["certificateChain"]
+                .as_str()
+                .unwrap()
+                .starts_with("-----BEGIN CERTIFICATE-----")
+        );
+        assert!(task.await.unwrap().is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_bad_request_is_denied_and_an_event_published() {
+        let (ctx, mut handle) = context(Some(signer()));
+        let task = tokio::spawn(reconcile(
+            pcr(json!({"stubPKCS10Request": "AAAA"}), None),
+            ctx,
+        ));
+        let status = expect_status_write(&mut handle, 200).await;
+        assert_eq!(status["conditions"][0]["type"], "Denied");
+        assert_eq!(
+            status["conditions"][0]["reason"],
+            "InvalidStubPKCS10Request"
+        );
+        assert!(status.get("certificateChain").is_none());
+        let (req, send) = handle.next_request().await.expect("the denial Event");
+        assert_eq!(req.method(), "POST");
+        assert!(
+            req.uri().path().ends_with("/namespaces/shop/events"),
+            "{}",
+            req.uri()
+        );
+        respond(
+            send,
+            201,
+            json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e", "namespace": "shop"}, "eventTime": null}),
+        );
+        assert!(task.await.unwrap().is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_already_terminal_request_is_left_alone() {
+        let (ctx, mut handle) = context(Some(signer()));
+        let denied = json!({"conditions": [{"type": "Denied", "status": "True", "reason": "X", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]});
+        let action = reconcile(
+            pcr(json!({"stubPKCS10Request": stub_csr()}), Some(denied)),
+            ctx,
+        )
+        .await
+        .unwrap();
+        assert_eq!(action, Action::await_change());
+        // The context (and every client) is gone: the API saw no request at all.
+        assert!(handle.next_request().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_request_deleted_before_the_write_ends_quietly() {
+        let (ctx, mut handle) = context(Some(signer()));
+        let task = tokio::spawn(reconcile(
+            pcr(json!({"stubPKCS10Request": stub_csr()}), None),
+            ctx,
+        ));
+        expect_status_write(&mut handle, 404).await;
+        assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+    }
+
+    #[tokio::test]
+    async fn a_conflict_looks_again_shortly_without_an_error() {
+        let (ctx, mut handle) = context(Some(signer()));
+        let task = tokio::spawn(reconcile(
+            pcr(json!({"stubPKCS10Request": stub_csr()}), None),
+            ctx,
+        ));
+        expect_status_write(&mut handle, 409).await;
+        assert_eq!(
+            task.await.unwrap().unwrap(),
+            Action::requeue(Duration::from_secs(2))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_server_error_is_retried_never_written_as_failed() {
+        let (ctx, mut handle) = context(Some(signer()));
+        let task = tokio::spawn(reconcile(
+            pcr(json!({"stubPKCS10Request": stub_csr()}), None),
+            ctx.clone(),
+        ));
+        expect_status_write(&mut handle, 500).await;
+        let err = task.await.unwrap().unwrap_err();
+        assert!(matches!(err, Error::WriteStatus(_)), "{err}");
+        assert_eq!(
+            error_policy(pcr(json!({}), None), &err, ctx),
+            Action::requeue(Duration::from_secs(3))
+        );
+    }
+
+    #[tokio::test]
+    async fn before_the_ca_is_loaded_nothing_is_written() {
+        let (ctx, _handle) = context(None);
+        let err = reconcile(pcr(json!({"stubPKCS10Request": stub_csr()}), None), ctx)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::CaNotLoaded));
+    }
+}

@@ -126,7 +126,7 @@ struct Route<'a> {
     subresource: Option<String>,
 }
 
-fn query_param<'a>(query: &'a str, key: &str) -> Option<String> {
+fn query_param(query: &str, key: &str) -> Option<String> {
     query
         .split('&')
         .filter_map(|kv| kv.split_once('='))
@@ -495,7 +495,7 @@ impl Shared {
             obj.as_object_mut().unwrap().remove("status");
         }
         if let Err(r) = self.admit(route, &mut obj) {
-            return r;
+            return *r;
         }
         obj["apiVersion"] = Value::String(route.rt.api_version(&route.version));
         let mut store = self.store.lock().unwrap();
@@ -516,7 +516,7 @@ impl Shared {
     }
 
     /// Defaults and validation on create and update of the main resource.
-    fn admit(&self, route: &Route<'_>, obj: &mut Value) -> Result<(), Response<Body>> {
+    fn admit(&self, route: &Route<'_>, obj: &mut Value) -> Result<(), Box<Response<Body>>> {
         let causes = match route.rt.plural {
             "clustertrustbundles" => validate::cluster_trust_bundle(obj),
             "podcertificaterequests" => {
@@ -557,12 +557,12 @@ impl Shared {
         if causes.is_empty() {
             Ok(())
         } else {
-            Err(status_error(
+            Err(Box::new(status_error(
                 422,
                 "Invalid",
                 format!("{} is invalid", route.rt.kind),
                 &causes,
-            ))
+            )))
         }
     }
 
@@ -642,7 +642,7 @@ impl Shared {
             }
             let mut candidate = replacement;
             if let Err(r) = self.admit(route, &mut candidate) {
-                return r;
+                return *r;
             }
             candidate["apiVersion"] = old["apiVersion"].clone();
             stored = candidate;

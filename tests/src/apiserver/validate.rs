@@ -255,13 +255,13 @@ fn issued(old: &Value, status: &Value, now: Timestamp) -> Vec<Cause> {
     for ext in leaf.extensions() {
         if let ParsedExtension::SubjectAlternativeName(san) = ext.parsed_extension() {
             for name in &san.general_names {
-                if let GeneralName::DNSName(d) = name {
-                    if d.is_empty() || d.contains("..") || d.starts_with('.') || d.ends_with('.') {
-                        causes.push(cause(
-                            "status.certificateChain",
-                            format!("invalid DNS SAN {d:?}"),
-                        ));
-                    }
+                if let GeneralName::DNSName(d) = name
+                    && (d.is_empty() || d.contains("..") || d.starts_with('.') || d.ends_with('.'))
+                {
+                    causes.push(cause(
+                        "status.certificateChain",
+                        format!("invalid DNS SAN {d:?}"),
+                    ));
                 }
             }
         }
