@@ -1,0 +1,194 @@
+//! podcert-load: the kubelet emulator's load mode.
+//!
+//! Starts the test API server (or uses `--kubeconfig` for a real cluster), starts the signer
+//! binary against it, files N requests with at most C in flight (or at a steady `--rate`),
+//! waits until each is terminal, and prints one JSON report: counts, throughput, latency
+//! percentiles (create sent → terminal status seen by the watching kubelet), and the signer
+//! process's CPU time and peak RSS.
+//!
+//! ```text
+//! cargo build --release -p podcert-signer -p podcert-tests
+//! target/release/podcert-load --signer-bin target/release/podcert-signer --requests 2000 --concurrency 64
+//! ```
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use podcert_tests::apiserver::{ServerOptions, TestApiServer};
+use podcert_tests::kubelet::{Format, Kubelet, PodRequest, Report, Tracker};
+
+struct Args {
+    signer_bin: String,
+    requests: usize,
+    concurrency: usize,
+    rate: Option<f64>,
+    key_types: Vec<String>,
+    format: String,
+    signer_concurrency: String,
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: podcert-load --signer-bin PATH [--requests N] [--concurrency C] [--rate PER_SECOND] \
+         [--key-types ECDSAP256,ED25519] [--format csr|pkix|mixed] [--signer-concurrency N]"
+    );
+    std::process::exit(2)
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        signer_bin: "target/release/podcert-signer".into(),
+        requests: 1000,
+        concurrency: 64,
+        rate: None,
+        key_types: vec!["ECDSAP256".into()],
+        format: "csr".into(),
+        signer_concurrency: "16".into(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().unwrap_or_else(|| usage());
+        match flag.as_str() {
+            "--signer-bin" => a.signer_bin = value(),
+            "--requests" => a.requests = value().parse().unwrap_or_else(|_| usage()),
+            "--concurrency" => a.concurrency = value().parse().unwrap_or_else(|_| usage()),
+            "--rate" => a.rate = Some(value().parse().unwrap_or_else(|_| usage())),
+            "--key-types" => a.key_types = value().split(',').map(str::to_string).collect(),
+            "--format" => a.format = value(),
+            "--signer-concurrency" => a.signer_concurrency = value(),
+            _ => usage(),
+        }
+    }
+    a
+}
+
+/// (CPU seconds, peak RSS in KiB) of a process, from /proc.
+fn process_usage(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // USER_HZ is 100 on Linux.
+    let cpu = (ticks(11) + ticks(12)) as f64 / 100.0;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    (cpu, hwm)
+}
+
+#[tokio::main]
+async fn main() {
+    let args = parse_args();
+    let server = TestApiServer::start(ServerOptions::v1beta1());
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = server.write_kubeconfig(dir.path());
+    let admin_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut signer = Command::new(&args.signer_bin)
+        .args([
+            "--signer-name",
+            "example.com/spiffe",
+            "--trust-domain",
+            "example.org",
+            "--log-level",
+            "warn",
+        ])
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args([
+            "--admin-addr",
+            &format!("127.0.0.1:{admin_port}"),
+            "--concurrency",
+            &args.signer_concurrency,
+        ])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (build it with cargo build --release -p podcert-signer)",
+                args.signer_bin
+            )
+        });
+
+    let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
+    let client = kube::Client::try_from(
+        kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    // Ready once the CA exists and the watch has synced.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server
+        .get("clustertrustbundles", "", "example.com:spiffe:ca")
+        .is_none()
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (cpu_idle, _) = process_usage(signer.id());
+
+    let pods: Vec<PodRequest> = (0..args.requests)
+        .map(|i| {
+            let kt = &args.key_types[i % args.key_types.len()];
+            let format = match args.format.as_str() {
+                "pkix" => Format::Pkix,
+                "mixed" if i % 2 == 0 => Format::Pkix,
+                _ => Format::Csr,
+            };
+            PodRequest::new(
+                &format!("ns-{}", i % 10),
+                &format!("pod-{i}"),
+                &format!("sa-{}", i % 20),
+                kt,
+                format,
+            )
+        })
+        .collect();
+    let kubelet = Kubelet::new(client.clone(), "v1beta1", "example.com/spiffe");
+    let tracker = Tracker::start(client, "v1beta1");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let created = match args.rate {
+        None => kubelet.create_all(&pods, args.concurrency).await.unwrap(),
+        Some(rate) => {
+            let mut created = Vec::new();
+            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+            for chunk in pods.chunks(1) {
+                tick.tick().await;
+                created.extend(kubelet.create_all(chunk, 1).await.unwrap());
+            }
+            created
+        }
+    };
+    let outcomes = tracker.wait_all(&created, Duration::from_secs(300)).await;
+    let report = Report::new(&created, &outcomes, started);
+    let (cpu, rss_kib) = process_usage(signer.id());
+    let _ = signer.kill();
+    let out = serde_json::json!({
+        "report": report,
+        "load": {"requests": args.requests, "concurrency": args.concurrency, "rate": args.rate,
+                 "key_types": args.key_types, "format": args.format, "signer_concurrency": args.signer_concurrency},
+        "signer": {"cpu_seconds": ((cpu - cpu_idle) * 100.0).round() / 100.0,
+                   "cpu_ms_per_request": ((cpu - cpu_idle) * 1000.0 / args.requests as f64 * 100.0).round() / 100.0,
+                   "peak_rss_mib": (rss_kib as f64 / 1024.0 * 10.0).round() / 10.0},
+    });
+    println!("{}", serde_json::to_string_pretty(&out).unwrap());
+    if report.pending > 0 || report.issued != args.requests {
+        std::process::exit(1);
+    }
+}
