@@ -179,6 +179,7 @@ async fn main() {
     let report = Report::new(&created, &outcomes, started);
     let (cpu, rss_kib) = process_usage(signer.id());
     let _ = signer.kill();
+    let _ = signer.wait();
     let out = serde_json::json!({
         "report": report,
         "load": {"requests": args.requests, "concurrency": args.concurrency, "rate": args.rate,
