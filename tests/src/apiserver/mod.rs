@@ -215,6 +215,8 @@ impl Faults {
 /// One request the server answered, for assertions.
 #[derive(Debug, Clone)]
 pub struct Logged {
+    /// The bearer token the client presented (each kubeconfig written names its user).
+    pub user: String,
     pub method: String,
     pub path: String,
     pub query: String,
@@ -232,17 +234,27 @@ pub struct Shared {
 }
 
 impl Shared {
-    fn log(&self, method: &::http::Method, path: &str, query: &str, status: u16, body: &[u8]) {
-        // Watch and read traffic is not logged (it is large and not what tests assert on).
-        if method == ::http::Method::GET {
-            return;
-        }
+    fn log(
+        &self,
+        user: &str,
+        method: &::http::Method,
+        path: &str,
+        query: &str,
+        status: u16,
+        body: &[u8],
+    ) {
+        let body = if method == ::http::Method::GET {
+            String::new()
+        } else {
+            String::from_utf8_lossy(body).into_owned()
+        };
         self.log.lock().unwrap().push(Logged {
+            user: user.to_string(),
             method: method.to_string(),
             path: path.to_string(),
             query: query.to_string(),
             status,
-            body: String::from_utf8_lossy(body).into_owned(),
+            body,
         });
     }
 }
@@ -359,14 +371,19 @@ impl TestApiServer {
 
     /// Writes a kubeconfig for this server into `dir` and returns its path.
     pub fn write_kubeconfig(&self, dir: &std::path::Path) -> std::path::PathBuf {
+        self.write_kubeconfig_as(dir, "podcert-test")
+    }
+
+    /// The same, for a client identified as `user` in [`TestApiServer::requests`].
+    pub fn write_kubeconfig_as(&self, dir: &std::path::Path, user: &str) -> std::path::PathBuf {
         let ca = base64::engine::general_purpose::STANDARD.encode(&self.ca_pem);
         let kubeconfig = serde_json::json!({
             "apiVersion": "v1", "kind": "Config", "current-context": "test",
             "clusters": [{"name": "test", "cluster": {"server": self.url(), "certificate-authority-data": ca}}],
-            "users": [{"name": "test", "user": {"token": "podcert-test"}}],
+            "users": [{"name": "test", "user": {"token": user}}],
             "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test", "namespace": "default"}}],
         });
-        let path = dir.join(format!("kubeconfig-{}.json", self.port));
+        let path = dir.join(format!("kubeconfig-{}-{user}.json", self.port));
         std::fs::write(&path, kubeconfig.to_string()).unwrap();
         path
     }
@@ -425,8 +442,20 @@ impl TestApiServer {
             .delete(&(plural.into(), namespace.into(), name.into()))
     }
 
-    /// Every write the server answered so far.
+    /// Every write (non-GET request) the server answered so far.
     pub fn writes(&self) -> Vec<Logged> {
+        self.shared
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.method != "GET")
+            .cloned()
+            .collect()
+    }
+
+    /// Every request the server answered so far, reads and watches included.
+    pub fn requests(&self) -> Vec<Logged> {
         self.shared.log.lock().unwrap().clone()
     }
 }

@@ -1,0 +1,359 @@
+//! manifests/: what `kubectl apply -k manifests/` would create is well-formed, and its RBAC
+//! allows exactly the calls the controller makes.
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use podcert_tests::apiserver::ServerOptions;
+use podcert_tests::kubelet::{Format, PodRequest};
+use podcert_tests::oracles::kustomize;
+use serde_json::Value;
+use support::*;
+
+fn manifests_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../manifests")
+}
+
+fn rendered() -> Vec<Value> {
+    serde_saphyr::from_multiple::<Value>(&kustomize(&manifests_dir()))
+        .expect("kustomize output is YAML")
+}
+
+/// Deserializes `obj` as `T` and back: a field the typed struct does not know (a typo, a wrong
+/// level) disappears and the comparison fails.
+fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(obj: &Value) {
+    let typed: T =
+        serde_json::from_value(obj.clone()).unwrap_or_else(|e| panic!("{}: {e}", obj["kind"]));
+    let back = serde_json::to_value(&typed).unwrap();
+    assert_eq!(
+        &back, obj,
+        "{} {} has fields the API does not know",
+        obj["kind"], obj["metadata"]["name"]
+    );
+}
+
+#[test]
+fn every_rendered_object_is_a_valid_typed_kubernetes_object() {
+    use k8s_openapi::api::{
+        apps::v1 as apps, core::v1 as core, policy::v1 as policy, rbac::v1 as rbac,
+    };
+    let objects = rendered();
+    let mut kinds: Vec<&str> = objects
+        .iter()
+        .map(|o| o["kind"].as_str().unwrap())
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ConfigMap",
+            "Deployment",
+            "Namespace",
+            "PodDisruptionBudget",
+            "Role",
+            "RoleBinding",
+            "Service",
+            "ServiceAccount"
+        ]
+    );
+    for obj in &objects {
+        match obj["kind"].as_str().unwrap() {
+            "Namespace" => round_trip::<core::Namespace>(obj),
+            "ServiceAccount" => round_trip::<core::ServiceAccount>(obj),
+            "ConfigMap" => round_trip::<core::ConfigMap>(obj),
+            "Service" => round_trip::<core::Service>(obj),
+            "ClusterRole" => round_trip::<rbac::ClusterRole>(obj),
+            "ClusterRoleBinding" => round_trip::<rbac::ClusterRoleBinding>(obj),
+            "Role" => round_trip::<rbac::Role>(obj),
+            "RoleBinding" => round_trip::<rbac::RoleBinding>(obj),
+            "Deployment" => round_trip::<apps::Deployment>(obj),
+            "PodDisruptionBudget" => round_trip::<policy::PodDisruptionBudget>(obj),
+            other => panic!("unexpected kind {other}"),
+        }
+    }
+}
+
+#[test]
+fn the_deployment_is_locked_down_and_configured_from_config_env() {
+    let objects = rendered();
+    let deploy = objects.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    let pod = &deploy["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    assert_eq!(deploy["spec"]["replicas"], 2);
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(
+        c["securityContext"]["capabilities"]["drop"],
+        serde_json::json!(["ALL"])
+    );
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/live");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/ready");
+    assert!(
+        c["resources"]["limits"]["memory"].is_string()
+            && c["resources"]["requests"]["cpu"].is_string()
+    );
+    // Every flag the container gets must parse: the args and the config.env variables.
+    let config = objects.iter().find(|o| o["kind"] == "ConfigMap").unwrap();
+    assert_eq!(
+        c["envFrom"][0]["configMapRef"]["name"],
+        config["metadata"]["name"]
+    );
+    // Run the binary as the Deployment would (its args, config.env as its environment) but
+    // with no cluster: it must get past flag validation (exit 2) and fail only at connecting.
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_podcert-signer"));
+    cmd.env_clear().env("KUBECONFIG", "/nonexistent/kubeconfig");
+    for (k, v) in config["data"].as_object().unwrap() {
+        cmd.env(k, v.as_str().unwrap());
+    }
+    cmd.args(
+        c["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap()),
+    );
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot build a Kubernetes client"),
+        "{stderr}"
+    );
+    let sa = objects
+        .iter()
+        .find(|o| o["kind"] == "ServiceAccount")
+        .unwrap();
+    assert_eq!(
+        sa["automountServiceAccountToken"], false,
+        "only the signer's pods get a token"
+    );
+    assert_eq!(pod["automountServiceAccountToken"], true);
+    let signers_rule = objects.iter().find(|o| o["kind"] == "ClusterRole").unwrap()["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["resources"][0] == "signers")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        signers_rule["resourceNames"],
+        serde_json::json!([config["data"]["PODCERT_SIGNER_NAME"]]),
+        "one place to name the signer"
+    );
+}
+
+/// An RBAC rule, flattened.
+struct Rule {
+    groups: Vec<String>,
+    resources: Vec<String>,
+    verbs: Vec<String>,
+    names: Vec<String>,
+    /// None: cluster-wide (ClusterRole via ClusterRoleBinding); Some(ns): a Role.
+    namespace: Option<String>,
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect()
+}
+
+fn rules(objects: &[Value]) -> Vec<Rule> {
+    let mut out = Vec::new();
+    for o in objects
+        .iter()
+        .filter(|o| o["kind"] == "ClusterRole" || o["kind"] == "Role")
+    {
+        let namespace =
+            (o["kind"] == "Role").then(|| o["metadata"]["namespace"].as_str().unwrap().to_string());
+        for r in o["rules"].as_array().unwrap() {
+            out.push(Rule {
+                groups: strings(&r["apiGroups"]),
+                resources: strings(&r["resources"]),
+                verbs: strings(&r["verbs"]),
+                names: strings(&r["resourceNames"]),
+                namespace: namespace.clone(),
+            });
+        }
+    }
+    out
+}
+
+/// What RBAC is asked for one request: (group, resource[/sub], verb, namespace, name).
+fn attributes(
+    method: &str,
+    path: &str,
+    query: &str,
+) -> Option<(String, String, String, Option<String>, Option<String>)> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, rest) = match segs.as_slice() {
+        ["api", "v1", rest @ ..] if !rest.is_empty() => ("", rest),
+        ["apis", g, _, rest @ ..] if !rest.is_empty() => (*g, rest),
+        _ => return None, // discovery: allowed to every authenticated user
+    };
+    let (namespace, rest) = match rest {
+        ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some(ns.to_string()), rest),
+        r => (None, r),
+    };
+    let resource = match rest.get(2) {
+        Some(sub) => format!("{}/{sub}", rest[0]),
+        None => rest[0].to_string(),
+    };
+    let mut name = rest.get(1).map(|s| s.to_string());
+    let watch = query.contains("watch=true");
+    let verb = match (method, name.is_some()) {
+        ("GET", true) => "get",
+        ("GET", false) if watch => "watch",
+        ("GET", false) => "list",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", _) => "delete",
+        _ => panic!("{method} {path}"),
+    };
+    // list/watch with fieldSelector=metadata.name=X is authorized as resourceName X.
+    if name.is_none() {
+        name = query.split('&').find_map(|kv| {
+            kv.strip_prefix("fieldSelector=metadata.name%3D")
+                .map(str::to_string)
+        });
+    }
+    Some((
+        group.to_string(),
+        resource,
+        verb.to_string(),
+        namespace,
+        name,
+    ))
+}
+
+fn allowed(
+    rules: &[Rule],
+    group: &str,
+    resource: &str,
+    verb: &str,
+    namespace: Option<&str>,
+    name: Option<&str>,
+) -> bool {
+    rules.iter().any(|r| {
+        r.namespace
+            .as_deref()
+            .is_none_or(|ns| Some(ns) == namespace)
+            && (r.groups.iter().any(|g| g == group || g == "*"))
+            && (r.resources.iter().any(|x| x == resource || x == "*"))
+            && (r.verbs.iter().any(|v| v == verb || v == "*"))
+            && (r.names.is_empty() || name.is_some_and(|n| r.names.iter().any(|x| x == n)))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rbac_allows_every_call_the_controller_makes_and_nothing_it_does_not() {
+    let objects = rendered();
+    let rbac = rules(&objects);
+    // A run that exercises every path: CA creation, trust bundle, leader election, issuing,
+    // denying (Event), then CA Secret deletion (recreate) and trust-bundle drift (update).
+    let cluster = Cluster::start(ServerOptions::v1beta1()).await;
+    let signer = cluster.signer("a", &["--ca-secret", "podcert-signer/podcert-signer-ca"]);
+    signer.wait_ready(Duration::from_secs(30)).await;
+    let tracker = cluster.tracker("v1beta1");
+    let mut bad = PodRequest::new("shop", "bad", "sa", "ECDSAP256", Format::Csr);
+    bad.tamper = podcert_tests::kubelet::Tamper::UnknownAnnotation;
+    let pods = vec![
+        PodRequest::new("shop", "good", "sa", "ECDSAP256", Format::Csr),
+        bad,
+    ];
+    let created = cluster
+        .kubelet("v1beta1")
+        .create_all(&pods, 2)
+        .await
+        .unwrap();
+    let outcomes = tracker.wait_all(&created, Duration::from_secs(20)).await;
+    assert!(outcomes.iter().all(Option::is_some));
+    cluster.server.delete("secrets", CA_NS, CA_NAME);
+    let mut ctb = cluster
+        .server
+        .get("clustertrustbundles", "", CTB_NAME)
+        .unwrap();
+    ctb["spec"]["trustBundle"] = "drift".into();
+    cluster.server.put("clustertrustbundles", "", ctb);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(cluster.server.get("secrets", CA_NS, CA_NAME).is_some());
+
+    let signer_name =
+        objects.iter().find(|o| o["kind"] == "ConfigMap").unwrap()["data"]["PODCERT_SIGNER_NAME"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    let mut used: std::collections::BTreeSet<(String, String, String)> = Default::default();
+    for r in cluster
+        .server
+        .requests()
+        .iter()
+        .filter(|r| r.user == SIGNER_USER)
+    {
+        let Some((group, resource, verb, ns, name)) = attributes(&r.method, &r.path, &r.query)
+        else {
+            continue;
+        };
+        assert!(
+            allowed(
+                &rbac,
+                &group,
+                &resource,
+                &verb,
+                ns.as_deref(),
+                name.as_deref()
+            ),
+            "manifests/ do not allow {verb} {group}/{resource} {ns:?} {name:?} ({} {}?{})",
+            r.method,
+            r.path,
+            r.query
+        );
+        // The API server's own checks behind these writes (SPEC §4, §6).
+        if resource == "podcertificaterequests/status" {
+            assert!(allowed(
+                &rbac,
+                "certificates.k8s.io",
+                "signers",
+                "sign",
+                None,
+                Some(&signer_name)
+            ));
+        }
+        if resource == "clustertrustbundles" && (verb == "create" || verb == "update") {
+            assert!(allowed(
+                &rbac,
+                "certificates.k8s.io",
+                "signers",
+                "attest",
+                None,
+                Some(&signer_name)
+            ));
+        }
+        used.insert((group, resource, verb));
+    }
+    // And nothing granted goes unused (apart from watch on the same resources as list).
+    for rule in &rbac {
+        for g in &rule.groups {
+            for res in rule.resources.iter().filter(|r| *r != "signers") {
+                for v in &rule.verbs {
+                    assert!(
+                        used.contains(&(g.clone(), res.clone(), v.clone())),
+                        "manifests/ grant {v} {g}/{res}, which the controller never used"
+                    );
+                }
+            }
+        }
+    }
+}
