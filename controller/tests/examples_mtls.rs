@@ -1,0 +1,227 @@
+//! examples/: the SPIFFE mTLS workload with certificates the real signer issued, written to
+//! files as the kubelet writes them (credential bundle = PKCS#8 key + chain; trust bundle from
+//! the ClusterTrustBundle). Handshakes over loopback succeed for allowed peers, fail for a
+//! disallowed SPIFFE ID and for a certificate from another CA, and pick up rotation without
+//! a restart.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use podcert_tests::apiserver::ServerOptions;
+use podcert_tests::fixtures::kubelet_keys;
+use podcert_tests::kubelet::{Format, PodRequest};
+use spiffe_mtls::{CredentialFiles, Served, exchange, serve};
+use support::*;
+
+const API: &str = "spiffe://example.org/ns/shop/sa/api";
+const WEB: &str = "spiffe://example.org/ns/shop/sa/web";
+
+/// Writes `contents` to `path` as the kubelet does: a new file moved into place.
+fn write_atomically(path: &Path, contents: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, contents).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Has the signer issue a certificate for service account `sa` with fixture key `key_type`,
+/// and writes the credential bundle to `dir/<file>`.
+async fn issue(cluster: &Cluster, sa: &str, key_type: &str, path: &Path) {
+    let tracker = cluster.tracker("v1beta1");
+    let pod = PodRequest::new("shop", &format!("{sa}-0"), sa, key_type, Format::Csr);
+    let created = cluster
+        .kubelet("v1beta1")
+        .create_all(&[pod], 1)
+        .await
+        .unwrap();
+    let outcome = tracker
+        .wait_all(&created, Duration::from_secs(20))
+        .await
+        .remove(0)
+        .expect("terminal");
+    assert_eq!(outcome.condition(), "Issued");
+    let key = kubelet_keys()
+        .into_iter()
+        .find(|k| k.key_type == key_type)
+        .unwrap();
+    write_atomically(
+        path,
+        &format!(
+            "{}{}",
+            key.key_pem(),
+            outcome.status["certificateChain"].as_str().unwrap()
+        ),
+    );
+}
+
+struct Workload {
+    addr: std::net::SocketAddr,
+    served: Arc<Mutex<Vec<Served>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn start_server(files: Arc<CredentialFiles>, allowed: &[&str]) -> Workload {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served: Arc<Mutex<Vec<Served>>> = Arc::default();
+    let s = served.clone();
+    let allowed = allowed.iter().map(|a| a.to_string()).collect();
+    let task = tokio::spawn(async move {
+        let _ = serve(listener, files, allowed, move |r| s.lock().unwrap().push(r)).await;
+    });
+    Workload { addr, served, task }
+}
+
+fn serial(cert: &[u8]) -> Vec<u8> {
+    use x509_parser::prelude::FromDer;
+    x509_parser::certificate::X509Certificate::from_der(cert)
+        .unwrap()
+        .1
+        .raw_serial()
+        .to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spiffe_mtls_between_two_workloads_with_rotation() {
+    let cluster = Cluster::start(ServerOptions::v1beta1()).await;
+    let signer = cluster.signer("a", &[]);
+    signer.wait_ready(Duration::from_secs(30)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = |n: &str| -> PathBuf { dir.path().join(n) };
+    issue(&cluster, "api", "ECDSAP256", &file("api.pem")).await;
+    issue(&cluster, "web", "ED25519", &file("web.pem")).await;
+    issue(&cluster, "intruder", "ECDSAP384", &file("intruder.pem")).await;
+    std::fs::write(file("trust.pem"), cluster.trust_bundle().await).unwrap();
+
+    let api = Arc::new(CredentialFiles::new(file("api.pem"), file("trust.pem")));
+    let web = CredentialFiles::new(file("web.pem"), file("trust.pem"));
+    let server = start_server(api.clone(), &[WEB]).await;
+
+    // The allowed client talks to the allowed server; each sees the other's SPIFFE ID.
+    let x = exchange(server.addr, &web, &[API.to_string()])
+        .await
+        .expect("handshake");
+    assert_eq!(x.peer, API);
+    assert_eq!(x.reply, format!("hello {WEB} from {API}"));
+    let first_serial = serial(&x.peer_certificate);
+
+    // A client whose SPIFFE ID the server does not allow is refused.
+    let intruder = CredentialFiles::new(file("intruder.pem"), file("trust.pem"));
+    assert!(
+        exchange(server.addr, &intruder, &[API.to_string()])
+            .await
+            .is_err()
+    );
+    // A client that does not allow the server's ID refuses it.
+    let err = exchange(
+        server.addr,
+        &web,
+        &["spiffe://example.org/ns/shop/sa/other".to_string()],
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("is not allowed"), "{err}");
+
+    // A certificate for the allowed ID but from another CA is refused by the server (the
+    // client trusts the real bundle, so only the server's check can stop it).
+    {
+        use signer_core::*;
+        let policy = Policy::new(&PolicyConfig {
+            trust_domain: "example.org".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        let pem = CaPem::generate(
+            CaKeyType::EcdsaP256,
+            policy.trust_domain(),
+            Duration::from_secs(86_400),
+            SystemTime::now(),
+        )
+        .unwrap();
+        let rogue = Signer::new(
+            Arc::new(policy),
+            Arc::new(Ca::from_pem(&pem.cert_pem, &pem.key_pem, None).unwrap()),
+        );
+        let key = kubelet_keys()
+            .into_iter()
+            .find(|k| k.key_type == "ED25519")
+            .unwrap();
+        let req = Request {
+            namespace: "shop".into(),
+            pod_name: "web-0".into(),
+            pod_uid: "u".into(),
+            service_account_name: "web".into(),
+            service_account_uid: "s".into(),
+            node_name: "n".into(),
+            node_uid: "n".into(),
+            signer_name: SIGNER.into(),
+            max_expiration_seconds: 86_400,
+            unverified_user_annotations: Default::default(),
+            key_material: KeyMaterial::StubCsr {
+                der: key.stub_csr_der.clone(),
+            },
+        };
+        let Decision::Issue(i) = rogue.decide(&req, SystemTime::now()).unwrap() else {
+            panic!()
+        };
+        write_atomically(
+            &file("rogue.pem"),
+            &format!("{}{}", key.key_pem(), i.chain_pem),
+        );
+        let rogue_files = CredentialFiles::new(file("rogue.pem"), file("trust.pem"));
+        assert!(
+            exchange(server.addr, &rogue_files, &[API.to_string()])
+                .await
+                .is_err(),
+            "a foreign CA's certificate was accepted"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    {
+        let served = server.served.lock().unwrap();
+        assert!(
+            matches!(&served[0], Served::Accepted { peer } if peer == WEB),
+            "{served:?}"
+        );
+        let refused: Vec<&str> = served
+            .iter()
+            .filter_map(|s| match s {
+                Served::Refused { error } => Some(error.as_str()),
+                Served::Accepted { .. } => None,
+            })
+            .collect();
+        assert_eq!(refused.len(), 3, "{served:?}");
+        // Reports come from concurrent tasks, in any order.
+        for want in [
+            "sa/intruder is not allowed",
+            "alert",
+            "does not chain to the trust bundle",
+        ] {
+            assert!(
+                refused.iter().any(|r| r.contains(want)),
+                "no refusal mentions {want:?}: {refused:?}"
+            );
+        }
+    }
+
+    // The kubelet rotates the server's certificate: the next handshake presents the new one,
+    // without restarting the server.
+    issue(&cluster, "api", "ECDSAP256", &file("api.pem")).await;
+    let x = exchange(server.addr, &web, &[API.to_string()])
+        .await
+        .expect("handshake after rotation");
+    assert_ne!(
+        serial(&x.peer_certificate),
+        first_serial,
+        "the rotated certificate was not picked up"
+    );
+    assert_eq!(x.peer, API);
+}

@@ -1,0 +1,109 @@
+//! The files the kubelet writes, loaded and re-loaded when they rotate.
+//!
+//! A `podCertificate` projected source with `credentialBundlePath` yields one PEM file: the
+//! PKCS#8 `PRIVATE KEY`, then the chain (leaf first). A `clusterTrustBundle` source yields the
+//! trust bundle PEM. The kubelet replaces both atomically (a symlink swap), so a change of the
+//! file's inode, size or mtime means new contents: [`CredentialFiles::current`] checks that on
+//! every call and re-reads only then.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+use crate::{Error, spiffe_id};
+
+/// One consistent set: our key and chain, our SPIFFE ID, the roots we trust.
+#[derive(Debug)]
+pub struct Credentials {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+    pub roots: Vec<CertificateDer<'static>>,
+    pub spiffe_id: String,
+}
+
+type Stamp = (u64, u64, i64, i64);
+
+fn stamp(path: &Path) -> Result<Stamp, Error> {
+    let m =
+        std::fs::metadata(path).map_err(|e| Error::Files(format!("{}: {e}", path.display())))?;
+    Ok((m.ino(), m.len(), m.mtime(), m.mtime_nsec()))
+}
+
+#[derive(Debug)]
+pub struct CredentialFiles {
+    credential_bundle: PathBuf,
+    trust_bundle: PathBuf,
+    cached: Mutex<Option<((Stamp, Stamp), Arc<Credentials>)>>,
+}
+
+impl CredentialFiles {
+    pub fn new(credential_bundle: impl Into<PathBuf>, trust_bundle: impl Into<PathBuf>) -> Self {
+        CredentialFiles {
+            credential_bundle: credential_bundle.into(),
+            trust_bundle: trust_bundle.into(),
+            cached: Mutex::new(None),
+        }
+    }
+
+    /// The current credentials, re-read if either file changed since the last call.
+    pub fn current(&self) -> Result<Arc<Credentials>, Error> {
+        let stamps = (stamp(&self.credential_bundle)?, stamp(&self.trust_bundle)?);
+        let mut cached = self.cached.lock().expect("credentials lock");
+        if let Some((s, c)) = cached.as_ref()
+            && *s == stamps
+        {
+            return Ok(c.clone());
+        }
+        let creds = Arc::new(self.load()?);
+        *cached = Some((stamps, creds.clone()));
+        Ok(creds)
+    }
+
+    fn load(&self) -> Result<Credentials, Error> {
+        let read = |p: &Path| {
+            std::fs::read_to_string(p).map_err(|e| Error::Files(format!("{}: {e}", p.display())))
+        };
+        let bundle = pem::parse_many(read(&self.credential_bundle)?)
+            .map_err(|e| Error::Files(e.to_string()))?;
+        let mut key = None;
+        let mut chain = Vec::new();
+        for block in bundle {
+            match block.tag() {
+                "PRIVATE KEY" => {
+                    key = Some(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+                        block.into_contents(),
+                    )))
+                }
+                "CERTIFICATE" => chain.push(CertificateDer::from(block.into_contents())),
+                other => {
+                    return Err(Error::Files(format!(
+                        "unexpected PEM block {other:?} in the credential bundle"
+                    )));
+                }
+            }
+        }
+        let key =
+            key.ok_or_else(|| Error::Files("the credential bundle has no PRIVATE KEY".into()))?;
+        let leaf = chain
+            .first()
+            .ok_or_else(|| Error::Files("the credential bundle has no certificate".into()))?;
+        let spiffe_id = spiffe_id(leaf)?;
+        let roots = pem::parse_many(read(&self.trust_bundle)?)
+            .map_err(|e| Error::Files(e.to_string()))?
+            .into_iter()
+            .filter(|b| b.tag() == "CERTIFICATE")
+            .map(|b| CertificateDer::from(b.into_contents()))
+            .collect::<Vec<_>>();
+        if roots.is_empty() {
+            return Err(Error::Files("the trust bundle has no certificate".into()));
+        }
+        Ok(Credentials {
+            chain,
+            key,
+            roots,
+            spiffe_id,
+        })
+    }
+}

@@ -1,0 +1,92 @@
+//! spiffe-mtls server|client: see the crate documentation and examples/README.md.
+//!
+//! ```text
+//! spiffe-mtls server --listen 0.0.0.0:8443 --credential-bundle /var/run/svid/credentialbundle.pem \
+//!     --trust-bundle /var/run/svid/trust-bundle.pem --allow spiffe://cluster.local/ns/shop/sa/web
+//! spiffe-mtls client --connect api:8443 --credential-bundle ... --trust-bundle ... \
+//!     --allow spiffe://cluster.local/ns/shop/sa/api
+//! ```
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use spiffe_mtls::{CredentialFiles, Served, exchange, serve};
+
+fn usage() -> ExitCode {
+    eprintln!(
+        "usage: spiffe-mtls server --listen ADDR | client --connect ADDR  --credential-bundle PATH --trust-bundle PATH --allow SPIFFE_ID..."
+    );
+    ExitCode::from(2)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let Some(mode) = args.next() else {
+        return usage();
+    };
+    let (mut addr, mut bundle, mut trust, mut allow) = (None, None, None, Vec::new());
+    while let Some(flag) = args.next() {
+        let Some(value) = args.next() else {
+            return usage();
+        };
+        match flag.as_str() {
+            "--listen" | "--connect" => addr = Some(value),
+            "--credential-bundle" => bundle = Some(value),
+            "--trust-bundle" => trust = Some(value),
+            "--allow" => allow.push(value),
+            _ => return usage(),
+        }
+    }
+    let (Some(addr), Some(bundle), Some(trust)) = (addr, bundle, trust) else {
+        return usage();
+    };
+    if allow.is_empty() {
+        eprintln!("spiffe-mtls: --allow: name at least one SPIFFE ID to accept");
+        return ExitCode::from(2);
+    }
+    let files = Arc::new(CredentialFiles::new(bundle, trust));
+    match mode.as_str() {
+        "server" => {
+            let listener = match tokio::net::TcpListener::bind(&addr).await {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("spiffe-mtls: --listen {addr}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            eprintln!("listening on {addr}");
+            let result = serve(listener, files, allow, |s| match s {
+                Served::Accepted { peer } => println!("accepted {peer}"),
+                Served::Refused { error } => println!("refused: {error}"),
+            })
+            .await;
+            eprintln!("spiffe-mtls: {result:?}");
+            ExitCode::FAILURE
+        }
+        "client" => {
+            let target = match tokio::net::lookup_host(&addr)
+                .await
+                .ok()
+                .and_then(|mut a| a.next())
+            {
+                Some(a) => a,
+                None => {
+                    eprintln!("spiffe-mtls: --connect {addr}: cannot resolve");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match exchange(target, &files, &allow).await {
+                Ok(x) => {
+                    println!("server {} says: {}", x.peer, x.reply);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("spiffe-mtls: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        _ => usage(),
+    }
+}
