@@ -357,3 +357,73 @@ async fn the_rbac_allows_every_call_the_controller_makes_and_nothing_it_does_not
         }
     }
 }
+
+/// The example manifests: typed objects, with projections that follow SPEC §5/§6.
+#[test]
+fn the_example_manifests_are_valid_and_select_the_signers_trust_bundle() {
+    use k8s_openapi::api::{apps::v1 as apps, core::v1 as core};
+    let signer = rendered()
+        .iter()
+        .find(|o| o["kind"] == "ConfigMap")
+        .unwrap()["data"]["PODCERT_SIGNER_NAME"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut sources = Vec::new();
+    for file in ["pod.yaml", "mtls/deploy.yaml"] {
+        let text = std::fs::read_to_string(examples.join(file)).unwrap();
+        for obj in serde_saphyr::from_multiple::<Value>(&text).unwrap() {
+            match obj["kind"].as_str().unwrap() {
+                "Pod" => {
+                    round_trip::<core::Pod>(&obj);
+                    sources.extend(
+                        obj["spec"]["volumes"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .flat_map(|v| v["projected"]["sources"].as_array().unwrap().clone()),
+                    );
+                }
+                "Deployment" => {
+                    round_trip::<apps::Deployment>(&obj);
+                    sources.extend(
+                        obj["spec"]["template"]["spec"]["volumes"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .flat_map(|v| v["projected"]["sources"].as_array().unwrap().clone()),
+                    );
+                }
+                "Service" => round_trip::<core::Service>(&obj),
+                "ServiceAccount" => round_trip::<core::ServiceAccount>(&obj),
+                other => panic!("{file}: unexpected kind {other}"),
+            }
+        }
+    }
+    let (mut certs, mut bundles) = (0, 0);
+    for s in &sources {
+        if let Some(pc) = s.get("podCertificate") {
+            certs += 1;
+            assert_eq!(pc["signerName"], signer.as_str());
+            assert!(
+                pc.get("userAnnotations").is_none(),
+                "this signer denies any userAnnotations"
+            );
+            assert!(matches!(
+                pc["keyType"].as_str(),
+                Some("ECDSAP256" | "ED25519")
+            ));
+        }
+        if let Some(ctb) = s.get("clusterTrustBundle") {
+            bundles += 1;
+            assert_eq!(ctb["signerName"], signer.as_str());
+            // An unset selector matches nothing (SPEC §6); ours selects the bundle's label.
+            assert_eq!(
+                ctb["labelSelector"]["matchLabels"]["app.kubernetes.io/name"],
+                "podcert-signer"
+            );
+        }
+    }
+    assert_eq!((certs, bundles), (4, 3));
+}

@@ -25,7 +25,8 @@ async fn main() -> ExitCode {
     let Some(mode) = args.next() else {
         return usage();
     };
-    let (mut addr, mut bundle, mut trust, mut allow) = (None, None, None, Vec::new());
+    let (mut addr, mut bundle, mut trust, mut allow, mut every) =
+        (None, None, None, Vec::new(), None);
     while let Some(flag) = args.next() {
         let Some(value) = args.next() else {
             return usage();
@@ -35,6 +36,13 @@ async fn main() -> ExitCode {
             "--credential-bundle" => bundle = Some(value),
             "--trust-bundle" => trust = Some(value),
             "--allow" => allow.push(value),
+            "--every" => match value.parse::<u64>() {
+                Ok(secs) if secs > 0 => every = Some(std::time::Duration::from_secs(secs)),
+                _ => {
+                    eprintln!("spiffe-mtls: --every: {value:?} is not a whole number of seconds");
+                    return ExitCode::from(2);
+                }
+            },
             _ => return usage(),
         }
     }
@@ -76,14 +84,17 @@ async fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match exchange(target, &files, &allow).await {
-                Ok(x) => {
-                    println!("server {} says: {}", x.peer, x.reply);
-                    ExitCode::SUCCESS
+            loop {
+                let result = exchange(target, &files, &allow).await;
+                match &result {
+                    Ok(x) => println!("server {} says: {}", x.peer, x.reply),
+                    Err(e) => eprintln!("spiffe-mtls: {e}"),
                 }
-                Err(e) => {
-                    eprintln!("spiffe-mtls: {e}");
-                    ExitCode::FAILURE
+                match every {
+                    // As a long-running client, keep going (certificates rotate underneath).
+                    Some(period) => tokio::time::sleep(period).await,
+                    None if result.is_ok() => return ExitCode::SUCCESS,
+                    None => return ExitCode::FAILURE,
                 }
             }
         }
