@@ -59,6 +59,9 @@ pub struct PodRequest {
     pub format: Format,
     pub max_expiration_seconds: i64,
     pub tamper: Tamper,
+    /// The real pod's and service account's UIDs (a real cluster checks them); random if None.
+    pub pod_uid: Option<String>,
+    pub service_account_uid: Option<String>,
 }
 
 impl PodRequest {
@@ -77,6 +80,8 @@ impl PodRequest {
             format,
             max_expiration_seconds: 86_400,
             tamper: Tamper::None,
+            pod_uid: None,
+            service_account_uid: None,
         }
     }
 }
@@ -112,6 +117,7 @@ pub struct Kubelet {
     resource: ApiResource,
     pub signer_name: String,
     pub node_name: String,
+    pub node_uid: String,
     keys: Arc<Vec<KubeletKey>>,
 }
 
@@ -140,6 +146,7 @@ impl Kubelet {
             resource: pcr_resource(version),
             signer_name: signer_name.into(),
             node_name: "node-1".into(),
+            node_uid: "node-uid-1".into(),
             keys: Arc::new(kubelet_keys()),
         }
     }
@@ -153,7 +160,10 @@ impl Kubelet {
 
     /// PCR bodies for `pods`; proofs for the whole batch come from one Go oracle run.
     pub fn bodies(&self, pods: &[PodRequest]) -> Vec<(Value, Vec<u8>)> {
-        let uids: Vec<String> = pods.iter().map(|_| uuid()).collect();
+        let uids: Vec<String> = pods
+            .iter()
+            .map(|p| p.pod_uid.clone().unwrap_or_else(uuid))
+            .collect();
         let to_prove: Vec<(&[u8], &str)> = pods
             .iter()
             .zip(&uids)
@@ -180,8 +190,8 @@ impl Kubelet {
                 let b64 = |b: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b);
                 let mut spec = json!({
                     "signerName": self.signer_name, "podName": p.pod_name, "podUID": uid,
-                    "serviceAccountName": p.service_account, "serviceAccountUID": format!("sa-{}", p.service_account),
-                    "nodeName": self.node_name, "nodeUID": "node-uid-1", "maxExpirationSeconds": p.max_expiration_seconds,
+                    "serviceAccountName": p.service_account, "serviceAccountUID": p.service_account_uid.clone().unwrap_or_else(|| format!("sa-{}", p.service_account)),
+                    "nodeName": self.node_name, "nodeUID": self.node_uid, "maxExpirationSeconds": p.max_expiration_seconds,
                 });
                 match p.format {
                     Format::Pkix => {
