@@ -23,7 +23,11 @@ pub struct Credentials {
     pub spiffe_id: String,
 }
 
+/// (inode, size, mtime seconds, mtime nanoseconds): changes when the kubelet swaps the file.
 type Stamp = (u64, u64, i64, i64);
+
+/// What the cache holds: the stamps of both files and the credentials read from them.
+type Cached = ((Stamp, Stamp), Arc<Credentials>);
 
 fn stamp(path: &Path) -> Result<Stamp, Error> {
     let m =
@@ -35,7 +39,7 @@ fn stamp(path: &Path) -> Result<Stamp, Error> {
 pub struct CredentialFiles {
     credential_bundle: PathBuf,
     trust_bundle: PathBuf,
-    cached: Mutex<Option<((Stamp, Stamp), Arc<Credentials>)>>,
+    cached: Mutex<Option<Cached>>,
 }
 
 impl CredentialFiles {

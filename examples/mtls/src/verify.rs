@@ -76,7 +76,7 @@ impl SpiffeVerifier {
             ))
         })?;
         let id = spiffe_id(end_entity).map_err(|e| reject(e.to_string()))?;
-        if !self.allowed.iter().any(|a| *a == id) {
+        if !self.allowed.contains(&id) {
             return Err(reject(format!("peer {id} is not allowed")));
         }
         Ok(())
