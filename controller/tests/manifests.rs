@@ -190,12 +190,17 @@ fn rules(objects: &[Value]) -> Vec<Rule> {
     out
 }
 
-/// What RBAC is asked for one request: (group, resource[/sub], verb, namespace, name).
-fn attributes(
-    method: &str,
-    path: &str,
-    query: &str,
-) -> Option<(String, String, String, Option<String>, Option<String>)> {
+/// What RBAC is asked for one request.
+struct Attributes {
+    group: String,
+    /// `resource` or `resource/subresource`.
+    resource: String,
+    verb: String,
+    namespace: Option<String>,
+    name: Option<String>,
+}
+
+fn attributes(method: &str, path: &str, query: &str) -> Option<Attributes> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let (group, rest) = match segs.as_slice() {
         ["api", "v1", rest @ ..] if !rest.is_empty() => ("", rest),
@@ -229,13 +234,13 @@ fn attributes(
                 .map(str::to_string)
         });
     }
-    Some((
-        group.to_string(),
+    Some(Attributes {
+        group: group.to_string(),
         resource,
-        verb.to_string(),
+        verb: verb.to_string(),
         namespace,
         name,
-    ))
+    })
 }
 
 fn allowed(
@@ -302,7 +307,13 @@ async fn the_rbac_allows_every_call_the_controller_makes_and_nothing_it_does_not
         .iter()
         .filter(|r| r.user == SIGNER_USER)
     {
-        let Some((group, resource, verb, ns, name)) = attributes(&r.method, &r.path, &r.query)
+        let Some(Attributes {
+            group,
+            resource,
+            verb,
+            namespace: ns,
+            name,
+        }) = attributes(&r.method, &r.path, &r.query)
         else {
             continue;
         };
