@@ -333,6 +333,7 @@ async fn lead(
         signer_name: config.signer_name.clone(),
         signer,
         metrics: metrics.clone(),
+        failures: Default::default(),
     });
     let stop = async move {
         tokio::select! {

@@ -31,6 +31,8 @@ pub struct Context {
     pub signer: Arc<RwLock<Option<Signer>>>,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
+    /// Consecutive transient failures per request (by UID), for exponential backoff.
+    pub failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -107,6 +109,10 @@ pub async fn reconcile(pcr: Arc<Pcr>, ctx: Arc<Context>) -> Result<Action, Error
         Err(e) => return Err(Error::WriteStatus(e)),
     }
 
+    ctx.failures
+        .lock()
+        .expect("failures lock")
+        .remove(&pcr.uid().unwrap_or_default());
     let age = pcr
         .creation_timestamp()
         .map(|t| (k8s_openapi::jiff::Timestamp::now() - t.0).get_milliseconds() as f64 / 1000.0)
@@ -153,6 +159,13 @@ pub async fn reconcile(pcr: Arc<Pcr>, ctx: Arc<Context>) -> Result<Action, Error
     Ok(Action::await_change())
 }
 
+/// The delay before the `n`-th retry (n ≥ 1) of one request: 0.5 s doubling up to 60 s,
+/// so a long outage does not turn a backlog into a retry storm.
+pub fn backoff(n: u32) -> Duration {
+    Duration::from_millis(500u64.saturating_mul(1 << n.saturating_sub(1).min(7)))
+        .min(Duration::from_secs(60))
+}
+
 pub fn error_policy(pcr: Arc<Pcr>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics
         .reconcile_errors
@@ -160,11 +173,15 @@ pub fn error_policy(pcr: Arc<Pcr>, error: &Error, ctx: Arc<Context>) -> Action {
             error: error.metric_label(),
         })
         .inc();
-    warn!(namespace = pcr.namespace().unwrap_or_default(), pcr = pcr.name_any(), %error, "will retry");
-    Action::requeue(match error {
-        Error::CaNotLoaded => Duration::from_secs(1),
-        _ => Duration::from_secs(3),
-    })
+    let n = {
+        let mut failures = ctx.failures.lock().expect("failures lock");
+        let n = failures.entry(pcr.uid().unwrap_or_default()).or_insert(0);
+        *n += 1;
+        *n
+    };
+    let delay = backoff(n);
+    warn!(namespace = pcr.namespace().unwrap_or_default(), pcr = pcr.name_any(), %error, retry_in = ?delay, "will retry");
+    Action::requeue(delay)
 }
 
 #[cfg(test)]
@@ -216,6 +233,7 @@ mod tests {
             signer_name: "example.com/spiffe".into(),
             signer: Arc::new(RwLock::new(signer)),
             metrics: Arc::default(),
+            failures: Default::default(),
         };
         (Arc::new(ctx), handle)
     }
@@ -391,10 +409,28 @@ mod tests {
         expect_status_write(&mut handle, 500).await;
         let err = task.await.unwrap().unwrap_err();
         assert!(matches!(err, Error::WriteStatus(_)), "{err}");
+        // Retries back off per request: 0.5 s, 1 s, 2 s, ...
+        let p = pcr(json!({}), None);
         assert_eq!(
-            error_policy(pcr(json!({}), None), &err, ctx),
-            Action::requeue(Duration::from_secs(3))
+            error_policy(p.clone(), &err, ctx.clone()),
+            Action::requeue(Duration::from_millis(500))
         );
+        assert_eq!(
+            error_policy(p.clone(), &err, ctx.clone()),
+            Action::requeue(Duration::from_secs(1))
+        );
+        assert_eq!(
+            error_policy(p, &err, ctx),
+            Action::requeue(Duration::from_secs(2))
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        assert_eq!(backoff(1), Duration::from_millis(500));
+        assert_eq!(backoff(4), Duration::from_secs(4));
+        assert_eq!(backoff(8), Duration::from_secs(60));
+        assert_eq!(backoff(1000), Duration::from_secs(60));
     }
 
     #[tokio::test]

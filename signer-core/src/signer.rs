@@ -15,7 +15,7 @@ use rcgen::{
 
 use crate::ca::{Ca, random_serial, to_offset};
 use crate::key::SubjectKey;
-use crate::policy::{MIN_LIFETIME_SECONDS, Policy, Validity, from_unix_seconds, unix_seconds};
+use crate::policy::{MIN_LIFETIME_SECONDS, Policy, Validity, from_unix_seconds};
 use crate::proof::verify_possession;
 use crate::request::{Decision, Denial, DenyReason, Issued, Request};
 use crate::spiffe::SpiffeId;
@@ -164,9 +164,4 @@ impl From<Denial> for Checked {
     fn from(d: Denial) -> Self {
         Checked::Deny(d)
     }
-}
-
-/// `now` truncated to whole seconds, for callers that compare against issued times.
-pub fn now_truncated() -> SystemTime {
-    from_unix_seconds(unix_seconds(SystemTime::now()))
 }
