@@ -256,16 +256,31 @@ async fn lead(
         .await?;
     let policy = Arc::new(config.policy.clone());
     metrics.ca_not_after.set(unix_seconds(ca.not_after()));
-    let (bundle_tx, bundle_rx) = watch::channel(ca.trust_bundle_pem().to_string());
-    let signer = Arc::new(RwLock::new(Some(Signer::new(policy.clone(), Arc::new(ca)))));
+    // The trust bundle is published before anything is signed with a CA: first now, then
+    // at every rotation (the new CA is used only once its root is published).
+    let trust_bundle = ctb_resource.as_ref().map(|ar| {
+        TrustBundle::new(
+            client.clone(),
+            ar.clone(),
+            config.trust_bundle_name.clone(),
+            config.signer_name.clone(),
+            config.policy.trust_domain().as_str(),
+        )
+    });
+    let retain_for = config.policy.max_leaf_lifetime();
+    if let Some(tb) = &trust_bundle
+        && !publish_until_done(tb, ca.trust_bundle_pem(), retain_for, &term).await
     {
-        let (signer, metrics, term) = (signer.clone(), metrics.clone(), term.clone());
+        return Ok(());
+    }
+    let roots = ca.trust_bundle_pem().to_string();
+    let signer = Arc::new(RwLock::new(Some(Signer::new(policy.clone(), Arc::new(ca)))));
+    let (new_cas, new_ca_rx) = tokio::sync::mpsc::unbounded_channel::<Ca>();
+    {
+        let term = term.clone();
         tokio::spawn(async move {
             let follow = store.follow(data, move |_, ca: Ca| {
-                metrics.ca_not_after.set(unix_seconds(ca.not_after()));
-                bundle_tx.send_replace(ca.trust_bundle_pem().to_string());
-                *signer.write().expect("signer lock") =
-                    Some(Signer::new(policy.clone(), Arc::new(ca)));
+                let _ = new_cas.send(ca);
             });
             tokio::select! {
                 _ = follow => {}
@@ -273,21 +288,17 @@ async fn lead(
             }
         });
     }
-    if let Some(ar) = ctb_resource {
-        let tb = TrustBundle::new(
-            client.clone(),
-            ar.clone(),
-            config.trust_bundle_name.clone(),
-            config.signer_name.clone(),
-            config.policy.trust_domain().as_str(),
-        );
-        tokio::spawn(publish_trust_bundle(
-            tb,
-            bundle_rx,
-            config.trust_bundle_resync,
-            term.clone(),
-        ));
-    }
+    tokio::spawn(keep_trust_bundle_and_signer(KeepParts {
+        trust_bundle,
+        roots,
+        new_cas: new_ca_rx,
+        signer: signer.clone(),
+        policy,
+        metrics: metrics.clone(),
+        resync: config.trust_bundle_resync,
+        retain_for,
+        term: term.clone(),
+    }));
 
     // The controller, until the term ends.
     let api = Api::<Pcr>::all_with(client.clone(), pcr_resource);
@@ -353,29 +364,73 @@ async fn lead(
     Ok(())
 }
 
-async fn publish_trust_bundle(
-    tb: TrustBundle,
-    mut bundle: watch::Receiver<String>,
-    resync: std::time::Duration,
-    shutdown: CancellationToken,
-) {
+/// Publishes `roots_pem` (with retained roots), retrying with backoff until it succeeds;
+/// false if the term ended first.
+async fn publish_until_done(
+    tb: &TrustBundle,
+    roots_pem: &str,
+    retain_for: std::time::Duration,
+    term: &CancellationToken,
+) -> bool {
+    let mut attempt = 0;
     loop {
-        let pem = bundle.borrow_and_update().clone();
-        let wait = match tb.sync(&pem).await {
-            Ok(Synced::Unchanged) => resync,
+        match tb.sync(roots_pem, retain_for).await {
+            Ok(Synced::Unchanged) => return true,
             Ok(done) => {
                 info!(name = %tb.name, ?done, "published the trust bundle");
-                resync
+                return true;
             }
             Err(e) => {
-                warn!(name = %tb.name, error = %e, "publishing the trust bundle failed; retrying");
-                resync.min(std::time::Duration::from_secs(5))
+                attempt += 1;
+                warn!(name = %tb.name, error = %e, "publishing the trust bundle failed; not signing with this CA until it is published");
+                tokio::select! {
+                    _ = tokio::time::sleep(reconcile::backoff(attempt)) => {}
+                    _ = term.cancelled() => return false,
+                }
             }
-        };
+        }
+    }
+}
+
+struct KeepParts {
+    trust_bundle: Option<TrustBundle>,
+    roots: String,
+    new_cas: tokio::sync::mpsc::UnboundedReceiver<Ca>,
+    signer: Arc<RwLock<Option<Signer>>>,
+    policy: Arc<signer_core::Policy>,
+    metrics: Arc<Metrics>,
+    resync: std::time::Duration,
+    retain_for: std::time::Duration,
+    term: CancellationToken,
+}
+
+/// For the rest of the term: when the CA changes, publish its roots, then sign with it; every
+/// `resync`, repair drift in the published bundle.
+async fn keep_trust_bundle_and_signer(mut p: KeepParts) {
+    loop {
         tokio::select! {
-            _ = bundle.changed() => {}
-            _ = tokio::time::sleep(wait) => {}
-            _ = shutdown.cancelled() => return,
+            ca = p.new_cas.recv() => {
+                let Some(ca) = ca else { return };
+                if let Some(tb) = &p.trust_bundle
+                    && !publish_until_done(tb, ca.trust_bundle_pem(), p.retain_for, &p.term).await
+                {
+                    return;
+                }
+                p.roots = ca.trust_bundle_pem().to_string();
+                p.metrics.ca_not_after.set(unix_seconds(ca.not_after()));
+                *p.signer.write().expect("signer lock") = Some(Signer::new(p.policy.clone(), Arc::new(ca)));
+                info!("signing with the new CA");
+            }
+            _ = tokio::time::sleep(p.resync) => {
+                if let Some(tb) = &p.trust_bundle {
+                    match tb.sync(&p.roots, p.retain_for).await {
+                        Ok(Synced::Unchanged) => {}
+                        Ok(done) => info!(name = %tb.name, ?done, "repaired the trust bundle"),
+                        Err(e) => warn!(name = %tb.name, error = %e, "checking the trust bundle failed; will retry"),
+                    }
+                }
+            }
+            _ = p.term.cancelled() => return,
         }
     }
 }

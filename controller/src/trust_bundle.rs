@@ -1,15 +1,20 @@
-//! Publishing the CA roots in a ClusterTrustBundle, and keeping them there.
+//! Publishing the CA roots in a ClusterTrustBundle, through CA rotations.
 //!
 //! The bundle is named `<signer-name with / as :>:<suffix>` (SPEC §6), carries
-//! `spec.signerName` and labels naming the signer and trust domain, and holds the CA's
-//! root(s) as PEM. [`TrustBundle::sync`] creates it or repairs any drift; the controller calls
-//! it when the CA changes and periodically. When the cluster serves no ClusterTrustBundle
-//! API the controller says so once and keeps signing.
+//! `spec.signerName` and labels naming the signer and trust domain, and holds the current CA's
+//! root(s) plus every *retired* root that may still have valid leaves: when the CA is
+//! replaced, the old roots stay until the last leaf they signed has expired (at most the
+//! longest leaf lifetime after the rotation). That state lives in the bundle itself — the
+//! annotation [`RETAINED_ANNOTATION`] records each root we publish by SHA-256 (see
+//! [`desired`]) — so any leader, after any restart, honours it. The controller
+//! publishes before it signs with a new CA ([`TrustBundle::sync`] must succeed first) and
+//! repairs drift periodically. When the cluster serves no ClusterTrustBundle API the
+//! controller says so once and keeps signing.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::certificates::v1beta1::ClusterTrustBundleSpec;
-use kube::api::{ObjectMeta, PostParams};
+use kube::api::PostParams;
 use kube::core::{ApiResource, NotUsed, Object};
 use kube::{Api, Client};
 
@@ -19,6 +24,9 @@ pub type Ctb = Object<ClusterTrustBundleSpec, NotUsed>;
 pub const LABEL_NAME: &str = "app.kubernetes.io/name";
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const LABEL_TRUST_DOMAIN: &str = "podcert-signer/trust-domain";
+/// JSON object: SHA-256 (hex) of each root we publish → 0 while current, else the Unix time
+/// until which the retired root is kept.
+pub const RETAINED_ANNOTATION: &str = "podcert-signer/retained-roots";
 
 #[derive(Debug, Clone)]
 pub struct TrustBundle {
@@ -35,6 +43,74 @@ pub enum Synced {
     Created,
     Updated,
     Unchanged,
+}
+
+fn sha256_hex(der: &[u8]) -> String {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn pem_of(der: &[u8]) -> String {
+    pem::encode_config(
+        &pem::Pem::new("CERTIFICATE", der),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
+}
+
+fn ders(pem_text: &str) -> Vec<Vec<u8>> {
+    pem::parse_many(pem_text)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|b| b.tag() == "CERTIFICATE")
+        .map(|b| b.into_contents())
+        .collect()
+}
+
+/// The bundle to publish and its annotation, given what is published now (`published_pem`
+/// and its annotation), the current CA's roots and the clock.
+///
+/// The annotation records every root we publish: current ones as `0`, retired ones with the
+/// Unix time until which they are kept. A recorded root that is no longer current is retired
+/// until `now + retain_for` (the longest leaf lifetime); a retired root is dropped once its
+/// time has passed; a root in the bundle that we never recorded is someone else's edit and is
+/// dropped at once. Current roots come first, retired ones after.
+pub fn desired(
+    published_pem: Option<&str>,
+    published_annotation: Option<&str>,
+    current_roots_pem: &str,
+    now: i64,
+    retain_for: i64,
+) -> (String, String) {
+    let current = ders(current_roots_pem);
+    let recorded: BTreeMap<String, i64> = published_annotation
+        .and_then(|a| serde_json::from_str(a).ok())
+        .unwrap_or_default();
+    let mut record: BTreeMap<String, i64> = current.iter().map(|d| (sha256_hex(d), 0)).collect();
+    let mut retired = Vec::new();
+    for der in published_pem.map(ders).unwrap_or_default() {
+        let hash = sha256_hex(&der);
+        if record.contains_key(&hash) {
+            continue;
+        }
+        let until = match recorded.get(&hash) {
+            Some(0) => now + retain_for,
+            Some(until) => *until,
+            None => continue,
+        };
+        if until > now {
+            record.insert(hash, until);
+            retired.push(der);
+        }
+    }
+    let mut bundle: String = current.iter().map(|d| pem_of(d)).collect();
+    bundle.extend(retired.iter().map(|d| pem_of(d)));
+    (
+        bundle,
+        serde_json::to_string(&record).expect("a map serialises"),
+    )
 }
 
 impl TrustBundle {
@@ -65,39 +141,135 @@ impl TrustBundle {
         }
     }
 
-    /// Makes the published bundle hold exactly `bundle_pem`, with our signer name and labels.
-    pub async fn sync(&self, bundle_pem: &str) -> Result<Synced, kube::Error> {
-        let spec = ClusterTrustBundleSpec {
-            signer_name: Some(self.signer_name.clone()),
-            trust_bundle: bundle_pem.to_string(),
-        };
+    /// Makes the published bundle hold the current roots `roots_pem` plus the retired roots
+    /// still within their retention, with our signer name and labels.
+    pub async fn sync(
+        &self,
+        roots_pem: &str,
+        retain_for: std::time::Duration,
+    ) -> Result<Synced, kube::Error> {
+        let now = k8s_openapi::jiff::Timestamp::now().as_second();
+        let retain_for = i64::try_from(retain_for.as_secs()).unwrap_or(i64::MAX / 2);
         match self.api.get_opt(&self.name).await? {
             None => {
+                let (bundle, annotation) = desired(None, None, roots_pem, now, retain_for);
+                let spec = ClusterTrustBundleSpec {
+                    signer_name: Some(self.signer_name.clone()),
+                    trust_bundle: bundle,
+                };
                 let mut ctb = Ctb::new(&self.name, &self.resource, spec);
                 ctb.metadata.labels = Some(self.labels.clone());
+                ctb.metadata.annotations = Some(BTreeMap::from([(
+                    RETAINED_ANNOTATION.to_string(),
+                    annotation,
+                )]));
                 match self.api.create(&PostParams::default(), &ctb).await {
                     Ok(_) => Ok(Synced::Created),
+                    // Created meanwhile (by another leader): the next sync reconciles it.
                     Err(kube::Error::Api(s)) if s.code == 409 => Ok(Synced::Unchanged),
                     Err(e) => Err(e),
                 }
             }
             Some(mut ctb) => {
+                let annotations = ctb.metadata.annotations.get_or_insert_with(BTreeMap::new);
+                let (bundle, annotation) = desired(
+                    Some(&ctb.spec.trust_bundle),
+                    annotations.get(RETAINED_ANNOTATION).map(String::as_str),
+                    roots_pem,
+                    now,
+                    retain_for,
+                );
                 let labels = ctb.metadata.labels.get_or_insert_with(BTreeMap::new);
                 let labels_ok = self.labels.iter().all(|(k, v)| labels.get(k) == Some(v));
-                if ctb.spec == spec && labels_ok {
+                let spec = ClusterTrustBundleSpec {
+                    signer_name: Some(self.signer_name.clone()),
+                    trust_bundle: bundle,
+                };
+                if ctb.spec == spec
+                    && labels_ok
+                    && annotations.get(RETAINED_ANNOTATION) == Some(&annotation)
+                {
                     return Ok(Synced::Unchanged);
                 }
                 labels.extend(self.labels.clone());
+                annotations.insert(RETAINED_ANNOTATION.to_string(), annotation);
                 ctb.spec = spec;
-                ctb.metadata = ObjectMeta {
-                    managed_fields: None,
-                    ..ctb.metadata
-                };
+                ctb.metadata.managed_fields = None;
                 self.api
                     .replace(&self.name, &PostParams::default(), &ctb)
                     .await?;
                 Ok(Synced::Updated)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root(cn: &str) -> String {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.self_signed(&key).unwrap().pem()
+    }
+
+    const NOW: i64 = 1_800_000_000;
+    const DAY: i64 = 86_400;
+
+    fn record(ann: &str) -> BTreeMap<String, i64> {
+        serde_json::from_str(ann).unwrap()
+    }
+
+    #[test]
+    fn a_first_publication_holds_and_records_the_current_roots() {
+        let a = root("a");
+        let (bundle, annotation) = desired(None, None, &a, NOW, DAY);
+        assert_eq!(ders(&bundle), ders(&a));
+        assert_eq!(record(&annotation).into_values().collect::<Vec<_>>(), [0]);
+    }
+
+    #[test]
+    fn a_replaced_root_stays_for_the_longest_leaf_lifetime_then_goes() {
+        let (a, b) = (root("a"), root("b"));
+        let (published, ann) = desired(None, None, &a, NOW, DAY);
+        // Rotation to b: a is kept, after b, until NOW + a day.
+        let (rotated, ann2) = desired(Some(&published), Some(&ann), &b, NOW, DAY);
+        assert_eq!(ders(&rotated), [ders(&b), ders(&a)].concat());
+        assert_eq!(
+            record(&ann2).get(&sha256_hex(&ders(&a)[0])),
+            Some(&(NOW + DAY))
+        );
+        // Later syncs keep the recorded time rather than extending it...
+        let (later, ann3) = desired(Some(&rotated), Some(&ann2), &b, NOW + DAY / 2, DAY);
+        assert_eq!(ders(&later), ders(&rotated));
+        assert_eq!(ann3, ann2);
+        // ...and once it has passed, the old root goes.
+        let (expired, ann4) = desired(Some(&later), Some(&ann3), &b, NOW + DAY + 1, DAY);
+        assert_eq!(ders(&expired), ders(&b));
+        assert_eq!(record(&ann4).len(), 1);
+    }
+
+    #[test]
+    fn a_root_that_comes_back_is_current_again() {
+        let (a, b) = (root("a"), root("b"));
+        let (p1, n1) = desired(None, None, &a, NOW, DAY);
+        let (p2, n2) = desired(Some(&p1), Some(&n1), &b, NOW, DAY);
+        let (p3, n3) = desired(Some(&p2), Some(&n2), &a, NOW, DAY);
+        assert_eq!(ders(&p3), [ders(&a), ders(&b)].concat());
+        assert_eq!(record(&n3).get(&sha256_hex(&ders(&a)[0])), Some(&0));
+    }
+
+    #[test]
+    fn a_root_we_never_published_is_drift_and_dropped_at_once() {
+        let (a, x) = (root("a"), root("x"));
+        let (_, ann) = desired(None, None, &a, NOW, DAY);
+        // Someone replaced our bundle by another root: ours comes back, theirs goes.
+        let (repaired, _) = desired(Some(&x), Some(&ann), &a, NOW, DAY);
+        assert_eq!(ders(&repaired), ders(&a));
+        let (repaired, _) = desired(Some(&format!("{a}{x}")), Some("not json"), &a, NOW, DAY);
+        assert_eq!(ders(&repaired), ders(&a));
     }
 }

@@ -869,6 +869,32 @@ async fn a_byo_intermediate_ca_is_used_and_followed_when_it_changes() {
     .await;
     let bundle = cluster.trust_bundle().await;
     assert_scenario_invariants(&cluster, &created, &outcomes, &bundle);
+    // SPEC §6: the old root stays published (leaves under it are still valid), and the new
+    // root was published before the first certificate was signed under the new CA.
+    let first_line = |pem: &str| pem.lines().nth(1).unwrap().to_string();
+    assert!(
+        bundle.contains(&first_line(&root)) && bundle.contains(&first_line(&root2)),
+        "{bundle}"
+    );
+    let writes = cluster.server.writes();
+    let published = writes
+        .iter()
+        .position(|w| {
+            w.path.contains("clustertrustbundles")
+                && w.status < 300
+                && w.body.contains(&first_line(&root2))
+        })
+        .expect("the new root was published");
+    let first_signed = writes
+        .iter()
+        .position(|w| {
+            w.path.ends_with("/status") && w.status == 200 && w.body.contains(&first_line(&crt2))
+        })
+        .expect("something was signed under the new CA");
+    assert!(
+        published < first_signed,
+        "signed under the new CA (write {first_signed}) before publishing its root (write {published})"
+    );
 
     // A broken update is ignored: signing goes on with the last good CA.
     cluster

@@ -152,6 +152,12 @@ impl Policy {
         &self.template
     }
 
+    /// The longest any certificate issued under this policy can stay valid: a CA that is
+    /// replaced must stay trusted this long after its last signature.
+    pub fn max_leaf_lifetime(&self) -> Duration {
+        Duration::from_secs(self.default_lifetime as u64)
+    }
+
     pub fn allowed_key_types(&self) -> &[KeyType] {
         &self.allowed_key_types
     }
