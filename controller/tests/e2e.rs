@@ -366,20 +366,29 @@ async fn a_signer_killed_mid_burst_and_restarted_leaves_nothing_pending() {
     let cluster = Cluster::start(ServerOptions::v1beta1()).await;
     let mut a = cluster.signer("a", &["--concurrency", "2"]);
     a.wait_ready(Duration::from_secs(30)).await;
-    // Slow answers stretch the burst so the kill lands in the middle of it.
-    cluster
-        .server
-        .faults()
-        .delay_ms
-        .store(5, std::sync::atomic::Ordering::Relaxed);
     let tracker = cluster.tracker("v1beta1");
     let kubelet = cluster.kubelet("v1beta1");
     let pods = plain_burst("burst", 150);
     let created = kubelet.create_all(&pods, 32).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Slow answers (150 writes, 2 at a time, 20 ms each: over 1.5 s) stretch the burst; the
+    // kill comes as soon as the first requests are issued, whatever the machine's speed.
+    cluster
+        .server
+        .faults()
+        .delay_ms
+        .store(20, std::sync::atomic::Ordering::Relaxed);
+    let mut issued_before_restart = 0;
+    for _ in 0..600 {
+        issued_before_restart = count_issued(&tracker.wait_all(&created, Duration::ZERO).await);
+        if issued_before_restart >= 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     a.kill();
-    let issued_before_restart =
-        count_issued(&tracker.wait_all(&created, Duration::from_millis(10)).await);
+    let issued_before_restart = issued_before_restart.max(count_issued(
+        &tracker.wait_all(&created, Duration::ZERO).await,
+    ));
     cluster
         .server
         .faults()
