@@ -8,6 +8,7 @@ mod support;
 use std::time::Duration;
 
 use podcert_tests::apiserver::ServerOptions;
+use podcert_tests::fixtures::intermediate_ca_pem;
 use podcert_tests::kubelet::{Created, Format, PodRequest, Tamper, Terminal, check_issued};
 use podcert_tests::oracles::{IssuedCase, go_judge};
 use support::*;
@@ -793,38 +794,10 @@ fn ca_secret_json(tls_crt: &str, tls_key: &str, ca_crt: Option<&str>) -> serde_j
         "metadata": {"name": CA_NAME, "namespace": CA_NS}, "data": data})
 }
 
-/// A root and an intermediate below it, as cert-manager would issue: (tls.crt, tls.key, ca.crt).
-fn byo_intermediate(cn: &str) -> (String, String, String) {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    };
-    let root_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
-    let mut root = CertificateParams::new(Vec::<String>::new()).unwrap();
-    root.distinguished_name
-        .push(DnType::CommonName, format!("{cn} root"));
-    root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    root.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let root_cert = root.self_signed(&root_key).unwrap();
-    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut inter = CertificateParams::new(Vec::<String>::new()).unwrap();
-    inter
-        .distinguished_name
-        .push(DnType::CommonName, format!("{cn} intermediate"));
-    inter.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    inter.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let inter_cert = inter
-        .signed_by(&key, &Issuer::new(root, &root_key))
-        .unwrap();
-    (inter_cert.pem(), key.serialize_pem(), root_cert.pem())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_byo_intermediate_ca_is_used_and_followed_when_it_changes() {
     let cluster = Cluster::start(ServerOptions::v1beta1()).await;
-    let (crt, key, root) = byo_intermediate("first");
+    let (crt, key, root) = intermediate_ca_pem("first");
     cluster
         .server
         .put("secrets", CA_NS, ca_secret_json(&crt, &key, Some(&root)));
@@ -855,7 +828,7 @@ async fn a_byo_intermediate_ca_is_used_and_followed_when_it_changes() {
     );
 
     // cert-manager rotates it: the signer follows, and the trust bundle follows.
-    let (crt2, key2, root2) = byo_intermediate("second");
+    let (crt2, key2, root2) = intermediate_ca_pem("second");
     cluster
         .server
         .put("secrets", CA_NS, ca_secret_json(&crt2, &key2, Some(&root2)));
@@ -946,7 +919,7 @@ async fn a_deleted_ca_secret_is_recreated_and_trust_bundle_drift_repaired() {
         .server
         .get("clustertrustbundles", "", CTB_NAME)
         .unwrap();
-    let (_, _, other_root) = byo_intermediate("drift");
+    let (_, _, other_root) = intermediate_ca_pem("drift");
     ctb["spec"]["trustBundle"] = other_root.into();
     cluster.server.put("clustertrustbundles", "", ctb);
     for _ in 0..100 {

