@@ -1,13 +1,13 @@
 //! The CA in a `kubernetes.io/tls` Secret: load it, create it once, follow its changes.
 //!
-//! [`CaStore::load_or_create`] reads the Secret; if it does not exist, it generates a CA and
-//! creates the Secret with create-only semantics, so two replicas starting together end up
+//! [`CaStore::load_or_create`] reads the Secret; if it does not exist, it puts back the CA this
+//! process already held or else generates one, and creates the Secret with create-only semantics, so two replicas starting together end up
 //! with the same CA (the loser of the race loads the winner's). A Secret that exists but
 //! cannot be used is never overwritten or regenerated over: start fails with an error naming
 //! the Secret key at fault. [`CaStore::follow`] then watches the Secret: a valid change (a BYO
 //! CA renewed by cert-manager) is loaded; an invalid one is logged and the last good CA kept;
-//! a deletion is repaired by recreating the Secret from the last good PEM, so the CA is never
-//! lost.
+//! a deletion is repaired by recreating the Secret from the last good PEM, retrying until it
+//! succeeds, so the CA is never lost.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -152,6 +152,7 @@ impl CaStore {
         key_type: CaKeyType,
         trust_domain: &TrustDomain,
         validity: std::time::Duration,
+        remembered: Option<&CaSecretData>,
     ) -> Result<(CaSecretData, Ca), CaStoreError> {
         if let Some(secret) = self
             .api
@@ -163,12 +164,23 @@ impl CaStore {
             info!(secret = %self.name, subject = loaded.1.subject(), "loaded the CA");
             return Ok(loaded);
         }
-        let pem = CaPem::generate(key_type, trust_domain, validity, SystemTime::now())
-            .map_err(CaStoreError::Generate)?;
-        let data = CaSecretData {
-            ca_crt: Some(pem.cert_pem.clone()),
-            tls_crt: pem.cert_pem,
-            tls_key: pem.key_pem,
+        // Missing: put back the CA this process already held (a previous term's, whose Secret
+        // was deleted), or else generate one. Generating when a CA is known would lose it.
+        let (data, what) = match remembered {
+            Some(data) => (
+                data.clone(),
+                "recreated the missing CA Secret from the CA this process held",
+            ),
+            None => {
+                let pem = CaPem::generate(key_type, trust_domain, validity, SystemTime::now())
+                    .map_err(CaStoreError::Generate)?;
+                let data = CaSecretData {
+                    ca_crt: Some(pem.cert_pem.clone()),
+                    tls_crt: pem.cert_pem,
+                    tls_key: pem.key_pem,
+                };
+                (data, "generated a new CA and stored it")
+            }
         };
         match self
             .api
@@ -177,7 +189,7 @@ impl CaStore {
         {
             Ok(_) => {
                 let ca = data.load().map_err(CaStoreError::Generate)?;
-                info!(secret = %self.name, key_type = %key_type, subject = ca.subject(), "generated a new CA and stored it");
+                info!(secret = %self.name, subject = ca.subject(), "{what}");
                 Ok((data, ca))
             }
             Err(kube::Error::Api(s)) if s.code == 409 => {
@@ -192,6 +204,29 @@ impl CaStore {
                 Ok(loaded)
             }
             Err(e) => Err(self.api_err(e)),
+        }
+    }
+
+    /// Recreates the deleted Secret from `data`, retrying with backoff until it exists again.
+    /// A missing Secret must not outlive this leader: the next one would generate a new CA.
+    async fn recreate(&self, data: &CaSecretData) {
+        let mut attempt = 0;
+        loop {
+            match self
+                .api
+                .create(&PostParams::default(), &data.to_secret(&self.name))
+                .await
+            {
+                Ok(_) => return info!(secret = %self.name, "recreated the CA Secret"),
+                // Someone else put a Secret there; the watch brings it.
+                Err(kube::Error::Api(s)) if s.code == 409 => return,
+                Err(e) => {
+                    attempt += 1;
+                    let delay = crate::reconcile::backoff(attempt);
+                    error!(secret = %self.name, error = %e, retry_in = ?delay, "could not recreate the CA Secret; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+            }
         }
     }
 
@@ -229,16 +264,7 @@ impl CaStore {
                 }
                 Ok(watcher::Event::Delete(_)) => {
                     warn!(secret = %self.name, "the CA Secret was deleted; recreating it from the CA in memory");
-                    match self
-                        .api
-                        .create(&PostParams::default(), &current.to_secret(&self.name))
-                        .await
-                    {
-                        Ok(_) => info!(secret = %self.name, "recreated the CA Secret"),
-                        Err(e) => {
-                            error!(secret = %self.name, error = %e, "could not recreate the CA Secret; will retry on the next event")
-                        }
-                    }
+                    self.recreate(&current).await;
                 }
                 Ok(_) => {}
                 Err(e) => {

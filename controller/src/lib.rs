@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::admin::Health;
-use crate::ca_store::{CaStore, CaStoreError};
+use crate::ca_store::{CaSecretData, CaStore, CaStoreError};
 use crate::cli::{Args, Config, LogFormat};
 use crate::leader::Elector;
 use crate::metrics::Metrics;
@@ -192,6 +192,7 @@ async fn run_with(config: Config, args: &Args) -> Result<(), StartError> {
         ctb_resource,
         metrics,
         health,
+        known_ca: Arc::default(),
     };
     loop {
         parts.health.set_ready(true);
@@ -225,6 +226,9 @@ struct Parts {
     ctb_resource: Option<kube::core::ApiResource>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
+    /// The CA Secret's contents as last seen by this process, kept across terms so that a
+    /// term finding the Secret deleted puts this CA back instead of generating a new one.
+    known_ca: Arc<std::sync::Mutex<Option<CaSecretData>>>,
 }
 
 /// One leadership term: load (or create) the CA, follow it, publish the trust bundle, and run
@@ -241,19 +245,23 @@ async fn lead(
         ctb_resource,
         metrics,
         health,
+        known_ca,
     } = parts;
     health.set_ready(false);
     metrics.leader.set(1);
 
     // The CA: loaded or created once; any later change is followed.
     let store = CaStore::new(client.clone(), config.ca_secret.clone());
+    let remembered = known_ca.lock().expect("known CA lock").clone();
     let (data, ca) = store
         .load_or_create(
             config.ca_key_type,
             config.policy.trust_domain(),
             config.ca_validity,
+            remembered.as_ref(),
         )
         .await?;
+    *known_ca.lock().expect("known CA lock") = Some(data.clone());
     let policy = Arc::new(config.policy.clone());
     metrics.ca_not_after.set(unix_seconds(ca.not_after()));
     // The trust bundle is published before anything is signed with a CA: first now, then
@@ -277,9 +285,10 @@ async fn lead(
     let signer = Arc::new(RwLock::new(Some(Signer::new(policy.clone(), Arc::new(ca)))));
     let (new_cas, new_ca_rx) = tokio::sync::mpsc::unbounded_channel::<Ca>();
     {
-        let term = term.clone();
+        let (term, known_ca) = (term.clone(), known_ca.clone());
         tokio::spawn(async move {
-            let follow = store.follow(data, move |_, ca: Ca| {
+            let follow = store.follow(data, move |data, ca: Ca| {
+                *known_ca.lock().expect("known CA lock") = Some(data.clone());
                 let _ = new_cas.send(ca);
             });
             tokio::select! {

@@ -902,9 +902,23 @@ async fn a_byo_intermediate_ca_is_used_and_followed_when_it_changes() {
 async fn a_deleted_ca_secret_is_recreated_and_trust_bundle_drift_repaired() {
     let (cluster, _signer) = ready_cluster().await;
     let before = cluster.server.get("secrets", CA_NS, CA_NAME).unwrap();
+    // Writes are refused for longer than kube-client's own retries last (about 1.6 s): only a
+    // signer that keeps trying gets the Secret back.
+    cluster
+        .server
+        .faults()
+        .refuse_writes
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     cluster.server.delete("secrets", CA_NS, CA_NAME);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(cluster.server.get("secrets", CA_NS, CA_NAME).is_none());
+    cluster
+        .server
+        .faults()
+        .refuse_writes
+        .store(false, std::sync::atomic::Ordering::Relaxed);
     let mut after = None;
-    for _ in 0..100 {
+    for _ in 0..200 {
         after = cluster.server.get("secrets", CA_NS, CA_NAME);
         if after.is_some() {
             break;
