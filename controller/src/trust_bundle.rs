@@ -17,6 +17,7 @@ use k8s_openapi::api::certificates::v1beta1::ClusterTrustBundleSpec;
 use kube::api::PostParams;
 use kube::core::{ApiResource, NotUsed, Object};
 use kube::{Api, Client};
+use signer_core::ca::certificate_pem;
 
 /// A ClusterTrustBundle of any served version (the spec is the same in all).
 pub type Ctb = Object<ClusterTrustBundleSpec, NotUsed>;
@@ -51,13 +52,6 @@ fn sha256_hex(der: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-fn pem_of(der: &[u8]) -> String {
-    pem::encode_config(
-        &pem::Pem::new("CERTIFICATE", der),
-        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
-    )
 }
 
 fn ders(pem_text: &str) -> Vec<Vec<u8>> {
@@ -105,8 +99,8 @@ pub fn desired(
             retired.push(der);
         }
     }
-    let mut bundle: String = current.iter().map(|d| pem_of(d)).collect();
-    bundle.extend(retired.iter().map(|d| pem_of(d)));
+    let mut bundle: String = current.iter().map(|d| certificate_pem(d)).collect();
+    bundle.extend(retired.iter().map(|d| certificate_pem(d)));
     (
         bundle,
         serde_json::to_string(&record).expect("a map serialises"),

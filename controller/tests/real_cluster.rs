@@ -26,11 +26,7 @@ async fn against_a_real_cluster() {
         );
         return;
     };
-    let kc =
-        kube::config::Kubeconfig::read_from(&path).expect("PODCERT_E2E_KUBECONFIG is a kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .unwrap();
+    let config = podcert_tests::kube_config(std::path::Path::new(&path)).await;
     let client = Client::try_from(config.clone()).unwrap();
     let n = std::process::id();
     let ns = format!("podcert-e2e-{n}");
@@ -117,11 +113,7 @@ async fn run(
         .await
         .map_err(|e| e.to_string())?;
 
-    let admin_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let admin_port = podcert_tests::free_port();
     let mut signer = std::process::Command::new(env!("CARGO_BIN_EXE_podcert-signer"))
         .arg("--kubeconfig")
         .arg(kubeconfig)

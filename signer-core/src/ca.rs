@@ -228,7 +228,8 @@ fn is_ca(c: &X509Certificate<'_>) -> bool {
     ca && can_sign
 }
 
-fn pem_of(der: &[u8]) -> String {
+/// A certificate's DER as one PEM `CERTIFICATE` block (LF line endings, no headers).
+pub fn certificate_pem(der: &[u8]) -> String {
     pem::encode_config(
         &pem::Pem::new("CERTIFICATE", der),
         pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
@@ -286,7 +287,7 @@ impl Ca {
             } else {
                 // Not a root, so a TLS peer needs it to build the path: this includes the
                 // signing certificate itself when it is an intermediate.
-                intermediates_pem.push_str(&pem_of(&c.der));
+                intermediates_pem.push_str(&certificate_pem(&c.der));
             }
         }
         if let Some(roots_pem) = roots_pem.filter(|p| !p.trim().is_empty()) {
@@ -317,7 +318,7 @@ impl Ca {
                 "tls.crt does not end in a self-signed root, so ca.crt must hold the root that signed it".into(),
             ));
         }
-        let trust_bundle_pem = roots.iter().map(|r| pem_of(r)).collect();
+        let trust_bundle_pem = roots.iter().map(|r| certificate_pem(r)).collect();
         let validity = signing.validity();
         let (not_before, not_after) = (
             validity.not_before.timestamp(),

@@ -96,20 +96,6 @@ pub struct Created {
     pub sent_at: Instant,
 }
 
-fn uuid() -> String {
-    let mut b = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut b).expect("rng");
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-4{}-8{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[13..16],
-        &h[17..20],
-        &h[20..32]
-    )
-}
-
 /// The emulator; `version` is the PCR API version it creates requests through.
 #[derive(Clone)]
 pub struct Kubelet {
@@ -162,7 +148,7 @@ impl Kubelet {
     pub fn bodies(&self, pods: &[PodRequest]) -> Vec<(Value, Vec<u8>)> {
         let uids: Vec<String> = pods
             .iter()
-            .map(|p| p.pod_uid.clone().unwrap_or_else(uuid))
+            .map(|p| p.pod_uid.clone().unwrap_or_else(crate::random_uid))
             .collect();
         let to_prove: Vec<(&[u8], &str)> = pods
             .iter()
@@ -305,14 +291,6 @@ impl Drop for Tracker {
     }
 }
 
-fn is_terminal(status: &Value) -> bool {
-    status["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| c["status"] == "True")
-}
-
 impl Tracker {
     pub fn start(client: Client, version: &str) -> Tracker {
         let api: Api<DynamicObject> = Api::all_with(client, &pcr_resource(version));
@@ -327,7 +305,7 @@ impl Tracker {
             while let Some(ev) = stream.next().await {
                 let Ok(obj) = ev else { continue };
                 let status = obj.data.get("status").cloned().unwrap_or(Value::Null);
-                if is_terminal(&status) {
+                if crate::apiserver::validate::is_terminal(&status) {
                     let key = (obj.namespace().unwrap_or_default(), obj.name_any());
                     s.lock().unwrap().entry(key).or_insert(Terminal {
                         at: Instant::now(),

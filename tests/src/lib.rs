@@ -8,3 +8,41 @@ pub mod apiserver;
 pub mod fixtures;
 pub mod kubelet;
 pub mod oracles;
+
+/// A random UUID (version 4 form), as the API server gives objects and pods.
+pub fn random_uid() -> String {
+    let mut b = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut b).expect("the system RNG does not fail");
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-4{}-8{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    )
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The kube-rs configuration a kubeconfig file describes (its current context).
+pub async fn kube_config(kubeconfig: &std::path::Path) -> kube::Config {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig)
+        .unwrap_or_else(|e| panic!("{}: {e}", kubeconfig.display()));
+    kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .expect("a usable kubeconfig")
+}
+
+/// A client for the cluster a kubeconfig file describes.
+pub async fn kube_client(kubeconfig: &std::path::Path) -> kube::Client {
+    kube::Client::try_from(kube_config(kubeconfig).await).expect("a kube client")
+}

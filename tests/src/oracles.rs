@@ -169,6 +169,18 @@ pub fn go_judge(cases: &[IssuedCase]) -> Vec<Verdict> {
     run_oracle("verify", &cases)
 }
 
+/// Asserts that Go's crypto/x509 accepts every case, naming the first it rejects.
+pub fn assert_go_accepts(cases: &[IssuedCase]) {
+    for v in go_judge(cases) {
+        assert!(
+            v.error.is_empty(),
+            "Go crypto/x509 rejects {}: {}",
+            v.name,
+            v.error
+        );
+    }
+}
+
 /// `openssl verify -x509_strict` of the chain's leaf against `roots_pem`, with the chain's
 /// other certificates as untrusted intermediates, for both TLS purposes.
 pub fn openssl_verify(chain_pem: &str, roots_pem: &str) -> Result<(), String> {

@@ -24,13 +24,7 @@ async fn fixture() -> Fixture {
     let server = TestApiServer::start(ServerOptions::v1beta1());
     let dir = tempfile::tempdir().unwrap();
     let path = server.write_kubeconfig(dir.path());
-    let kc = kube::config::Kubeconfig::read_from(&path).unwrap();
-    let client = kube::Client::try_from(
-        kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let client = podcert_tests::kube_client(&path).await;
     Fixture {
         server,
         client,

@@ -35,11 +35,7 @@ impl Cluster {
         }
         let kubeconfig = server.write_kubeconfig(dir.path());
         let signer_kubeconfig = server.write_kubeconfig_as(dir.path(), SIGNER_USER);
-        let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
-        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .unwrap();
-        let client = kube::Client::try_from(config).unwrap();
+        let client = podcert_tests::kube_client(&kubeconfig).await;
         Cluster {
             server,
             dir,
@@ -73,14 +69,6 @@ impl Cluster {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A running signer; killed when dropped. Its log is kept in the cluster's temp dir.
 pub struct SignerProcess {
     pub child: Child,
@@ -91,7 +79,7 @@ pub struct SignerProcess {
 
 impl SignerProcess {
     pub fn spawn(cluster: &Cluster, name: &str, extra: &[&str]) -> SignerProcess {
-        let admin_port = free_port();
+        let admin_port = podcert_tests::free_port();
         let log = cluster.dir.path().join(format!("{name}.log"));
         let identity = format!("signer-{name}");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_podcert-signer"));

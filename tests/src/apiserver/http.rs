@@ -84,20 +84,6 @@ fn random_suffix(n: usize) -> String {
         .collect()
 }
 
-fn uid() -> String {
-    let mut b = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut b).expect("rng");
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
-}
-
 /// RFC 7386 JSON merge patch.
 pub fn merge_patch(target: &mut Value, patch: &Value) {
     match patch {
@@ -501,7 +487,7 @@ impl Shared {
         if let Some(ns) = &route.namespace {
             meta.insert("namespace".into(), ns.clone().into());
         }
-        meta.insert("uid".into(), uid().into());
+        meta.insert("uid".into(), crate::random_uid().into());
         meta.insert("creationTimestamp".into(), now_rfc3339().into());
         meta.insert("generation".into(), 1.into());
         meta.remove("resourceVersion");
@@ -608,17 +594,9 @@ impl Shared {
         if let Some(rv) = new["metadata"]["resourceVersion"]
             .as_str()
             .filter(|s| !s.is_empty())
+            && rv != old["metadata"]["resourceVersion"].as_str().unwrap_or("")
         {
-            if rv != old["metadata"]["resourceVersion"].as_str().unwrap_or("") {
-                return conflict(name);
-            }
-        } else if patch.is_none() && route.rt.plural == "leases" {
-            return status_error(
-                422,
-                "Invalid",
-                "metadata.resourceVersion must be specified for an update",
-                &[],
-            );
+            return conflict(name);
         }
         let mut stored = old.clone();
         if is_status {
@@ -725,10 +703,9 @@ impl Shared {
         let mut epoch = self.faults.watch_epoch.subscribe();
         tokio::spawn(async move {
             let matches = |obj: &Value| {
-                obj["metadata"]["namespace"].as_str().unwrap_or("")
-                    == namespace
-                        .as_deref()
-                        .unwrap_or(obj["metadata"]["namespace"].as_str().unwrap_or(""))
+                namespace
+                    .as_deref()
+                    .is_none_or(|ns| obj["metadata"]["namespace"] == ns)
                     && fields.matches_fields(obj)
                     && labels.matches_labels(obj)
             };

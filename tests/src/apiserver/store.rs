@@ -36,7 +36,6 @@ impl EventType {
 pub struct Change {
     pub rv: u64,
     pub plural: String,
-    pub namespace: String,
     pub kind: EventType,
     pub object: Value,
 }
@@ -166,7 +165,6 @@ impl Store {
         let change = Arc::new(Change {
             rv: self.rv,
             plural: key.0,
-            namespace: key.1,
             kind,
             object,
         });

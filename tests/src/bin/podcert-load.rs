@@ -92,11 +92,7 @@ async fn main() {
     let server = TestApiServer::start(ServerOptions::v1beta1());
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = server.write_kubeconfig(dir.path());
-    let admin_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let admin_port = podcert_tests::free_port();
     let mut signer = Command::new(&args.signer_bin)
         .args([
             "--signer-name",
@@ -123,13 +119,7 @@ async fn main() {
             )
         });
 
-    let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
-    let client = kube::Client::try_from(
-        kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let client = podcert_tests::kube_client(&kubeconfig).await;
     // Ready once the CA exists and the watch has synced.
     let deadline = Instant::now() + Duration::from_secs(30);
     while server
