@@ -42,13 +42,8 @@ fn fixtures() -> Vec<Fixture> {
 fn request(f: &Fixture, key_material: KeyMaterial) -> Request {
     Request {
         namespace: "payments".into(),
-        pod_name: "api-0".into(),
         pod_uid: f.pod_uid.clone(),
         service_account_name: "api".into(),
-        service_account_uid: "sa".into(),
-        node_name: "node".into(),
-        node_uid: "node-uid".into(),
-        signer_name: "example.com/spiffe".into(),
         max_expiration_seconds: 86_400,
         unverified_user_annotations: BTreeMap::new(),
         key_material,

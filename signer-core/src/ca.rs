@@ -19,8 +19,9 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::ParsedExtension;
 use x509_parser::prelude::FromDer;
 
-use crate::policy::{from_unix_seconds, unix_seconds};
 use crate::spiffe::TrustDomain;
+use crate::time::{from_unix_seconds, to_offset, unix_seconds};
+use crate::x509::{certificate_pem, random_serial};
 
 /// Key types for a generated CA.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -87,13 +88,16 @@ pub enum CaError {
     Generate(String),
 }
 
-/// CA material as PEM text, the form in which it is stored.
+/// CA material as PEM text, the form in which it is stored (the keys of a
+/// `kubernetes.io/tls` Secret). Its `Debug` never shows the key.
 #[derive(Clone, PartialEq, Eq)]
 pub struct CaPem {
-    /// `tls.crt`.
+    /// `tls.crt`: the signing certificate, optionally followed by intermediates.
     pub cert_pem: String,
-    /// `tls.key` (PKCS#8).
+    /// `tls.key`.
     pub key_pem: String,
+    /// `ca.crt`: the root(s), when given.
+    pub roots_pem: Option<String>,
 }
 
 impl fmt::Debug for CaPem {
@@ -101,11 +105,17 @@ impl fmt::Debug for CaPem {
         f.debug_struct("CaPem")
             .field("cert_pem", &self.cert_pem)
             .field("key_pem", &"[redacted]")
+            .field("roots_pem", &self.roots_pem)
             .finish()
     }
 }
 
 impl CaPem {
+    /// Loads and checks the CA (see [`Ca::from_pem`]).
+    pub fn load(&self) -> Result<Ca, CaError> {
+        Ca::from_pem(&self.cert_pem, &self.key_pem, self.roots_pem.as_deref())
+    }
+
     /// A new self-signed root for `trust_domain`, valid from `now` (backdated an hour) for
     /// `validity`. It may sign leaves only (path length 0) and carries the trust domain's
     /// SPIFFE ID.
@@ -140,8 +150,10 @@ impl CaPem {
         params.not_after =
             to_offset(now + i64::try_from(validity.as_secs()).unwrap_or(i64::MAX / 4));
         let cert = params.self_signed(&key).map_err(generate)?;
+        let cert_pem = cert.pem();
         Ok(CaPem {
-            cert_pem: cert.pem(),
+            roots_pem: Some(cert_pem.clone()),
+            cert_pem,
             key_pem: key.serialize_pem(),
         })
     }
@@ -226,14 +238,6 @@ fn is_ca(c: &X509Certificate<'_>) -> bool {
         }
     }
     ca && can_sign
-}
-
-/// A certificate's DER as one PEM `CERTIFICATE` block (LF line endings, no headers).
-pub fn certificate_pem(der: &[u8]) -> String {
-    pem::encode_config(
-        &pem::Pem::new("CERTIFICATE", der),
-        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
-    )
 }
 
 impl Ca {
@@ -347,10 +351,6 @@ impl Ca {
         &self.intermediates_pem
     }
 
-    pub fn not_before(&self) -> SystemTime {
-        from_unix_seconds(self.not_before)
-    }
-
     pub fn not_after(&self) -> SystemTime {
         from_unix_seconds(self.not_after)
     }
@@ -370,19 +370,6 @@ impl Ca {
     pub(crate) fn issuer(&self) -> &Issuer<'static, KeyPair> {
         &self.issuer
     }
-}
-
-/// A random positive serial of exactly 20 bytes (RFC 5280's maximum), 158 bits of entropy.
-pub(crate) fn random_serial() -> rcgen::SerialNumber {
-    let mut bytes = [0u8; 20];
-    aws_lc_rs::rand::fill(&mut bytes).expect("the system RNG does not fail");
-    // Top bit clear keeps it positive; the next bit set keeps all 20 bytes in the encoding.
-    bytes[0] = (bytes[0] & 0x7f) | 0x40;
-    rcgen::SerialNumber::from_slice(&bytes)
-}
-
-pub(crate) fn to_offset(unix: i64) -> time::OffsetDateTime {
-    time::OffsetDateTime::from_unix_timestamp(unix).expect("timestamps we compute are in range")
 }
 
 #[cfg(test)]

@@ -28,6 +28,8 @@ pub mod proof;
 pub mod request;
 pub mod signer;
 pub mod spiffe;
+pub mod time;
+pub mod x509;
 
 pub use ca::{Ca, CaError, CaKeyType, CaPem};
 pub use key::{KeyType, SubjectKey};

@@ -7,11 +7,12 @@
 //! they satisfy SPEC §4 exactly.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use crate::key::KeyType;
 use crate::request::{Denial, DenyReason};
 use crate::spiffe::{SpiffeIdTemplate, TrustDomain};
+use crate::time::unix_seconds;
 
 /// Every certificate lasts at least this long (API server rule).
 pub const MIN_LIFETIME_SECONDS: i64 = 3600;
@@ -223,21 +224,10 @@ impl Policy {
     }
 }
 
-/// Whole seconds since the Unix epoch (0 for times before it).
-pub fn unix_seconds(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-/// The inverse of [`unix_seconds`] for non-negative values.
-pub fn from_unix_seconds(secs: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::time::from_unix_seconds;
 
     fn policy(f: impl FnOnce(&mut PolicyConfig)) -> Result<Policy, ConfigError> {
         let mut c = PolicyConfig::default();

@@ -17,13 +17,8 @@ use crate::spiffe::SpiffeId;
 pub struct Request {
     /// The PCR's own namespace (the pod's).
     pub namespace: String,
-    pub pod_name: String,
     pub pod_uid: String,
     pub service_account_name: String,
-    pub service_account_uid: String,
-    pub node_name: String,
-    pub node_uid: String,
-    pub signer_name: String,
     /// `spec.maxExpirationSeconds` (the API server defaults it to 86400).
     pub max_expiration_seconds: i64,
     /// `spec.unverifiedUserAnnotations`: user-controlled, never trusted.
@@ -94,14 +89,6 @@ impl KeyMaterial {
                 DenyReason::InvalidKeyMaterial,
                 "the request has proofOfPossession but no pkixPublicKey",
             )),
-        }
-    }
-
-    /// The proof format, for logs and metrics.
-    pub fn format(&self) -> &'static str {
-        match self {
-            KeyMaterial::Pkix { .. } => "pkix",
-            KeyMaterial::StubCsr { .. } => "csr",
         }
     }
 }

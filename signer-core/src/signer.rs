@@ -13,12 +13,14 @@ use rcgen::{
     CertificateParams, DistinguishedName, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose, SanType,
 };
 
-use crate::ca::{Ca, random_serial, to_offset};
+use crate::ca::Ca;
 use crate::key::SubjectKey;
-use crate::policy::{MIN_LIFETIME_SECONDS, Policy, Validity, from_unix_seconds};
+use crate::policy::{MIN_LIFETIME_SECONDS, Policy, Validity};
 use crate::proof::verify_possession;
 use crate::request::{Decision, Denial, DenyReason, Issued, Request};
 use crate::spiffe::SpiffeId;
+use crate::time::{from_unix_seconds, to_offset};
+use crate::x509::random_serial;
 
 /// Why a request could not be decided now; never the request's fault, so retried.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,10 +45,6 @@ pub struct Signer {
 impl Signer {
     pub fn new(policy: Arc<Policy>, ca: Arc<Ca>) -> Self {
         Signer { policy, ca }
-    }
-
-    pub fn policy(&self) -> &Policy {
-        &self.policy
     }
 
     pub fn ca(&self) -> &Ca {

@@ -38,13 +38,8 @@ fn valid_csr() -> &'static [u8] {
 fn request(ns: &str, sa: &str, key_material: KeyMaterial) -> Request {
     Request {
         namespace: ns.into(),
-        pod_name: "p".into(),
         pod_uid: "uid".into(),
         service_account_name: sa.into(),
-        service_account_uid: "sa-uid".into(),
-        node_name: "n".into(),
-        node_uid: "n-uid".into(),
-        signer_name: "example.com/s".into(),
         max_expiration_seconds: 86_400,
         unverified_user_annotations: BTreeMap::new(),
         key_material,
@@ -127,7 +122,7 @@ proptest! {
         req.max_expiration_seconds = max;
         match signer().decide(&req, SystemTime::now()).unwrap() {
             Decision::Issue(i) => {
-                let life = policy::unix_seconds(i.not_after) - policy::unix_seconds(i.not_before);
+                let life = signer_core::time::unix_seconds(i.not_after) - signer_core::time::unix_seconds(i.not_before);
                 prop_assert!((3600..=max).contains(&life));
             }
             Decision::Deny(d) => prop_assert_eq!(d.reason, DenyReason::InvalidMaxExpirationSeconds),
