@@ -1,13 +1,17 @@
 //! The admin HTTP server: `/live`, `/ready` and `/metrics`.
 //!
-//! `/live` answers 200 while the process runs. `/ready` answers 200 once this replica is doing
-//! its job: a standby once it has taken part in leader election, the leader once its CA is
-//! loaded and its watch of PodCertificateRequests has synced; 503 otherwise. `/metrics` is the
-//! Prometheus exposition.
+//! `/live` answers 200 while the process makes progress: the election loop and the leadership
+//! loop each [`Health::beat`] at least every second or so, and if either has not beaten for
+//! the stall limit the process is stuck (not merely idle) and `/live` answers 503, so the
+//! kubelet restarts it. `/ready` answers 200 once this replica is doing its job: a standby
+//! once it could sign if it led (it holds the CA, or may create one on a fresh install), the
+//! leader once its watch of PodCertificateRequests has synced; 503 otherwise. `/metrics` is
+//! the Prometheus exposition.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
@@ -20,12 +24,33 @@ use tracing::{debug, info};
 
 use crate::metrics::Metrics;
 
-#[derive(Debug, Default)]
+/// A loop whose progress `/live` checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loop {
+    Election = 0,
+    Leadership = 1,
+}
+
+#[derive(Debug)]
 pub struct Health {
     ready: AtomicBool,
+    started: Instant,
+    /// Milliseconds since `started` of each loop's last beat.
+    beats: [AtomicU64; 2],
+    stall_after: Duration,
 }
 
 impl Health {
+    /// `/live` fails once a loop has not beaten for `stall_after`.
+    pub fn new(stall_after: Duration) -> Self {
+        Health {
+            ready: AtomicBool::new(false),
+            started: Instant::now(),
+            beats: [AtomicU64::new(0), AtomicU64::new(0)],
+            stall_after,
+        }
+    }
+
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Release);
     }
@@ -33,11 +58,34 @@ impl Health {
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }
+
+    /// `which` made progress now.
+    pub fn beat(&self, which: Loop) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.beats[which as usize].store(ms, Ordering::Release);
+    }
+
+    /// The loops that have not beaten within the stall limit.
+    pub fn stalled(&self) -> Vec<Loop> {
+        let now = self.started.elapsed().as_millis() as u64;
+        let limit = self.stall_after.as_millis() as u64;
+        [Loop::Election, Loop::Leadership]
+            .into_iter()
+            .filter(|l| now.saturating_sub(self.beats[*l as usize].load(Ordering::Acquire)) > limit)
+            .collect()
+    }
 }
 
 fn respond(health: &Health, metrics: &Metrics, path: &str) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match path {
-        "/live" | "/livez" | "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
+        "/live" | "/livez" | "/healthz" => match health.stalled().as_slice() {
+            [] => (StatusCode::OK, "text/plain", "ok\n".to_string()),
+            stalled => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("stuck: {stalled:?} made no progress\n"),
+            ),
+        },
         "/ready" | "/readyz" if health.is_ready() => {
             (StatusCode::OK, "text/plain", "ready\n".to_string())
         }
@@ -64,39 +112,42 @@ fn respond(health: &Health, metrics: &Metrics, path: &str) -> Response<Full<Byte
         .expect("static response parts are valid")
 }
 
-/// Binds `addr` (failing at once if it cannot) and serves until `shutdown`.
-pub async fn bind(
-    addr: SocketAddr,
+/// Binds `addr`, failing at once if it cannot, so a taken port is a start-up error.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let listener = TcpListener::bind(addr).await?;
+    info!(addr = %listener.local_addr()?, "admin server listening");
+    Ok(listener)
+}
+
+/// Serves `/live`, `/ready` and `/metrics` on `listener` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
-) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    let listener = TcpListener::bind(addr).await?;
-    info!(addr = %listener.local_addr()?, "admin server listening");
-    Ok(tokio::spawn(async move {
-        loop {
-            let (stream, _) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(s) => s,
-                    Err(e) => { debug!(error = %e, "admin accept failed"); continue; }
-                },
-                _ = shutdown.cancelled() => return,
-            };
-            let (health, metrics) = (health.clone(), metrics.clone());
-            tokio::spawn(async move {
-                let service = service_fn(move |req: Request<Incoming>| {
-                    let response = respond(&health, &metrics, req.uri().path());
-                    async move { Ok::<_, std::convert::Infallible>(response) }
-                });
-                if let Err(e) = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await
-                {
-                    debug!(error = %e, "admin connection ended");
-                }
+) {
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(s) => s,
+                Err(e) => { debug!(error = %e, "admin accept failed"); continue; }
+            },
+            _ = shutdown.cancelled() => return,
+        };
+        let (health, metrics) = (health.clone(), metrics.clone());
+        tokio::spawn(async move {
+            let service = service_fn(move |req: Request<Incoming>| {
+                let response = respond(&health, &metrics, req.uri().path());
+                async move { Ok::<_, std::convert::Infallible>(response) }
             });
-        }
-    }))
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                debug!(error = %e, "admin connection ended");
+            }
+        });
+    }
 }
 
 #[cfg(test)]
@@ -104,8 +155,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn live_fails_when_a_loop_stops_beating() {
+        let h = Health::new(Duration::from_millis(50));
+        let m = Metrics::default();
+        assert_eq!(respond(&h, &m, "/live").status(), StatusCode::OK);
+        std::thread::sleep(Duration::from_millis(120));
+        h.beat(Loop::Election);
+        let r = respond(&h, &m, "/live");
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(h.stalled(), [Loop::Leadership]);
+        h.beat(Loop::Leadership);
+        assert_eq!(respond(&h, &m, "/live").status(), StatusCode::OK);
+    }
+
+    #[test]
     fn ready_follows_health() {
-        let (h, m) = (Health::default(), Metrics::default());
+        let (h, m) = (Health::new(Duration::from_secs(60)), Metrics::default());
         assert_eq!(respond(&h, &m, "/live").status(), StatusCode::OK);
         assert_eq!(
             respond(&h, &m, "/ready").status(),

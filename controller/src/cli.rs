@@ -2,15 +2,20 @@
 //!
 //! [`Args`] is what clap parses; [`Args::config`] turns it into a validated [`Config`] or a
 //! [`ConfigError`] naming the flag at fault, so a bad value stops the process before it
-//! touches the cluster. Policy settings are signer-core's [`PolicyConfig`] under the same names.
+//! touches the cluster. `Args` stops here: everything after start reads the [`Config`].
+//! Policy settings are signer-core's [`PolicyConfig`] under the same names.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
-use signer_core::policy::ConfigError;
+use clap::Parser;
+use signer_core::ConfigError;
 use signer_core::spiffe::is_dns1123_subdomain;
 use signer_core::{CaKeyType, KeyType, Policy, PolicyConfig};
+
+use crate::config::{
+    CaConfig, ClusterConfig, Config, LeaseConfig, LogConfig, LogFormat, ObjectName,
+};
 
 /// Kubernetes PodCertificateRequest signer issuing SPIFFE X.509-SVIDs.
 #[derive(Debug, Clone, Parser)]
@@ -109,8 +114,9 @@ pub struct Args {
     #[arg(long, env = "PODCERT_IDENTITY")]
     pub identity: Option<String>,
 
-    /// Path of a kubeconfig (default: in-cluster config, then ~/.kube/config).
-    #[arg(long, env = "KUBECONFIG")]
+    /// Path of a kubeconfig file (default: $KUBECONFIG, which may list several files, then
+    /// ~/.kube/config, then the in-cluster config).
+    #[arg(long, env = "PODCERT_KUBECONFIG")]
     pub kubeconfig: Option<std::path::PathBuf>,
 
     /// kubeconfig context to use.
@@ -118,50 +124,8 @@ pub struct Args {
     pub context: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Plain,
-    Json,
-}
-
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (use e.g. 90s, 15m, 24h, 30d)"))
-}
-
-/// A validated configuration.
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub signer_name: String,
-    pub policy: Policy,
-    pub ca_secret: ObjectName,
-    pub ca_key_type: CaKeyType,
-    pub ca_validity: Duration,
-    pub trust_bundle_name: String,
-    pub trust_bundle_resync: Duration,
-    pub concurrency: u16,
-    pub admin_addr: SocketAddr,
-    pub lease: LeaseConfig,
-}
-
-#[derive(Debug, Clone)]
-pub struct LeaseConfig {
-    pub name: ObjectName,
-    pub identity: String,
-    pub duration: Duration,
-    pub renew_interval: Duration,
-}
-
-/// A namespaced object's `namespace/name`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ObjectName {
-    pub namespace: String,
-    pub name: String,
-}
-
-impl std::fmt::Display for ObjectName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
 }
 
 fn err(setting: &'static str, message: impl Into<String>) -> ConfigError {
@@ -268,19 +232,24 @@ impl Args {
                 "must be positive and at most half of --lease-duration",
             ));
         }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
+            return Err(err("log-level", e.to_string()));
+        }
         let identity = self.identity.clone().unwrap_or_else(default_identity);
         Ok(Config {
             signer_name: self.signer_name.clone(),
             policy,
-            trust_bundle_name: format!(
-                "{}:{}",
-                self.signer_name.replace('/', ":"),
-                self.trust_bundle_suffix
-            ),
-            ca_secret,
-            trust_bundle_resync: self.trust_bundle_resync.max(Duration::from_secs(1)),
-            ca_key_type: self.ca_key_type,
-            ca_validity: self.ca_validity,
+            ca: CaConfig {
+                secret: ca_secret,
+                key_type: self.ca_key_type,
+                validity: self.ca_validity,
+                trust_bundle_name: format!(
+                    "{}:{}",
+                    self.signer_name.replace('/', ":"),
+                    self.trust_bundle_suffix
+                ),
+                trust_bundle_resync: self.trust_bundle_resync.max(Duration::from_secs(1)),
+            },
             concurrency: self.concurrency,
             admin_addr: self.admin_addr,
             lease: LeaseConfig {
@@ -288,6 +257,14 @@ impl Args {
                 identity,
                 duration: self.lease_duration,
                 renew_interval: self.lease_renew_interval,
+            },
+            cluster: ClusterConfig {
+                kubeconfig: self.kubeconfig.clone(),
+                context: self.context.clone(),
+            },
+            log: LogConfig {
+                filter: self.log_level.clone(),
+                format: self.log_format,
             },
         })
     }
@@ -321,8 +298,8 @@ mod tests {
     #[test]
     fn defaults_make_a_valid_config() {
         let c = args(&[]).unwrap();
-        assert_eq!(c.trust_bundle_name, "example.com:spiffe:ca");
-        assert_eq!(c.ca_secret.to_string(), "podcert-signer/podcert-signer-ca");
+        assert_eq!(c.ca.trust_bundle_name, "example.com:spiffe:ca");
+        assert_eq!(c.ca.secret.to_string(), "podcert-signer/podcert-signer-ca");
         assert_eq!(c.lease.name.to_string(), "podcert-signer/podcert-signer");
     }
 
@@ -335,6 +312,7 @@ mod tests {
             (&["--ca-secret", "no-slash"], "ca-secret"),
             (&["--concurrency", "0"], "concurrency"),
             (&["--lease-renew-interval", "10s"], "lease-renew-interval"),
+            (&["--log-level", "a=b=c"], "log-level"),
             (
                 &["--spiffe-id-template", "spiffe://{trust_domain}/x"],
                 "spiffe-id-template",

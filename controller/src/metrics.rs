@@ -7,6 +7,9 @@
 //! | `podcert_reconcile_errors_total` | `error` | transient failures, retried |
 //! | `podcert_ca_not_after_seconds` | | the signing CA's notAfter, Unix seconds |
 //! | `podcert_leader` | | 1 while this replica holds the Lease |
+//! | `podcert_ca_loaded` | | 1 while this process holds a usable CA |
+//! | `podcert_ca_secret_usable` | | 1 while the CA Secret holds a usable CA (0: missing or unusable) |
+//! | `podcert_task_failures_total` | `group` (process, term), `task` | supervised tasks that ended unexpectedly or panicked |
 
 use std::sync::atomic::AtomicI64;
 
@@ -29,6 +32,12 @@ pub struct ErrorLabels {
     pub error: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TaskLabels {
+    pub group: &'static str,
+    pub task: &'static str,
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -37,6 +46,9 @@ pub struct Metrics {
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub ca_not_after: Gauge<i64, AtomicI64>,
     pub leader: Gauge<i64, AtomicI64>,
+    pub ca_loaded: Gauge<i64, AtomicI64>,
+    pub ca_secret_usable: Gauge<i64, AtomicI64>,
+    pub task_failures: Family<TaskLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -73,8 +85,29 @@ impl Default for Metrics {
             "1 while this replica holds the leader Lease",
             leader.clone(),
         );
+        let ca_loaded = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "ca_loaded",
+            "1 while this process holds a usable CA",
+            ca_loaded.clone(),
+        );
+        let ca_secret_usable = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "ca_secret_usable",
+            "1 while the CA Secret holds a usable CA",
+            ca_secret_usable.clone(),
+        );
+        let task_failures = Family::<TaskLabels, Counter>::default();
+        registry.register(
+            "task_failures",
+            "Supervised tasks that ended unexpectedly or panicked",
+            task_failures.clone(),
+        );
         Metrics {
             registry,
+            ca_loaded,
+            ca_secret_usable,
+            task_failures,
             requests,
             request_age,
             reconcile_errors,
@@ -113,6 +146,12 @@ mod tests {
                 error: "write_status",
             })
             .inc();
+        m.task_failures
+            .get_or_create(&TaskLabels {
+                group: "term",
+                task: "ca",
+            })
+            .inc();
         let text = m.encode();
         for name in [
             "podcert_requests_total{outcome=\"issued\",key_type=\"ECDSAP256\",reason=\"Issued\"} 1",
@@ -120,6 +159,9 @@ mod tests {
             "podcert_reconcile_errors_total{error=\"write_status\"} 1",
             "podcert_ca_not_after_seconds",
             "podcert_leader",
+            "podcert_ca_loaded",
+            "podcert_ca_secret_usable",
+            "podcert_task_failures_total{group=\"term\",task=\"ca\"} 1",
         ] {
             assert!(text.contains(name), "{name} missing from\n{text}");
         }

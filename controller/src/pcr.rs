@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::core::{ApiResource, Object};
-use signer_core::policy::unix_seconds;
+use signer_core::time::unix_seconds;
 use signer_core::{Decision, Denial, DenyReason, KeyMaterial, Request};
 
 /// A PodCertificateRequest of any served version.
@@ -105,13 +105,8 @@ pub fn to_request(pcr: &Pcr) -> Result<Request, Denial> {
     )?;
     Ok(Request {
         namespace: pcr.metadata.namespace.clone().unwrap_or_default(),
-        pod_name: spec.pod_name.clone(),
         pod_uid: spec.pod_uid.clone(),
         service_account_name: spec.service_account_name.clone(),
-        service_account_uid: spec.service_account_uid.clone(),
-        node_name: spec.node_name.clone(),
-        node_uid: spec.node_uid.clone(),
-        signer_name: spec.signer_name.clone(),
         max_expiration_seconds: spec.max_expiration_seconds.map(i64::from).unwrap_or(86_400),
         unverified_user_annotations: spec.unverified_user_annotations.clone().unwrap_or_default(),
         key_material,

@@ -4,35 +4,64 @@
 //! status is written once with `replace_status` carrying the cached `resourceVersion`, so a
 //! racing replica gets 409 Conflict instead of issuing twice. 404 (the request was garbage
 //! collected) ends quietly; 409 looks again two seconds later, when the cache has caught up. Transient
-//! failures — the CA not loaded, an API error — are [`Error`]s: [`error_policy`] retries them
-//! and they are never written as `Failed`. Denials are outcomes: a `Denied` condition, a
-//! Warning Event, a metric.
+//! failures — signing failed, an API error — are [`Error`]s: [`error_policy`] retries them
+//! with the controller's one backoff ([`crate::retry`]) and they are never written as
+//! `Failed`. The per-request backoff state is dropped on every terminal path: issued,
+//! denied, deleted, or decided by another replica. Denials are outcomes: a `Denied`
+//! condition, a Warning Event, a metric.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use kube::api::PostParams;
 use kube::core::ApiResource;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
 use signer_core::{Decision, IssueError, Signer};
+use tokio::sync::watch;
 use tracing::{debug, info, instrument, warn};
 
 use crate::metrics::{ErrorLabels, Metrics, OutcomeLabels};
 use crate::pcr::{Pcr, is_terminal, status_for, to_request};
+use crate::retry::Failures;
 
-/// Everything a reconcile needs, built once and shared.
+/// A request as the per-request backoff knows it: namespace, name and UID (a request
+/// deleted and filed again under the same name is another request).
+pub type RequestKey = (String, String, String);
+
+/// Everything a reconcile needs, built once per term and shared.
 pub struct Context {
     pub client: Client,
     pub pcr_resource: ApiResource,
     pub signer_name: String,
-    /// The current signer; None until the CA is loaded. Swapped when the CA Secret changes.
-    pub signer: Arc<RwLock<Option<Signer>>>,
+    /// The signer in use; the term's `ca` task swaps it once a new CA's roots are published.
+    pub signer: watch::Receiver<Arc<Signer>>,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
-    /// Consecutive transient failures per request (by UID), for exponential backoff.
-    pub failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    /// Backoff state of requests whose last reconcile failed transiently.
+    pub failures: Failures<RequestKey>,
+    /// The controller's cache, to tell which failing requests are still waiting.
+    pub cache: Store<Pcr>,
+}
+
+impl Context {
+    fn key(pcr: &Pcr) -> RequestKey {
+        (
+            pcr.namespace().unwrap_or_default(),
+            pcr.name_any(),
+            pcr.uid().unwrap_or_default(),
+        )
+    }
+
+    /// Whether `key` is still a request waiting for an answer.
+    fn is_waiting(&self, (namespace, name, uid): &RequestKey) -> bool {
+        let at = ObjectRef::new_with(name, self.pcr_resource.clone()).within(namespace);
+        self.cache
+            .get(&at)
+            .is_some_and(|p| p.uid().as_deref() == Some(uid.as_str()) && !is_terminal(&p))
+    }
 }
 
 impl std::fmt::Debug for Context {
@@ -46,8 +75,6 @@ impl std::fmt::Debug for Context {
 /// A transient failure; the request is retried and never marked `Failed`.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("the CA is not loaded yet")]
-    CaNotLoaded,
     #[error("cannot issue now: {0}")]
     Issue(#[from] IssueError),
     #[error("writing the status failed: {0}")]
@@ -58,7 +85,6 @@ impl Error {
     /// The `error` label of `podcert_reconcile_errors_total`.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Error::CaNotLoaded => "ca_not_loaded",
             Error::Issue(_) => "issue",
             Error::WriteStatus(_) => "write_status",
         }
@@ -68,14 +94,11 @@ impl Error {
 #[instrument(skip_all, fields(namespace = pcr.namespace().unwrap_or_default(), pcr = pcr.name_any(), pod = pcr.spec.pod_name))]
 pub async fn reconcile(pcr: Arc<Pcr>, ctx: Arc<Context>) -> Result<Action, Error> {
     if is_terminal(&pcr) || pcr.spec.signer_name != ctx.signer_name {
+        // Decided (perhaps by another replica), or not ours: nothing to retry.
+        ctx.failures.forget(&Context::key(&pcr));
         return Ok(Action::await_change());
     }
-    let signer = ctx
-        .signer
-        .read()
-        .expect("signer lock")
-        .clone()
-        .ok_or(Error::CaNotLoaded)?;
+    let signer = ctx.signer.borrow().clone();
     let now = SystemTime::now();
     let decision = match to_request(&pcr) {
         Ok(request) => signer.decide(&request, now)?,
@@ -97,6 +120,7 @@ pub async fn reconcile(pcr: Arc<Pcr>, ctx: Arc<Context>) -> Result<Action, Error
         Ok(_) => {}
         Err(kube::Error::Api(s)) if s.code == 404 => {
             debug!("the request was deleted before its status was written");
+            ctx.failures.forget(&Context::key(&pcr));
             return Ok(Action::await_change());
         }
         Err(kube::Error::Api(s)) if s.code == 409 => {
@@ -109,10 +133,7 @@ pub async fn reconcile(pcr: Arc<Pcr>, ctx: Arc<Context>) -> Result<Action, Error
         Err(e) => return Err(Error::WriteStatus(e)),
     }
 
-    ctx.failures
-        .lock()
-        .expect("failures lock")
-        .remove(&pcr.uid().unwrap_or_default());
+    ctx.failures.forget(&Context::key(&pcr));
     let age = pcr
         .creation_timestamp()
         .map(|t| (k8s_openapi::jiff::Timestamp::now() - t.0).get_milliseconds() as f64 / 1000.0)
@@ -159,13 +180,6 @@ pub async fn reconcile(pcr: Arc<Pcr>, ctx: Arc<Context>) -> Result<Action, Error
     Ok(Action::await_change())
 }
 
-/// The delay before the `n`-th retry (n ≥ 1) of one request: 0.5 s doubling up to 60 s,
-/// so a long outage does not turn a backlog into a retry storm.
-pub fn backoff(n: u32) -> Duration {
-    Duration::from_millis(500u64.saturating_mul(1 << n.saturating_sub(1).min(7)))
-        .min(Duration::from_secs(60))
-}
-
 pub fn error_policy(pcr: Arc<Pcr>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics
         .reconcile_errors
@@ -173,13 +187,9 @@ pub fn error_policy(pcr: Arc<Pcr>, error: &Error, ctx: Arc<Context>) -> Action {
             error: error.metric_label(),
         })
         .inc();
-    let n = {
-        let mut failures = ctx.failures.lock().expect("failures lock");
-        let n = failures.entry(pcr.uid().unwrap_or_default()).or_insert(0);
-        *n += 1;
-        *n
-    };
-    let delay = backoff(n);
+    let delay = ctx
+        .failures
+        .failed(&Context::key(&pcr), |key| ctx.is_waiting(key));
     warn!(namespace = pcr.namespace().unwrap_or_default(), pcr = pcr.name_any(), %error, retry_in = ?delay, "will retry");
     Action::requeue(delay)
 }
@@ -217,9 +227,10 @@ mod tests {
         )
     }
 
-    fn context(signer: Option<Signer>) -> (Arc<Context>, ApiHandle) {
+    fn context(signer: Signer) -> (Arc<Context>, ApiHandle) {
         let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
         let client = Client::new(service, "default");
+        let resource = crate::pcr::tests_support::resource(PCR_VERSIONS[0]);
         let ctx = Context {
             recorder: Recorder::new(
                 client.clone(),
@@ -229,11 +240,12 @@ mod tests {
                 },
             ),
             client,
-            pcr_resource: crate::pcr::tests_support::resource(PCR_VERSIONS[0]),
+            pcr_resource: resource.clone(),
             signer_name: "example.com/spiffe".into(),
-            signer: Arc::new(RwLock::new(signer)),
+            signer: watch::channel(Arc::new(signer)).1,
             metrics: Arc::default(),
             failures: Default::default(),
+            cache: kube::runtime::reflector::store::Writer::<Pcr>::new(resource).as_reader(),
         };
         (Arc::new(ctx), handle)
     }
@@ -314,7 +326,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_valid_request_is_issued_with_one_status_write() {
-        let (ctx, mut handle) = context(Some(signer()));
+        let (ctx, mut handle) = context(signer());
         let task = tokio::spawn(reconcile(
             pcr(json!({"stubPKCS10Request": stub_csr()}), None),
             ctx,
@@ -332,7 +344,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_bad_request_is_denied_and_an_event_published() {
-        let (ctx, mut handle) = context(Some(signer()));
+        let (ctx, mut handle) = context(signer());
         let task = tokio::spawn(reconcile(
             pcr(json!({"stubPKCS10Request": "AAAA"}), None),
             ctx,
@@ -361,7 +373,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_already_terminal_request_is_left_alone() {
-        let (ctx, mut handle) = context(Some(signer()));
+        let (ctx, mut handle) = context(signer());
         let denied = json!({"conditions": [{"type": "Denied", "status": "True", "reason": "X", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]});
         let action = reconcile(
             pcr(json!({"stubPKCS10Request": stub_csr()}), Some(denied)),
@@ -376,7 +388,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_deleted_before_the_write_ends_quietly() {
-        let (ctx, mut handle) = context(Some(signer()));
+        let (ctx, mut handle) = context(signer());
         let task = tokio::spawn(reconcile(
             pcr(json!({"stubPKCS10Request": stub_csr()}), None),
             ctx,
@@ -387,7 +399,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_conflict_looks_again_shortly_without_an_error() {
-        let (ctx, mut handle) = context(Some(signer()));
+        let (ctx, mut handle) = context(signer());
         let task = tokio::spawn(reconcile(
             pcr(json!({"stubPKCS10Request": stub_csr()}), None),
             ctx,
@@ -401,7 +413,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_server_error_is_retried_never_written_as_failed() {
-        let (ctx, mut handle) = context(Some(signer()));
+        let (ctx, mut handle) = context(signer());
         let task = tokio::spawn(reconcile(
             pcr(json!({"stubPKCS10Request": stub_csr()}), None),
             ctx.clone(),
@@ -425,20 +437,26 @@ mod tests {
         );
     }
 
-    #[test]
-    fn backoff_doubles_and_is_capped() {
-        assert_eq!(backoff(1), Duration::from_millis(500));
-        assert_eq!(backoff(4), Duration::from_secs(4));
-        assert_eq!(backoff(8), Duration::from_secs(60));
-        assert_eq!(backoff(1000), Duration::from_secs(60));
-    }
-
     #[tokio::test]
-    async fn before_the_ca_is_loaded_nothing_is_written() {
-        let (ctx, _handle) = context(None);
-        let err = reconcile(pcr(json!({"stubPKCS10Request": stub_csr()}), None), ctx)
+    async fn backoff_state_is_dropped_when_another_replica_decides_or_the_request_goes() {
+        let (ctx, mut handle) = context(signer());
+        let csr = json!({"stubPKCS10Request": stub_csr()});
+        let task = tokio::spawn(reconcile(pcr(csr.clone(), None), ctx.clone()));
+        expect_status_write(&mut handle, 500).await;
+        let err = task.await.unwrap().unwrap_err();
+        error_policy(pcr(csr.clone(), None), &err, ctx.clone());
+        assert_eq!(ctx.failures.len(), 1);
+        // Another replica issued it meanwhile: the next reconcile sees it terminal.
+        let issued = json!({"certificateChain": "-----BEGIN CERTIFICATE-----", "conditions": [{"type": "Issued", "status": "True", "reason": "Issued", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]});
+        reconcile(pcr(csr.clone(), Some(issued)), ctx.clone())
             .await
-            .unwrap_err();
-        assert!(matches!(err, Error::CaNotLoaded));
+            .unwrap();
+        assert!(ctx.failures.is_empty());
+        // Deleted while failing: the 404 on the write forgets it too.
+        error_policy(pcr(csr.clone(), None), &err, ctx.clone());
+        let task = tokio::spawn(reconcile(pcr(csr, None), ctx.clone()));
+        expect_status_write(&mut handle, 404).await;
+        task.await.unwrap().unwrap();
+        assert!(ctx.failures.is_empty());
     }
 }

@@ -1,276 +1,239 @@
-//! The CA in a `kubernetes.io/tls` Secret: load it, create it once, follow its changes.
+//! The CA Secret: a `kubernetes.io/tls` Secret holding the CA as PEM, read and followed by
+//! every replica, written only by the leader.
 //!
-//! [`CaStore::load_or_create`] reads the Secret; if it does not exist, it puts back the CA this
-//! process already held or else generates one, and creates the Secret with create-only semantics, so two replicas starting together end up
-//! with the same CA (the loser of the race loads the winner's). A Secret that exists but
-//! cannot be used is never overwritten or regenerated over: start fails with an error naming
-//! the Secret key at fault. [`CaStore::follow`] then watches the Secret: a valid change (a BYO
-//! CA renewed by cert-manager) is loaded; an invalid one is logged and the last good CA kept;
-//! a deletion is repaired by recreating the Secret from the last good PEM, retrying until it
-//! succeeds, so the CA is never lost.
+//! [`SecretStore::states`] follows the Secret with a watch and yields what it holds after
+//! every change *and after every (re)list*: a Secret that vanished while the watch was down
+//! (410 Expired, API restart) produces no Delete event, so absence is concluded from the
+//! relist itself. [`SecretStore::create`] writes it create-only: it never overwrites a CA,
+//! so two leaders racing end up with one CA (the loser's create gets 409 and the watch brings
+//! the winner's).
 
 use std::collections::BTreeMap;
-use std::time::SystemTime;
+use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ObjectMeta, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client};
-use signer_core::{Ca, CaError, CaKeyType, CaPem, TrustDomain};
-use tracing::{error, info, warn};
+use kube::{Api, Client, Resource};
+use signer_core::{Ca, CaPem};
 
-use crate::cli::ObjectName;
+use crate::config::ObjectName;
 
 pub const TLS_CRT: &str = "tls.crt";
 pub const TLS_KEY: &str = "tls.key";
 pub const CA_CRT: &str = "ca.crt";
 
-/// Why the CA could not be loaded or created at start.
-#[derive(Debug, thiserror::Error)]
-pub enum CaStoreError {
-    #[error(
-        "CA Secret {secret} is unusable ({source}); refusing to start. podcert-signer never overwrites a CA: fix the Secret, or delete it to have a new CA generated"
-    )]
-    Unusable { secret: String, source: CaError },
-    #[error(
-        "CA Secret {secret} is unusable: {message}; refusing to start. podcert-signer never overwrites a CA: fix the Secret, or delete it to have a new CA generated"
-    )]
-    Malformed { secret: String, message: String },
-    #[error("generating a CA failed: {0}")]
-    Generate(#[source] CaError),
-    #[error("reading or creating CA Secret {secret}: {source}")]
-    Api { secret: String, source: kube::Error },
+/// What the CA Secret holds.
+#[derive(Debug, Clone)]
+pub enum SecretState {
+    /// There is no such Secret.
+    Absent,
+    /// A CA that loads and checks.
+    Usable(LoadedCa),
+    /// Something that is not a usable CA; the message names the key at fault and never
+    /// quotes key material.
+    Unusable(String),
 }
 
-/// The PEM texts of a CA Secret.
-#[derive(Clone, PartialEq, Eq)]
-pub struct CaSecretData {
-    pub tls_crt: String,
-    pub tls_key: String,
-    pub ca_crt: Option<String>,
+/// A CA as stored and as loaded.
+#[derive(Debug, Clone)]
+pub struct LoadedCa {
+    pub pem: CaPem,
+    pub ca: Arc<Ca>,
 }
 
-impl std::fmt::Debug for CaSecretData {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CaSecretData")
-            .field("tls_crt", &self.tls_crt)
-            .finish_non_exhaustive()
-    }
-}
-
-impl CaSecretData {
-    fn from_secret(secret: &Secret) -> Result<Self, String> {
-        let data = secret.data.as_ref().ok_or("it has no data")?;
-        let text = |key: &str| -> Result<Option<String>, String> {
-            data.get(key)
-                .map(|b| {
-                    String::from_utf8(b.0.clone()).map_err(|_| format!("{key} is not PEM text"))
-                })
-                .transpose()
-        };
-        Ok(CaSecretData {
-            tls_crt: text(TLS_CRT)?.ok_or_else(|| format!("it has no {TLS_CRT}"))?,
-            tls_key: text(TLS_KEY)?.ok_or_else(|| format!("it has no {TLS_KEY}"))?,
-            ca_crt: text(CA_CRT)?,
+impl LoadedCa {
+    pub fn load(pem: CaPem) -> Result<Self, signer_core::CaError> {
+        let ca = pem.load()?;
+        Ok(LoadedCa {
+            pem,
+            ca: Arc::new(ca),
         })
     }
+}
 
-    pub fn load(&self) -> Result<Ca, CaError> {
-        Ca::from_pem(&self.tls_crt, &self.tls_key, self.ca_crt.as_deref())
+impl PartialEq for LoadedCa {
+    fn eq(&self, other: &Self) -> bool {
+        self.pem == other.pem
     }
+}
 
-    fn to_secret(&self, name: &ObjectName) -> Secret {
-        let mut data = BTreeMap::from([
-            (
-                TLS_CRT.to_string(),
-                ByteString(self.tls_crt.clone().into_bytes()),
-            ),
-            (
-                TLS_KEY.to_string(),
-                ByteString(self.tls_key.clone().into_bytes()),
-            ),
-        ]);
-        if let Some(ca) = &self.ca_crt {
-            data.insert(CA_CRT.to_string(), ByteString(ca.clone().into_bytes()));
-        }
-        Secret {
-            metadata: ObjectMeta {
-                name: Some(name.name.clone()),
-                namespace: Some(name.namespace.clone()),
-                labels: Some(BTreeMap::from([(
-                    "app.kubernetes.io/managed-by".to_string(),
-                    "podcert-signer".to_string(),
-                )])),
-                ..Default::default()
-            },
-            type_: Some("kubernetes.io/tls".into()),
-            data: Some(data),
+/// The PEM texts of a Secret's data, or why they are not there.
+fn pem_of(secret: &Secret) -> Result<CaPem, String> {
+    let data = secret.data.as_ref().ok_or("it has no data")?;
+    let text = |key: &str| -> Result<Option<String>, String> {
+        data.get(key)
+            .map(|b| String::from_utf8(b.0.clone()).map_err(|_| format!("{key} is not PEM text")))
+            .transpose()
+    };
+    Ok(CaPem {
+        cert_pem: text(TLS_CRT)?.ok_or_else(|| format!("it has no {TLS_CRT}"))?,
+        key_pem: text(TLS_KEY)?.ok_or_else(|| format!("it has no {TLS_KEY}"))?,
+        roots_pem: text(CA_CRT)?,
+    })
+}
+
+/// What `secret` holds.
+pub fn state_of(secret: &Secret) -> SecretState {
+    match pem_of(secret).and_then(|pem| LoadedCa::load(pem).map_err(|e| e.to_string())) {
+        Ok(loaded) => SecretState::Usable(loaded),
+        Err(message) => SecretState::Unusable(message),
+    }
+}
+
+fn to_secret(pem: &CaPem, name: &ObjectName) -> Secret {
+    let mut data = BTreeMap::from([
+        (
+            TLS_CRT.to_string(),
+            ByteString(pem.cert_pem.clone().into_bytes()),
+        ),
+        (
+            TLS_KEY.to_string(),
+            ByteString(pem.key_pem.clone().into_bytes()),
+        ),
+    ]);
+    if let Some(roots) = &pem.roots_pem {
+        data.insert(CA_CRT.to_string(), ByteString(roots.clone().into_bytes()));
+    }
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.name.clone()),
+            namespace: Some(name.namespace.clone()),
+            labels: Some(BTreeMap::from([(
+                "app.kubernetes.io/managed-by".to_string(),
+                "podcert-signer".to_string(),
+            )])),
             ..Default::default()
-        }
+        },
+        type_: Some("kubernetes.io/tls".into()),
+        data: Some(data),
+        ..Default::default()
     }
+}
+
+/// What a create-only write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    Created,
+    /// A Secret of that name exists already (another replica's, or the operator's).
+    AlreadyExists,
 }
 
 #[derive(Debug, Clone)]
-pub struct CaStore {
+pub struct SecretStore {
     api: Api<Secret>,
-    name: ObjectName,
+    pub name: ObjectName,
 }
 
-impl CaStore {
+impl SecretStore {
     pub fn new(client: Client, name: ObjectName) -> Self {
-        CaStore {
+        SecretStore {
             api: Api::namespaced(client, &name.namespace),
             name,
         }
     }
 
-    fn api_err(&self, source: kube::Error) -> CaStoreError {
-        CaStoreError::Api {
-            secret: self.name.to_string(),
-            source,
-        }
+    /// The Secret as an Event's subject.
+    pub fn object_ref(&self) -> ObjectReference {
+        let mut secret = to_secret(
+            &CaPem {
+                cert_pem: String::new(),
+                key_pem: String::new(),
+                roots_pem: None,
+            },
+            &self.name,
+        );
+        secret.data = None;
+        secret.object_ref(&())
     }
 
-    fn parse(&self, secret: &Secret) -> Result<(CaSecretData, Ca), CaStoreError> {
-        let data =
-            CaSecretData::from_secret(secret).map_err(|message| CaStoreError::Malformed {
-                secret: self.name.to_string(),
-                message,
-            })?;
-        let ca = data.load().map_err(|source| CaStoreError::Unusable {
-            secret: self.name.to_string(),
-            source,
-        })?;
-        Ok((data, ca))
-    }
-
-    /// Loads the CA, or generates and creates it if the Secret does not exist.
-    pub async fn load_or_create(
-        &self,
-        key_type: CaKeyType,
-        trust_domain: &TrustDomain,
-        validity: std::time::Duration,
-        remembered: Option<&CaSecretData>,
-    ) -> Result<(CaSecretData, Ca), CaStoreError> {
-        if let Some(secret) = self
-            .api
-            .get_opt(&self.name.name)
-            .await
-            .map_err(|e| self.api_err(e))?
-        {
-            let loaded = self.parse(&secret)?;
-            info!(secret = %self.name, subject = loaded.1.subject(), "loaded the CA");
-            return Ok(loaded);
-        }
-        // Missing: put back the CA this process already held (a previous term's, whose Secret
-        // was deleted), or else generate one. Generating when a CA is known would lose it.
-        let (data, what) = match remembered {
-            Some(data) => (
-                data.clone(),
-                "recreated the missing CA Secret from the CA this process held",
-            ),
-            None => {
-                let pem = CaPem::generate(key_type, trust_domain, validity, SystemTime::now())
-                    .map_err(CaStoreError::Generate)?;
-                let data = CaSecretData {
-                    ca_crt: Some(pem.cert_pem.clone()),
-                    tls_crt: pem.cert_pem,
-                    tls_key: pem.key_pem,
-                };
-                (data, "generated a new CA and stored it")
-            }
-        };
+    /// Creates the Secret holding `pem`, never replacing one that exists.
+    pub async fn create(&self, pem: &CaPem) -> Result<Created, kube::Error> {
         match self
             .api
-            .create(&PostParams::default(), &data.to_secret(&self.name))
+            .create(&PostParams::default(), &to_secret(pem, &self.name))
             .await
         {
-            Ok(_) => {
-                let ca = data.load().map_err(CaStoreError::Generate)?;
-                info!(secret = %self.name, subject = ca.subject(), "{what}");
-                Ok((data, ca))
-            }
-            Err(kube::Error::Api(s)) if s.code == 409 => {
-                // Another replica created it first: use theirs.
-                let secret = self
-                    .api
-                    .get(&self.name.name)
-                    .await
-                    .map_err(|e| self.api_err(e))?;
-                let loaded = self.parse(&secret)?;
-                info!(secret = %self.name, "another replica created the CA first; loaded it");
-                Ok(loaded)
-            }
-            Err(e) => Err(self.api_err(e)),
+            Ok(_) => Ok(Created::Created),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(Created::AlreadyExists),
+            Err(e) => Err(e),
         }
     }
 
-    /// Recreates the deleted Secret from `data`, retrying with backoff until it exists again.
-    /// A missing Secret must not outlive this leader: the next one would generate a new CA.
-    async fn recreate(&self, data: &CaSecretData) {
-        let mut attempt = 0;
-        loop {
-            match self
-                .api
-                .create(&PostParams::default(), &data.to_secret(&self.name))
-                .await
-            {
-                Ok(_) => return info!(secret = %self.name, "recreated the CA Secret"),
-                // Someone else put a Secret there; the watch brings it.
-                Err(kube::Error::Api(s)) if s.code == 409 => return,
-                Err(e) => {
-                    attempt += 1;
-                    let delay = crate::reconcile::backoff(attempt);
-                    error!(secret = %self.name, error = %e, retry_in = ?delay, "could not recreate the CA Secret; retrying");
-                    tokio::time::sleep(delay).await;
-                }
-            }
-        }
-    }
-
-    /// Follows the Secret until the stream ends, calling `on_change` with each new valid CA.
-    /// Starts from `current`, the data loaded at start.
-    pub async fn follow(
-        &self,
-        mut current: CaSecretData,
-        mut on_change: impl FnMut(&CaSecretData, Ca),
-    ) {
+    /// What the Secret holds after each change and after each (re)list, forever; watch
+    /// errors are retried by kube's watcher backoff and reported as `Err`.
+    pub fn states(&self) -> impl Stream<Item = Result<SecretState, watcher::Error>> + Send + use<> {
         let config =
             watcher::Config::default().fields(&format!("metadata.name={}", self.name.name));
-        let mut events = watcher::watcher(self.api.clone(), config)
-            .default_backoff()
-            .boxed();
-        while let Some(event) = events.next().await {
-            match event {
-                Ok(watcher::Event::Apply(secret) | watcher::Event::InitApply(secret)) => {
-                    match CaSecretData::from_secret(&secret)
-                        .map_err(|m| m.to_string())
-                        .and_then(|d| {
-                            let ca = d.load().map_err(|e| e.to_string())?;
-                            Ok((d, ca))
-                        }) {
-                        Ok((data, _)) if data == current => {}
-                        Ok((data, ca)) => {
-                            info!(secret = %self.name, subject = ca.subject(), "the CA Secret changed; signing with the new CA");
-                            on_change(&data, ca);
-                            current = data;
-                        }
-                        Err(e) => {
-                            error!(secret = %self.name, error = %e, "the CA Secret changed to something unusable; still signing with the last good CA")
-                        }
+        let events = watcher::watcher(self.api.clone(), config).default_backoff();
+        // During a (re)list: the Secret listed, if any; concluded at InitDone.
+        events
+            .scan(None::<Option<Secret>>, |listing, event| {
+                let out = match event {
+                    Err(e) => Some(Err(e)),
+                    Ok(watcher::Event::Init) => {
+                        *listing = Some(None);
+                        None
                     }
-                }
-                Ok(watcher::Event::Delete(_)) => {
-                    warn!(secret = %self.name, "the CA Secret was deleted; recreating it from the CA in memory");
-                    self.recreate(&current).await;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    warn!(secret = %self.name, error = %e, "watching the CA Secret failed; retrying")
-                }
-            }
+                    Ok(watcher::Event::InitApply(s)) => {
+                        *listing = Some(Some(s));
+                        None
+                    }
+                    Ok(watcher::Event::InitDone) => Some(Ok(match listing.take().flatten() {
+                        Some(s) => state_of(&s),
+                        None => SecretState::Absent,
+                    })),
+                    Ok(watcher::Event::Apply(s)) => Some(Ok(state_of(&s))),
+                    Ok(watcher::Event::Delete(_)) => Some(Ok(SecretState::Absent)),
+                };
+                std::future::ready(Some(out))
+            })
+            .filter_map(std::future::ready)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use signer_core::{CaKeyType, TrustDomain};
+    use std::time::{Duration, SystemTime};
+
+    fn pem() -> CaPem {
+        CaPem::generate(
+            CaKeyType::EcdsaP256,
+            &TrustDomain::new("example.org").unwrap(),
+            Duration::from_secs(86_400 * 30),
+            SystemTime::now(),
+        )
+        .unwrap()
+    }
+
+    fn name() -> ObjectName {
+        ObjectName {
+            namespace: "ns".into(),
+            name: "ca".into(),
+        }
+    }
+
+    #[test]
+    fn a_stored_ca_reads_back_as_usable() {
+        let pem = pem();
+        match state_of(&to_secret(&pem, &name())) {
+            SecretState::Usable(loaded) => assert_eq!(loaded.pem, pem),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_secret_without_a_key_is_unusable_and_says_which() {
+        let mut s = to_secret(&pem(), &name());
+        s.data.as_mut().unwrap().remove(TLS_KEY);
+        match state_of(&s) {
+            SecretState::Unusable(m) => assert_eq!(m, "it has no tls.key"),
+            other => panic!("{other:?}"),
         }
     }
 }

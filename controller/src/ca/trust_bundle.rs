@@ -17,7 +17,7 @@ use k8s_openapi::api::certificates::v1beta1::ClusterTrustBundleSpec;
 use kube::api::PostParams;
 use kube::core::{ApiResource, NotUsed, Object};
 use kube::{Api, Client};
-use signer_core::ca::certificate_pem;
+use signer_core::x509::certificate_pem;
 
 /// A ClusterTrustBundle of any served version (the spec is the same in all).
 pub type Ctb = Object<ClusterTrustBundleSpec, NotUsed>;
@@ -133,6 +133,22 @@ impl TrustBundle {
             signer_name,
             labels,
         }
+    }
+
+    /// Whether the published bundle records a root of ours as current: then a CA is in use,
+    /// and a missing CA Secret means the CA was lost, not that this is a fresh install.
+    pub async fn publishes_a_current_root(&self) -> Result<bool, kube::Error> {
+        let Some(ctb) = self.api.get_opt(&self.name).await? else {
+            return Ok(false);
+        };
+        let recorded: BTreeMap<String, i64> = ctb
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(RETAINED_ANNOTATION))
+            .and_then(|a| serde_json::from_str(a).ok())
+            .unwrap_or_default();
+        Ok(recorded.values().any(|until| *until == 0))
     }
 
     /// Makes the published bundle hold the current roots `roots_pem` plus the retired roots

@@ -1,0 +1,215 @@
+//! The CA's life, in one place: what this process knows of the CA, how the Secret is kept,
+//! and how the trust bundle follows.
+//!
+//! Every replica runs one [`CaKeeper`] for its whole life. It follows the CA Secret (reads
+//! only) and publishes a [`CaView`]: what the Secret holds as last (re)listed, and the last
+//! good CA this process has seen — kept when the Secret is deleted or turns unusable, so a
+//! replica that ever held the CA can always put it back and never needs a new one. The leader
+//! acts on the view in its term ([`crate::term`]): it publishes the CA's roots before signing
+//! with it, recreates a missing Secret from memory, and generates a CA only on a fresh install.
+//!
+//! A new CA is generated only when all of these hold: the Secret is absent (after a full
+//! list, not merely unseen), this process holds no CA, and the ClusterTrustBundle does not
+//! publish a root of ours as current. Otherwise the CA is *lost* to this process: it reports
+//! it (not ready, an Event on the Secret, `podcert_ca_loaded 0`) and does not lead, so a
+//! replica that still holds the CA can take over and put it back.
+
+pub mod secret;
+pub mod trust_bundle;
+
+use futures::StreamExt;
+use kube::runtime::events::{Event, EventType, Recorder};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::metrics::Metrics;
+use crate::retry;
+pub use secret::{Created, LoadedCa, SecretState, SecretStore};
+pub use trust_bundle::{Synced, TrustBundle};
+
+/// What this process knows of the CA.
+#[derive(Debug, Clone, Default)]
+pub struct CaView {
+    /// What the Secret holds, as last seen; None until the first list completes.
+    pub secret: Option<SecretState>,
+    /// The last good CA this process has seen, from the Secret or created by it.
+    pub known: Option<LoadedCa>,
+    /// The Secret is absent, this process holds no CA, and the trust bundle still publishes
+    /// a root of ours: generating a new CA would abandon the one in use.
+    pub lost: bool,
+}
+
+impl CaView {
+    /// A fresh install: the leader may generate the CA.
+    pub fn fresh_install(&self) -> bool {
+        self.known.is_none() && matches!(self.secret, Some(SecretState::Absent)) && !self.lost
+    }
+
+    /// Whether this process could sign if it led: it holds a CA or may create one.
+    pub fn can_sign(&self) -> bool {
+        self.known.is_some() || self.fresh_install()
+    }
+
+    /// The Secret is known to be missing while this process holds the CA.
+    pub fn needs_restore(&self) -> Option<&LoadedCa> {
+        match self.secret {
+            Some(SecretState::Absent) => self.known.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// Follows the CA Secret for the life of the process and owns the [`CaView`].
+pub struct CaKeeper {
+    store: SecretStore,
+    trust_bundle: Option<TrustBundle>,
+    recorder: Recorder,
+    metrics: std::sync::Arc<Metrics>,
+    view: watch::Sender<CaView>,
+}
+
+impl std::fmt::Debug for CaKeeper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaKeeper")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CaKeeper {
+    pub fn new(
+        store: SecretStore,
+        trust_bundle: Option<TrustBundle>,
+        recorder: Recorder,
+        metrics: std::sync::Arc<Metrics>,
+    ) -> Self {
+        CaKeeper {
+            store,
+            trust_bundle,
+            recorder,
+            metrics,
+            view: watch::Sender::new(CaView::default()),
+        }
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<CaView> {
+        self.view.subscribe()
+    }
+
+    /// Follows the Secret until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut states = self.store.states().boxed();
+        loop {
+            let item = tokio::select! {
+                item = states.next() => match item { Some(i) => i, None => return },
+                _ = shutdown.cancelled() => return,
+            };
+            match item {
+                Ok(state) => self.observe(state, &shutdown).await,
+                Err(e) => {
+                    warn!(secret = %self.store.name, error = %e, "watching the CA Secret failed; retrying")
+                }
+            }
+        }
+    }
+
+    async fn observe(&self, state: SecretState, shutdown: &CancellationToken) {
+        let mut view = self.view.borrow().clone();
+        let before_known = view.known.clone();
+        let before_problem = problem(&view);
+        let secret = &self.store.name;
+        match &state {
+            SecretState::Usable(loaded) => {
+                if view.known.as_ref() != Some(loaded) {
+                    info!(%secret, subject = loaded.ca.subject(), "loaded the CA from its Secret");
+                    view.known = Some(loaded.clone());
+                }
+                view.lost = false;
+            }
+            SecretState::Unusable(message) => match &view.known {
+                Some(_) => {
+                    error!(%secret, %message, "the CA Secret holds no usable CA; still signing with the last good CA")
+                }
+                None => {
+                    error!(%secret, %message, "the CA Secret holds no usable CA and this replica holds none; not signing until it is fixed")
+                }
+            },
+            SecretState::Absent => {
+                if view.known.is_some() {
+                    warn!(%secret, "the CA Secret is missing; the leader puts it back from the CA in memory");
+                } else {
+                    view.lost = self.bundle_publishes_a_root(shutdown).await;
+                    if view.lost {
+                        error!(%secret, "the CA Secret is missing, this replica never held the CA, and the trust bundle still publishes its root: not generating a new CA. Restore the Secret from a backup (a replica that still holds the CA puts it back by itself), or delete the ClusterTrustBundle as well to start over with a new CA");
+                    }
+                }
+            }
+        }
+        view.secret = Some(state);
+        self.metrics.ca_loaded.set(i64::from(view.known.is_some()));
+        self.metrics.ca_secret_usable.set(i64::from(matches!(
+            view.secret,
+            Some(SecretState::Usable(_))
+        )));
+        if view.known != before_known
+            && let Some(k) = &view.known
+        {
+            self.metrics
+                .ca_not_after
+                .set(signer_core::time::unix_seconds(k.ca.not_after()));
+        }
+        if let Some((reason, note)) = problem(&view).filter(|p| Some(p) != before_problem.as_ref())
+        {
+            self.report(reason, note).await;
+        }
+        self.view.send_replace(view);
+    }
+
+    async fn bundle_publishes_a_root(&self, shutdown: &CancellationToken) -> bool {
+        let Some(tb) = &self.trust_bundle else {
+            return false;
+        };
+        retry::retry("reading the trust bundle", shutdown, || {
+            tb.publishes_a_current_root()
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    async fn report(&self, reason: &'static str, note: String) {
+        let event = Event {
+            type_: EventType::Warning,
+            reason: reason.into(),
+            note: Some(note),
+            action: "LoadCA".into(),
+            secondary: None,
+        };
+        if let Err(e) = self
+            .recorder
+            .publish(&event, &self.store.object_ref())
+            .await
+        {
+            warn!(error = %e, "could not publish an Event about the CA Secret");
+        }
+    }
+}
+
+/// The problem a view shows, as an Event reason and note; None when all is well.
+fn problem(view: &CaView) -> Option<(&'static str, String)> {
+    match (&view.secret, &view.known) {
+        (Some(SecretState::Unusable(m)), Some(_)) => Some((
+            "CASecretUnusable",
+            format!("the CA Secret holds no usable CA ({m}); still signing with the last good CA"),
+        )),
+        (Some(SecretState::Unusable(m)), None) => Some((
+            "CASecretUnusable",
+            format!("the CA Secret holds no usable CA ({m}); this replica cannot sign until it is fixed"),
+        )),
+        (Some(SecretState::Absent), None) if view.lost => Some((
+            "CALost",
+            "the CA Secret is missing and the trust bundle still publishes its root; restore the Secret, or delete the ClusterTrustBundle too to start over".into(),
+        )),
+        _ => None,
+    }
+}

@@ -1,0 +1,101 @@
+//! Start-up: the Kubernetes client and which API versions the cluster serves.
+//!
+//! [`connect`] builds the client from `--kubeconfig`/`--context`, or infers it the way kubectl
+//! does (kube reads a multi-file `KUBECONFIG` itself). [`Cluster::discover`] then finds the
+//! served PodCertificateRequest and ClusterTrustBundle versions; a transient discovery
+//! failure is retried with the controller's backoff, so an API brownout at start never
+//! becomes a crash loop. Only answers that need an operator end the process: no client
+//! configuration, or no PodCertificateRequest API at all.
+
+use kube::Client;
+use kube::config::KubeConfigOptions;
+use kube::core::ApiResource;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::ClusterConfig;
+use crate::pcr::{self, CTB_VERSIONS, PCR_VERSIONS};
+use crate::retry;
+
+/// Why the signer cannot start; each needs an operator.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot build a Kubernetes client: {0}")]
+    Client(String),
+    #[error(
+        "the cluster serves no PodCertificateRequest API (certificates.k8s.io v1, v1beta1 or v1alpha1). \
+         On Kubernetes 1.35/1.36 enable the feature gate PodCertificateRequest=true (kube-apiserver, \
+         kubelet, kube-controller-manager) and --runtime-config=certificates.k8s.io/v1beta1/podcertificaterequests=true \
+         on kube-apiserver; on 1.34 use certificates.k8s.io/v1alpha1; from 1.37 it is served by default"
+    )]
+    PcrNotServed,
+    #[error("cannot listen on the admin address: {0}")]
+    Admin(#[source] std::io::Error),
+    #[error("stopped before start-up finished")]
+    Cancelled,
+}
+
+/// The client and the resources this cluster serves.
+#[derive(Clone)]
+pub struct Cluster {
+    pub client: Client,
+    pub pcr: ApiResource,
+    /// None when the cluster serves no ClusterTrustBundle API: signing goes on unpublished.
+    pub ctb: Option<ApiResource>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("pcr", &self.pcr.api_version)
+            .field("ctb", &self.ctb.as_ref().map(|c| &c.api_version))
+            .finish_non_exhaustive()
+    }
+}
+
+/// A client for the configured cluster.
+pub async fn connect(config: &ClusterConfig) -> Result<Client, StartError> {
+    let client_err = |e: &dyn std::fmt::Display| StartError::Client(e.to_string());
+    let options = KubeConfigOptions {
+        context: config.context.clone(),
+        ..Default::default()
+    };
+    let kube_config = match &config.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| StartError::Client(format!("--kubeconfig {}: {e}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(kc, &options)
+                .await
+                .map_err(|e| client_err(&e))?
+        }
+        None if config.context.is_some() => kube::Config::from_kubeconfig(&options)
+            .await
+            .map_err(|e| client_err(&e))?,
+        None => kube::Config::infer().await.map_err(|e| client_err(&e))?,
+    };
+    Client::try_from(kube_config).map_err(|e| client_err(&e))
+}
+
+impl Cluster {
+    /// Finds the served versions, retrying transient failures until `cancel`.
+    pub async fn discover(client: Client, cancel: &CancellationToken) -> Result<Self, StartError> {
+        let (pcr, ctb) = retry::retry("API discovery", cancel, || async {
+            let pcr = pcr::discover(&client, "podcertificaterequests", &PCR_VERSIONS).await?;
+            let ctb = pcr::discover(&client, "clustertrustbundles", &CTB_VERSIONS).await?;
+            Ok::<_, kube::Error>((pcr, ctb))
+        })
+        .await
+        .ok_or(StartError::Cancelled)?;
+        let pcr = pcr.ok_or(StartError::PcrNotServed)?;
+        info!(api_version = %pcr.api_version, "watching PodCertificateRequests");
+        match &ctb {
+            Some(ar) => info!(api_version = %ar.api_version, "publishing the trust bundle"),
+            None => warn!(
+                "the cluster serves no ClusterTrustBundle API: the trust bundle is not published (enable the \
+                 ClusterTrustBundle feature gate and certificates.k8s.io/v1beta1/clustertrustbundles runtime \
+                 config); signing goes on"
+            ),
+        }
+        Ok(Cluster { client, pcr, ctb })
+    }
+}
