@@ -40,7 +40,7 @@ impl IssuedCase {
         spki_der: &[u8],
         max_expiration_seconds: i64,
     ) -> Self {
-        use signer_core::policy::unix_seconds;
+        use signer_core::time::unix_seconds;
         IssuedCase {
             name: name.into(),
             chain_pem: issued.chain_pem.clone(),

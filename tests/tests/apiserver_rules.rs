@@ -11,7 +11,7 @@ use http_body_util::BodyExt;
 use podcert_tests::apiserver::{ServerOptions, TestApiServer};
 use podcert_tests::kubelet::{Format, Kubelet, PodRequest};
 use serde_json::{Value, json};
-use signer_core::policy::unix_seconds;
+use signer_core::time::unix_seconds;
 use signer_core::*;
 
 struct Fixture {
@@ -108,13 +108,8 @@ async fn pcr_of_key(
         .unwrap();
     let request = Request {
         namespace: "ns".into(),
-        pod_name: "pod".into(),
         pod_uid: created["spec"]["podUID"].as_str().unwrap().into(),
         service_account_name: "sa".into(),
-        service_account_uid: "u".into(),
-        node_name: "n".into(),
-        node_uid: "n".into(),
-        signer_name: "example.com/spiffe".into(),
         max_expiration_seconds: 86_400,
         unverified_user_annotations: BTreeMap::new(),
         key_material: KeyMaterial::StubCsr { der: csr },
@@ -391,6 +386,100 @@ async fn watches_from_a_compacted_resource_version_get_410_gone() {
     assert_eq!(
         (body["type"].as_str(), body["object"]["code"].as_i64()),
         (Some("ERROR"), Some(410)),
+        "{body}"
+    );
+}
+
+/// kube-apiserver pages a list from one snapshot: every page reports the snapshot's
+/// resourceVersion, and a watch from it sees whatever changed after the first page. An
+/// object created mid-list that sorts before the cursor must show up in one or the other.
+#[tokio::test]
+async fn paged_lists_continue_from_one_snapshot_with_one_resource_version() {
+    let f = fixture().await;
+    let base = "/api/v1/namespaces/ns/secrets";
+    for i in 0..5 {
+        let s = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("s{i}")}, "data": {}});
+        assert_eq!(send(&f.client, "POST", base, &s).await.0, 201);
+    }
+    let (code, first) = send(&f.client, "GET", &format!("{base}?limit=2"), &Value::Null).await;
+    assert_eq!(code, 200);
+    let snapshot_rv = first["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let token = first["metadata"]["continue"].as_str().unwrap().to_string();
+    assert_eq!(first["metadata"]["remainingItemCount"], 3);
+    // Created during the list, sorting before the cursor ("s0" < "s1"...).
+    let late =
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "a-late"}, "data": {}});
+    assert_eq!(send(&f.client, "POST", base, &late).await.0, 201);
+    let mut names: Vec<String> = first["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    let mut token = Some(token);
+    while let Some(t) = token.take() {
+        let (code, page) = send(
+            &f.client,
+            "GET",
+            &format!("{base}?limit=2&continue={t}"),
+            &Value::Null,
+        )
+        .await;
+        assert_eq!(code, 200, "{page}");
+        assert_eq!(
+            page["metadata"]["resourceVersion"],
+            snapshot_rv.as_str(),
+            "every page reports the snapshot's resourceVersion"
+        );
+        names.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| o["metadata"]["name"].as_str().unwrap().to_string()),
+        );
+        token = page["metadata"]["continue"].as_str().map(str::to_string);
+    }
+    assert_eq!(
+        names,
+        ["s0", "s1", "s2", "s3", "s4"],
+        "the snapshot, exactly"
+    );
+    let (code, watched) = send(
+        &f.client,
+        "GET",
+        &format!("{base}?watch=true&resourceVersion={snapshot_rv}&timeoutSeconds=1"),
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        (
+            watched["type"].as_str(),
+            watched["object"]["metadata"]["name"].as_str()
+        ),
+        (Some("ADDED"), Some("a-late")),
+        "{watched}"
+    );
+
+    // A continue token from before a restart is too old.
+    f.server.restart(Duration::ZERO);
+    let (_, again) = send(&f.client, "GET", &format!("{base}?limit=2"), &Value::Null).await;
+    let stale = again["metadata"]["continue"].as_str().unwrap().to_string();
+    f.server.restart(Duration::ZERO);
+    let (code, body) = send(
+        &f.client,
+        "GET",
+        &format!("{base}?limit=2&continue={stale}"),
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(
+        (code, body["reason"].as_str()),
+        (410, Some("Expired")),
         "{body}"
     );
 }

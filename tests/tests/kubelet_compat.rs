@@ -9,19 +9,14 @@ use std::time::{Duration, SystemTime};
 use podcert_tests::fixtures::{KubeletKey, intermediate_ca_pem, kubelet_keys};
 use podcert_tests::kubelet::Format;
 use podcert_tests::oracles::{IssuedCase, assert_go_accepts, openssl_verify, py_spiffe_parse};
-use signer_core::policy::unix_seconds;
+use signer_core::time::unix_seconds;
 use signer_core::*;
 
 fn request(k: &KubeletKey, format: Format) -> Request {
     Request {
         namespace: "payments".into(),
-        pod_name: "api-7d9f".into(),
         pod_uid: k.pod_uid.clone(),
         service_account_name: "api".into(),
-        service_account_uid: "4b1c-sa".into(),
-        node_name: "node-1".into(),
-        node_uid: "9e2a-node".into(),
-        signer_name: "example.com/spiffe".into(),
         max_expiration_seconds: 86_400,
         unverified_user_annotations: BTreeMap::new(),
         key_material: match format {

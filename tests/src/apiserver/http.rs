@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use super::store::{Change, Key, Selector};
 use super::validate::{self, Cause};
-use super::{ResourceType, Shared};
+use super::{ResourceType, Shared, Snapshot};
 
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 
@@ -324,6 +324,18 @@ impl Shared {
         {
             return not_found(path);
         }
+        if *method == Method::GET
+            && route.name.is_none()
+            && !is_watch
+            && *self.faults.fail_lists_of.lock().unwrap() == Some(rt.plural)
+        {
+            return status_error(
+                500,
+                "InternalError",
+                "injected: listing this resource fails",
+                &[],
+            );
+        }
         match (method.clone(), route.name.is_some()) {
             (Method::GET, false) if is_watch => Arc::clone(&self).watch(&route, query).await,
             (Method::GET, false) => self.list(&route, query),
@@ -417,32 +429,60 @@ impl Shared {
         }
     }
 
+    /// A list, paged as kube-apiserver pages it: the first page fixes a snapshot (the objects
+    /// and the resourceVersion at that moment) and every later page continues from that same
+    /// snapshot, reporting its resourceVersion; a watch from it then sees every change since.
+    /// A continue token that outlived its snapshot (compaction, restart) is 410 Expired.
     fn list(&self, route: &Route<'_>, query: &str) -> Response<Body> {
-        let fields = Selector::parse(query_param(query, "fieldSelector").as_deref());
-        let labels = Selector::parse(query_param(query, "labelSelector").as_deref());
         let limit = query_param(query, "limit")
             .and_then(|l| l.parse::<usize>().ok())
             .filter(|l| *l > 0);
-        let offset = query_param(query, "continue")
-            .and_then(|c| c.parse::<usize>().ok())
-            .unwrap_or(0);
-        let store = self.store.lock().unwrap();
-        let matching: Vec<Value> = store
-            .list(route.rt.plural, route.namespace.as_deref())
-            .map(|(_, o)| self.present(route.rt, &route.version, o))
-            .filter(|o| fields.matches_fields(o) && labels.matches_labels(o))
-            .collect();
-        let end = limit
-            .map(|l| (offset + l).min(matching.len()))
-            .unwrap_or(matching.len());
-        let page = matching
-            .get(offset.min(matching.len())..end)
+        let (snapshot, offset) = match query_param(query, "continue").filter(|c| !c.is_empty()) {
+            Some(token) => {
+                let found = token.split_once(':').and_then(|(id, offset)| {
+                    let snapshot = self.snapshots.lock().unwrap().get(id)?;
+                    Some((snapshot, offset.parse::<usize>().ok()?))
+                });
+                match found {
+                    Some(f) => f,
+                    None => {
+                        return status_error(
+                            410,
+                            "Expired",
+                            "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+                            &[],
+                        );
+                    }
+                }
+            }
+            None => {
+                let fields = Selector::parse(query_param(query, "fieldSelector").as_deref());
+                let labels = Selector::parse(query_param(query, "labelSelector").as_deref());
+                let store = self.store.lock().unwrap();
+                let items: Vec<Value> = store
+                    .list(route.rt.plural, route.namespace.as_deref())
+                    .map(|(_, o)| self.present(route.rt, &route.version, o))
+                    .filter(|o| fields.matches_fields(o) && labels.matches_labels(o))
+                    .collect();
+                let snapshot = Arc::new(Snapshot {
+                    resource_version: store.resource_version(),
+                    items,
+                });
+                (snapshot, 0)
+            }
+        };
+        let total = snapshot.items.len();
+        let end = limit.map(|l| (offset + l).min(total)).unwrap_or(total);
+        let page = snapshot
+            .items
+            .get(offset.min(total)..end)
             .unwrap_or(&[])
             .to_vec();
-        let mut metadata = json!({"resourceVersion": store.resource_version().to_string()});
-        if end < matching.len() {
-            metadata["continue"] = Value::String(end.to_string());
-            metadata["remainingItemCount"] = json!(matching.len() - end);
+        let mut metadata = json!({"resourceVersion": snapshot.resource_version.to_string()});
+        if end < total {
+            let id = self.snapshots.lock().unwrap().keep(snapshot.clone());
+            metadata["continue"] = Value::String(format!("{id}:{end}"));
+            metadata["remainingItemCount"] = json!(total - end);
         }
         full(
             StatusCode::OK,

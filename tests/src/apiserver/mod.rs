@@ -173,6 +173,9 @@ pub struct Faults {
     pub stall_watches: AtomicBool,
     /// Delay every answer by this many milliseconds.
     pub delay_ms: AtomicU64,
+    /// Answer every list (not watch) of this resource plural 500 while set, as an API server
+    /// whose storage times out on one resource does.
+    pub fail_lists_of: Mutex<Option<&'static str>>,
     down_until: Mutex<Option<Instant>>,
     watch_epoch: tokio::sync::watch::Sender<u64>,
 }
@@ -186,6 +189,7 @@ impl Default for Faults {
             refuse_writes: AtomicBool::new(false),
             stall_watches: AtomicBool::new(false),
             delay_ms: AtomicU64::new(0),
+            fail_lists_of: Mutex::new(None),
             down_until: Mutex::new(None),
             watch_epoch: tokio::sync::watch::channel(0).0,
         }
@@ -224,11 +228,51 @@ pub struct Logged {
     pub body: String,
 }
 
+/// One list result, fixed at its first page so that later pages continue from it.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub resource_version: u64,
+    pub items: Vec<Value>,
+}
+
+/// The snapshots that paged lists may still continue from: the newest few, forgotten on
+/// compaction as etcd forgets old revisions.
+#[derive(Debug, Default)]
+pub struct Snapshots {
+    next_id: u64,
+    kept: std::collections::VecDeque<(String, Arc<Snapshot>)>,
+}
+
+impl Snapshots {
+    const KEPT: usize = 64;
+
+    fn keep(&mut self, snapshot: Arc<Snapshot>) -> String {
+        if let Some((id, _)) = self.kept.iter().find(|(_, s)| Arc::ptr_eq(s, &snapshot)) {
+            return id.clone();
+        }
+        self.next_id += 1;
+        let id = format!("s{}", self.next_id);
+        self.kept.push_back((id.clone(), snapshot));
+        while self.kept.len() > Self::KEPT {
+            self.kept.pop_front();
+        }
+        id
+    }
+
+    fn get(&self, id: &str) -> Option<Arc<Snapshot>> {
+        self.kept
+            .iter()
+            .find(|(i, _)| i == id)
+            .map(|(_, s)| s.clone())
+    }
+}
+
 /// State shared by the handlers.
 #[derive(Debug)]
 pub struct Shared {
     resources: Vec<ResourceType>,
     pub store: Mutex<Store>,
+    snapshots: Mutex<Snapshots>,
     pub faults: Faults,
     log: Mutex<Vec<Logged>>,
 }
@@ -311,6 +355,7 @@ impl TestApiServer {
         let shared = Arc::new(Shared {
             resources: options.resources(),
             store: Mutex::new(Store::new(options.history_limit)),
+            snapshots: Mutex::default(),
             faults: Faults::default(),
             log: Mutex::new(Vec::new()),
         });
@@ -393,6 +438,7 @@ impl TestApiServer {
     pub fn restart(&self, downtime: Duration) {
         *self.shared.faults.down_until.lock().unwrap() = Some(Instant::now() + downtime);
         self.shared.store.lock().unwrap().compact();
+        self.shared.snapshots.lock().unwrap().kept.clear();
         self.shared.faults.drop_watches();
     }
 
