@@ -156,13 +156,8 @@ async fn spiffe_mtls_between_two_workloads_with_rotation() {
             .unwrap();
         let req = Request {
             namespace: "shop".into(),
-            pod_name: "web-0".into(),
             pod_uid: "u".into(),
             service_account_name: "web".into(),
-            service_account_uid: "s".into(),
-            node_name: "n".into(),
-            node_uid: "n".into(),
-            signer_name: SIGNER.into(),
             max_expiration_seconds: 86_400,
             unverified_user_annotations: Default::default(),
             key_material: KeyMaterial::StubCsr {

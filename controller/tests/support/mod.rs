@@ -7,7 +7,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use podcert_tests::apiserver::{ServerOptions, TestApiServer};
-use podcert_tests::kubelet::{Kubelet, Tracker};
+use podcert_tests::kubelet::{
+    Created, Format, Kubelet, PodRequest, Terminal, Tracker, check_issued,
+};
 
 pub const SIGNER: &str = "example.com/spiffe";
 pub const TRUST_DOMAIN: &str = "example.org";
@@ -62,6 +64,33 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("no ClusterTrustBundle {CTB_NAME} was published");
+    }
+
+    /// The holder of the signers' leader Lease, if any.
+    pub fn lease_holder(&self) -> Option<String> {
+        self.server
+            .get("leases", CA_NS, "podcert-signer")
+            .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string))
+    }
+
+    /// The first Event with `reason`, once one exists.
+    pub async fn wait_for_event(&self, reason: &str, timeout: Duration) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            if let Some(e) = self
+                .server
+                .list("events")
+                .into_iter()
+                .find(|e| e["reason"] == reason)
+            {
+                return e;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "no {reason} Event within {timeout:?}: {:#?}",
+            self.server.list("events")
+        );
     }
 
     pub fn signer(&self, name: &str, extra: &[&str]) -> SignerProcess {
@@ -136,6 +165,13 @@ impl SignerProcess {
         Some((code, buf))
     }
 
+    /// The value of an unlabelled metric, if exposed.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let (_, text) = self.admin("/metrics").await?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
     pub async fn wait_ready(&self, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
         while tokio::time::Instant::now() < deadline {
@@ -196,4 +232,164 @@ impl Drop for SignerProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+// ---- Scenario helpers shared by the e2e themes.
+
+pub const SUPPORTED: [&str; 6] = [
+    "ED25519",
+    "ECDSAP256",
+    "ECDSAP384",
+    "ECDSAP521",
+    "RSA3072",
+    "RSA4096",
+];
+
+pub fn spiffe_id(p: &PodRequest) -> String {
+    format!(
+        "spiffe://{TRUST_DOMAIN}/ns/{}/sa/{}",
+        p.namespace, p.service_account
+    )
+}
+
+/// Every key type in both formats, in namespace `ns`.
+pub fn all_key_types(ns: &str) -> Vec<PodRequest> {
+    let mut pods = Vec::new();
+    for (i, kt) in SUPPORTED.iter().enumerate() {
+        for format in [Format::Pkix, Format::Csr] {
+            pods.push(PodRequest::new(
+                ns,
+                &format!("pod-{i}-{format:?}").to_lowercase(),
+                &format!("sa-{i}"),
+                kt,
+                format,
+            ));
+        }
+    }
+    pods
+}
+
+/// The closing checks of every scenario.
+pub fn assert_scenario_invariants(
+    cluster: &Cluster,
+    created: &[Created],
+    outcomes: &[Option<Terminal>],
+    trust_bundle: &str,
+) {
+    for (c, o) in created.iter().zip(outcomes) {
+        let t = o.as_ref().unwrap_or_else(|| {
+            let stored = cluster
+                .server
+                .get("podcertificaterequests", &c.namespace, &c.name);
+            panic!(
+                "{}/{} still pending for the kubelet; the server holds {stored:#?}",
+                c.namespace, c.name
+            )
+        });
+        assert_ne!(t.condition(), "Failed", "{}: Failed {:?}", c.name, t.status);
+        if t.condition() == "Issued" {
+            check_issued(&t.status, &c.spki_der, &spiffe_id(&c.request), trust_bundle)
+                .unwrap_or_else(|e| panic!("{}: {e}", c.name));
+        }
+    }
+    let writes = cluster.server.writes();
+    let rejected: Vec<_> = writes
+        .iter()
+        .filter(|w| w.path.ends_with("/status") && w.status == 422)
+        .collect();
+    assert!(
+        rejected.is_empty(),
+        "the API server rejected status writes: {rejected:#?}"
+    );
+    // A status, once terminal, cannot be rewritten (the server refuses it): so each request
+    // was answered by exactly one accepted status write.
+    for c in created {
+        let accepted = writes
+            .iter()
+            .filter(|w| w.path.ends_with(&format!("/{}/status", c.name)) && w.status == 200)
+            .count();
+        assert!(
+            accepted <= 1,
+            "{}: {accepted} accepted status writes",
+            c.name
+        );
+    }
+    let secret = cluster
+        .server
+        .get("secrets", CA_NS, CA_NAME)
+        .expect("the CA Secret exists");
+    assert!(
+        secret["data"]["tls.key"]
+            .as_str()
+            .is_some_and(|k| !k.is_empty()),
+        "CA Secret intact"
+    );
+}
+
+pub fn plain_burst(ns: &str, n: usize) -> Vec<PodRequest> {
+    (0..n)
+        .map(|i| {
+            let kt = ["ECDSAP256", "ED25519"][i % 2];
+            let format = if i % 3 == 0 {
+                Format::Pkix
+            } else {
+                Format::Csr
+            };
+            PodRequest::new(
+                ns,
+                &format!("pod-{i}"),
+                &format!("sa-{}", i % 5),
+                kt,
+                format,
+            )
+        })
+        .collect()
+}
+
+pub async fn run_burst(
+    cluster: &Cluster,
+    version: &str,
+    pods: &[PodRequest],
+    timeout: Duration,
+) -> (Vec<Created>, Vec<Option<Terminal>>) {
+    let tracker = cluster.tracker(version);
+    let created = cluster.kubelet(version).create_all(pods, 16).await.unwrap();
+    let outcomes = tracker.wait_all(&created, timeout).await;
+    (created, outcomes)
+}
+
+pub fn count_issued(outcomes: &[Option<Terminal>]) -> usize {
+    outcomes
+        .iter()
+        .flatten()
+        .filter(|t| t.condition() == "Issued")
+        .count()
+}
+
+/// Runs a burst of `n` requests while `fault` acts on the server, and checks that all are
+/// issued with no transient cause ever written.
+pub async fn burst_under(cluster: &Cluster, n: usize, fault: impl AsyncFnOnce(&Cluster)) {
+    let tracker = cluster.tracker("v1beta1");
+    let created = cluster
+        .kubelet("v1beta1")
+        .create_all(&plain_burst("faults", n), 16)
+        .await
+        .unwrap();
+    fault(cluster).await;
+    let outcomes = tracker.wait_all(&created, Duration::from_secs(60)).await;
+    let bundle = cluster.trust_bundle().await;
+    assert_scenario_invariants(cluster, &created, &outcomes, &bundle);
+    assert_eq!(count_issued(&outcomes), n);
+}
+
+pub async fn ready_cluster() -> (Cluster, SignerProcess) {
+    let cluster = Cluster::start(ServerOptions::v1beta1()).await;
+    let signer = cluster.signer("a", &[]);
+    signer.wait_ready(Duration::from_secs(30)).await;
+    (cluster, signer)
+}
+
+/// How many PEM blocks `pem` holds.
+pub fn pem_blocks(pem: &str) -> usize {
+    pem.matches("-----BEGIN CERTIFICATE-----").count()
 }

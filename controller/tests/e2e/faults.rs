@@ -1,0 +1,187 @@
+//! API faults: restarts, dropped and stalled watches, throttling and server errors, refused
+//! writes, requests garbage-collected before signing. Nothing is lost and nothing transient is
+//! ever written as `Failed`.
+
+use std::time::Duration;
+
+use podcert_tests::apiserver::ServerOptions;
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_server_restart_mid_burst_loses_nothing() {
+    let (cluster, _signer) = ready_cluster().await;
+    cluster
+        .server
+        .faults()
+        .delay_ms
+        .store(3, std::sync::atomic::Ordering::Relaxed);
+    burst_under(&cluster, 100, async |c| {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        c.server.restart(Duration::from_millis(700));
+        c.server
+            .faults()
+            .delay_ms
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_and_stalled_watches_lose_nothing() {
+    let (cluster, _signer) = ready_cluster().await;
+    burst_under(&cluster, 60, async |c| {
+        for _ in 0..5 {
+            c.server.faults().drop_watches();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        c.server
+            .faults()
+            .stall_watches
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        c.server
+            .faults()
+            .stall_watches
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_and_server_errors_are_retried_never_failed() {
+    let (cluster, signer) = ready_cluster().await;
+    burst_under(&cluster, 60, async |c| {
+        c.server
+            .faults()
+            .throttle_next
+            .store(40, std::sync::atomic::Ordering::Relaxed);
+        c.server
+            .faults()
+            .error_next
+            .store(40, std::sync::atomic::Ordering::Relaxed);
+        c.server
+            .faults()
+            .conflict_next_status_writes
+            .store(20, std::sync::atomic::Ordering::Relaxed);
+    })
+    .await;
+    let (_, metrics) = signer.admin("/metrics").await.unwrap();
+    assert!(
+        metrics.contains("podcert_reconcile_errors_total{error=\"write_status\"}"),
+        "the storm was not felt: {metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_writes_are_waited_out() {
+    let (cluster, _signer) = ready_cluster().await;
+    cluster
+        .server
+        .faults()
+        .refuse_writes
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let tracker = cluster.tracker("v1beta1");
+    let bodies = cluster
+        .kubelet("v1beta1")
+        .bodies(&plain_burst("refused", 10));
+    // The kubelet's creates would be refused too: plant the requests directly.
+    for (i, (mut body, _)) in bodies.into_iter().enumerate() {
+        body["metadata"]["name"] = format!("req-{i}").into();
+        cluster
+            .server
+            .put("podcertificaterequests", "refused", body);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        cluster
+            .server
+            .list("podcertificaterequests")
+            .iter()
+            .all(|p| p.get("status").is_none())
+    );
+    cluster
+        .server
+        .faults()
+        .refuse_writes
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    for _ in 0..200 {
+        if cluster
+            .server
+            .list("podcertificaterequests")
+            .iter()
+            .all(|p| p.get("status").is_some())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let all = cluster.server.list("podcertificaterequests");
+    assert!(
+        all.iter()
+            .all(|p| p["status"]["conditions"][0]["type"] == "Issued"),
+        "{all:#?}"
+    );
+    drop(tracker);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_garbage_collected_before_signing_end_quietly() {
+    let mut options = ServerOptions::v1beta1();
+    options.pcr_gc_after = Duration::from_secs(1);
+    let cluster = Cluster::start(options).await;
+    // A lease long enough that 1.5 s answers do not make the leader step down.
+    let signer = cluster.signer(
+        "a",
+        &["--lease-duration", "30s", "--lease-renew-interval", "5s"],
+    );
+    signer.wait_ready(Duration::from_secs(30)).await;
+    // Every answer takes 1.5 s, longer than a request lives (GC at 1 s, checked every 250 ms),
+    // so every status write finds its request already collected.
+    cluster
+        .server
+        .faults()
+        .delay_ms
+        .store(1500, std::sync::atomic::Ordering::Relaxed);
+    cluster
+        .kubelet("v1beta1")
+        .create_all(&plain_burst("gc", 20), 20)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    cluster
+        .server
+        .faults()
+        .delay_ms
+        .store(0, std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        cluster.server.list("podcertificaterequests").is_empty(),
+        "GC ran"
+    );
+    let status_writes: Vec<u16> = cluster
+        .server
+        .writes()
+        .iter()
+        .filter(|w| w.path.contains("/namespaces/gc/") && w.path.ends_with("/status"))
+        .map(|w| w.status)
+        .collect();
+    assert!(
+        !status_writes.is_empty() && status_writes.iter().all(|s| *s == 404),
+        "status writes: {status_writes:?}"
+    );
+    let (_, metrics) = signer.admin("/metrics").await.unwrap();
+    assert!(
+        !metrics.contains("podcert_reconcile_errors_total{"),
+        "a 404 is not an error: {metrics}"
+    );
+    // And the signer still serves new requests.
+    let (created, outcomes) = run_burst(
+        &cluster,
+        "v1beta1",
+        &plain_burst("after-gc", 5),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(count_issued(&outcomes), 5);
+    drop(created);
+}

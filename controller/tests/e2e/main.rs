@@ -1,0 +1,16 @@
+//! End to end: the real podcert-signer binary against the test API server, with requests
+//! filed by the kubelet emulator, one file per theme. Every scenario ends with the same
+//! checks ([`support::assert_scenario_invariants`]): nothing left pending that should be
+//! issued, no `Failed` for a transient cause, no status the API server rejected, no
+//! certificate issued twice, and the CA Secret intact.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod ca;
+mod chaos;
+mod faults;
+mod issuance;
+mod leadership;
+mod reliability;
+mod versions;
