@@ -46,16 +46,14 @@ async fn a_term_that_never_synced_still_ends_and_the_next_term_signs() {
     steal_lease(&cluster);
     tokio::time::sleep(Duration::from_secs(1)).await;
     *cluster.server.faults().fail_lists_of.lock().unwrap() = None;
-    let (created, outcomes) = run_burst(
+    assert_burst_issued(
         &cluster,
-        "v1beta1",
-        &plain_burst("zombie", 20),
+        "zombie",
+        20,
         Duration::from_secs(40),
+        &a.log_text(),
     )
     .await;
-    let bundle = cluster.trust_bundle().await;
-    assert_scenario_invariants(&cluster, &created, &outcomes, &bundle);
-    assert_eq!(count_issued(&outcomes), 20, "log:\n{}", a.log_text());
     a.wait_ready(Duration::from_secs(10)).await;
     assert_eq!(a.admin("/live").await.map(|r| r.0), Some(200));
 }
@@ -74,16 +72,7 @@ async fn server_errors_at_start_are_retried_never_fatal() {
     errors.store(4, std::sync::atomic::Ordering::SeqCst);
     a.wait_ready(Duration::from_secs(60)).await;
     assert_eq!(a.child.try_wait().unwrap(), None);
-    let (created, outcomes) = run_burst(
-        &cluster,
-        "v1beta1",
-        &plain_burst("start", 10),
-        Duration::from_secs(30),
-    )
-    .await;
-    let bundle = cluster.trust_bundle().await;
-    assert_scenario_invariants(&cluster, &created, &outcomes, &bundle);
-    assert_eq!(count_issued(&outcomes), 10);
+    assert_burst_issued(&cluster, "start", 10, Duration::from_secs(30), "").await;
 }
 
 /// Item 3: the CA Secret deleted while every watch is down. The relist after 410 shows it
@@ -118,16 +107,7 @@ async fn a_ca_secret_deleted_during_a_watch_outage_is_put_back_and_never_replace
     );
     // The next leader, too, signs with that CA.
     a.kill();
-    let (created, outcomes) = run_burst(
-        &cluster,
-        "v1beta1",
-        &plain_burst("after", 10),
-        Duration::from_secs(40),
-    )
-    .await;
-    let bundle = cluster.trust_bundle().await;
-    assert_scenario_invariants(&cluster, &created, &outcomes, &bundle);
-    assert_eq!(count_issued(&outcomes), 10);
+    let bundle = assert_burst_issued(&cluster, "after", 10, Duration::from_secs(40), "").await;
     assert_eq!(
         pem_blocks(&bundle),
         1,
@@ -161,16 +141,14 @@ async fn a_garbage_ca_secret_never_stops_a_replica_that_holds_the_ca() {
         .wait_for_event("CASecretUnusable", Duration::from_secs(20))
         .await;
     a.kill();
-    let (created, outcomes) = run_burst(
+    assert_burst_issued(
         &cluster,
-        "v1beta1",
-        &plain_burst("garbage", 20),
+        "garbage",
+        20,
         Duration::from_secs(40),
+        &b.log_text(),
     )
     .await;
-    let bundle = cluster.trust_bundle().await;
-    assert_scenario_invariants(&cluster, &created, &outcomes, &bundle);
-    assert_eq!(count_issued(&outcomes), 20, "log:\n{}", b.log_text());
     assert_eq!(cluster.lease_holder().as_deref(), Some(b.identity.as_str()));
     let mut c = cluster.signer("c", &[]);
     tokio::time::sleep(Duration::from_secs(5)).await;

@@ -393,3 +393,21 @@ pub async fn ready_cluster() -> (Cluster, SignerProcess) {
 pub fn pem_blocks(pem: &str) -> usize {
     pem.matches("-----BEGIN CERTIFICATE-----").count()
 }
+
+/// Files `n` plain requests in `namespace` through v1beta1, checks the scenario invariants and
+/// that every one was issued (showing `context`, e.g. a signer's log, if not), and returns the
+/// trust bundle they verified against.
+pub async fn assert_burst_issued(
+    cluster: &Cluster,
+    namespace: &str,
+    n: usize,
+    timeout: Duration,
+    context: &str,
+) -> String {
+    let (created, outcomes) =
+        run_burst(cluster, "v1beta1", &plain_burst(namespace, n), timeout).await;
+    let bundle = cluster.trust_bundle().await;
+    assert_scenario_invariants(cluster, &created, &outcomes, &bundle);
+    assert_eq!(count_issued(&outcomes), n, "{context}");
+    bundle
+}
