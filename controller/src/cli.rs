@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use signer_core::ConfigError;
-use signer_core::spiffe::is_dns1123_subdomain;
+use signer_core::names::{self, is_dns1123_label, is_dns1123_subdomain};
 use signer_core::{CaKeyType, KeyType, Policy, PolicyConfig};
 
 use crate::config::{
@@ -135,39 +135,23 @@ fn err(setting: &'static str, message: impl Into<String>) -> ConfigError {
     }
 }
 
-/// Checks a signer name as the API server does, and refuses the reserved `kubernetes.io`
-/// domain (those signers are the cluster's own).
+/// Checks a signer name exactly as the API server does (`ValidateSignerName`), and refuses
+/// the reserved `kubernetes.io` domain (those signers are the cluster's own).
 pub fn validate_signer_name(name: &str) -> Result<(), ConfigError> {
-    let (domain, path) = name.split_once('/').ok_or_else(|| {
-        err(
-            "signer-name",
-            format!("{name:?} is not of the form <domain>/<path>, e.g. example.com/spiffe"),
-        )
-    })?;
-    if !is_dns1123_subdomain(domain) || !domain.contains('.') {
+    let errors = names::signer_name_errors(name);
+    if !errors.is_empty() {
         return Err(err(
             "signer-name",
-            format!("{domain:?} is not a fully qualified domain name"),
+            format!(
+                "{name:?} would be refused by the API server: {} (e.g. example.com/spiffe)",
+                errors.join("; ")
+            ),
         ));
     }
-    if domain == "kubernetes.io" || domain.ends_with(".kubernetes.io") {
+    if names::is_kubernetes_signer_name(name) {
         return Err(err(
             "signer-name",
             "signers under kubernetes.io are reserved for Kubernetes itself",
-        ));
-    }
-    if path.is_empty()
-        || path.len() > 253
-        || !path.split('/').all(|seg| {
-            !seg.is_empty()
-                && seg
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        })
-    {
-        return Err(err(
-            "signer-name",
-            format!("{path:?} is not a valid signer path ([A-Za-z0-9._-] segments)"),
         ));
     }
     Ok(())
@@ -175,14 +159,10 @@ pub fn validate_signer_name(name: &str) -> Result<(), ConfigError> {
 
 fn object_name(setting: &'static str, s: &str) -> Result<ObjectName, ConfigError> {
     match s.split_once('/') {
-        Some((ns, name))
-            if signer_core::spiffe::is_dns1123_label(ns) && is_dns1123_subdomain(name) =>
-        {
-            Ok(ObjectName {
-                namespace: ns.into(),
-                name: name.into(),
-            })
-        }
+        Some((ns, name)) if is_dns1123_label(ns) && is_dns1123_subdomain(name) => Ok(ObjectName {
+            namespace: ns.into(),
+            name: name.into(),
+        }),
         _ => Err(err(setting, format!("{s:?} is not namespace/name"))),
     }
 }
@@ -202,15 +182,21 @@ impl Args {
         if self.ca_validity < Duration::from_secs(2 * 86_400) {
             return Err(err("ca-validity", "a CA must be valid for at least 2 days"));
         }
-        let suffix_ok = !self.trust_bundle_suffix.is_empty()
-            && self
-                .trust_bundle_suffix
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.'));
-        if !suffix_ok {
+        let trust_bundle_name = format!(
+            "{}:{}",
+            self.signer_name.replace('/', ":"),
+            self.trust_bundle_suffix
+        );
+        let name_errors =
+            names::cluster_trust_bundle_name_errors(&self.signer_name, &trust_bundle_name);
+        if !name_errors.is_empty() {
             return Err(err(
                 "trust-bundle-suffix",
-                "use lowercase letters, digits, '-' and '.'",
+                format!(
+                    "{:?} would make the ClusterTrustBundle name {trust_bundle_name:?}, which the API server refuses: {}",
+                    self.trust_bundle_suffix,
+                    name_errors.join("; ")
+                ),
             ));
         }
         if self.concurrency == 0 {
@@ -243,11 +229,7 @@ impl Args {
                 secret: ca_secret,
                 key_type: self.ca_key_type,
                 validity: self.ca_validity,
-                trust_bundle_name: format!(
-                    "{}:{}",
-                    self.signer_name.replace('/', ":"),
-                    self.trust_bundle_suffix
-                ),
+                trust_bundle_name,
                 trust_bundle_resync: self.trust_bundle_resync.max(Duration::from_secs(1)),
             },
             concurrency: self.concurrency,
@@ -334,6 +316,10 @@ mod tests {
             "example.com/",
             "Example.com/a",
             "example.com/a b",
+            // Accepted by this signer once, refused by kube-apiserver's ValidateSignerName.
+            "a.example/x/y",
+            "Example.com/X_y",
+            "podcert.example.org/a/b-c_d.e",
         ] {
             assert_eq!(
                 validate_signer_name(bad).unwrap_err().setting,
@@ -341,9 +327,25 @@ mod tests {
                 "{bad}"
             );
         }
-        for good in ["example.com/spiffe", "podcert.example.org/a/b-c_d.e"] {
+        for good in ["example.com/spiffe", "podcert.example.org/a.b-c"] {
             validate_signer_name(good).unwrap();
         }
+    }
+
+    #[test]
+    fn the_trust_bundle_suffix_must_make_a_name_the_api_server_accepts() {
+        for bad in ["-ca", "ca-", "CA", "c_a", ""] {
+            let flag = format!("--trust-bundle-suffix={bad}");
+            let e = args(&[flag.as_str()]).unwrap_err();
+            assert_eq!(e.setting, "trust-bundle-suffix", "{bad:?}");
+        }
+        assert_eq!(
+            args(&["--trust-bundle-suffix", "roots.v2"])
+                .unwrap()
+                .ca
+                .trust_bundle_name,
+            "example.com:spiffe:roots.v2"
+        );
     }
 
     #[test]

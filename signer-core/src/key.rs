@@ -5,7 +5,7 @@
 //! SubjectPublicKeyInfo into one of them or refuses it with a message that suggests a supported
 //! type. [`SubjectKey::verify`] checks a signature made by that key with one of the
 //! [`SignatureScheme`]s the kubelet (Go) uses; Ed25519 goes through `ed25519-dalek`, everything
-//! else through `aws-lc-rs` (the only Rust backend here with P-521 and RSA-PSS at maximum salt).
+//! else through `aws-lc-rs` (the only Rust backend here with P-521 and RSA-PSS at any salt length).
 
 use std::fmt;
 
@@ -107,8 +107,10 @@ pub enum SignatureScheme {
     Ed25519,
     /// ECDSA over the key's own curve with the given digest, ASN.1 DER `Ecdsa-Sig-Value`.
     Ecdsa(Digest),
-    /// RSASSA-PSS with MGF1 over the same digest and the maximum salt length (Go's default).
-    RsaPssMaxSalt(Digest),
+    /// RSASSA-PSS with SHA-256 and MGF1-SHA-256, with any salt length: what Go's
+    /// `rsa.VerifyPSS(pub, crypto.SHA256, hash, sig, nil)` — the API server's admission check
+    /// of a proof of possession — admits. The kubelet signs with the maximum salt.
+    RsaPssSha256,
     /// RSASSA-PKCS1-v1_5.
     RsaPkcs1(Digest),
 }
@@ -274,7 +276,7 @@ impl<'a> SubjectKey<'a> {
     ) -> Result<(), BadSignature> {
         use Digest::*;
         use KeyType::*;
-        use SignatureScheme::{Ecdsa, RsaPkcs1, RsaPssMaxSalt};
+        use SignatureScheme::{Ecdsa, RsaPkcs1};
 
         if let (SignatureScheme::Ed25519, KeyType::Ed25519) = (scheme, self.key_type) {
             let key: [u8; 32] = self.raw.try_into().map_err(|_| BadSignature)?;
@@ -285,12 +287,9 @@ impl<'a> SubjectKey<'a> {
                 .map_err(|_| BadSignature);
         }
 
-        const PSS_256: RsaParameters =
-            lc::RSA_PSS_2048_8192_SHA256.with_pss_salt_length(RsaPssSaltLength::Max);
-        const PSS_384: RsaParameters =
-            lc::RSA_PSS_2048_8192_SHA384.with_pss_salt_length(RsaPssSaltLength::Max);
-        const PSS_512: RsaParameters =
-            lc::RSA_PSS_2048_8192_SHA512.with_pss_salt_length(RsaPssSaltLength::Max);
+        if let (SignatureScheme::RsaPssSha256, Rsa3072 | Rsa4096) = (scheme, self.key_type) {
+            return self.verify_pss_sha256_any_salt(message, signature);
+        }
 
         let alg: &'static dyn lc::VerificationAlgorithm = match (scheme, self.key_type) {
             (Ecdsa(Sha256), EcdsaP256) => &lc::ECDSA_P256_SHA256_ASN1,
@@ -300,9 +299,6 @@ impl<'a> SubjectKey<'a> {
             (Ecdsa(Sha256), EcdsaP521) => &lc::ECDSA_P521_SHA256_ASN1,
             (Ecdsa(Sha384), EcdsaP521) => &lc::ECDSA_P521_SHA384_ASN1,
             (Ecdsa(Sha512), EcdsaP521) => &lc::ECDSA_P521_SHA512_ASN1,
-            (RsaPssMaxSalt(Sha256), Rsa3072 | Rsa4096) => &PSS_256,
-            (RsaPssMaxSalt(Sha384), Rsa3072 | Rsa4096) => &PSS_384,
-            (RsaPssMaxSalt(Sha512), Rsa3072 | Rsa4096) => &PSS_512,
             (RsaPkcs1(Sha256), Rsa3072 | Rsa4096) => &lc::RSA_PKCS1_2048_8192_SHA256,
             (RsaPkcs1(Sha384), Rsa3072 | Rsa4096) => &lc::RSA_PKCS1_2048_8192_SHA384,
             (RsaPkcs1(Sha512), Rsa3072 | Rsa4096) => &lc::RSA_PKCS1_2048_8192_SHA512,
@@ -311,6 +307,52 @@ impl<'a> SubjectKey<'a> {
         UnparsedPublicKey::new(alg, self.raw)
             .verify(message, signature)
             .map_err(|_| BadSignature)
+    }
+}
+
+/// RSA-PSS SHA-256 verifiers for every salt length an RSA-4096 key can carry (0 ..= 478:
+/// emLen 512 − hLen 32 − 2), each fixed at compile time, because aws-lc-rs verifies PSS with
+/// one stated salt length and has no "detect it" mode.
+static PSS_SHA256_BY_SALT: [RsaParameters; 479] = {
+    let mut table = [lc::RSA_PSS_2048_8192_SHA256; 479];
+    let mut salt = 0;
+    while salt < table.len() {
+        table[salt] = lc::RSA_PSS_2048_8192_SHA256
+            .with_pss_salt_length(RsaPssSaltLength::Custom(salt as u16));
+        salt += 1;
+    }
+    table
+};
+
+impl SubjectKey<'_> {
+    /// Verifies RSA-PSS SHA-256 at any salt length, as Go's `rsa.VerifyPSS(.., nil)` does:
+    /// the kubelet's maximum salt first, then the digest length, then every other length.
+    /// A bad signature costs at most one verification per possible length (≤ 479).
+    fn verify_pss_sha256_any_salt(
+        &self,
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<(), BadSignature> {
+        let modulus_bits = match self.key_type {
+            KeyType::Rsa3072 => 3072,
+            KeyType::Rsa4096 => 4096,
+            _ => return Err(BadSignature),
+        };
+        let em_len = (modulus_bits - 1_usize).div_ceil(8);
+        let max_salt = em_len - 32 - 2;
+        let ok = |salt: usize| {
+            UnparsedPublicKey::new(&PSS_SHA256_BY_SALT[salt], self.raw)
+                .verify(message, signature)
+                .is_ok()
+        };
+        let mut order = [max_salt, 32]
+            .into_iter()
+            .chain((0..max_salt).filter(|s| *s != 32));
+        if order.any(ok) {
+            Ok(())
+        } else {
+            Err(BadSignature)
+        }
     }
 }
 
@@ -386,5 +428,31 @@ mod tests {
         let mut compressed = spki.clone();
         compressed[26] = 0x02;
         assert!(SubjectKey::from_spki_der(&compressed).is_err());
+    }
+
+    /// The API server admits RSA-PSS proofs at any salt length (Go's `rsa.VerifyPSS(.., nil)`),
+    /// so a proof with the digest-length salt — what most libraries other than Go write —
+    /// must verify too, and a proof over another message must not.
+    #[test]
+    fn rsa_pss_proofs_verify_at_any_salt_length() {
+        use aws_lc_rs::encoding::AsDer;
+        use aws_lc_rs::rsa::{KeyPair, KeySize};
+        use aws_lc_rs::signature::KeyPair as _;
+        let key = KeyPair::generate(KeySize::Rsa3072).unwrap();
+        let spki = key.public_key().as_der().unwrap();
+        let subject = SubjectKey::from_spki_der(spki.as_ref()).unwrap();
+        let mut sig = vec![0; key.public_modulus_len()];
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        // aws-lc-rs signs PSS with a salt as long as the digest (32 bytes).
+        key.sign(&lc::RSA_PSS_SHA256, &rng, b"pod-uid-1", &mut sig)
+            .unwrap();
+        assert_eq!(
+            subject.verify(SignatureScheme::RsaPssSha256, b"pod-uid-1", &sig),
+            Ok(())
+        );
+        assert_eq!(
+            subject.verify(SignatureScheme::RsaPssSha256, b"pod-uid-2", &sig),
+            Err(BadSignature)
+        );
     }
 }

@@ -23,6 +23,7 @@
 
 pub mod ca;
 pub mod key;
+pub mod names;
 pub mod policy;
 pub mod proof;
 pub mod request;

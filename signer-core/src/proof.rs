@@ -1,7 +1,7 @@
 //! Proof of possession: does the requester hold the private key of the key it asks us to certify?
 //!
 //! Two formats exist (SPEC §3). The 1.34/1.35 kubelet signs the ASCII pod UID with the key
-//! (Ed25519 plain; ECDSA with SHA-256 on every curve; RSA-PSS SHA-256 with maximum salt). The
+//! (Ed25519 plain; ECDSA with SHA-256 on every curve; RSA-PSS SHA-256 at any salt length, as the API server admits). The
 //! 1.36+ kubelet sends a stub PKCS#10 request made by Go's `x509.CreateCertificateRequest`
 //! with an empty template: its own signature is the proof, and it must carry nothing else —
 //! no subject, no attributes, no extensions. The API server checks this at admission; we check
@@ -34,9 +34,7 @@ pub fn verify_possession<'a>(
                 KeyType::EcdsaP256 | KeyType::EcdsaP384 | KeyType::EcdsaP521 => {
                     SignatureScheme::Ecdsa(Digest::Sha256)
                 }
-                KeyType::Rsa3072 | KeyType::Rsa4096 => {
-                    SignatureScheme::RsaPssMaxSalt(Digest::Sha256)
-                }
+                KeyType::Rsa3072 | KeyType::Rsa4096 => SignatureScheme::RsaPssSha256,
             };
             key.verify(scheme, pod_uid.as_bytes(), proof).map_err(|_| {
                 Denial::new(

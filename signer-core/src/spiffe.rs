@@ -9,6 +9,8 @@
 
 use std::fmt;
 
+use crate::names::{is_dns1123_label, is_dns1123_subdomain};
+
 /// Why a trust domain, SPIFFE ID or template was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -224,22 +226,6 @@ impl SpiffeIdTemplate {
         }
         id
     }
-}
-
-/// RFC 1123 label as Kubernetes checks namespace names: `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, ≤ 63.
-pub fn is_dns1123_label(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b[0].is_ascii_alphanumeric()
-        && b[b.len() - 1].is_ascii_alphanumeric()
-        && b.iter()
-            .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
-}
-
-/// RFC 1123 subdomain as Kubernetes checks most object names: dot-separated labels, ≤ 253.
-pub fn is_dns1123_subdomain(s: &str) -> bool {
-    s.len() <= 253 && s.split('.').all(is_dns1123_label)
 }
 
 #[cfg(test)]
