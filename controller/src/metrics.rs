@@ -9,6 +9,7 @@
 //! | `podcert_leader` | | 1 while this replica holds the Lease |
 //! | `podcert_ca_loaded` | | 1 while this process holds a usable CA |
 //! | `podcert_ca_secret_usable` | | 1 while the CA Secret holds a usable CA (0: missing or unusable) |
+//! | `podcert_unreadable_requests_total` | `reason` (KeyMaterialNotServed) | requests left pending because the served version lacks their key material |
 //! | `podcert_task_failures_total` | `group` (process, term), `task` | supervised tasks that ended unexpectedly or panicked |
 
 use std::sync::atomic::AtomicI64;
@@ -33,6 +34,11 @@ pub struct ErrorLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TaskLabels {
     pub group: &'static str,
     pub task: &'static str,
@@ -49,6 +55,7 @@ pub struct Metrics {
     pub ca_loaded: Gauge<i64, AtomicI64>,
     pub ca_secret_usable: Gauge<i64, AtomicI64>,
     pub task_failures: Family<TaskLabels, Counter>,
+    pub unreadable: Family<ReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -103,8 +110,15 @@ impl Default for Metrics {
             "Supervised tasks that ended unexpectedly or panicked",
             task_failures.clone(),
         );
+        let unreadable = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "unreadable_requests",
+            "Requests left pending because the served API version lacks their key material",
+            unreadable.clone(),
+        );
         Metrics {
             registry,
+            unreadable,
             ca_loaded,
             ca_secret_usable,
             task_failures,

@@ -6,8 +6,12 @@
 //! the [`ApiResource`] found at start — reads all of them, and one code path writes status.
 //! [`discover`] picks the version; [`to_request`] turns an object into signer-core's
 //! [`Request`]; [`status_for`] turns a [`Decision`] into the status the API server accepts.
+//!
+//! Upstream conversion to `v1` simply drops `pkixPublicKey` and `proofOfPossession` (there is
+//! no annotation that carries them), so a request a 1.35 kubelet filed reads through `v1`
+//! with no key material at all. That is not the requester's fault: [`Unreadable::KeyMaterialNotServed`]
+//! leaves it pending (never denied) and says to serve `v1beta1`.
 
-use base64::Engine;
 use k8s_openapi::api::certificates::v1beta1::{
     PodCertificateRequestSpec, PodCertificateRequestStatus,
 };
@@ -16,22 +20,18 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::core::{ApiResource, Object};
 use signer_core::time::unix_seconds;
-use signer_core::{Decision, Denial, DenyReason, KeyMaterial, Request};
+use signer_core::{Decision, Denial, KeyMaterial, Request};
 
 /// A PodCertificateRequest of any served version.
 pub type Pcr = Object<PodCertificateRequestSpec, PodCertificateRequestStatus>;
 
 pub const GROUP: &str = "certificates.k8s.io";
 /// Served versions of podcertificaterequests, best first: v1beta1 reads both the 1.35
-/// (pkix + proof) and 1.36 (stub CSR) formats; v1 reads 1.35 requests only through the
-/// conversion annotations; v1alpha1 is the 1.34 alpha.
+/// (pkix + proof) and 1.36 (stub CSR) formats; v1 reads only the stub CSR (1.35 requests
+/// lose their key material in conversion); v1alpha1 is the 1.34 alpha.
 pub const PCR_VERSIONS: [&str; 3] = ["v1beta1", "v1", "v1alpha1"];
 /// Served versions of clustertrustbundles, best first.
 pub const CTB_VERSIONS: [&str; 3] = ["v1", "v1beta1", "v1alpha1"];
-
-/// Where conversion to `v1` may carry a 1.35 kubelet's key and proof (base64; SPEC §1).
-pub const INITIAL_PKIX_ANNOTATION: &str = "certificates.k8s.io/initial-pkix-public-key";
-pub const INITIAL_POP_ANNOTATION: &str = "certificates.k8s.io/initial-proof-of-possession";
 
 /// The best served version of `plural` in certificates.k8s.io among `preference`, or None.
 pub async fn discover(
@@ -71,38 +71,28 @@ pub fn is_terminal(pcr: &Pcr) -> bool {
         })
 }
 
-/// Converts a request of any version into signer-core's model; malformed key material is a
-/// denial, not an error.
-pub fn to_request(pcr: &Pcr) -> Result<Request, Denial> {
+/// Why a request cannot become a signer-core [`Request`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unreadable {
+    /// The request itself is malformed: deny it.
+    Deny(Denial),
+    /// Read through `v1`, which does not carry a 1.35 kubelet's pkix key and proof: not the
+    /// requester's fault, so it stays pending until read through a version that has them.
+    KeyMaterialNotServed,
+}
+
+/// Converts a request read through `served_version` into signer-core's model.
+pub fn to_request(pcr: &Pcr, served_version: &str) -> Result<Request, Unreadable> {
     let spec = &pcr.spec;
-    let annotations = pcr.metadata.annotations.as_ref();
-    let mut pkix = spec.pkix_public_key.as_ref().map(|b| b.0.clone());
-    let mut proof = spec.proof_of_possession.as_ref().map(|b| b.0.clone());
-    if pkix.is_none() && proof.is_none() && spec.stub_pkc_s10_request.0.is_empty() {
-        // A 1.35 kubelet's request read through v1.
-        let decode = |key: &str| -> Result<Option<Vec<u8>>, Denial> {
-            annotations
-                .and_then(|a| a.get(key))
-                .map(|v| {
-                    base64::engine::general_purpose::STANDARD
-                        .decode(v.trim())
-                        .map_err(|e| {
-                            Denial::new(
-                                DenyReason::InvalidKeyMaterial,
-                                format!("annotation {key} is not base64 ({e})"),
-                            )
-                        })
-                })
-                .transpose()
-        };
-        pkix = decode(INITIAL_PKIX_ANNOTATION)?;
-        proof = decode(INITIAL_POP_ANNOTATION)?;
+    let pkix = spec.pkix_public_key.as_ref().map(|b| b.0.as_slice());
+    let proof = spec.proof_of_possession.as_ref().map(|b| b.0.as_slice());
+    let stub = spec.stub_pkc_s10_request.0.as_slice();
+    let none = |f: Option<&[u8]>| f.is_none_or(<[u8]>::is_empty);
+    if served_version == "v1" && none(pkix) && none(proof) && stub.is_empty() {
+        return Err(Unreadable::KeyMaterialNotServed);
     }
-    let key_material = KeyMaterial::from_fields(
-        pkix.as_deref(),
-        proof.as_deref(),
-        Some(spec.stub_pkc_s10_request.0.as_slice()),
-    )?;
+    let key_material =
+        KeyMaterial::from_fields(pkix, proof, Some(stub)).map_err(Unreadable::Deny)?;
     Ok(Request {
         namespace: pcr.metadata.namespace.clone().unwrap_or_default(),
         pod_uid: spec.pod_uid.clone(),
@@ -177,6 +167,7 @@ pub(crate) mod tests_support {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use signer_core::DenyReason;
 
     fn pcr(json: serde_json::Value) -> Pcr {
         serde_json::from_value(json).expect("valid PCR JSON")
@@ -202,10 +193,13 @@ mod tests {
     fn every_version_converts() {
         // v1alpha1 / 1.35-style v1beta1: pkix + proof.
         for v in ["v1alpha1", "v1beta1"] {
-            let r = to_request(&pcr(base(
+            let r = to_request(
+                &pcr(base(
+                    v,
+                    serde_json::json!({"pkixPublicKey": "AQI=", "proofOfPossession": "AwQ="}),
+                )),
                 v,
-                serde_json::json!({"pkixPublicKey": "AQI=", "proofOfPossession": "AwQ="}),
-            )))
+            )
             .unwrap();
             assert_eq!(
                 r.key_material,
@@ -219,39 +213,34 @@ mod tests {
         }
         // 1.36-style v1beta1 and v1: the stub CSR.
         for v in ["v1beta1", "v1"] {
-            let r = to_request(&pcr(base(
+            let r = to_request(
+                &pcr(base(v, serde_json::json!({"stubPKCS10Request": "BQY="}))),
                 v,
-                serde_json::json!({"stubPKCS10Request": "BQY="}),
-            )))
+            )
             .unwrap();
             assert_eq!(r.key_material, KeyMaterial::StubCsr { der: vec![5, 6] });
         }
     }
 
+    /// Upstream conversion drops pkix and proof on the way to v1: such a request is not
+    /// denied (not the requester's fault), and no annotation is read in their place.
     #[test]
-    fn a_1_35_request_read_through_v1_uses_the_conversion_annotations() {
+    fn a_1_35_request_read_through_v1_is_unreadable_not_denied() {
         let mut j = base("v1", serde_json::json!({}));
-        j["metadata"]["annotations"] =
-            serde_json::json!({INITIAL_PKIX_ANNOTATION: "AQI=", INITIAL_POP_ANNOTATION: "AwQ="});
-        let r = to_request(&pcr(j.clone())).unwrap();
+        j["metadata"]["annotations"] = serde_json::json!({
+            "certificates.k8s.io/initial-pkix-public-key": "AQI=",
+            "certificates.k8s.io/initial-proof-of-possession": "AwQ="
+        });
         assert_eq!(
-            r.key_material,
-            KeyMaterial::Pkix {
-                spki_der: vec![1, 2],
-                proof: vec![3, 4]
-            }
-        );
-        j["metadata"]["annotations"][INITIAL_POP_ANNOTATION] = "%%%".into();
-        assert_eq!(
-            to_request(&pcr(j)).unwrap_err().reason,
-            DenyReason::InvalidKeyMaterial
+            to_request(&pcr(j), "v1").unwrap_err(),
+            Unreadable::KeyMaterialNotServed
         );
     }
 
     #[test]
-    fn no_key_material_is_a_denial() {
-        let d = to_request(&pcr(base("v1", serde_json::json!({})))).unwrap_err();
-        assert_eq!(d.reason, DenyReason::InvalidKeyMaterial);
+    fn no_key_material_through_v1beta1_is_a_denial() {
+        let d = to_request(&pcr(base("v1beta1", serde_json::json!({}))), "v1beta1").unwrap_err();
+        assert!(matches!(d, Unreadable::Deny(d) if d.reason == DenyReason::InvalidKeyMaterial));
     }
 
     #[test]

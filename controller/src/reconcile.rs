@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, instrument, warn};
 
 use crate::metrics::{ErrorLabels, Metrics, OutcomeLabels};
-use crate::pcr::{Pcr, is_terminal, status_for, to_request};
+use crate::pcr::{Pcr, Unreadable, is_terminal, status_for, to_request};
 use crate::retry::Failures;
 
 /// A request as the per-request backoff knows it: namespace, name and UID (a request
@@ -79,6 +79,15 @@ pub enum Error {
     Issue(#[from] IssueError),
     #[error("writing the status failed: {0}")]
     WriteStatus(#[source] kube::Error),
+    /// The API server refused the status write because this signer's identity lacks the
+    /// `sign` verb for the signer name: a configuration error, retried in case it is fixed.
+    #[error(
+        "the API server refused the status write: {message}. Grant the signer's identity the verb \"sign\" on certificates.k8s.io resource \"signers\" with resourceName {signer_name:?} (or \"<domain>/*\") in a ClusterRole (manifests/clusterrole.yaml does)"
+    )]
+    SignForbidden {
+        signer_name: String,
+        message: String,
+    },
 }
 
 impl Error {
@@ -87,6 +96,7 @@ impl Error {
         match self {
             Error::Issue(_) => "issue",
             Error::WriteStatus(_) => "write_status",
+            Error::SignForbidden { .. } => "sign_forbidden",
         }
     }
 }
@@ -100,9 +110,13 @@ pub async fn reconcile(pcr: Arc<Pcr>, ctx: Arc<Context>) -> Result<Action, Error
     }
     let signer = ctx.signer.borrow().clone();
     let now = SystemTime::now();
-    let decision = match to_request(&pcr) {
+    let decision = match to_request(&pcr, &ctx.pcr_resource.version) {
         Ok(request) => signer.decide(&request, now)?,
-        Err(denial) => Decision::Deny(denial),
+        Err(Unreadable::Deny(denial)) => Decision::Deny(denial),
+        Err(Unreadable::KeyMaterialNotServed) => {
+            not_served(&pcr, &ctx).await;
+            return Ok(Action::await_change());
+        }
     };
     let status = status_for(&decision, &pcr, now);
 
@@ -129,6 +143,22 @@ pub async fn reconcile(pcr: Arc<Pcr>, ctx: Arc<Context>) -> Result<Action, Error
             // change was something else.
             debug!("the request changed under us; looking again");
             return Ok(Action::requeue(Duration::from_secs(2)));
+        }
+        Err(kube::Error::Api(s)) if is_sign_forbidden(&s) => {
+            let error = Error::SignForbidden {
+                signer_name: ctx.signer_name.clone(),
+                message: s.message.clone(),
+            };
+            tracing::error!(%error, "status write refused: missing the sign grant");
+            publish(
+                &ctx,
+                &pcr,
+                EventType::Warning,
+                "SignForbidden",
+                error.to_string(),
+            )
+            .await;
+            return Err(error);
         }
         Err(e) => return Err(Error::WriteStatus(e)),
     }
@@ -161,23 +191,66 @@ pub async fn reconcile(pcr: Arc<Pcr>, ctx: Arc<Context>) -> Result<Action, Error
                 })
                 .inc();
             info!(reason = %d.reason, message = %d.message, outcome = "denied", "denied");
-            let event = Event {
-                type_: EventType::Warning,
-                reason: d.reason.as_str().into(),
-                note: Some(d.message.clone()),
-                action: "Sign".into(),
-                secondary: None,
-            };
-            if let Err(e) = ctx
-                .recorder
-                .publish(&event, &pcr.object_ref(&ctx.pcr_resource))
-                .await
-            {
-                debug!(error = %e, "could not publish the denial Event");
-            }
+            publish(
+                &ctx,
+                &pcr,
+                EventType::Warning,
+                d.reason.as_str(),
+                d.message.clone(),
+            )
+            .await;
         }
     }
     Ok(Action::await_change())
+}
+
+/// A status write refused with `Forbidden` on `spec.signerName`: kube-apiserver's answer
+/// (422 Invalid, not 403) when the writer lacks `sign` for the signer.
+fn is_sign_forbidden(s: &kube::core::Status) -> bool {
+    s.code == 422
+        && s.details.as_ref().is_some_and(|d| {
+            d.causes
+                .iter()
+                .any(|c| c.field == "spec.signerName" && c.reason == "FieldValueForbidden")
+        })
+}
+
+/// A request read through `v1` with no key material: left pending, and said so.
+async fn not_served(pcr: &Pcr, ctx: &Context) {
+    warn!(
+        "the request has no key material as served through certificates.k8s.io/v1 (a 1.35 kubelet's pkixPublicKey and proofOfPossession do not exist in v1); left pending. Serve certificates.k8s.io/v1beta1 podcertificaterequests so the signer can read it"
+    );
+    ctx.metrics
+        .unreadable
+        .get_or_create(&crate::metrics::ReasonLabels {
+            reason: "KeyMaterialNotServed",
+        })
+        .inc();
+    publish(
+        ctx,
+        pcr,
+        EventType::Warning,
+        "KeyMaterialNotServed",
+        "this request's pkixPublicKey and proofOfPossession are not served through certificates.k8s.io/v1; the signer leaves it pending. Enable certificates.k8s.io/v1beta1 podcertificaterequests on kube-apiserver".into(),
+    )
+    .await;
+}
+
+async fn publish(ctx: &Context, pcr: &Pcr, type_: EventType, reason: &str, note: String) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Sign".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx
+        .recorder
+        .publish(&event, &pcr.object_ref(&ctx.pcr_resource))
+        .await
+    {
+        debug!(error = %e, reason, "could not publish an Event");
+    }
 }
 
 pub fn error_policy(pcr: Arc<Pcr>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -228,9 +301,13 @@ mod tests {
     }
 
     fn context(signer: Signer) -> (Arc<Context>, ApiHandle) {
+        context_for(PCR_VERSIONS[0], signer)
+    }
+
+    fn context_for(version: &str, signer: Signer) -> (Arc<Context>, ApiHandle) {
         let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
         let client = Client::new(service, "default");
-        let resource = crate::pcr::tests_support::resource(PCR_VERSIONS[0]);
+        let resource = crate::pcr::tests_support::resource(version);
         let ctx = Context {
             recorder: Recorder::new(
                 client.clone(),
@@ -458,5 +535,74 @@ mod tests {
         expect_status_write(&mut handle, 404).await;
         task.await.unwrap().unwrap();
         assert!(ctx.failures.is_empty());
+    }
+
+    /// Expects a Warning Event with `reason`; returns its note.
+    async fn expect_event(handle: &mut ApiHandle, reason: &str) -> String {
+        let (req, send) = handle.next_request().await.expect("an Event");
+        assert_eq!(req.method(), "POST");
+        let body: Value = serde_json::from_slice(
+            &http_body_util::BodyExt::collect(req.into_body())
+                .await
+                .unwrap()
+                .to_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            (body["type"].as_str(), body["reason"].as_str()),
+            (Some("Warning"), Some(reason)),
+            "{body}"
+        );
+        respond(
+            send,
+            201,
+            json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e", "namespace": "shop"}, "eventTime": null}),
+        );
+        body["note"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// A 1.35 kubelet's request read through v1 has no key material (conversion drops it):
+    /// not the requester's fault, so no status is written; a Warning Event says what to serve.
+    #[tokio::test]
+    async fn a_request_without_key_material_through_v1_stays_pending_and_is_reported() {
+        let (ctx, mut handle) = context_for("v1", signer());
+        let task = tokio::spawn(reconcile(pcr(json!({}), None), ctx.clone()));
+        let note = expect_event(&mut handle, "KeyMaterialNotServed").await;
+        assert!(note.contains("v1beta1"), "{note}");
+        assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+        let counted = ctx
+            .metrics
+            .unreadable
+            .get_or_create(&crate::metrics::ReasonLabels {
+                reason: "KeyMaterialNotServed",
+            })
+            .get();
+        assert_eq!(counted, 1);
+    }
+
+    /// kube-apiserver answers a status write without the sign grant with 422 and a Forbidden
+    /// cause on spec.signerName: reported by name, as an Event and a metric label.
+    #[tokio::test]
+    async fn a_status_write_refused_for_want_of_sign_is_reported_specifically() {
+        let (ctx, mut handle) = context(signer());
+        let task = tokio::spawn(reconcile(
+            pcr(json!({"stubPKCS10Request": stub_csr()}), None),
+            ctx.clone(),
+        ));
+        let (_, send) = handle.next_request().await.expect("the status write");
+        respond(
+            send,
+            422,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Invalid", "code": 422,
+                   "message": "PodCertificateRequest.certificates.k8s.io \"req-abc\" is invalid: spec.signerName: Forbidden: User \"x\" is not permitted to \"sign\" for signer \"example.com/spiffe\"",
+                   "details": {"causes": [{"reason": "FieldValueForbidden", "field": "spec.signerName", "message": "Forbidden: not permitted to sign"}]}}),
+        );
+        let note = expect_event(&mut handle, "SignForbidden").await;
+        assert!(
+            note.contains("\"sign\"") && note.contains("example.com/spiffe"),
+            "{note}"
+        );
+        let err = task.await.unwrap().unwrap_err();
+        assert_eq!(err.metric_label(), "sign_forbidden");
     }
 }

@@ -93,6 +93,33 @@ impl Cluster {
         );
     }
 
+    /// At least `n` Events with `reason`, once there are.
+    pub async fn wait_for_events(
+        &self,
+        reason: &str,
+        n: usize,
+        timeout: Duration,
+    ) -> Vec<serde_json::Value> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let found: Vec<_> = self
+                .server
+                .list("events")
+                .into_iter()
+                .filter(|e| e["reason"] == reason)
+                .collect();
+            if found.len() >= n {
+                return found;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} of {n} {reason} Events within {timeout:?}",
+                found.len()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub fn signer(&self, name: &str, extra: &[&str]) -> SignerProcess {
         SignerProcess::spawn(self, name, extra)
     }

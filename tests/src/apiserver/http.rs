@@ -828,24 +828,17 @@ impl Shared {
     }
 }
 
-/// Version conversion of a stored PCR: v1 has no pkix/proof fields (a 1.35 request read
-/// through v1 carries them in the `initial-*` annotations); v1alpha1 has no stub CSR.
+/// Version conversion of a stored PCR, as upstream's generated conversion does it: v1 has no
+/// `pkixPublicKey`/`proofOfPossession` ("does not exist in peer-type": dropped, carried by no
+/// annotation); v1alpha1 has no stub CSR and no user annotations.
 fn convert_pcr(obj: &mut Value, version: &str) {
-    let spec = obj["spec"].as_object_mut();
-    let Some(spec) = spec else { return };
+    let Some(spec) = obj["spec"].as_object_mut() else {
+        return;
+    };
     match version {
         "v1" => {
-            let pkix = spec.remove("pkixPublicKey");
-            let pop = spec.remove("proofOfPossession");
-            if let (Some(pkix), Some(pop)) = (pkix, pop) {
-                let ann = obj["metadata"]
-                    .as_object_mut()
-                    .unwrap()
-                    .entry("annotations")
-                    .or_insert(json!({}));
-                ann["certificates.k8s.io/initial-pkix-public-key"] = pkix;
-                ann["certificates.k8s.io/initial-proof-of-possession"] = pop;
-            }
+            spec.remove("pkixPublicKey");
+            spec.remove("proofOfPossession");
         }
         "v1alpha1" => {
             spec.remove("stubPKCS10Request");
