@@ -4,8 +4,9 @@
 //! loop each [`Health::beat`] at least every second or so, and if either has not beaten for
 //! the stall limit the process is stuck (not merely idle) and `/live` answers 503, so the
 //! kubelet restarts it. `/ready` answers 200 once this replica is doing its job: a standby
-//! once it could sign if it led (it holds the CA, or may create one on a fresh install), the
-//! leader once its watch of PodCertificateRequests has synced; 503 otherwise. `/metrics` is
+//! once it has taken part in an election round and could sign if it led (it holds the CA, or
+//! may create one on a fresh install), the leader once its watch of PodCertificateRequests
+//! has synced; 503 otherwise. `/metrics` is
 //! the Prometheus exposition.
 
 use std::net::SocketAddr;
@@ -34,6 +35,8 @@ pub enum Loop {
 #[derive(Debug)]
 pub struct Health {
     ready: AtomicBool,
+    /// The election has completed a round: a standby knows whether another replica leads.
+    campaigned: AtomicBool,
     started: Instant,
     /// Milliseconds since `started` of each loop's last beat.
     beats: [AtomicU64; 2],
@@ -45,6 +48,7 @@ impl Health {
     pub fn new(stall_after: Duration) -> Self {
         Health {
             ready: AtomicBool::new(false),
+            campaigned: AtomicBool::new(false),
             started: Instant::now(),
             beats: [AtomicU64::new(0), AtomicU64::new(0)],
             stall_after,
@@ -57,6 +61,15 @@ impl Health {
 
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+
+    /// The election completed a round.
+    pub fn set_campaigned(&self) {
+        self.campaigned.store(true, Ordering::Release);
+    }
+
+    pub fn has_campaigned(&self) -> bool {
+        self.campaigned.load(Ordering::Acquire)
     }
 
     /// `which` made progress now.

@@ -188,13 +188,17 @@ impl Elector {
                         is_leader = true;
                         leader.send_replace(true);
                     }
+                    health.set_campaigned();
                 }
                 Ok(false) if is_leader => {
                     warn!(lease = %self.config.name, "lost the leader Lease to another replica; standing by");
                     is_leader = false;
                     leader.send_replace(false);
                 }
-                Ok(false) if eligible => debug!(lease = %self.config.name, "another replica leads"),
+                Ok(false) if eligible => {
+                    health.set_campaigned();
+                    debug!(lease = %self.config.name, "another replica leads")
+                }
                 Ok(false) => {
                     debug!(lease = %self.config.name, "this replica cannot sign; not campaigning")
                 }

@@ -4,7 +4,8 @@
 //! then it runs one term ([`crate::term::run`]) until leadership is lost, shutdown is asked
 //! for, or the term fails. A failed term (a task panicked or ended) is followed by a new one
 //! after the controller's backoff, so one bug does not stop signing for good and a
-//! persistent one does not spin. A standby is ready while it could sign if it led.
+//! persistent one does not spin. A standby is ready once the election has completed a round
+//! and while it could sign if it led.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,10 +33,10 @@ pub async fn lead_while_elected<T: Future<Output = TermEnd>>(
         info!("standing by for the leader Lease");
         loop {
             let can_sign = ca_view.borrow_and_update().can_sign();
-            health.set_ready(can_sign);
             if *leader.borrow_and_update() && can_sign {
                 break;
             }
+            health.set_ready(can_sign && health.has_campaigned());
             tokio::select! {
                 changed = leader.changed() => if changed.is_err() { return },
                 changed = ca_view.changed() => if changed.is_err() { return },

@@ -8,17 +8,11 @@ use std::time::Duration;
 
 use podcert_tests::apiserver::ServerOptions;
 use podcert_tests::kubelet::{Format, PodRequest};
-use podcert_tests::oracles::kustomize;
 use serde_json::Value;
 use support::*;
 
-fn manifests_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../manifests")
-}
-
 fn rendered() -> Vec<Value> {
-    serde_saphyr::from_multiple::<Value>(&kustomize(&manifests_dir()))
-        .expect("kustomize output is YAML")
+    rendered_manifests().to_vec()
 }
 
 /// Deserializes `obj` as `T` and back: a field the typed struct does not know (a typo, a wrong

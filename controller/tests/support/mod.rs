@@ -16,7 +16,34 @@ pub const TRUST_DOMAIN: &str = "example.org";
 pub const CA_NS: &str = "podcert-signer";
 pub const CA_NAME: &str = "podcert-signer-ca";
 pub const CTB_NAME: &str = "example.com:spiffe:ca";
-pub const SIGNER_USER: &str = "podcert-signer";
+/// The signers' identity: the service account manifests/ creates and binds.
+pub const SIGNER_USER: &str = "system:serviceaccount:podcert-signer:podcert-signer";
+
+/// What `kubectl kustomize manifests/` renders, once per test binary.
+pub fn rendered_manifests() -> &'static [serde_json::Value] {
+    static RENDERED: std::sync::OnceLock<Vec<serde_json::Value>> = std::sync::OnceLock::new();
+    RENDERED.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../manifests");
+        serde_saphyr::from_multiple::<serde_json::Value>(&podcert_tests::oracles::kustomize(&dir))
+            .expect("kustomize output is YAML")
+    })
+}
+
+/// The shipped Roles, ClusterRoles and bindings, stored in `server` as `kubectl apply -k`
+/// would create them: every e2e signer runs under exactly this RBAC.
+pub fn install_shipped_rbac(server: &TestApiServer) {
+    for obj in rendered_manifests() {
+        let plural = match obj["kind"].as_str() {
+            Some("Role") => "roles",
+            Some("RoleBinding") => "rolebindings",
+            Some("ClusterRole") => "clusterroles",
+            Some("ClusterRoleBinding") => "clusterrolebindings",
+            _ => continue,
+        };
+        let ns = obj["metadata"]["namespace"].as_str().unwrap_or("");
+        server.put(plural, ns, obj.clone());
+    }
+}
 
 /// A test cluster: the API server, a kubeconfig for it and a client.
 pub struct Cluster {
@@ -26,11 +53,15 @@ pub struct Cluster {
     /// The signers' kubeconfig: their requests are logged as user [`SIGNER_USER`].
     pub signer_kubeconfig: PathBuf,
     pub client: kube::Client,
+    /// An admin whose requests skip admission's cryptographic checks
+    /// ([`podcert_tests::apiserver::authz::UNCHECKED`]).
+    pub unchecked: kube::Client,
 }
 
 impl Cluster {
     pub async fn start(options: ServerOptions) -> Cluster {
         let server = TestApiServer::start(options);
+        install_shipped_rbac(&server);
         let dir = tempfile::tempdir().unwrap();
         if std::env::var_os("PODCERT_E2E_KEEP").is_some() {
             eprintln!("keeping e2e files in {}", dir.path().display());
@@ -38,7 +69,12 @@ impl Cluster {
         let kubeconfig = server.write_kubeconfig(dir.path());
         let signer_kubeconfig = server.write_kubeconfig_as(dir.path(), SIGNER_USER);
         let client = podcert_tests::kube_client(&kubeconfig).await;
+        let unchecked = podcert_tests::kube_client(
+            &server.write_kubeconfig_as(dir.path(), podcert_tests::apiserver::authz::UNCHECKED),
+        )
+        .await;
         Cluster {
+            unchecked,
             server,
             dir,
             kubeconfig,
@@ -49,6 +85,13 @@ impl Cluster {
 
     pub fn kubelet(&self, version: &str) -> Kubelet {
         Kubelet::new(self.client.clone(), version, SIGNER)
+    }
+
+    /// A kubelet emulator whose requests reach the signer even when kube-apiserver's admission
+    /// would refuse them (a forged proof, a refused key type): what a privileged writer or a
+    /// compromised API path could create, so the signer's own checks are tested.
+    pub fn unchecked_kubelet(&self, version: &str) -> Kubelet {
+        Kubelet::new(self.unchecked.clone(), version, SIGNER)
     }
 
     pub fn tracker(&self, version: &str) -> Tracker {

@@ -18,6 +18,7 @@ use hyper::body::{Bytes, Frame, Incoming};
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 
+use super::authz::{Attributes, Authorizer, User};
 use super::store::{Change, Key, Selector};
 use super::validate::{self, Cause};
 use super::{ResourceType, Shared, Snapshot};
@@ -41,7 +42,7 @@ pub fn status_error(
 ) -> Response<Body> {
     let causes: Vec<Value> = causes
         .iter()
-        .map(|c| json!({"field": c.field, "message": c.message, "reason": "FieldValueInvalid"}))
+        .map(|c| json!({"field": c.field, "message": c.message, "reason": c.reason}))
         .collect();
     let mut body = json!({
         "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
@@ -179,14 +180,29 @@ impl Shared {
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("")
             .to_string();
+        let impersonate_user = req
+            .headers()
+            .get("impersonate-user")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let impersonate_groups: Vec<String> = req
+            .headers()
+            .get_all("impersonate-group")
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_string))
+            .collect();
         let body = match req.into_body().collect().await {
             Ok(b) => b.to_bytes(),
             Err(_) => Bytes::new(),
         };
-        let response = self
-            .clone()
-            .dispatch(&method, &path, &query, &content_type, &body)
-            .await;
+        let response = match self.authenticate(&user, impersonate_user, impersonate_groups) {
+            Ok(who) => {
+                self.clone()
+                    .dispatch(&who, &method, &path, &query, &content_type, &body)
+                    .await
+            }
+            Err(refused) => *refused,
+        };
         if std::env::var_os("PODCERT_TEST_SERVER_TRACE").is_some() {
             eprintln!(
                 "test-apiserver: {method} {path}?{query} -> {}",
@@ -204,8 +220,53 @@ impl Shared {
         response
     }
 
+    /// The user a request acts as: its token's, or the one it impersonates if it may.
+    fn authenticate(
+        &self,
+        token: &str,
+        impersonate_user: Option<String>,
+        impersonate_groups: Vec<String>,
+    ) -> Result<User, Box<Response<Body>>> {
+        let caller = User::from_token(token);
+        let Some(name) = impersonate_user else {
+            return Ok(caller);
+        };
+        let store = self.store.lock().unwrap();
+        let authorizer = Authorizer { store: &store };
+        let may = |resource: &str, target: &str| {
+            authorizer.allows(
+                &caller,
+                &Attributes {
+                    verb: "impersonate".into(),
+                    api_group: String::new(),
+                    resource: resource.into(),
+                    namespace: None,
+                    name: Some(target.into()),
+                },
+            )
+        };
+        if let Some(refused) = std::iter::once(("users", name.as_str()))
+            .chain(impersonate_groups.iter().map(|g| ("groups", g.as_str())))
+            .find(|(resource, target)| !may(resource, target))
+        {
+            return Err(Box::new(status_error(
+                403,
+                "Forbidden",
+                format!(
+                    "{} {:?} is forbidden: User {:?} cannot impersonate resource {:?} in API group \"\" at the cluster scope",
+                    refused.0, refused.1, caller.name, refused.0
+                ),
+                &[],
+            )));
+        }
+        let mut groups = impersonate_groups;
+        groups.push("system:authenticated".into());
+        Ok(User { name, groups })
+    }
+
     async fn dispatch(
         self: Arc<Self>,
+        user: &User,
         method: &Method,
         path: &str,
         query: &str,
@@ -336,12 +397,43 @@ impl Shared {
                 &[],
             );
         }
+        let verb = match (method.clone(), route.name.is_some()) {
+            (Method::GET, false) if is_watch => "watch",
+            (Method::GET, false) => "list",
+            (Method::GET, true) => "get",
+            (Method::POST, _) => "create",
+            (Method::PUT, _) => "update",
+            (Method::PATCH, _) => "patch",
+            (Method::DELETE, _) => "delete",
+            _ => "unknown",
+        };
+        let attributes = Attributes {
+            verb: verb.into(),
+            api_group: rt.group.to_string(),
+            resource: match &route.subresource {
+                Some(sub) => format!("{}/{sub}", rt.plural),
+                None => rt.plural.to_string(),
+            },
+            namespace: route.namespace.clone(),
+            // A list or watch selecting one name by field is authorized for that name.
+            name: route.name.clone().or_else(|| {
+                query_param(query, "fieldSelector")
+                    .and_then(|f| f.strip_prefix("metadata.name=").map(str::to_string))
+            }),
+        };
+        let allowed = Authorizer {
+            store: &self.store.lock().unwrap(),
+        }
+        .allows(user, &attributes);
+        if !allowed {
+            return status_error(403, "Forbidden", attributes.forbidden_message(user), &[]);
+        }
         match (method.clone(), route.name.is_some()) {
             (Method::GET, false) if is_watch => Arc::clone(&self).watch(&route, query).await,
             (Method::GET, false) => self.list(&route, query),
             (Method::GET, true) => self.get(&route),
-            (Method::POST, false) => self.create(&route, body),
-            (Method::PUT, true) => self.update(&route, body, None),
+            (Method::POST, false) => self.create(user, &route, body),
+            (Method::PUT, true) => self.update(user, &route, body, None),
             (Method::PATCH, true) => {
                 if !(content_type.starts_with("application/merge-patch+json")
                     || content_type.starts_with("application/strategic-merge-patch+json"))
@@ -353,7 +445,7 @@ impl Shared {
                         &[],
                     );
                 }
-                self.update(&route, body, Some(()))
+                self.update(user, &route, body, Some(()))
             }
             (Method::DELETE, true) => self.delete(&route),
             _ => status_error(
@@ -490,7 +582,7 @@ impl Shared {
         )
     }
 
-    fn create(&self, route: &Route<'_>, body: &[u8]) -> Response<Body> {
+    fn create(&self, user: &User, route: &Route<'_>, body: &[u8]) -> Response<Body> {
         let Ok(mut obj) = serde_json::from_slice::<Value>(body) else {
             return status_error(400, "BadRequest", "the body is not JSON", &[]);
         };
@@ -506,10 +598,11 @@ impl Shared {
                         422,
                         "Invalid",
                         "name or generateName is required",
-                        &[Cause {
-                            field: "metadata.name".into(),
-                            message: "Required value".into(),
-                        }],
+                        &[Cause::new(
+                            "FieldValueRequired",
+                            "metadata.name",
+                            "Required value",
+                        )],
                     );
                 }
             },
@@ -534,11 +627,14 @@ impl Shared {
         if route.rt.has_status {
             obj.as_object_mut().unwrap().remove("status");
         }
-        if let Err(r) = self.admit(route, &mut obj) {
+        if let Err(r) = self.admit(route, &mut obj, user.name != super::authz::UNCHECKED) {
             return *r;
         }
         obj["apiVersion"] = Value::String(route.rt.api_version(&route.version));
         let mut store = self.store.lock().unwrap();
+        if let Some(refused) = attest(&Authorizer { store: &store }, user, &name, None, &obj) {
+            return refused;
+        }
         let key = self.key(route, &name);
         if store.get(&key).is_some() {
             return status_error(
@@ -555,59 +651,55 @@ impl Shared {
         )
     }
 
-    /// Defaults and validation on create and update of the main resource.
-    fn admit(&self, route: &Route<'_>, obj: &mut Value) -> Result<(), Box<Response<Body>>> {
+    /// Defaults and validation on create and update of the main resource. A PCR's key
+    /// material is checked cryptographically at create unless `check_crypto` is false (see
+    /// [`super::authz::UNCHECKED`]).
+    fn admit(
+        &self,
+        route: &Route<'_>,
+        obj: &mut Value,
+        check_crypto: bool,
+    ) -> Result<(), Box<Response<Body>>> {
         let causes = match route.rt.plural {
             "clustertrustbundles" => validate::cluster_trust_bundle(obj),
             "podcertificaterequests" => {
+                // Defaulting, as the versioned API defaults it before validation.
                 if obj["spec"]["maxExpirationSeconds"].is_null() {
                     obj["spec"]["maxExpirationSeconds"] = json!(86_400);
                 }
-                let max = obj["spec"]["maxExpirationSeconds"].as_i64().unwrap_or(0);
-                let mut causes = Vec::new();
-                if !(3600..=7_862_400).contains(&max) {
-                    causes.push(Cause {
-                        field: "spec.maxExpirationSeconds".into(),
-                        message: "must be in [3600, 7862400]".into(),
-                    });
-                }
-                for f in [
-                    "signerName",
-                    "podName",
-                    "podUID",
-                    "serviceAccountName",
-                    "serviceAccountUID",
-                    "nodeName",
-                    "nodeUID",
-                ] {
-                    if obj["spec"][f].as_str().is_none_or(str::is_empty) {
-                        causes.push(Cause {
-                            field: format!("spec.{f}"),
-                            message: "Required value".into(),
-                        });
-                    }
-                }
-                // Deliberately no proof-of-possession check: the test server admits what a
-                // privileged user or a compromised API path could, so the signer's own checks
-                // are what the tests exercise.
-                causes
+                validate::pcr_create(obj, &route.version, check_crypto)
             }
             _ => Vec::new(),
         };
         if causes.is_empty() {
-            Ok(())
-        } else {
-            Err(Box::new(status_error(
-                422,
-                "Invalid",
-                format!("{} is invalid", route.rt.kind),
-                &causes,
-            )))
+            return Ok(());
         }
+        let name = obj["metadata"]["name"].as_str().unwrap_or("");
+        let summary: Vec<String> = causes
+            .iter()
+            .map(|c| format!("{}: {}", c.field, c.message))
+            .collect();
+        Err(Box::new(status_error(
+            422,
+            "Invalid",
+            format!(
+                "{}.{} {name:?} is invalid: [{}]",
+                route.rt.kind,
+                route.rt.group,
+                summary.join(", ")
+            ),
+            &causes,
+        )))
     }
 
     /// PUT (patch = None) or merge PATCH of the main resource or its status.
-    fn update(&self, route: &Route<'_>, body: &[u8], patch: Option<()>) -> Response<Body> {
+    fn update(
+        &self,
+        user: &User,
+        route: &Route<'_>,
+        body: &[u8],
+        patch: Option<()>,
+    ) -> Response<Body> {
         let Ok(input) = serde_json::from_slice::<Value>(body) else {
             return status_error(400, "BadRequest", "the body is not JSON", &[]);
         };
@@ -630,6 +722,28 @@ impl Shared {
             }
             None => input,
         };
+        // PodCertificateRequests allow no unconditional update (their strategy's
+        // AllowUnconditionalUpdate is false): a PUT must carry the resourceVersion it read.
+        if patch.is_none()
+            && route.rt.plural == "podcertificaterequests"
+            && new["metadata"]["resourceVersion"]
+                .as_str()
+                .is_none_or(str::is_empty)
+        {
+            return status_error(
+                422,
+                "Invalid",
+                format!(
+                    "{} {name:?} is invalid: metadata.resourceVersion: Invalid value: 0x0: must be specified for an update",
+                    route.rt.kind
+                ),
+                &[Cause::new(
+                    "FieldValueInvalid",
+                    "metadata.resourceVersion",
+                    "Invalid value: 0x0: must be specified for an update",
+                )],
+            );
+        }
         // Optimistic concurrency: a stated resourceVersion must be the current one.
         if let Some(rv) = new["metadata"]["resourceVersion"]
             .as_str()
@@ -651,6 +765,29 @@ impl Shared {
                         &causes,
                     );
                 }
+                // StatusStrategy.ValidateUpdate: changing the status needs "sign" for the
+                // signer, refused as Invalid with a Forbidden cause (not 403).
+                let signer = old["spec"]["signerName"].as_str().unwrap_or("");
+                if !validate::same_status(&old, &status)
+                    && !(Authorizer { store: &store }).allows_for_signer(user, "sign", signer)
+                {
+                    let message = format!(
+                        "User {:?} is not permitted to \"sign\" for signer {signer:?}",
+                        user.name
+                    );
+                    return status_error(
+                        422,
+                        "Invalid",
+                        format!(
+                            "PodCertificateRequest.certificates.k8s.io {name:?} is invalid: spec.signerName: Forbidden: {message}"
+                        ),
+                        &[Cause::new(
+                            "FieldValueForbidden",
+                            "spec.signerName",
+                            message,
+                        )],
+                    );
+                }
             }
             stored["status"] = status;
         } else {
@@ -659,10 +796,7 @@ impl Shared {
                     422,
                     "Invalid",
                     "spec is immutable",
-                    &[Cause {
-                        field: "spec".into(),
-                        message: "field is immutable".into(),
-                    }],
+                    &[validate::cause("spec", "field is immutable")],
                 );
             }
             let mut replacement = new.clone();
@@ -673,8 +807,30 @@ impl Shared {
                 replacement["status"] = old.get("status").cloned().unwrap_or(Value::Null);
             }
             let mut candidate = replacement;
-            if let Err(r) = self.admit(route, &mut candidate) {
+            // Spec fields are immutable (checked above): nothing cryptographic changes.
+            if let Err(r) = self.admit(route, &mut candidate, false) {
                 return *r;
+            }
+            if route.rt.plural == "clustertrustbundles" {
+                if candidate["spec"]["signerName"] != old["spec"]["signerName"] {
+                    return status_error(
+                        422,
+                        "Invalid",
+                        format!(
+                            "ClusterTrustBundle.certificates.k8s.io {name:?} is invalid: spec.signerName: Invalid value: field is immutable"
+                        ),
+                        &[validate::cause("spec.signerName", "field is immutable")],
+                    );
+                }
+                if let Some(refused) = attest(
+                    &Authorizer { store: &store },
+                    user,
+                    name,
+                    Some(&old),
+                    &candidate,
+                ) {
+                    return refused;
+                }
             }
             candidate["apiVersion"] = old["apiVersion"].clone();
             stored = candidate;
@@ -826,6 +982,34 @@ impl Shared {
             .body(BodyExt::boxed_unsync(StreamBody::new(stream)))
             .expect("valid response")
     }
+}
+
+/// The ClusterTrustBundleAttest admission plugin: writing a bundle that names a signer needs
+/// "attest" for it (403 otherwise), unless an update changes neither the signer nor the bundle.
+fn attest(
+    authorizer: &Authorizer<'_>,
+    user: &User,
+    name: &str,
+    old: Option<&Value>,
+    new: &Value,
+) -> Option<Response<Body>> {
+    let signer = new["spec"]["signerName"]
+        .as_str()
+        .filter(|s| !s.is_empty())?;
+    if old.is_some_and(|o| o["spec"] == new["spec"]) {
+        return None;
+    }
+    if authorizer.allows_for_signer(user, "attest", signer) {
+        return None;
+    }
+    Some(status_error(
+        403,
+        "Forbidden",
+        format!(
+            "clustertrustbundles.certificates.k8s.io {name:?} is forbidden: user not permitted to attest for signerName {signer:?}"
+        ),
+        &[],
+    ))
 }
 
 /// Version conversion of a stored PCR, as upstream's generated conversion does it: v1 has no

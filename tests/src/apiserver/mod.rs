@@ -10,6 +10,7 @@
 //! ([`Faults`]): 429/500 storms, refused writes, slow answers, stalled or dropped watches,
 //! 409s on status writes, and restarts that lose every watch and the change history.
 
+pub mod authz;
 mod http;
 pub mod store;
 pub mod validate;
@@ -134,6 +135,21 @@ impl ServerOptions {
                 has_status: false,
             },
         ];
+        for (plural, kind, namespaced) in [
+            ("roles", "Role", true),
+            ("rolebindings", "RoleBinding", true),
+            ("clusterroles", "ClusterRole", false),
+            ("clusterrolebindings", "ClusterRoleBinding", false),
+        ] {
+            r.push(ResourceType {
+                group: "rbac.authorization.k8s.io",
+                versions: vec!["v1"],
+                plural,
+                kind,
+                namespaced,
+                has_status: false,
+            });
+        }
         if !self.pcr_versions.is_empty() {
             r.push(ResourceType {
                 group: "certificates.k8s.io",
