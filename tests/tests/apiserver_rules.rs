@@ -486,3 +486,165 @@ async fn paged_lists_continue_from_one_snapshot_with_one_resource_version() {
         "{body}"
     );
 }
+
+/// A client of the fixture's server as `user` (a bearer token names its user here), with
+/// optional impersonation headers.
+async fn client_as(f: &Fixture, user: &str, impersonate: Option<&str>) -> kube::Client {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config =
+        podcert_tests::kube_config(&f.server.write_kubeconfig_as(dir.path(), user)).await;
+    if let Some(who) = impersonate {
+        config.auth_info.impersonate = Some(who.to_string());
+    }
+    kube::Client::try_from(config).unwrap()
+}
+
+fn grant(f: &Fixture, name: &str, user: &str, rules: Value) {
+    f.server.put(
+        "clusterroles",
+        "",
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": name}, "rules": rules}),
+    );
+    f.server.put(
+        "clusterrolebindings",
+        "",
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": name},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+               "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": user}]}),
+    );
+}
+
+/// kube-apiserver's authorization on the paths a signer and a kubelet use: RBAC from the
+/// roles stored in the server, `sign` on status writes (422 with a Forbidden cause, not 403,
+/// and only when the status changes), `attest` on trust bundles (403), impersonation only for
+/// those allowed to impersonate, and no unconditional status update.
+#[tokio::test]
+async fn authorization_and_update_rules_are_kube_apiservers() {
+    let f = fixture().await;
+    let signer = signer(Duration::from_secs(86_400));
+    let now = SystemTime::now();
+    let (path, pcr, status) = pcr_with_status(&f, 86_400, &signer, now).await;
+    let mut write = pcr.clone();
+    write["status"] = status.clone();
+
+    // No grant at all: 403 with kube-apiserver's message.
+    let nobody = client_as(&f, "nobody", None).await;
+    let (code, body) = send(&nobody, "PUT", &path, &write).await;
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains(
+            "cannot update resource \"podcertificaterequests\" with subresource \"status\""
+        ),
+        "{body}"
+    );
+
+    // The status subresource but not sign: 422 Invalid with a Forbidden cause.
+    let status_rule = json!([{"apiGroups": ["certificates.k8s.io"], "resources": ["podcertificaterequests/status"], "verbs": ["update"]}]);
+    grant(&f, "writer", "writer", status_rule.clone());
+    let writer = client_as(&f, "writer", None).await;
+    let (code, body) = send(&writer, "PUT", &path, &write).await;
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(body["details"]["causes"][0]["field"], "spec.signerName");
+    assert_eq!(
+        body["details"]["causes"][0]["reason"],
+        "FieldValueForbidden"
+    );
+    // ...but a write that changes nothing needs no sign.
+    let (code, body) = send(&writer, "PUT", &path, &pcr).await;
+    assert_eq!(code, 200, "{body}");
+
+    // sign for "<domain>/*" is enough, as IsAuthorizedForSignerName asks for it too.
+    grant(
+        &f,
+        "signer",
+        "signer",
+        json!([status_rule[0], {"apiGroups": ["certificates.k8s.io"], "resources": ["signers"], "resourceNames": ["example.com/*"], "verbs": ["sign"]}]),
+    );
+    let allowed = client_as(&f, "signer", None).await;
+    let stored = f
+        .server
+        .get(
+            "podcertificaterequests",
+            "ns",
+            pcr["metadata"]["name"].as_str().unwrap(),
+        )
+        .unwrap();
+    let mut write = stored.clone();
+    write["status"] = status;
+    // Without a resourceVersion the update is refused: no unconditional updates.
+    let mut unconditional = write.clone();
+    unconditional["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("resourceVersion");
+    let (code, body) = send(&allowed, "PUT", &path, &unconditional).await;
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(
+        body["details"]["causes"][0]["field"],
+        "metadata.resourceVersion"
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("must be specified for an update")
+    );
+    let (code, body) = send(&allowed, "PUT", &path, &write).await;
+    assert_eq!(code, 200, "{body}");
+
+    // ClusterTrustBundles naming a signer need attest: 403 without it.
+    let ca = signer.ca().trust_bundle_pem().to_string();
+    let bundle = json!({"apiVersion": "certificates.k8s.io/v1beta1", "kind": "ClusterTrustBundle",
+        "metadata": {"name": "example.com:spiffe:ca"}, "spec": {"signerName": "example.com/spiffe", "trustBundle": ca}});
+    let ctbs = "/apis/certificates.k8s.io/v1beta1/clustertrustbundles";
+    let ctb_rule = json!({"apiGroups": ["certificates.k8s.io"], "resources": ["clustertrustbundles"], "verbs": ["create"]});
+    grant(&f, "publisher", "publisher", json!([ctb_rule]));
+    let publisher = client_as(&f, "publisher", None).await;
+    let (code, body) = send(&publisher, "POST", ctbs, &bundle).await;
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("user not permitted to attest for signerName \"example.com/spiffe\""),
+        "{body}"
+    );
+    grant(
+        &f,
+        "publisher",
+        "publisher",
+        json!([ctb_rule, {"apiGroups": ["certificates.k8s.io"], "resources": ["signers"], "resourceNames": ["example.com/spiffe"], "verbs": ["attest"]}]),
+    );
+    let (code, body) = send(&publisher, "POST", ctbs, &bundle).await;
+    assert_eq!(code, 201, "{body}");
+
+    // Impersonation: only for those allowed; the impersonated user's own grants apply.
+    let (code, body) = send(
+        &client_as(&f, "nobody", Some("signer")).await,
+        "PUT",
+        &path,
+        &write,
+    )
+    .await;
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot impersonate"),
+        "{body}"
+    );
+    let admin_as_nobody =
+        client_as(&f, podcert_tests::apiserver::authz::ADMIN, Some("nobody")).await;
+    let (code, body) = send(
+        &admin_as_nobody,
+        "GET",
+        "/apis/certificates.k8s.io/v1beta1/namespaces/ns/podcertificaterequests",
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(
+        code, 403,
+        "the admin acting as nobody has nobody's grants: {body}"
+    );
+}

@@ -807,19 +807,14 @@ impl Shared {
                 replacement["status"] = old.get("status").cloned().unwrap_or(Value::Null);
             }
             let mut candidate = replacement;
-            // Spec fields are immutable (checked above): nothing cryptographic changes.
-            if let Err(r) = self.admit(route, &mut candidate, false) {
-                return *r;
-            }
             if route.rt.plural == "clustertrustbundles" {
-                if candidate["spec"]["signerName"] != old["spec"]["signerName"] {
+                let causes = validate::cluster_trust_bundle_update(&old, &candidate);
+                if !causes.is_empty() {
                     return status_error(
                         422,
                         "Invalid",
-                        format!(
-                            "ClusterTrustBundle.certificates.k8s.io {name:?} is invalid: spec.signerName: Invalid value: field is immutable"
-                        ),
-                        &[validate::cause("spec.signerName", "field is immutable")],
+                        format!("ClusterTrustBundle.certificates.k8s.io {name:?} is invalid"),
+                        &causes,
                     );
                 }
                 if let Some(refused) = attest(
@@ -831,6 +826,9 @@ impl Shared {
                 ) {
                     return refused;
                 }
+            } else if let Err(r) = self.admit(route, &mut candidate, false) {
+                // Spec fields are immutable (checked above): nothing cryptographic changes.
+                return *r;
             }
             candidate["apiVersion"] = old["apiVersion"].clone();
             stored = candidate;

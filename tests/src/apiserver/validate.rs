@@ -159,7 +159,11 @@ fn is_zero(v: &Value) -> bool {
 }
 
 fn semantically_equal(a: &Value, b: &Value) -> bool {
-    semantic(a) == semantic(b)
+    let zeroed = |v: &Value| {
+        let v = semantic(v);
+        if is_zero(&v) { Value::Null } else { v }
+    };
+    zeroed(a) == zeroed(b)
 }
 
 /// `metav1validation.ValidateConditions`: every Kubernetes condition's rules.
@@ -370,16 +374,28 @@ fn issued(old: &Value, status: &Value, now: Timestamp) -> Vec<Cause> {
         timestamp(status.get("notAfter")),
         timestamp(status.get("beginRefreshAt")),
     );
-    for (value, field) in [
-        (nb, "notBefore"),
-        (na, "notAfter"),
-        (refresh, "beginRefreshAt"),
+    for (value, field, detail) in [
+        (
+            nb,
+            "notBefore",
+            "must be present and consistent with the issued certificate",
+        ),
+        (
+            na,
+            "notAfter",
+            "must be present and consistent with the issued certificate",
+        ),
+        (
+            refresh,
+            "beginRefreshAt",
+            "must be present and in the range [notbefore+10min, notafter-10min]",
+        ),
     ] {
         if value.is_none() {
             causes.push(Cause::new(
                 "FieldValueRequired",
                 format!("status.{field}"),
-                "Required value",
+                format!("Required value: {detail}"),
             ));
         }
     }
@@ -453,6 +469,19 @@ fn issued(old: &Value, status: &Value, now: Timestamp) -> Vec<Cause> {
     Vec::new()
 }
 
+/// `ValidateClusterTrustBundleUpdate`: the bundle's own rules — its PEM parsed only if it
+/// changed — and `spec.signerName` immutable.
+pub fn cluster_trust_bundle_update(old: &Value, new: &Value) -> Vec<Cause> {
+    let mut causes = cluster_trust_bundle(new);
+    if new["spec"]["trustBundle"] == old["spec"]["trustBundle"] {
+        causes.retain(|c| c.field != "spec.trustBundle");
+    }
+    if new["spec"]["signerName"] != old["spec"]["signerName"] {
+        causes.push(cause("spec.signerName", "field is immutable"));
+    }
+    causes
+}
+
 /// `ValidateClusterTrustBundle`: the name (`ValidateClusterTrustBundleName`), the signer name
 /// (`ValidateSignerName`) and the bundle (`validateTrustBundle`).
 pub fn cluster_trust_bundle(obj: &Value) -> Vec<Cause> {
@@ -472,52 +501,113 @@ pub fn cluster_trust_bundle(obj: &Value) -> Vec<Cause> {
                 .map(|e| cause("spec.signerName", e)),
         );
     }
-    let bundle = obj["spec"]["trustBundle"].as_str().unwrap_or("");
-    if bundle.len() > 1024 * 1024 {
-        causes.push(cause("spec.trustBundle", "must be at most 1 MiB"));
+    causes.extend(trust_bundle_causes(
+        obj["spec"]["trustBundle"].as_str().unwrap_or(""),
+    ));
+    causes
+}
+
+/// `validateTrustBundle`: at most 1 MiB; every PEM block a CERTIFICATE without headers that
+/// parses as a CA; no duplicates; at least one.
+pub fn trust_bundle_causes(bundle: &str) -> Vec<Cause> {
+    const FIELD: &str = "spec.trustBundle";
+    if let Some(c) = too_long(FIELD, bundle.len(), 1024 * 1024) {
+        return vec![c];
     }
-    let blocks = match pem::parse_many(bundle) {
-        Ok(b) if !b.is_empty() => b,
-        _ => {
-            return [
-                causes,
-                vec![cause(
-                    "spec.trustBundle",
-                    "must hold at least one PEM certificate",
-                )],
-            ]
-            .concat();
-        }
-    };
-    let mut seen = Vec::new();
-    for (i, b) in blocks.iter().enumerate() {
-        if b.tag() != "CERTIFICATE" || b.headers().iter().next().is_some() {
+    let mut causes = Vec::new();
+    let mut seen: Vec<(Vec<u8>, Vec<usize>)> = Vec::new();
+    for (i, block) in go_pem_blocks(bundle).into_iter().enumerate() {
+        if block.kind != "CERTIFICATE" {
             causes.push(cause(
-                "spec.trustBundle",
-                format!("block {i} is not a CERTIFICATE block without headers"),
+                FIELD,
+                format!("entry {i} has bad block type: {}", block.kind),
             ));
             continue;
         }
-        match X509Certificate::from_der(b.contents()) {
-            Ok((_, c)) if c.is_ca() => {}
-            Ok(_) => causes.push(cause(
-                "spec.trustBundle",
-                format!("certificate {i} is not a CA"),
-            )),
-            Err(_) => causes.push(cause(
-                "spec.trustBundle",
-                format!("block {i} does not parse"),
-            )),
+        if block.has_headers {
+            causes.push(cause(FIELD, format!("entry {i} has PEM block headers")));
+            continue;
         }
-        if seen.contains(&b.contents()) {
-            causes.push(cause(
-                "spec.trustBundle",
-                format!("certificate {i} is a duplicate"),
-            ));
+        match X509Certificate::from_der(&block.bytes) {
+            Err(_) => {
+                causes.push(cause(FIELD, format!("entry {i} does not parse as X.509")));
+                continue;
+            }
+            Ok((_, c)) if !c.is_ca() => {
+                causes.push(cause(
+                    FIELD,
+                    format!("entry {i} does not have the CA bit set"),
+                ));
+                continue;
+            }
+            Ok(_) => {}
         }
-        seen.push(b.contents());
+        match seen.iter_mut().find(|(b, _)| *b == block.bytes) {
+            Some((_, indices)) => indices.push(i),
+            None => seen.push((block.bytes, vec![i])),
+        }
+    }
+    if !causes.is_empty() {
+        return causes;
+    }
+    if seen.is_empty() {
+        causes.push(cause(FIELD, "at least one trust anchor must be provided"));
+    }
+    for (_, indices) in seen.iter().filter(|(_, i)| i.len() > 1) {
+        let list: Vec<String> = indices.iter().map(usize::to_string).collect();
+        causes.push(cause(
+            FIELD,
+            format!("duplicate trust anchor (indices [{}])", list.join(" ")),
+        ));
     }
     causes
+}
+
+/// One PEM block as Go's `encoding/pem.Decode` reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GoPemBlock {
+    pub kind: String,
+    pub has_headers: bool,
+    pub bytes: Vec<u8>,
+}
+
+/// The blocks Go's `encoding/pem` finds in `text`, in order: text between blocks is
+/// skipped, `Key: Value` lines at the start of a block are headers, and spaces, tabs and
+/// line breaks inside the base64 body are ignored. A block whose body is not base64 is
+/// skipped, as Go skips it.
+pub fn go_pem_blocks(text: &str) -> Vec<GoPemBlock> {
+    let mut blocks = Vec::new();
+    let mut rest = text;
+    while let Some(begin) = rest.find("-----BEGIN ") {
+        let after = &rest[begin + "-----BEGIN ".len()..];
+        let Some(type_end) = after.find("-----") else {
+            break;
+        };
+        let kind = &after[..type_end];
+        let body_start = &after[type_end + 5..];
+        let end_marker = format!("-----END {kind}-----");
+        let Some(end) = body_start.find(&end_marker) else {
+            rest = body_start;
+            continue;
+        };
+        let body = &body_start[..end];
+        rest = &body_start[end + end_marker.len()..];
+        let lines: Vec<&str> = body.lines().skip_while(|l| l.trim().is_empty()).collect();
+        let headers = lines.iter().take_while(|l| l.contains(':')).count();
+        let data: String = lines[headers..]
+            .iter()
+            .flat_map(|l| l.chars())
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(data) {
+            blocks.push(GoPemBlock {
+                kind: kind.to_string(),
+                has_headers: headers > 0,
+                bytes,
+            });
+        }
+    }
+    blocks
 }
 
 /// What kind of key a SubjectPublicKeyInfo holds, as Go's `x509.ParsePKIXPublicKey` sees it.
@@ -689,14 +779,25 @@ pub fn pcr_create(obj: &Value, version: &str, check_crypto: bool) -> Vec<Cause> 
         b64(spec.get("proofOfPossession")),
         b64(spec.get("stubPKCS10Request")),
     );
+    // Sizes first, as upstream checks them before anything else about the key material.
+    if let Some(c) = too_long(
+        "spec.pkixPublicKey",
+        pkix.as_ref().map_or(0, Vec::len),
+        MAX_PKIX_PUBLIC_KEY_SIZE,
+    )
+    .or_else(|| {
+        too_long(
+            "spec.proofOfPossession",
+            proof.as_ref().map_or(0, Vec::len),
+            MAX_PROOF_OF_POSSESSION_SIZE,
+        )
+    }) {
+        return vec![c];
+    }
     match (pkix, proof, stub) {
         (None, None, Some(csr)) => causes.extend(stub_csr_causes(&csr)),
-        (Some(spki), Some(proof), None) if version != "v1" => {
-            causes.extend(too_long("spec.pkixPublicKey", spki.len(), MAX_PKIX_PUBLIC_KEY_SIZE));
-            causes.extend(too_long("spec.proofOfPossession", proof.len(), MAX_PROOF_OF_POSSESSION_SIZE));
-            if causes.is_empty() {
-                causes.extend(pkix_causes(&spki, &proof, text("podUID")));
-            }
+        (Some(spki), proof, None) if version != "v1" => {
+            causes.extend(pkix_causes(&spki, &proof.unwrap_or_default(), text("podUID")));
         }
         (None, None, None) if version == "v1" => causes.push(Cause::new(
             "FieldValueRequired",
