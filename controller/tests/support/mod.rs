@@ -33,15 +33,8 @@ pub fn rendered_manifests() -> &'static [serde_json::Value] {
 /// would create them: every e2e signer runs under exactly this RBAC.
 pub fn install_shipped_rbac(server: &TestApiServer) {
     for obj in rendered_manifests() {
-        let plural = match obj["kind"].as_str() {
-            Some("Role") => "roles",
-            Some("RoleBinding") => "rolebindings",
-            Some("ClusterRole") => "clusterroles",
-            Some("ClusterRoleBinding") => "clusterrolebindings",
-            _ => continue,
-        };
-        let ns = obj["metadata"]["namespace"].as_str().unwrap_or("");
-        server.put(plural, ns, obj.clone());
+        // JSON is YAML; objects of other kinds are skipped.
+        server.install_rbac_yaml(&obj.to_string());
     }
 }
 

@@ -784,7 +784,7 @@ impl Shared {
                         &[Cause::new(
                             "FieldValueForbidden",
                             "spec.signerName",
-                            message,
+                            format!("Forbidden: {message}"),
                         )],
                     );
                 }

@@ -60,6 +60,8 @@ pub struct ServerOptions {
     pub history_limit: usize,
     /// PCRs older than this are deleted (kube-controller-manager does it at 30 minutes).
     pub pcr_gc_after: Duration,
+    /// Where to listen: a loopback address (port 0 picks a free port).
+    pub listen: std::net::SocketAddr,
 }
 
 impl ServerOptions {
@@ -70,6 +72,7 @@ impl ServerOptions {
             ctb_versions: vec!["v1beta1"],
             history_limit: 100_000,
             pcr_gc_after: Duration::from_secs(1800),
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         }
     }
 
@@ -367,7 +370,15 @@ fn tls_config() -> (Arc<rustls::ServerConfig>, String) {
 
 impl TestApiServer {
     /// Starts a server on its own thread and runtime, so it outlives any test's runtime.
+    ///
+    /// # Panics
+    /// If `options.listen` is not a loopback address: this server is for tests only.
     pub fn start(options: ServerOptions) -> TestApiServer {
+        assert!(
+            options.listen.ip().is_loopback(),
+            "the test API server listens on loopback only, not {}",
+            options.listen
+        );
         let shared = Arc::new(Shared {
             resources: options.resources(),
             store: Mutex::new(Store::new(options.history_limit)),
@@ -380,6 +391,7 @@ impl TestApiServer {
         let (port_tx, port_rx) = std::sync::mpsc::channel();
         let s = shared.clone();
         let gc_after = options.pcr_gc_after;
+        let listen = options.listen;
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -387,7 +399,7 @@ impl TestApiServer {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let listener = TcpListener::bind(listen).await.expect("the listen address is free");
                 port_tx.send(listener.local_addr().unwrap().port()).unwrap();
                 let acceptor = tokio_rustls::TlsAcceptor::from(tls);
                 tokio::spawn(gc(s.clone(), gc_after));
@@ -456,6 +468,29 @@ impl TestApiServer {
         self.shared.store.lock().unwrap().compact();
         self.shared.snapshots.lock().unwrap().kept.clear();
         self.shared.faults.drop_watches();
+    }
+
+    /// Stores every Role, RoleBinding, ClusterRole and ClusterRoleBinding of a multi-document
+    /// JSON or YAML text (what `kubectl kustomize` renders); returns how many.
+    pub fn install_rbac_yaml(&self, text: &str) -> usize {
+        let objects: Vec<Value> = serde_saphyr::from_multiple(text).expect("RBAC YAML parses");
+        let mut installed = 0;
+        for obj in objects {
+            let plural = match obj["kind"].as_str() {
+                Some("Role") => "roles",
+                Some("RoleBinding") => "rolebindings",
+                Some("ClusterRole") => "clusterroles",
+                Some("ClusterRoleBinding") => "clusterrolebindings",
+                _ => continue,
+            };
+            let ns = obj["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            self.put(plural, &ns, obj);
+            installed += 1;
+        }
+        installed
     }
 
     /// The stored object, as stored.
