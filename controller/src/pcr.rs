@@ -1,6 +1,6 @@
 //! PodCertificateRequests in whichever version the cluster serves, and their status.
 //!
-//! k8s-openapi's `v1beta1` spec is a superset of every version's (SPEC §1): `pkixPublicKey`
+//! k8s-openapi's `v1beta1` spec is a superset of every version's (contract §1): `pkixPublicKey`
 //! and `proofOfPossession` optional (v1alpha1, 1.35-style v1beta1), `stubPKCS10Request`
 //! defaulted (1.36-style v1beta1, v1). So one [`Pcr`] type — a `kube::core::Object` typed by
 //! the [`ApiResource`] found at start — reads all of them, and one code path writes status.
@@ -107,7 +107,7 @@ fn time(t: std::time::SystemTime) -> Time {
     Time(Timestamp::from_second(unix_seconds(t)).expect("issued times are in range"))
 }
 
-/// The status for `decision`, with a condition timestamped `now` (SPEC §4: one condition,
+/// The status for `decision`, with a condition timestamped `now` (contract §4: one condition,
 /// status True, a valid reason, a non-zero lastTransitionTime; Denied carries nothing else).
 pub fn status_for(
     decision: &Decision,

@@ -325,7 +325,7 @@ async fn the_rbac_allows_every_call_the_controller_makes_and_nothing_it_does_not
             r.path,
             r.query
         );
-        // The API server's own checks behind these writes (SPEC §4, §6).
+        // The API server's own checks behind these writes (contract §4, §6).
         if resource == "podcertificaterequests/status" {
             assert!(allowed(
                 &rbac,
@@ -363,7 +363,7 @@ async fn the_rbac_allows_every_call_the_controller_makes_and_nothing_it_does_not
     }
 }
 
-/// The example manifests: typed objects, with projections that follow SPEC §5/§6.
+/// The example manifests: typed objects, with projections that follow contract §5/§6.
 #[test]
 fn the_example_manifests_are_valid_and_select_the_signers_trust_bundle() {
     use k8s_openapi::api::{apps::v1 as apps, core::v1 as core};
@@ -423,7 +423,7 @@ fn the_example_manifests_are_valid_and_select_the_signers_trust_bundle() {
         if let Some(ctb) = s.get("clusterTrustBundle") {
             bundles += 1;
             assert_eq!(ctb["signerName"], signer.as_str());
-            // An unset selector matches nothing (SPEC §6); ours selects the bundle's label.
+            // An unset selector matches nothing (contract §6); ours selects the bundle's label.
             assert_eq!(
                 ctb["labelSelector"]["matchLabels"]["app.kubernetes.io/name"],
                 "podcert-signer"

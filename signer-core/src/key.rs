@@ -1,6 +1,6 @@
 //! Subject keys: which public keys a pod may ask us to certify, and how their signatures are checked.
 //!
-//! The API server admits exactly six key types (SPEC §2): Ed25519, ECDSA P-256/P-384/P-521 and
+//! The API server admits exactly six key types (contract §2): Ed25519, ECDSA P-256/P-384/P-521 and
 //! RSA with a 3072- or 4096-bit modulus. [`SubjectKey::from_spki_der`] classifies a DER
 //! SubjectPublicKeyInfo into one of them or refuses it with a message that suggests a supported
 //! type. [`SubjectKey::verify`] checks a signature made by that key with one of the

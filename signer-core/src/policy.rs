@@ -4,7 +4,7 @@
 //! [`Policy::new`] validates all of it once, at start, and refuses a bad value with a
 //! [`ConfigError`] that names the setting. Per request the policy only does arithmetic:
 //! [`Policy::validity`] computes notBefore/notAfter/beginRefreshAt in whole seconds so that
-//! they satisfy SPEC §4 exactly.
+//! they satisfy contract §4 exactly.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -243,7 +243,7 @@ mod tests {
         let now = from_unix_seconds(NOW);
         assert_eq!(p.validity(86_400 * 30, now).unwrap().lifetime(), 86_400);
         assert_eq!(p.validity(7200, now).unwrap().lifetime(), 7200);
-        // SPEC §4: with maxExpirationSeconds 3600 the lifetime is exactly 3600.
+        // contract §4: with maxExpirationSeconds 3600 the lifetime is exactly 3600.
         let v = p.validity(3600, now).unwrap();
         assert_eq!(v.lifetime(), 3600);
         assert_eq!(v.not_before, NOW - 120);

@@ -1,6 +1,6 @@
 //! Proof of possession: does the requester hold the private key of the key it asks us to certify?
 //!
-//! Two formats exist (SPEC §3). The 1.34/1.35 kubelet signs the ASCII pod UID with the key
+//! Two formats exist (contract §3). The 1.34/1.35 kubelet signs the ASCII pod UID with the key
 //! (Ed25519 plain; ECDSA with SHA-256 on every curve; RSA-PSS SHA-256 at any salt length, as the API server admits). The
 //! 1.36+ kubelet sends a stub PKCS#10 request made by Go's `x509.CreateCertificateRequest`
 //! with an empty template: its own signature is the proof, and it must carry nothing else —

@@ -101,7 +101,7 @@ pub enum Decision {
     Deny(Denial),
 }
 
-/// An issued certificate chain and the times the status must carry (SPEC §4).
+/// An issued certificate chain and the times the status must carry (contract §4).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Issued {
     /// PEM: the leaf first, then intermediates; never the root.
@@ -197,7 +197,7 @@ impl fmt::Display for DenyReason {
 mod tests {
     use super::*;
 
-    /// SPEC §4: reasons must match `^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$`.
+    /// contract §4: reasons must match `^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$`.
     #[test]
     fn every_reason_is_a_valid_condition_reason() {
         for r in DenyReason::ALL {

@@ -2,7 +2,7 @@
 //!
 //! [`Signer::decide`] runs the checks cheapest first — annotations, identity names, key type,
 //! proof of possession, lifetime — and either denies with the first failed check's reason or
-//! signs an X.509-SVID (SPEC §7) for the requested key. Errors are reserved for what is not
+//! signs an X.509-SVID (contract §7) for the requested key. Errors are reserved for what is not
 //! the request's fault (the CA expires too soon, signing failed): the controller retries
 //! those and never writes them as `Denied` or `Failed`.
 
@@ -107,7 +107,7 @@ impl Signer {
     ) -> Result<Issued, IssueError> {
         let sign_err = |e: rcgen::Error| IssueError::Sign(e.to_string());
         let mut params = CertificateParams::default();
-        // SPEC §7: empty subject, so rcgen marks the (single, URI) SAN extension critical.
+        // contract §7: empty subject, so rcgen marks the (single, URI) SAN extension critical.
         params.distinguished_name = DistinguishedName::new();
         params.subject_alt_names = vec![SanType::URI(
             spiffe_id.as_str().try_into().map_err(sign_err)?,

@@ -1,6 +1,6 @@
 //! SPIFFE identities: trust domains, SPIFFE IDs and the template that names a pod's identity.
 //!
-//! Every rule of SPEC §7 is checked once, when the operator configures the signer: a
+//! Every rule of contract §7 is checked once, when the operator configures the signer: a
 //! [`SpiffeIdTemplate`] only accepts templates that yield a valid SPIFFE ID for every valid
 //! Kubernetes namespace and service-account name, so rendering on the hot path is string
 //! concatenation. The only inputs are verified fields — the request's namespace and service
@@ -64,7 +64,7 @@ impl fmt::Display for TrustDomain {
 pub struct SpiffeId(String);
 
 impl SpiffeId {
-    /// Parses and validates a SPIFFE ID per SPEC §7.
+    /// Parses and validates a SPIFFE ID per contract §7.
     pub fn parse(id: &str) -> Result<Self, SpiffeError> {
         if id.len() > 2048 {
             return Err(err("SPIFFE ID is longer than 2048 bytes"));

@@ -1,4 +1,4 @@
-//! The test API server's own tests: for each rule of SPEC §4 (PCR status) and §6
+//! The test API server's own tests: for each rule of contract §4 (PCR status) and §6
 //! (ClusterTrustBundle), a write the real API server rejects is rejected here with the same
 //! HTTP code and field path, and a correct write is accepted. A test server that accepted
 //! what kube-apiserver refuses would let signer bugs through.

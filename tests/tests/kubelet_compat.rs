@@ -1,6 +1,6 @@
 //! signer-core against the real thing: requests made by Go exactly as the kubelet makes them
-//! (SPEC §3), certificates judged by Go's crypto/x509, `openssl verify` and py-spiffe
-//! (SPEC §4, §7).
+//! (contract §3), certificates judged by Go's crypto/x509, `openssl verify` and py-spiffe
+//! (contract §4, §7).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

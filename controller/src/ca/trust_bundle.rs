@@ -1,6 +1,6 @@
 //! Publishing the CA roots in a ClusterTrustBundle, through CA rotations.
 //!
-//! The bundle is named `<signer-name with / as :>:<suffix>` (SPEC §6), carries
+//! The bundle is named `<signer-name with / as :>:<suffix>` (contract §6), carries
 //! `spec.signerName` and labels naming the signer and trust domain, and holds the current CA's
 //! root(s) plus every *retired* root that may still have valid leaves: when the CA is
 //! replaced, the old roots stay until the last leaf they signed has expired (at most the

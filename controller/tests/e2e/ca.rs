@@ -169,7 +169,7 @@ async fn a_byo_intermediate_ca_is_used_and_followed_when_it_changes() {
     .await;
     let bundle = cluster.trust_bundle().await;
     assert_scenario_invariants(&cluster, &created, &outcomes, &bundle);
-    // SPEC §6: the old root stays published (leaves under it are still valid), and the new
+    // contract §6: the old root stays published (leaves under it are still valid), and the new
     // root was published before the first certificate was signed under the new CA.
     let first_line = |pem: &str| pem.lines().nth(1).unwrap().to_string();
     assert!(

@@ -1,14 +1,18 @@
 //! An in-process Kubernetes API test server, behaving like kube-apiserver on every path the
-//! signer touches.
+//! signer and the kubelet touch.
 //!
-//! It serves HTTPS on 127.0.0.1 with a CA of its own, and [`TestApiServer::write_kubeconfig`]
-//! writes an ordinary kubeconfig for it, so the real `podcert-signer` binary connects as it
-//! would to a cluster. It serves discovery, PodCertificateRequests in the versions a given
-//! Kubernetes release serves ([`ServerOptions`]), ClusterTrustBundles or not, Secrets, Leases
-//! and Events; enforces the PCR status rules of SPEC §4 and the trust-bundle rules of §6 with
-//! the real error shapes; garbage-collects old PCRs; and injects faults on demand
-//! ([`Faults`]): 429/500 storms, refused writes, slow answers, stalled or dropped watches,
-//! 409s on status writes, and restarts that lose every watch and the change history.
+//! It serves HTTPS on a loopback address with a CA of its own, and
+//! [`TestApiServer::write_kubeconfig`] writes an ordinary kubeconfig for it, so the real
+//! `podcert-signer` binary (and `kubectl`, through `podcert-apiserver`) connects as to a
+//! cluster. It serves discovery (no OpenAPI), PodCertificateRequests in the versions a given
+//! release serves ([`ServerOptions`]) with upstream's conversion, ClusterTrustBundles or not,
+//! Secrets, Leases, Events and RBAC objects. It authenticates by bearer token, impersonates,
+//! and authorizes as the RBAC authorizer does, with `sign` and `attest` ([`authz`]); validates
+//! creation, updates and status writes as upstream's validation and strategies do
+//! ([`validate`], `docs/pcr-contract.md`); pages lists from snapshots; garbage-collects old
+//! PCRs; and injects faults on demand ([`Faults`]): 429/500 storms, refused writes, slow
+//! answers, failing lists, stalled or dropped watches, 409s on status writes, and restarts
+//! that lose every watch and the change history.
 
 pub mod authz;
 mod http;

@@ -1,6 +1,8 @@
-//! What the test API server refuses, rule by rule as `../shared/SPEC.md` §4 and §6 state
-//! kube-apiserver refuses it: each violation is a [`Cause`] with the field path the real
-//! server reports, and any cause makes the write a 422 Invalid.
+//! What the test API server refuses, rule by rule as kube-apiserver refuses it
+//! (`docs/pcr-contract.md` §2, §4 and §6): each function names the upstream validation it
+//! mirrors and reports each violation as a [`Cause`] with the field, the `field.ErrorType`
+//! reason and the message the real server reports; any cause makes the write a 422 Invalid.
+//! Upstream's own test cases check it (`tests/tests/upstream_conformance.rs`).
 
 use std::str::FromStr;
 
