@@ -373,6 +373,14 @@ mod tests {
         json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": reason, "reason": reason, "code": code})
     }
 
+    async fn json_body(req: Request<Body>) -> Value {
+        let bytes = http_body_util::BodyExt::collect(req.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
     /// Expects the status write; answers `code`; returns the status that was written.
     async fn expect_status_write(handle: &mut ApiHandle, code: u16) -> Value {
         let (req, send) = handle.next_request().await.expect("a status write");
@@ -381,13 +389,7 @@ mod tests {
             req.uri().path(),
             "/apis/certificates.k8s.io/v1beta1/namespaces/shop/podcertificaterequests/req-abc/status"
         );
-        let body: Value = serde_json::from_slice(
-            &http_body_util::BodyExt::collect(req.into_body())
-                .await
-                .unwrap()
-                .to_bytes(),
-        )
-        .unwrap();
+        let body = json_body(req).await;
         assert_eq!(
             body["metadata"]["resourceVersion"], "42",
             "the cached resourceVersion is carried"
@@ -541,13 +543,7 @@ mod tests {
     async fn expect_event(handle: &mut ApiHandle, reason: &str) -> String {
         let (req, send) = handle.next_request().await.expect("an Event");
         assert_eq!(req.method(), "POST");
-        let body: Value = serde_json::from_slice(
-            &http_body_util::BodyExt::collect(req.into_body())
-                .await
-                .unwrap()
-                .to_bytes(),
-        )
-        .unwrap();
+        let body = json_body(req).await;
         assert_eq!(
             (body["type"].as_str(), body["reason"].as_str()),
             (Some("Warning"), Some(reason)),

@@ -46,3 +46,27 @@ pub async fn kube_config(kubeconfig: &std::path::Path) -> kube::Config {
 pub async fn kube_client(kubeconfig: &std::path::Path) -> kube::Client {
     kube::Client::try_from(kube_config(kubeconfig).await).expect("a kube client")
 }
+
+/// Sends `body` as JSON with `method` to `path` and returns the status code and the JSON
+/// answer (`null` if it is not JSON): the raw REST calls the API rule tests make.
+pub async fn send_json(
+    client: &kube::Client,
+    method: &str,
+    path: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    use http_body_util::BodyExt;
+    let req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json")
+        .body(kube::client::Body::from(body.to_string().into_bytes()))
+        .expect("a valid request");
+    let resp = client.send(req).await.expect("the server answers");
+    let code = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.expect("a body").to_bytes();
+    (
+        code,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
+}

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use http_body_util::BodyExt;
 use podcert_tests::apiserver::{ServerOptions, TestApiServer};
 use podcert_tests::kubelet::{Format, Kubelet, PodRequest};
 use serde_json::{Value, json};
@@ -33,16 +32,7 @@ async fn fixture() -> Fixture {
 }
 
 async fn send(client: &kube::Client, method: &str, path: &str, body: &Value) -> (u16, Value) {
-    let req = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("content-type", "application/json")
-        .body(kube::client::Body::from(body.to_string().into_bytes()))
-        .unwrap();
-    let resp = client.send(req).await.unwrap();
-    let code = resp.status().as_u16();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (code, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    podcert_tests::send_json(client, method, path, body).await
 }
 
 fn signer(max_lifetime: Duration) -> Signer {

@@ -13,7 +13,6 @@
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
-use http_body_util::BodyExt;
 use podcert_tests::apiserver::{ServerOptions, TestApiServer};
 use podcert_tests::fixtures::kubelet_keys;
 use podcert_tests::oracles::go_prove;
@@ -44,16 +43,7 @@ async fn fixture() -> Fixture {
 }
 
 async fn send(f: &Fixture, method: &str, path: &str, body: &Value) -> (u16, Value) {
-    let req = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("content-type", "application/json")
-        .body(kube::client::Body::from(body.to_string().into_bytes()))
-        .unwrap();
-    let resp = f.client.send(req).await.unwrap();
-    let code = resp.status().as_u16();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (code, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    podcert_tests::send_json(&f.client, method, path, body).await
 }
 
 fn check(row: &str, (code, body): (u16, Value), expect: &Expect) {
