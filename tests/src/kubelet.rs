@@ -145,7 +145,14 @@ impl Kubelet {
     }
 
     /// PCR bodies for `pods`; proofs for the whole batch come from one Go oracle run.
+    ///
+    /// # Panics
+    /// For a pkix request through `v1`: v1 has no such fields, no kubelet files one.
     pub fn bodies(&self, pods: &[PodRequest]) -> Vec<(Value, Vec<u8>)> {
+        assert!(
+            !(self.resource.version == "v1" && pods.iter().any(|p| p.format == Format::Pkix)),
+            "a pkix request through certificates.k8s.io/v1 is impossible upstream"
+        );
         let uids: Vec<String> = pods
             .iter()
             .map(|p| p.pod_uid.clone().unwrap_or_else(crate::random_uid))

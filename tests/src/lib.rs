@@ -8,6 +8,7 @@ pub mod apiserver;
 pub mod fixtures;
 pub mod kubelet;
 pub mod oracles;
+pub mod podcertificate;
 
 /// A random UUID (version 4 form), as the API server gives objects and pods.
 pub fn random_uid() -> String {

@@ -47,6 +47,7 @@ fn signal(p: &SignerProcess, sig: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_under_random_faults_kills_and_stops_lose_nothing_and_keep_one_ca() {
+    let _machine = heavy_scenario().await;
     let seed = env_or("PODCERT_CHAOS_SEED", {
         let mut b = [0u8; 8];
         getrandom_seed(&mut b);

@@ -12,5 +12,6 @@ mod chaos;
 mod faults;
 mod issuance;
 mod leadership;
+mod refresh;
 mod reliability;
 mod versions;

@@ -474,3 +474,11 @@ pub async fn assert_burst_issued(
     assert_eq!(count_issued(&outcomes), n, "{context}");
     bundle
 }
+
+/// Held by the heavy scenarios (chaos, the 200-pod refresh soak) so that they run one at a
+/// time: on two cores, two of them at once starve each other's signers and measure the
+/// machine, not the signer. Shorter scenarios still run beside them.
+pub async fn heavy_scenario() -> tokio::sync::MutexGuard<'static, ()> {
+    static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    HEAVY.lock().await
+}
