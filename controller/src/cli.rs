@@ -224,7 +224,7 @@ impl Args {
         let identity = self.identity.clone().unwrap_or_else(default_identity);
         Ok(Config {
             signer_name: self.signer_name.clone(),
-            policy,
+            policy: std::sync::Arc::new(policy),
             ca: CaConfig {
                 secret: ca_secret,
                 key_type: self.ca_key_type,

@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use signer_core::{CaKeyType, Policy};
@@ -14,7 +15,8 @@ use signer_core::{CaKeyType, Policy};
 #[derive(Debug, Clone)]
 pub struct Config {
     pub signer_name: String,
-    pub policy: Policy,
+    /// Shared by every signer this process builds (one per CA it signs with).
+    pub policy: Arc<Policy>,
     pub ca: CaConfig,
     pub concurrency: u16,
     pub admin_addr: SocketAddr,

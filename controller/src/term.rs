@@ -94,8 +94,10 @@ async fn run_term(parts: &Arc<Parts>, token: &CancellationToken) -> TermEnd {
     if publish(parts, &ca, token).await.is_none() {
         return TermEnd::Stopped;
     }
-    let policy = Arc::new(parts.config.policy.clone());
-    let (signer_tx, signer_rx) = watch::channel(Arc::new(Signer::new(policy, ca.ca.clone())));
+    let (signer_tx, signer_rx) = watch::channel(Arc::new(Signer::new(
+        parts.config.policy.clone(),
+        ca.ca.clone(),
+    )));
 
     let Parts {
         cluster, config, ..
@@ -246,7 +248,7 @@ async fn keep_ca(
                 return;
             }
             signer.send_replace(Arc::new(Signer::new(
-                Arc::new(parts.config.policy.clone()),
+                parts.config.policy.clone(),
                 known.ca.clone(),
             )));
             info!(subject = known.ca.subject(), "signing with the new CA");

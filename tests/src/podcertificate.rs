@@ -19,7 +19,7 @@
 //! how the refresh load spread over time.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::signature::KeyPair as _;
@@ -451,10 +451,6 @@ impl Manager {
         r.issuance_p50_s = l.get(l.len() / 2).copied().unwrap_or(0.0);
         r.issuance_max_s = l.last().copied().unwrap_or(0.0);
         r
-    }
-
-    pub fn virtual_now(&self) -> Duration {
-        Duration::from_secs_f64(self.now_v())
     }
 }
 

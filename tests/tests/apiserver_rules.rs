@@ -13,22 +13,10 @@ use serde_json::{Value, json};
 use signer_core::time::unix_seconds;
 use signer_core::*;
 
-struct Fixture {
-    server: TestApiServer,
-    client: kube::Client,
-    _dir: tempfile::TempDir,
-}
+type Fixture = podcert_tests::apiserver::Served;
 
 async fn fixture() -> Fixture {
-    let server = TestApiServer::start(ServerOptions::v1beta1());
-    let dir = tempfile::tempdir().unwrap();
-    let path = server.write_kubeconfig(dir.path());
-    let client = podcert_tests::kube_client(&path).await;
-    Fixture {
-        server,
-        client,
-        _dir: dir,
-    }
+    Fixture::start(ServerOptions::v1beta1()).await
 }
 
 async fn send(client: &kube::Client, method: &str, path: &str, body: &Value) -> (u16, Value) {

@@ -25,21 +25,10 @@ const UID1: &str = "pod-uid-1";
 /// What a row expects: `None` accepted, else the causes as (field, reason, message fragment).
 type Expect = Option<Vec<(&'static str, &'static str, &'static str)>>;
 
-struct Fixture {
-    server: TestApiServer,
-    client: kube::Client,
-    _dir: tempfile::TempDir,
-}
+type Fixture = podcert_tests::apiserver::Served;
 
 async fn fixture() -> Fixture {
-    let server = TestApiServer::start(ServerOptions::v1beta1());
-    let dir = tempfile::tempdir().unwrap();
-    let client = podcert_tests::kube_client(&server.write_kubeconfig(dir.path())).await;
-    Fixture {
-        server,
-        client,
-        _dir: dir,
-    }
+    Fixture::start(ServerOptions::v1beta1()).await
 }
 
 async fn send(f: &Fixture, method: &str, path: &str, body: &Value) -> (u16, Value) {

@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ObjectMeta, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, Resource};
+use kube::{Api, Client};
 use signer_core::{Ca, CaPem};
 
 use crate::config::ObjectName;
@@ -138,16 +138,13 @@ impl SecretStore {
 
     /// The Secret as an Event's subject.
     pub fn object_ref(&self) -> ObjectReference {
-        let mut secret = to_secret(
-            &CaPem {
-                cert_pem: String::new(),
-                key_pem: String::new(),
-                roots_pem: None,
-            },
-            &self.name,
-        );
-        secret.data = None;
-        secret.object_ref(&())
+        ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Secret".into()),
+            namespace: Some(self.name.namespace.clone()),
+            name: Some(self.name.name.clone()),
+            ..Default::default()
+        }
     }
 
     /// Creates the Secret holding `pem`, never replacing one that exists.

@@ -32,10 +32,7 @@ pub fn rendered_manifests() -> &'static [serde_json::Value] {
 /// The shipped Roles, ClusterRoles and bindings, stored in `server` as `kubectl apply -k`
 /// would create them: every e2e signer runs under exactly this RBAC.
 pub fn install_shipped_rbac(server: &TestApiServer) {
-    for obj in rendered_manifests() {
-        // JSON is YAML; objects of other kinds are skipped.
-        server.install_rbac_yaml(&obj.to_string());
-    }
+    server.install_rbac(rendered_manifests());
 }
 
 /// A test cluster: the API server, a kubeconfig for it and a client.

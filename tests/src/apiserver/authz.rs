@@ -71,25 +71,13 @@ impl Attributes {
             .resource
             .split_once('/')
             .map_or((self.resource.as_str(), None), |(r, s)| (r, Some(s)));
-        let what = match (&self.name, sub) {
-            (Some(n), _) => format!(
-                "{}{} {n:?}",
-                plural,
-                if self.api_group.is_empty() {
-                    String::new()
-                } else {
-                    format!(".{}", self.api_group)
-                }
-            ),
-            (None, _) => format!(
-                "{}{}",
-                plural,
-                if self.api_group.is_empty() {
-                    String::new()
-                } else {
-                    format!(".{}", self.api_group)
-                }
-            ),
+        let qualified = match self.api_group.as_str() {
+            "" => plural.to_string(),
+            group => format!("{plural}.{group}"),
+        };
+        let what = match &self.name {
+            Some(n) => format!("{qualified} {n:?}"),
+            None => qualified,
         };
         let resource = match sub {
             Some(s) => format!("resource {plural:?} with subresource {s:?}"),

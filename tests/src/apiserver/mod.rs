@@ -326,6 +326,34 @@ impl Shared {
     }
 }
 
+/// A server and an admin client for it: what tests that speak REST to the server need.
+pub struct Served {
+    pub server: TestApiServer,
+    pub client: kube::Client,
+    _kubeconfig_dir: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for Served {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Served")
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Served {
+    pub async fn start(options: ServerOptions) -> Served {
+        let server = TestApiServer::start(options);
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let client = crate::kube_client(&server.write_kubeconfig(dir.path())).await;
+        Served {
+            server,
+            client,
+            _kubeconfig_dir: dir,
+        }
+    }
+}
+
 /// A running test API server; stops when dropped.
 #[derive(Debug)]
 pub struct TestApiServer {
@@ -474,10 +502,9 @@ impl TestApiServer {
         self.shared.faults.drop_watches();
     }
 
-    /// Stores every Role, RoleBinding, ClusterRole and ClusterRoleBinding of a multi-document
-    /// JSON or YAML text (what `kubectl kustomize` renders); returns how many.
-    pub fn install_rbac_yaml(&self, text: &str) -> usize {
-        let objects: Vec<Value> = serde_saphyr::from_multiple(text).expect("RBAC YAML parses");
+    /// Stores every Role, RoleBinding, ClusterRole and ClusterRoleBinding among `objects`
+    /// (other kinds are skipped); returns how many.
+    pub fn install_rbac<'a>(&self, objects: impl IntoIterator<Item = &'a Value>) -> usize {
         let mut installed = 0;
         for obj in objects {
             let plural = match obj["kind"].as_str() {
@@ -487,11 +514,8 @@ impl TestApiServer {
                 Some("ClusterRoleBinding") => "clusterrolebindings",
                 _ => continue,
             };
-            let ns = obj["metadata"]["namespace"]
-                .as_str()
-                .unwrap_or("")
-                .to_string();
-            self.put(plural, &ns, obj);
+            let ns = obj["metadata"]["namespace"].as_str().unwrap_or("");
+            self.put(plural, ns, obj.clone());
             installed += 1;
         }
         installed

@@ -127,11 +127,7 @@ pub fn is_terminal(status: &Value) -> bool {
 /// Whether `status` is the stored PCR's status, as `equality.Semantic.DeepEqual` sees it
 /// (an absent status and an empty one are the same).
 pub fn same_status(old: &Value, status: &Value) -> bool {
-    let normal = |v: &Value| match v {
-        Value::Null => serde_json::json!({}),
-        v => v.clone(),
-    };
-    normal(old.get("status").unwrap_or(&Value::Null)) == normal(status)
+    semantically_equal(old.get("status").unwrap_or(&Value::Null), status)
 }
 
 /// Semantic equality of two statuses as `apiequality.Semantic.DeepEqual` sees Go structs:

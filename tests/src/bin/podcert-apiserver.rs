@@ -85,7 +85,9 @@ async fn main() {
     if let Some(path) = &args.rbac {
         let text = std::fs::read_to_string(path)
             .unwrap_or_else(|e| usage(&format!("--rbac {}: {e}", path.display())));
-        let installed = server.install_rbac_yaml(&text);
+        let objects: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text)
+            .unwrap_or_else(|e| usage(&format!("--rbac {}: {e}", path.display())));
+        let installed = server.install_rbac(&objects);
         eprintln!("installed {installed} RBAC objects from {}", path.display());
     }
     let dir = args
