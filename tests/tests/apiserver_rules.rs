@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use podcert_tests::apiserver::{ServerOptions, TestApiServer};
+use podcert_tests::apiserver::ServerOptions;
 use podcert_tests::kubelet::{Format, Kubelet, PodRequest};
 use serde_json::{Value, json};
 use signer_core::time::unix_seconds;

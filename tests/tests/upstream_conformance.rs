@@ -13,7 +13,7 @@
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
-use podcert_tests::apiserver::{ServerOptions, TestApiServer};
+use podcert_tests::apiserver::ServerOptions;
 use podcert_tests::fixtures::kubelet_keys;
 use podcert_tests::oracles::go_prove;
 use serde_json::{Value, json};
