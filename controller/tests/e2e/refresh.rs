@@ -44,6 +44,24 @@ async fn soak(
     }
 }
 
+/// A 1.35/1.36 cluster with one ready signer, and a manager for `count` pods of `release`
+/// in `namespace` on a clock 3,600 times the wall clock.
+async fn one_signer_and(
+    release: Release,
+    namespace: &str,
+    count: usize,
+) -> (Cluster, SignerProcess, Arc<Manager>) {
+    let (cluster, signer) = ready_cluster().await;
+    let manager = Manager::start(
+        cluster.client.clone(),
+        release,
+        SIGNER,
+        pods(namespace, count),
+        3600.0,
+    );
+    (cluster, signer, manager)
+}
+
 fn assert_every_pod_always_held_a_credential(
     report: &podcert_tests::podcertificate::RefreshReport,
     cycles: usize,
@@ -121,41 +139,27 @@ async fn two_hundred_1_37_kubelet_pods_refresh_five_times_through_faults_without
 /// lapses meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kubelet_restart_requests_every_credential_again_and_none_lapses() {
-    let cluster = Cluster::start(ServerOptions::v1beta1()).await;
-    let signer = cluster.signer("a", &[]);
-    signer.wait_ready(Duration::from_secs(30)).await;
-    let manager = Manager::start(
-        cluster.client.clone(),
-        Release::K1_36,
-        SIGNER,
-        pods("restart", 40),
-        3600.0,
-    );
+    let (cluster, _signer, manager) = one_signer_and(Release::K1_36, "restart", 40).await;
     soak(&cluster, &manager, 1, Duration::from_secs(60), |_| false).await;
-    let before = manager.report().await.issued;
+    let before = manager.report().await;
+    assert_eq!(before.min_refreshes_per_pod, 1, "{before:#?}");
     manager.restart().await;
-    soak(&cluster, &manager, 2, Duration::from_secs(60), |_| false).await;
+    // The next refreshes are due 12 virtual hours (12 s) away: within 4 s only the restart
+    // can bring every pod a new credential.
+    soak(&cluster, &manager, 2, Duration::from_secs(4), |_| false).await;
     let report = manager.report().await;
-    assert!(
-        report.issued >= before + 40,
-        "every credential requested again: {report:#?}"
+    assert_eq!(
+        report.min_refreshes_per_pod, 2,
+        "every credential requested again at once: {report:#?}"
     );
+    assert!(report.issued >= before.issued + 40, "{report:#?}");
     assert_every_pod_always_held_a_credential(&report, 2);
 }
 
 /// 1.35 kubelets (pkix key + proof through v1beta1) refresh the same way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_1_35_kubelet_pods_refresh_twice_without_a_lapse() {
-    let cluster = Cluster::start(ServerOptions::v1beta1()).await;
-    let signer = cluster.signer("a", &[]);
-    signer.wait_ready(Duration::from_secs(30)).await;
-    let manager = Manager::start(
-        cluster.client.clone(),
-        Release::K1_35,
-        SIGNER,
-        pods("old", 50),
-        3600.0,
-    );
+    let (cluster, _signer, manager) = one_signer_and(Release::K1_35, "old", 50).await;
     soak(&cluster, &manager, 2, Duration::from_secs(60), |_| false).await;
     assert_every_pod_always_held_a_credential(&manager.report().await, 2);
 }
@@ -166,16 +170,7 @@ async fn fifty_1_35_kubelet_pods_refresh_twice_without_a_lapse() {
 /// refresh, the ECDSA pods keep theirs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_denied_refresh_replaces_a_still_valid_credential_as_the_kubelet_does() {
-    let cluster = Cluster::start(ServerOptions::v1beta1()).await;
-    let mut first = cluster.signer("a", &[]);
-    first.wait_ready(Duration::from_secs(30)).await;
-    let manager = Manager::start(
-        cluster.client.clone(),
-        Release::K1_36,
-        SIGNER,
-        pods("policy", 20),
-        3600.0,
-    );
+    let (cluster, mut first, manager) = one_signer_and(Release::K1_36, "policy", 20).await;
     // Everyone gets a first credential.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while manager.report().await.issued < 20 && tokio::time::Instant::now() < deadline {

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use podcert_tests::apiserver::ServerOptions;
+use podcert_tests::apiserver::{ResourceFault, ServerOptions};
 
 use crate::support::*;
 
@@ -37,7 +37,8 @@ async fn wait_leader(cluster: &Cluster, identity: &str, timeout: Duration) {
 async fn a_term_that_never_synced_still_ends_and_the_next_term_signs() {
     let (cluster, a) = ready_cluster().await;
     // Lists of requests fail from now on; the next term's cache cannot sync.
-    *cluster.server.faults().fail_lists_of.lock().unwrap() = Some("podcertificaterequests");
+    *cluster.server.faults().fail_resource.lock().unwrap() =
+        Some(ResourceFault::Lists("podcertificaterequests"));
     steal_lease(&cluster);
     // a loses the Lease, waits the stolen one out, takes it back: its second term cannot list.
     wait_leader(&cluster, &a.identity, Duration::from_secs(15)).await;
@@ -45,7 +46,7 @@ async fn a_term_that_never_synced_still_ends_and_the_next_term_signs() {
     // That term now loses its leadership too, before it ever synced.
     steal_lease(&cluster);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    *cluster.server.faults().fail_lists_of.lock().unwrap() = None;
+    *cluster.server.faults().fail_resource.lock().unwrap() = None;
     assert_burst_issued(
         &cluster,
         "zombie",
@@ -64,12 +65,42 @@ async fn a_term_that_never_synced_still_ends_and_the_next_term_signs() {
 async fn server_errors_at_start_are_retried_never_fatal() {
     let cluster = Cluster::start(ServerOptions::v1beta1()).await;
     // Discovery meets 500s first (kube-client does not retry a 500)...
-    let errors = &cluster.server.faults().error_next;
-    errors.store(4, std::sync::atomic::Ordering::SeqCst);
+    cluster
+        .server
+        .faults()
+        .error_next
+        .store(4, std::sync::atomic::Ordering::SeqCst);
+    // ...and the start of its first term cannot create the CA Secret (a fresh install).
+    *cluster.server.faults().fail_resource.lock().unwrap() = Some(ResourceFault::Writes("secrets"));
     let mut a = cluster.signer("a", &[]);
-    // ...and so does the start of its first term: the CA Secret and the trust bundle.
-    wait_leader(&cluster, &a.identity, Duration::from_secs(30)).await;
-    errors.store(4, std::sync::atomic::Ordering::SeqCst);
+    let refused = |secret_creates: bool| {
+        cluster
+            .server
+            .requests()
+            .iter()
+            .filter(|r| r.user == SIGNER_USER && r.status == 500)
+            .filter(|r| !secret_creates || (r.method == "POST" && r.path.ends_with("/secrets")))
+            .count()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while refused(true) < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the term never tried to create the CA Secret"
+        );
+        assert_eq!(
+            a.child.try_wait().unwrap(),
+            None,
+            "exited; log:\n{}",
+            a.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        refused(false) >= 4 + 3,
+        "the discovery errors did not reach the signer"
+    );
+    *cluster.server.faults().fail_resource.lock().unwrap() = None;
     a.wait_ready(Duration::from_secs(60)).await;
     assert_eq!(a.child.try_wait().unwrap(), None);
     assert_burst_issued(&cluster, "start", 10, Duration::from_secs(30), "").await;

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use super::authz::{Attributes, Authorizer, User};
 use super::store::{Change, Key, Selector};
 use super::validate::{self, Cause};
-use super::{ResourceType, Shared, Snapshot};
+use super::{ResourceFault, ResourceType, Shared, Snapshot};
 
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 
@@ -385,15 +385,18 @@ impl Shared {
         {
             return not_found(path);
         }
-        if *method == Method::GET
-            && route.name.is_none()
-            && !is_watch
-            && *self.faults.fail_lists_of.lock().unwrap() == Some(rt.plural)
-        {
+        let failing = match *self.faults.fail_resource.lock().unwrap() {
+            Some(ResourceFault::Lists(p)) => {
+                p == rt.plural && *method == Method::GET && route.name.is_none() && !is_watch
+            }
+            Some(ResourceFault::Writes(p)) => p == rt.plural && is_write,
+            None => false,
+        };
+        if failing {
             return status_error(
                 500,
                 "InternalError",
-                "injected: listing this resource fails",
+                "injected: this resource's storage fails",
                 &[],
             );
         }

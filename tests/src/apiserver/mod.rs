@@ -181,6 +181,15 @@ impl ServerOptions {
     }
 }
 
+/// Which requests to one resource (by plural) fail while a [`Faults::fail_resource`] is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResourceFault {
+    /// Lists (not watches).
+    Lists(&'static str),
+    /// Creates, updates, patches and deletes.
+    Writes(&'static str),
+}
+
 /// Faults to inject; counters are consumed one per request.
 #[derive(Debug)]
 pub struct Faults {
@@ -196,9 +205,9 @@ pub struct Faults {
     pub stall_watches: AtomicBool,
     /// Delay every answer by this many milliseconds.
     pub delay_ms: AtomicU64,
-    /// Answer every list (not watch) of this resource plural 500 while set, as an API server
-    /// whose storage times out on one resource does.
-    pub fail_lists_of: Mutex<Option<&'static str>>,
+    /// Answer 500 to one kind of request on one resource while set, as an API server whose
+    /// storage times out on one resource does.
+    pub fail_resource: Mutex<Option<ResourceFault>>,
     down_until: Mutex<Option<Instant>>,
     watch_epoch: tokio::sync::watch::Sender<u64>,
 }
@@ -212,7 +221,7 @@ impl Default for Faults {
             refuse_writes: AtomicBool::new(false),
             stall_watches: AtomicBool::new(false),
             delay_ms: AtomicU64::new(0),
-            fail_lists_of: Mutex::new(None),
+            fail_resource: Mutex::new(None),
             down_until: Mutex::new(None),
             watch_epoch: tokio::sync::watch::channel(0).0,
         }
