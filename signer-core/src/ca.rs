@@ -19,6 +19,9 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::ParsedExtension;
 use x509_parser::prelude::FromDer;
 
+use rustls_pki_types::PrivateKeyDer;
+
+use crate::pem_reader::read_blocks;
 use crate::spiffe::TrustDomain;
 use crate::time::{from_unix_seconds, to_offset, unix_seconds};
 use crate::x509::{certificate_pem, random_serial};
@@ -197,30 +200,67 @@ impl ParsedCert {
 }
 
 fn parse_certs(pem_text: &str, what: fn(String) -> CaError) -> Result<Vec<ParsedCert>, CaError> {
-    let blocks = pem::parse_many(pem_text).map_err(|e| what(format!("not valid PEM ({e})")))?;
-    if blocks.is_empty() {
-        return Err(what("no PEM CERTIFICATE block".into()));
-    }
-    blocks
-        .into_iter()
-        .enumerate()
-        .map(|(i, b)| {
-            if b.tag() != "CERTIFICATE" {
+    let blocks = read_blocks(pem_text).map_err(|e| what(e.to_string()))?;
+    let mut certs = Vec::with_capacity(blocks.len());
+    for (i, b) in blocks.into_iter().enumerate() {
+        let n = i + 1;
+        if b.label() != "CERTIFICATE" {
+            return Err(what(format!(
+                "PEM block {n} is {}, not CERTIFICATE",
+                b.label_for_humans()
+            )));
+        }
+        // Certificates are public, but a key pasted under a CERTIFICATE label is not: say
+        // what is wrong without the parser's own words.
+        match X509Certificate::from_der(b.der()) {
+            Ok(([], _)) => certs.push(ParsedCert { der: b.into_der() }),
+            Ok(_) => return Err(what(format!("certificate {n} has trailing bytes"))),
+            Err(_) => {
                 return Err(what(format!(
-                    "PEM block {} is {:?}, not CERTIFICATE",
-                    i + 1,
-                    b.tag()
+                    "certificate {n} is not a DER X.509 certificate"
                 )));
             }
-            match X509Certificate::from_der(b.contents()) {
-                Ok(([], _)) => Ok(ParsedCert {
-                    der: b.into_contents(),
-                }),
-                Ok(_) => Err(what(format!("certificate {} has trailing bytes", i + 1))),
-                Err(e) => Err(what(format!("certificate {} does not parse ({e})", i + 1))),
-            }
-        })
-        .collect()
+        }
+    }
+    Ok(certs)
+}
+
+/// The one private key in `tls.key`: PKCS#8 (`PRIVATE KEY`), SEC1 (`EC PRIVATE KEY`) or
+/// PKCS#1 (`RSA PRIVATE KEY`), optionally after an `EC PARAMETERS` block (what `openssl
+/// ecparam -genkey` writes). Errors say what is wrong and never quote the key.
+fn load_key(key_pem: &str) -> Result<KeyPair, CaError> {
+    let key_err = |m: String| CaError::Key(m);
+    let blocks = read_blocks(key_pem).map_err(|e| key_err(e.to_string()))?;
+    let mut keys = blocks.iter().filter(|b| b.label() != "EC PARAMETERS");
+    let (Some(block), None) = (keys.next(), keys.next()) else {
+        return Err(key_err(
+            "must hold exactly one private key PEM block".to_owned(),
+        ));
+    };
+    let der = block.der().to_vec();
+    let (key, format) = match block.label() {
+        "PRIVATE KEY" => (PrivateKeyDer::Pkcs8(der.into()), "PKCS#8"),
+        "EC PRIVATE KEY" => (PrivateKeyDer::Sec1(der.into()), "SEC1"),
+        "RSA PRIVATE KEY" => (PrivateKeyDer::Pkcs1(der.into()), "PKCS#1"),
+        "ENCRYPTED PRIVATE KEY" => {
+            return Err(key_err(
+                "is an encrypted PKCS#8 key; give it unencrypted (openssl pkcs8 -nocrypt)".into(),
+            ));
+        }
+        _ => {
+            return Err(key_err(format!(
+                "the PEM block is {}, not PRIVATE KEY, EC PRIVATE KEY or RSA PRIVATE KEY",
+                block.label_for_humans()
+            )));
+        }
+    };
+    // rcgen's error may describe the key's bytes; ours does not.
+    KeyPair::try_from(&key).map_err(|_| {
+        key_err(format!(
+            "the {:?} block is not a valid {format} private key of a supported type (ECDSA P-256/P-384/P-521, Ed25519 or RSA)",
+            block.label()
+        ))
+    })
 }
 
 fn is_self_signed(c: &X509Certificate<'_>) -> bool {
@@ -247,11 +287,7 @@ impl Ca {
     /// the next; the last is signed by a root, which is itself if no `ca.crt` is given.
     pub fn from_pem(cert_pem: &str, key_pem: &str, roots_pem: Option<&str>) -> Result<Ca, CaError> {
         let chain = parse_certs(cert_pem, CaError::Certificate)?;
-        let key = KeyPair::from_pem(key_pem).map_err(|e| {
-            CaError::Key(format!(
-                "not a usable private key in PKCS#8, SEC1 or PKCS#1 PEM ({e})"
-            ))
-        })?;
+        let key = load_key(key_pem)?;
         let signing = chain[0].parse();
         if key.subject_public_key_info() != signing.public_key().raw {
             return Err(CaError::Key(

@@ -24,6 +24,7 @@
 pub mod ca;
 pub mod key;
 pub mod names;
+mod pem_reader;
 pub mod policy;
 pub mod proof;
 pub mod request;
@@ -34,6 +35,7 @@ pub mod x509;
 
 pub use ca::{Ca, CaError, CaKeyType, CaPem};
 pub use key::{KeyType, SubjectKey};
+pub use pem_reader::PemProblem;
 pub use policy::{ConfigError, Policy, PolicyConfig, Validity};
 pub use request::{Decision, Denial, DenyReason, Issued, KeyMaterial, Request};
 pub use signer::{IssueError, Signer};

@@ -9,6 +9,7 @@ pub mod fixtures;
 pub mod kubelet;
 pub mod oracles;
 pub mod podcertificate;
+pub mod secrets;
 
 /// A random UUID (version 4 form), as the API server gives objects and pods.
 pub fn random_uid() -> String {

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use podcert_tests::apiserver::ServerOptions;
 use podcert_tests::fixtures::intermediate_ca_pem;
+use podcert_tests::secrets::{broken_ca_keys, leak};
+use signer_core::{CaKeyType, CaPem, TrustDomain};
 
 use crate::support::*;
 
@@ -99,6 +101,82 @@ async fn two_replicas_starting_together_share_one_ca() {
     // Whichever replica signed, every chain verifies against the one published CA.
     assert_scenario_invariants(&cluster, &created, &outcomes, &bundle);
     assert_eq!(count_issued(&outcomes), 30);
+}
+
+/// Broken CA keys of every format we read (PKCS#8, SEC1, PKCS#1; blank lines, headers, CRLF,
+/// truncation, wrong labels, corrupt DER), in each of the Secret's three keys, at start and
+/// while the replica follows the Secret: no byte of any of them reaches the process's output
+/// (stdout and stderr), an Event or /metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_byte_of_a_broken_ca_key_reaches_the_logs_an_event_or_the_metrics() {
+    let cluster = Cluster::start(ServerOptions::v1beta1()).await;
+    let good = CaPem::generate(
+        CaKeyType::EcdsaP256,
+        &TrustDomain::new(TRUST_DOMAIN).unwrap(),
+        Duration::from_secs(86_400 * 30),
+        std::time::SystemTime::now(),
+    )
+    .unwrap();
+    let cases = broken_ca_keys();
+    let secret_with = |i: usize, text: &str| match i % 3 {
+        0 => ca_secret_json(&good.cert_pem, text, None),
+        1 => ca_secret_json(text, &good.key_pem, None),
+        _ => ca_secret_json(&good.cert_pem, &good.key_pem, Some(text)),
+    };
+    const UNUSABLE: &str = "the CA Secret holds no usable CA";
+    // The first case is in place before the process starts: the start path.
+    cluster
+        .server
+        .put("secrets", CA_NS, secret_with(0, &cases[0].text));
+    let a = cluster.signer("a", &[]);
+    for (i, case) in cases.iter().enumerate() {
+        if i > 0 {
+            cluster
+                .server
+                .put("secrets", CA_NS, secret_with(i, &case.text));
+        }
+        // Each change is read and reported before the next is written.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while a.log_text().matches(UNUSABLE).count() <= i {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "case {i} ({}) was not reported; log:\n{}",
+                case.name,
+                a.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let events = cluster
+        .wait_for_event("CASecretUnusable", Duration::from_secs(5))
+        .await;
+    let outputs = [
+        ("the log", a.log_text()),
+        (
+            "the Events",
+            serde_json::to_string(&cluster.server.list("events")).unwrap(),
+        ),
+        (
+            "/metrics",
+            a.admin("/metrics").await.expect("metrics answer").1,
+        ),
+    ];
+    assert!(outputs[1].1.contains("tls.key"), "{events}");
+    for case in &cases {
+        for (what, text) in &outputs {
+            if let Some(piece) = leak(text, &case.secret_der) {
+                panic!(
+                    "{what} shows the key broken in {:?} (and other cases): {piece}",
+                    case.name
+                );
+            }
+        }
+    }
+    assert!(
+        outputs[0].1.contains("blank line"),
+        "the log names the paste mistake: {}",
+        outputs[0].1
+    );
 }
 
 fn ca_secret_json(tls_crt: &str, tls_key: &str, ca_crt: Option<&str>) -> serde_json::Value {

@@ -190,11 +190,13 @@ impl SignerProcess {
                 cmd.args([flag, value]);
             }
         }
+        // stdout and stderr both go to the log: a test that reads it sees all the process said.
+        let out = std::fs::File::create(&log).unwrap();
         cmd.args(extra)
             .env_remove("KUBECONFIG")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
         let child = cmd.spawn().expect("podcert-signer starts");
         SignerProcess {
             child,
