@@ -92,7 +92,7 @@ fn benches(c: &mut Criterion) {
         let key = SubjectKey::from_spki_der(&spki).unwrap();
         let scheme = match key.key_type() {
             KeyType::Ed25519 => SignatureScheme::Ed25519,
-            KeyType::Rsa3072 | KeyType::Rsa4096 => SignatureScheme::RsaPssSha256,
+            KeyType::Rsa3072 | KeyType::Rsa4096 => SignatureScheme::RsaPssSha256AnySalt,
             _ => SignatureScheme::Ecdsa(Digest::Sha256),
         };
         key.verify(scheme, f.pod_uid.as_bytes(), &proof).unwrap();

@@ -10,12 +10,18 @@
 use std::fmt;
 
 use aws_lc_rs::signature::{self as lc, RsaParameters, RsaPssSaltLength, UnparsedPublicKey};
-use x509_parser::oid_registry::{
-    OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_NIST_EC_P521,
-    OID_PKCS1_RSAENCRYPTION, OID_SIG_ED25519,
-};
-use x509_parser::prelude::FromDer;
-use x509_parser::x509::SubjectPublicKeyInfo;
+use x509_cert::der::Decode;
+use x509_cert::der::asn1::ObjectIdentifier;
+use x509_cert::spki::SubjectPublicKeyInfoRef;
+
+pub use crate::signature::{Digest, SignatureScheme};
+
+const OID_ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
+const OID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+const OID_P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
+const OID_P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
+const OID_P521: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.35");
+const OID_RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 
 /// A subject key type the API server admits, named as the kubelet's `keyType` field names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -100,29 +106,6 @@ pub fn list(types: &[KeyType]) -> String {
         .join(", ")
 }
 
-/// A signature algorithm a subject key can prove possession with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SignatureScheme {
-    /// Pure Ed25519 (no prehash).
-    Ed25519,
-    /// ECDSA over the key's own curve with the given digest, ASN.1 DER `Ecdsa-Sig-Value`.
-    Ecdsa(Digest),
-    /// RSASSA-PSS with SHA-256 and MGF1-SHA-256, with any salt length: what Go's
-    /// `rsa.VerifyPSS(pub, crypto.SHA256, hash, sig, nil)` — the API server's admission check
-    /// of a proof of possession — admits. The kubelet signs with the maximum salt.
-    RsaPssSha256,
-    /// RSASSA-PKCS1-v1_5.
-    RsaPkcs1(Digest),
-}
-
-/// The digests Go pairs with signatures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Digest {
-    Sha256,
-    Sha384,
-    Sha512,
-}
-
 /// Why a SubjectPublicKeyInfo was refused; its message is written into the `Denied` condition.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -158,83 +141,54 @@ impl fmt::Debug for SubjectKey<'_> {
 }
 
 impl<'a> SubjectKey<'a> {
-    /// Classifies a DER SubjectPublicKeyInfo. Anything but the six admitted types — RSA-2048,
-    /// P-224, compressed points, unknown OIDs, truncated or trailing DER — is refused.
+    /// Classifies a DER SubjectPublicKeyInfo, read with a strict DER decoder. Anything but
+    /// the six admitted types — RSA-2048, P-224, compressed points, unknown OIDs, truncated,
+    /// trailing or extended DER, weak RSA keys — is refused.
     pub fn from_spki_der(spki_der: &'a [u8]) -> Result<Self, UnsupportedKey> {
-        let (rest, spki) = SubjectPublicKeyInfo::from_der(spki_der)
+        let spki = SubjectPublicKeyInfoRef::from_der(spki_der)
             .map_err(|e| UnsupportedKey::new(format_args!("public key is not valid DER ({e})")))?;
-        if !rest.is_empty() {
-            return Err(UnsupportedKey::new(
-                "public key has trailing bytes after its DER",
-            ));
-        }
-        Self::from_parsed(spki_der, &spki)
-    }
+        let alg = &spki.algorithm;
+        // Borrowed from the caller's buffer by the decoder itself.
+        let raw = spki
+            .subject_public_key
+            .as_bytes()
+            .ok_or_else(|| UnsupportedKey::new("public key BIT STRING is not whole bytes"))?;
 
-    /// Classifies an already parsed SubjectPublicKeyInfo whose DER is `spki_der`.
-    pub(crate) fn from_parsed(
-        spki_der: &'a [u8],
-        spki: &SubjectPublicKeyInfo<'_>,
-    ) -> Result<Self, UnsupportedKey> {
-        let alg = &spki.algorithm.algorithm;
-        let bits = &spki.subject_public_key;
-        if bits.unused_bits != 0 {
-            return Err(UnsupportedKey::new(
-                "public key BIT STRING is not whole bytes",
-            ));
-        }
-        // Borrow the key bytes from the caller's buffer, not from the parsed structure.
-        let raw_len = bits.data.len();
-        let raw = &spki_der[spki_der.len() - raw_len..];
-        debug_assert_eq!(raw, &*bits.data);
-
-        let key_type = if *alg == OID_SIG_ED25519 {
-            if spki.algorithm.parameters.is_some() {
+        let key_type = if alg.oid == OID_ED25519 {
+            if alg.parameters.is_some() {
                 return Err(UnsupportedKey::new("Ed25519 key must not carry parameters"));
             }
             if raw.len() != 32 {
                 return Err(UnsupportedKey::new("Ed25519 key is not 32 bytes"));
             }
             KeyType::Ed25519
-        } else if *alg == OID_KEY_TYPE_EC_PUBLIC_KEY {
-            let curve = spki
-                .algorithm
+        } else if alg.oid == OID_EC_PUBLIC_KEY {
+            let curve: ObjectIdentifier = alg
                 .parameters
-                .as_ref()
-                .and_then(|p| p.as_oid().ok())
+                .and_then(|p| p.decode_as().ok())
                 .ok_or_else(|| UnsupportedKey::new("EC key does not name its curve"))?;
-            let (key_type, coord) = if curve == OID_EC_P256 {
-                (KeyType::EcdsaP256, 32)
-            } else if curve == OID_NIST_EC_P384 {
-                (KeyType::EcdsaP384, 48)
-            } else if curve == OID_NIST_EC_P521 {
-                (KeyType::EcdsaP521, 66)
-            } else {
-                return Err(UnsupportedKey::new(format_args!(
-                    "EC curve {curve} is not supported"
-                )));
+            let (key_type, coord) = match curve {
+                OID_P256 => (KeyType::EcdsaP256, 32),
+                OID_P384 => (KeyType::EcdsaP384, 48),
+                OID_P521 => (KeyType::EcdsaP521, 66),
+                other => {
+                    return Err(UnsupportedKey::new(format_args!(
+                        "EC curve {other} is not supported"
+                    )));
+                }
             };
-            if raw.len() != 1 + 2 * coord || raw[0] != 0x04 {
+            if raw.len() != 1 + 2 * coord || raw.first() != Some(&0x04) {
                 return Err(UnsupportedKey::new(format_args!(
                     "{key_type} key is not an uncompressed point"
                 )));
             }
             key_type
-        } else if *alg == OID_PKCS1_RSAENCRYPTION {
-            let bits = RsaParameters::public_modulus_len(raw)
-                .map_err(|_| UnsupportedKey::new("RSA public key is malformed"))?;
-            match bits {
-                3072 => KeyType::Rsa3072,
-                4096 => KeyType::Rsa4096,
-                n => {
-                    return Err(UnsupportedKey::new(format_args!(
-                        "RSA modulus of {n} bits is not supported (only 3072 or 4096)"
-                    )));
-                }
-            }
+        } else if alg.oid == OID_RSA_ENCRYPTION {
+            crate::rsa::check_public_key(raw).map_err(UnsupportedKey::new)?
         } else {
             return Err(UnsupportedKey::new(format_args!(
-                "key algorithm {alg} is not supported"
+                "key algorithm {} is not supported",
+                alg.oid
             )));
         };
         let key = SubjectKey {
@@ -250,6 +204,16 @@ impl<'a> SubjectKey<'a> {
             )));
         }
         Ok(key)
+    }
+
+    /// Refuses an RSA modulus that is prime or a perfect square (anyone could derive the
+    /// private key). Expensive, so [`crate::proof::verify_possession`] calls it only once the
+    /// requester has proved possession; other key types pass.
+    pub(crate) fn refuse_factorable(&self) -> Result<(), UnsupportedKey> {
+        if self.is_rsa() {
+            crate::rsa::check_not_prime_or_square(self.raw).map_err(UnsupportedKey::new)?;
+        }
+        Ok(())
     }
 
     /// The key as rcgen writes it into a certificate.
@@ -276,7 +240,7 @@ impl<'a> SubjectKey<'a> {
     ) -> Result<(), BadSignature> {
         use Digest::*;
         use KeyType::*;
-        use SignatureScheme::{Ecdsa, RsaPkcs1};
+        use SignatureScheme::{Ecdsa, RsaPkcs1, RsaPss};
 
         if let (SignatureScheme::Ed25519, KeyType::Ed25519) = (scheme, self.key_type) {
             let key: [u8; 32] = self.raw.try_into().map_err(|_| BadSignature)?;
@@ -287,21 +251,29 @@ impl<'a> SubjectKey<'a> {
                 .map_err(|_| BadSignature);
         }
 
-        if let (SignatureScheme::RsaPssSha256, Rsa3072 | Rsa4096) = (scheme, self.key_type) {
+        if let (SignatureScheme::RsaPssSha256AnySalt, Rsa3072 | Rsa4096) = (scheme, self.key_type) {
             return self.verify_pss_sha256_any_salt(message, signature);
         }
 
+        // Every (curve, digest) pair: Go's ecdsa.VerifyASN1 hashes with whatever the
+        // algorithm names and truncates to the curve, and so does aws-lc.
         let alg: &'static dyn lc::VerificationAlgorithm = match (scheme, self.key_type) {
             (Ecdsa(Sha256), EcdsaP256) => &lc::ECDSA_P256_SHA256_ASN1,
             (Ecdsa(Sha384), EcdsaP256) => &lc::ECDSA_P256_SHA384_ASN1,
+            (Ecdsa(Sha512), EcdsaP256) => &lc::ECDSA_P256_SHA512_ASN1,
             (Ecdsa(Sha256), EcdsaP384) => &lc::ECDSA_P384_SHA256_ASN1,
             (Ecdsa(Sha384), EcdsaP384) => &lc::ECDSA_P384_SHA384_ASN1,
+            (Ecdsa(Sha512), EcdsaP384) => &lc::ECDSA_P384_SHA512_ASN1,
             (Ecdsa(Sha256), EcdsaP521) => &lc::ECDSA_P521_SHA256_ASN1,
             (Ecdsa(Sha384), EcdsaP521) => &lc::ECDSA_P521_SHA384_ASN1,
             (Ecdsa(Sha512), EcdsaP521) => &lc::ECDSA_P521_SHA512_ASN1,
             (RsaPkcs1(Sha256), Rsa3072 | Rsa4096) => &lc::RSA_PKCS1_2048_8192_SHA256,
             (RsaPkcs1(Sha384), Rsa3072 | Rsa4096) => &lc::RSA_PKCS1_2048_8192_SHA384,
             (RsaPkcs1(Sha512), Rsa3072 | Rsa4096) => &lc::RSA_PKCS1_2048_8192_SHA512,
+            // aws-lc-rs's PSS verifiers default to a salt as long as the digest.
+            (RsaPss(Sha256), Rsa3072 | Rsa4096) => &lc::RSA_PSS_2048_8192_SHA256,
+            (RsaPss(Sha384), Rsa3072 | Rsa4096) => &lc::RSA_PSS_2048_8192_SHA384,
+            (RsaPss(Sha512), Rsa3072 | Rsa4096) => &lc::RSA_PSS_2048_8192_SHA512,
             _ => return Err(BadSignature),
         };
         UnparsedPublicKey::new(alg, self.raw)
@@ -341,9 +313,11 @@ impl SubjectKey<'_> {
         let em_len = (modulus_bits - 1_usize).div_ceil(8);
         let max_salt = em_len - 32 - 2;
         let ok = |salt: usize| {
-            UnparsedPublicKey::new(&PSS_SHA256_BY_SALT[salt], self.raw)
-                .verify(message, signature)
-                .is_ok()
+            PSS_SHA256_BY_SALT.get(salt).is_some_and(|alg| {
+                UnparsedPublicKey::new(alg, self.raw)
+                    .verify(message, signature)
+                    .is_ok()
+            })
         };
         let mut order = [max_salt, 32]
             .into_iter()
@@ -447,11 +421,11 @@ mod tests {
         key.sign(&lc::RSA_PSS_SHA256, &rng, b"pod-uid-1", &mut sig)
             .unwrap();
         assert_eq!(
-            subject.verify(SignatureScheme::RsaPssSha256, b"pod-uid-1", &sig),
+            subject.verify(SignatureScheme::RsaPssSha256AnySalt, b"pod-uid-1", &sig),
             Ok(())
         );
         assert_eq!(
-            subject.verify(SignatureScheme::RsaPssSha256, b"pod-uid-2", &sig),
+            subject.verify(SignatureScheme::RsaPssSha256AnySalt, b"pod-uid-2", &sig),
             Err(BadSignature)
         );
     }

@@ -22,12 +22,15 @@
 //! ```
 
 pub mod ca;
+mod csr;
 pub mod key;
 pub mod names;
 mod pem_reader;
 pub mod policy;
 pub mod proof;
 pub mod request;
+mod rsa;
+pub mod signature;
 pub mod signer;
 pub mod spiffe;
 pub mod time;

@@ -159,7 +159,8 @@ pub enum DenyReason {
     InvalidKeyMaterial,
     /// `maxExpirationSeconds` is below the 3600 s every certificate must last.
     InvalidMaxExpirationSeconds,
-    /// The namespace or service account is not a valid Kubernetes name.
+    /// The pod UID is missing, or the namespace or service account is not a valid Kubernetes
+    /// name.
     InvalidIdentity,
 }
 

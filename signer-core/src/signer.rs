@@ -67,6 +67,7 @@ impl Signer {
         request: &'r Request,
         now: SystemTime,
     ) -> Result<(SubjectKey<'r>, SpiffeId, Validity), Checked> {
+        check_pod_uid(&request.pod_uid)?;
         self.policy
             .check_annotations(&request.unverified_user_annotations)?;
         let spiffe_id = self
@@ -163,3 +164,24 @@ impl From<Denial> for Checked {
         Checked::Deny(d)
     }
 }
+
+/// The API server requires `spec.podUID` (non-empty, at most 128 characters) and the proof
+/// of possession signs it; we do not rely on either, so a request without one is denied.
+fn check_pod_uid(pod_uid: &str) -> Result<(), Denial> {
+    if pod_uid.is_empty() {
+        return Err(Denial::new(
+            DenyReason::InvalidIdentity,
+            "spec.podUID is empty; a request must name the UID of the pod it is for",
+        ));
+    }
+    if pod_uid.len() > MAX_POD_UID_LEN {
+        return Err(Denial::new(
+            DenyReason::InvalidIdentity,
+            format!("spec.podUID is longer than {MAX_POD_UID_LEN} characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// Upstream `validation.ValidatePodCertificateRequest`: UIDs are at most 128 characters.
+const MAX_POD_UID_LEN: usize = 128;

