@@ -4,6 +4,9 @@
 //! `cargo bench -p signer-core --bench issuance`; `scripts/bench-table` turns the results into
 //! the README table. Inputs are the Go-made kubelet fixtures in `tests/fixtures`.
 
+// Tests assert; the crate's no-assertion rule (clippy.toml) is for its library code.
+#![allow(clippy::disallowed_macros)]
+
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::sync::Arc;

@@ -190,12 +190,12 @@ struct ParsedCert {
 }
 
 impl ParsedCert {
-    fn parse(&self) -> X509Certificate<'_> {
-        // Checked once in `parse_certs`; re-parsing borrowed DER is cheap and avoids a
-        // self-referential struct.
+    /// Parsed once in `parse_certs` already; re-parsing borrowed DER is cheap and avoids a
+    /// self-referential struct.
+    fn parse(&self) -> Result<X509Certificate<'_>, CaError> {
         X509Certificate::from_der(&self.der)
-            .expect("checked in parse_certs")
-            .1
+            .map(|(_, c)| c)
+            .map_err(|_| CaError::Certificate("a certificate does not parse".into()))
     }
 }
 
@@ -288,7 +288,10 @@ impl Ca {
     pub fn from_pem(cert_pem: &str, key_pem: &str, roots_pem: Option<&str>) -> Result<Ca, CaError> {
         let chain = parse_certs(cert_pem, CaError::Certificate)?;
         let key = load_key(key_pem)?;
-        let signing = chain[0].parse();
+        let first = chain
+            .first()
+            .ok_or_else(|| CaError::Certificate("no certificate".into()))?;
+        let signing = first.parse()?;
         if key.subject_public_key_info() != signing.public_key().raw {
             return Err(CaError::Key(
                 "does not match the public key of the first certificate in tls.crt".into(),
@@ -304,7 +307,8 @@ impl Ca {
         let mut intermediates_pem = String::new();
         let mut roots: Vec<Vec<u8>> = Vec::new();
         for (i, pair) in chain.windows(2).enumerate() {
-            let (child, parent) = (pair[0].parse(), pair[1].parse());
+            let [child, parent] = pair else { continue };
+            let (child, parent) = (child.parse()?, parent.parse()?);
             child
                 .verify_signature(Some(parent.public_key()))
                 .map_err(|e| {
@@ -316,7 +320,7 @@ impl Ca {
                 })?;
         }
         for (i, c) in chain.iter().enumerate() {
-            if is_self_signed(&c.parse()) {
+            if is_self_signed(&c.parse()?) {
                 if i + 1 != chain.len() {
                     return Err(CaError::Certificate(format!(
                         "certificate {} is a self-signed root but is not last",
@@ -333,15 +337,16 @@ impl Ca {
         if let Some(roots_pem) = roots_pem.filter(|p| !p.trim().is_empty()) {
             let extra = parse_certs(roots_pem, CaError::Roots)?;
             for r in &extra {
-                if !is_ca(&r.parse()) {
+                if !is_ca(&r.parse()?) {
                     return Err(CaError::Roots("a certificate in ca.crt is not a CA".into()));
                 }
             }
-            let last = chain.last().expect("non-empty").parse();
+            let last = chain.last().unwrap_or(first).parse()?;
             if roots.is_empty()
-                && !extra
-                    .iter()
-                    .any(|r| last.verify_signature(Some(r.parse().public_key())).is_ok())
+                && !extra.iter().any(|r| {
+                    r.parse()
+                        .is_ok_and(|r| last.verify_signature(Some(r.public_key())).is_ok())
+                })
             {
                 return Err(CaError::Roots(
                     "no certificate in ca.crt signed the last certificate of tls.crt".into(),
@@ -365,7 +370,7 @@ impl Ca {
             validity.not_after.timestamp(),
         );
         let subject = signing.subject().to_string();
-        let issuer = Issuer::from_ca_cert_der(&chain[0].der.clone().into(), key)
+        let issuer = Issuer::from_ca_cert_der(&first.der.clone().into(), key)
             .map_err(|e| CaError::Certificate(e.to_string()))?;
         Ok(Ca {
             issuer,

@@ -21,6 +21,24 @@
 //! # let _ = signer;
 //! ```
 
+// Attacker bytes reach this crate: nothing in its non-test code may panic on them — no
+// unwrap, expect, panic, assertion (clippy.toml) or indexing.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented,
+        clippy::indexing_slicing,
+        clippy::string_slice,
+        clippy::disallowed_macros
+    )
+)]
+#![cfg_attr(test, allow(clippy::disallowed_macros))]
+
 pub mod ca;
 mod csr;
 pub mod key;

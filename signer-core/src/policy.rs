@@ -210,7 +210,6 @@ impl Policy {
     /// beginRefreshAt for the window [not_before, not_after] (lifetime ≥ 20 minutes).
     pub fn window(&self, not_before: i64, not_after: i64) -> Validity {
         let lifetime = not_after - not_before;
-        debug_assert!(lifetime >= 2 * REFRESH_MARGIN_SECONDS);
         // Lifetimes fit in f64 exactly; truncation keeps whole seconds.
         let refresh = not_before + (lifetime as f64 * self.refresh_fraction) as i64;
         let begin_refresh_at = refresh

@@ -20,7 +20,11 @@ pub fn from_unix_seconds(secs: i64) -> SystemTime {
 
 /// A Unix second as rcgen's validity type.
 pub(crate) fn to_offset(unix: i64) -> time::OffsetDateTime {
-    time::OffsetDateTime::from_unix_timestamp(unix).expect("timestamps we compute are in range")
+    // Clamped to the years 0001..=9999 that X.509 times (and the `time` crate) can carry.
+    const FIRST: i64 = -62_135_596_800;
+    const LAST: i64 = 253_402_300_799;
+    time::OffsetDateTime::from_unix_timestamp(unix.clamp(FIRST, LAST))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
 }
 
 #[cfg(test)]

@@ -3,9 +3,13 @@
 /// A random positive serial of exactly 20 bytes (RFC 5280's maximum), 158 bits of entropy.
 pub(crate) fn random_serial() -> rcgen::SerialNumber {
     let mut bytes = [0u8; 20];
+    // Not reachable by request bytes: aws-lc's RNG aborts the process itself if the system
+    // RNG fails, so this never returns an error in practice.
+    #[allow(clippy::expect_used)]
     aws_lc_rs::rand::fill(&mut bytes).expect("the system RNG does not fail");
     // Top bit clear keeps it positive; the next bit set keeps all 20 bytes in the encoding.
-    bytes[0] = (bytes[0] & 0x7f) | 0x40;
+    let [top, ..] = &mut bytes;
+    *top = (*top & 0x7f) | 0x40;
     rcgen::SerialNumber::from_slice(&bytes)
 }
 
