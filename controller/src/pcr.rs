@@ -120,7 +120,9 @@ pub fn status_for(
         reason: reason.into(),
         message,
         last_transition_time: time(now),
-        observed_generation: pcr.metadata.generation,
+        // The API server refuses a negative observedGeneration; a generation it set itself is
+        // never negative, but the status must not depend on that.
+        observed_generation: pcr.metadata.generation.filter(|g| *g >= 0),
     };
     match decision {
         Decision::Issue(i) => PodCertificateRequestStatus {
@@ -251,6 +253,18 @@ mod tests {
         assert!(is_terminal(&pcr(j.clone())));
         j["status"] = serde_json::json!({"certificateChain": "-----BEGIN CERTIFICATE-----"});
         assert!(is_terminal(&pcr(j)));
+    }
+
+    /// Found by the `status_builder` fuzz target: a negative `metadata.generation` copied
+    /// into `observedGeneration` is a status the API server refuses.
+    #[test]
+    fn a_negative_generation_is_not_observed() {
+        let mut obj = base("v1beta1", serde_json::json!({}));
+        obj["metadata"]["generation"] = (-1).into();
+        let denial = Decision::Deny(Denial::new(DenyReason::InvalidIdentity, "x"));
+        let status = status_for(&denial, &pcr(obj), std::time::SystemTime::now());
+        let conditions = status.conditions.unwrap();
+        assert_eq!(conditions[0].observed_generation, None);
     }
 
     #[test]
