@@ -15,7 +15,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use podcert_signer::pcr::{Pcr, Unreadable, status_for, to_request};
-use signer_core::{Ca, CaKeyType, CaPem, Decision, KeyMaterial, Policy, PolicyConfig, Request, Signer};
+use signer_core::{
+    Ca, CaKeyType, CaPem, Decision, KeyMaterial, Policy, PolicyConfig, Request, Signer,
+};
 
 /// One signer for the whole run: a default policy and a fresh P-256 CA.
 pub fn signer() -> &'static Signer {
@@ -87,7 +89,11 @@ pub fn pkix(data: &[u8]) {
         proof: proof.to_vec(),
     };
     if let Decision::Issue(issued) = decide(&uid, material) {
-        assert_eq!(leaf_spki(&issued.chain_pem), spki, "the leaf certifies another key");
+        assert_eq!(
+            leaf_spki(&issued.chain_pem),
+            spki,
+            "the leaf certifies another key"
+        );
     }
 }
 
@@ -122,7 +128,10 @@ pub fn ca_pem(data: &[u8]) {
         Err(e) => {
             let shown = format!("{e} {e:?}");
             for run in base64_runs(&text) {
-                assert!(!shown.contains(run), "the error quotes input {run:?}: {shown}");
+                assert!(
+                    !shown.contains(run),
+                    "the error quotes input {run:?}: {shown}"
+                );
             }
         }
     }
@@ -164,6 +173,9 @@ pub fn status_builder(data: &[u8]) -> bool {
     let status = serde_json::to_value(status_for(&decision, &pcr, now)).expect("status serialises");
     let at = k8s_openapi::jiff::Timestamp::try_from(now).expect("now is a timestamp");
     let causes = pcr_status_update(&obj, &status, at);
-    assert!(causes.is_empty(), "the API server refuses our status {status}: {causes:?}");
+    assert!(
+        causes.is_empty(),
+        "the API server refuses our status {status}: {causes:?}"
+    );
     true
 }

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use podcert_fuzz::{ca_pem, pkix, pkix_input, stub_csr, status_builder};
+use podcert_fuzz::{ca_pem, pkix, pkix_input, status_builder, stub_csr};
 use podcert_tests::fixtures::{intermediate_ca_pem, kubelet_keys};
 use proptest::prelude::*;
 
@@ -12,7 +12,10 @@ fn status(data: &[u8]) {
     status_builder(data);
 }
 
-const TARGETS: [(&str, fn(&[u8])); 4] = [
+/// A target's name (its corpus directory) and its check.
+type Target = (&'static str, fn(&[u8]));
+
+const TARGETS: [Target; 4] = [
     ("stub_csr", stub_csr),
     ("pkix", pkix),
     ("ca_pem", ca_pem),
@@ -73,7 +76,11 @@ fn the_seeds_reach_issuance() {
         .iter()
         .filter(|s| status_builder(s))
         .count();
-    assert_eq!(judged, seeds("status_builder").len(), "every status seed is a storable PCR");
+    assert_eq!(
+        judged,
+        seeds("status_builder").len(),
+        "every status seed is a storable PCR"
+    );
 }
 
 proptest! {
@@ -114,13 +121,27 @@ fn regenerate_seed_corpus() {
     for k in kubelet_keys() {
         let name = k.key_type.to_lowercase();
         write("stub_csr", &format!("{name}-empty"), &k.stub_csr_der);
-        write("stub_csr", &format!("{name}-non-empty"), &k.non_empty_csr_der);
-        write("pkix", &name, &pkix_input(&k.pod_uid, &k.spki_der, &k.proof));
+        write(
+            "stub_csr",
+            &format!("{name}-non-empty"),
+            &k.non_empty_csr_der,
+        );
+        write(
+            "pkix",
+            &name,
+            &pkix_input(&k.pod_uid, &k.spki_der, &k.proof),
+        );
         use base64::Engine;
         let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
         for (version, spec) in [
-            ("v1beta1", serde_json::json!({"pkixPublicKey": b64(&k.spki_der), "proofOfPossession": b64(&k.proof)})),
-            ("v1", serde_json::json!({"stubPKCS10Request": b64(&k.stub_csr_der)})),
+            (
+                "v1beta1",
+                serde_json::json!({"pkixPublicKey": b64(&k.spki_der), "proofOfPossession": b64(&k.proof)}),
+            ),
+            (
+                "v1",
+                serde_json::json!({"stubPKCS10Request": b64(&k.stub_csr_der)}),
+            ),
         ] {
             let mut pcr = serde_json::json!({
                 "apiVersion": format!("certificates.k8s.io/{version}"), "kind": "PodCertificateRequest",
@@ -130,13 +151,32 @@ fn regenerate_seed_corpus() {
                          "serviceAccountName": "sa", "serviceAccountUID": "sau", "nodeName": "n", "nodeUID": "nu",
                          "maxExpirationSeconds": 86400, "unverifiedUserAnnotations": {"example.com/a": "b"}}
             });
-            pcr["spec"].as_object_mut().unwrap().extend(spec.as_object().unwrap().clone());
-            write("status_builder", &format!("{name}-{version}.json"), &serde_json::to_vec_pretty(&pcr).unwrap());
+            pcr["spec"]
+                .as_object_mut()
+                .unwrap()
+                .extend(spec.as_object().unwrap().clone());
+            write(
+                "status_builder",
+                &format!("{name}-{version}.json"),
+                &serde_json::to_vec_pretty(&pcr).unwrap(),
+            );
         }
     }
     let (crt, key, roots) = intermediate_ca_pem("seed");
-    write("ca_pem", "intermediate", format!("{crt}\0{key}\0{roots}").as_bytes());
-    for (i, case) in podcert_tests::secrets::broken_ca_keys().iter().step_by(7).enumerate() {
-        write("ca_pem", &format!("broken-key-{i}"), format!("{crt}\0{}", case.text).as_bytes());
+    write(
+        "ca_pem",
+        "intermediate",
+        format!("{crt}\0{key}\0{roots}").as_bytes(),
+    );
+    for (i, case) in podcert_tests::secrets::broken_ca_keys()
+        .iter()
+        .step_by(7)
+        .enumerate()
+    {
+        write(
+            "ca_pem",
+            &format!("broken-key-{i}"),
+            format!("{crt}\0{}", case.text).as_bytes(),
+        );
     }
 }
