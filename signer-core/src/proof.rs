@@ -19,10 +19,38 @@ pub fn verify_possession<'a>(
     pod_uid: &str,
     allowed: &[KeyType],
 ) -> Result<SubjectKey<'a>, Denial> {
+    check_sizes(material)?;
     let key = verify_proof(material, pod_uid, allowed)?;
     key.refuse_factorable()
         .map_err(|e| Denial::new(DenyReason::UnsupportedKeyType, e.to_string()))?;
     Ok(key)
+}
+
+/// Upstream's limit on each key-material field (`MaxPKIXPublicKeySize`,
+/// `MaxProofOfPossessionSize`, `MaxStubPKCS10RequestSize` in `pkg/apis/certificates`). The API
+/// server enforces it at admission; we do not rely on that before parsing.
+pub const MAX_KEY_MATERIAL_BYTES: usize = 10 * 1024;
+
+fn check_sizes(material: &KeyMaterial) -> Result<(), Denial> {
+    let fields: &[(&str, &[u8])] = match material {
+        KeyMaterial::Pkix { spki_der, proof } => {
+            &[("pkixPublicKey", spki_der), ("proofOfPossession", proof)]
+        }
+        KeyMaterial::StubCsr { der } => &[("stubPKCS10Request", der)],
+    };
+    match fields
+        .iter()
+        .find(|(_, b)| b.len() > MAX_KEY_MATERIAL_BYTES)
+    {
+        Some((field, bytes)) => Err(Denial::new(
+            DenyReason::InvalidKeyMaterial,
+            format!(
+                "spec.{field} is {} bytes; the API allows at most {MAX_KEY_MATERIAL_BYTES}",
+                bytes.len()
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 fn verify_proof<'a>(

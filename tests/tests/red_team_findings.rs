@@ -457,6 +457,36 @@ fn finding_6_an_ambiguous_spiffe_id_template_is_refused() {
     assert!(err.contains("ambiguous"), "{err}");
 }
 
+/// Beyond the findings: key material larger than the API allows is denied before it is
+/// parsed, whoever wrote it.
+#[test]
+fn key_material_over_the_api_limit_is_denied_before_parsing() {
+    let k = kubelet_keys()
+        .into_iter()
+        .find(|k| k.key_type == "ECDSAP256")
+        .unwrap();
+    let mut csr = k.stub_csr_der.clone();
+    csr.resize(10 * 1024 + 1, 0);
+    assert_denied(
+        csr_decision(&csr),
+        DenyReason::InvalidKeyMaterial,
+        "spec.stubPKCS10Request is 10241 bytes",
+    );
+    let mut proof = k.proof.clone();
+    proof.resize(10 * 1024 + 1, 0);
+    assert_denied(
+        decide(
+            &k.pod_uid,
+            KeyMaterial::Pkix {
+                spki_der: k.spki_der.clone(),
+                proof,
+            },
+        ),
+        DenyReason::InvalidKeyMaterial,
+        "spec.proofOfPossession is 10241 bytes",
+    );
+}
+
 /// Whatever we issue for, Go admits and reads as empty: every single-byte change to a Go-made
 /// CSR of each key type, and every truncation, judged by both.
 #[test]
