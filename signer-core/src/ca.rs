@@ -149,9 +149,9 @@ impl CaPem {
         )];
         params.serial_number = Some(random_serial());
         let now = unix_seconds(now);
-        params.not_before = to_offset(now - 3600);
+        params.not_before = to_offset(now.saturating_sub(3600));
         params.not_after =
-            to_offset(now + i64::try_from(validity.as_secs()).unwrap_or(i64::MAX / 4));
+            to_offset(now.saturating_add(i64::try_from(validity.as_secs()).unwrap_or(i64::MAX)));
         let cert = params.self_signed(&key).map_err(generate)?;
         let cert_pem = cert.pem();
         Ok(CaPem {
@@ -202,8 +202,7 @@ impl ParsedCert {
 fn parse_certs(pem_text: &str, what: fn(String) -> CaError) -> Result<Vec<ParsedCert>, CaError> {
     let blocks = read_blocks(pem_text).map_err(|e| what(e.to_string()))?;
     let mut certs = Vec::with_capacity(blocks.len());
-    for (i, b) in blocks.into_iter().enumerate() {
-        let n = i + 1;
+    for (n, b) in (1u32..).zip(blocks) {
         if b.label() != "CERTIFICATE" {
             return Err(what(format!(
                 "PEM block {n} is {}, not CERTIFICATE",
@@ -306,25 +305,22 @@ impl Ca {
         // Split tls.crt into the signing certificate, intermediates and any root appended.
         let mut intermediates_pem = String::new();
         let mut roots: Vec<Vec<u8>> = Vec::new();
-        for (i, pair) in chain.windows(2).enumerate() {
+        for (n, pair) in (1u32..).zip(chain.windows(2)) {
             let [child, parent] = pair else { continue };
             let (child, parent) = (child.parse()?, parent.parse()?);
             child
                 .verify_signature(Some(parent.public_key()))
                 .map_err(|e| {
                     CaError::Certificate(format!(
-                        "certificate {} is not signed by certificate {} ({e})",
-                        i + 1,
-                        i + 2
+                        "certificate {n} is not signed by the next one ({e})"
                     ))
                 })?;
         }
-        for (i, c) in chain.iter().enumerate() {
+        for (n, c) in (1usize..).zip(&chain) {
             if is_self_signed(&c.parse()?) {
-                if i + 1 != chain.len() {
+                if n != chain.len() {
                     return Err(CaError::Certificate(format!(
-                        "certificate {} is a self-signed root but is not last",
-                        i + 1
+                        "certificate {n} is a self-signed root but is not last"
                     )));
                 }
                 roots.push(c.der.clone());

@@ -167,17 +167,18 @@ impl<'a> SubjectKey<'a> {
                 .parameters
                 .and_then(|p| p.decode_as().ok())
                 .ok_or_else(|| UnsupportedKey::new("EC key does not name its curve"))?;
-            let (key_type, coord) = match curve {
-                OID_P256 => (KeyType::EcdsaP256, 32),
-                OID_P384 => (KeyType::EcdsaP384, 48),
-                OID_P521 => (KeyType::EcdsaP521, 66),
+            // An uncompressed point: 0x04, then both coordinates.
+            let (key_type, point_len) = match curve {
+                OID_P256 => (KeyType::EcdsaP256, 1 + 2 * 32),
+                OID_P384 => (KeyType::EcdsaP384, 1 + 2 * 48),
+                OID_P521 => (KeyType::EcdsaP521, 1 + 2 * 66),
                 other => {
                     return Err(UnsupportedKey::new(format_args!(
                         "EC curve {other} is not supported"
                     )));
                 }
             };
-            if raw.len() != 1 + 2 * coord || raw.first() != Some(&0x04) {
+            if raw.len() != point_len || raw.first() != Some(&0x04) {
                 return Err(UnsupportedKey::new(format_args!(
                     "{key_type} key is not an uncompressed point"
                 )));
@@ -307,13 +308,12 @@ impl SubjectKey<'_> {
         message: &[u8],
         signature: &[u8],
     ) -> Result<(), BadSignature> {
-        let modulus_bits = match self.key_type {
-            KeyType::Rsa3072 => 3072,
-            KeyType::Rsa4096 => 4096,
+        // The longest salt: emLen (⌈(modBits − 1) / 8⌉) − hLen (32) − 2.
+        let max_salt: usize = match self.key_type {
+            KeyType::Rsa3072 => 384 - 32 - 2,
+            KeyType::Rsa4096 => 512 - 32 - 2,
             _ => return Err(BadSignature),
         };
-        let em_len = (modulus_bits - 1_usize).div_ceil(8);
-        let max_salt = em_len - 32 - 2;
         let ok = |salt: usize| {
             PSS_SHA256_BY_SALT.get(salt).is_some_and(|alg| {
                 UnparsedPublicKey::new(alg, self.raw)

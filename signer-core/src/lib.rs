@@ -22,7 +22,7 @@
 //! ```
 
 // Attacker bytes reach this crate: nothing in its non-test code may panic on them — no
-// unwrap, expect, panic, assertion (clippy.toml) or indexing.
+// unwrap, expect, panic, assertion (clippy.toml), indexing or arithmetic that can overflow.
 #![cfg_attr(
     not(test),
     deny(
@@ -34,6 +34,7 @@
         clippy::unimplemented,
         clippy::indexing_slicing,
         clippy::string_slice,
+        clippy::arithmetic_side_effects,
         clippy::disallowed_macros
     )
 )]

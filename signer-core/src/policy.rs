@@ -89,7 +89,7 @@ pub struct Validity {
 
 impl Validity {
     pub fn lifetime(&self) -> i64 {
-        self.not_after - self.not_before
+        self.not_after.saturating_sub(self.not_before)
     }
 }
 
@@ -203,18 +203,18 @@ impl Policy {
         }
         let lifetime = self.default_lifetime.min(max_expiration_seconds);
         let now = unix_seconds(now);
-        let not_before = now - self.backdate;
-        Ok(self.window(not_before, not_before + lifetime))
+        let not_before = now.saturating_sub(self.backdate);
+        Ok(self.window(not_before, not_before.saturating_add(lifetime)))
     }
 
     /// beginRefreshAt for the window [not_before, not_after] (lifetime ≥ 20 minutes).
     pub fn window(&self, not_before: i64, not_after: i64) -> Validity {
-        let lifetime = not_after - not_before;
+        let lifetime = not_after.saturating_sub(not_before);
         // Lifetimes fit in f64 exactly; truncation keeps whole seconds.
-        let refresh = not_before + (lifetime as f64 * self.refresh_fraction) as i64;
+        let refresh = not_before.saturating_add((lifetime as f64 * self.refresh_fraction) as i64);
         let begin_refresh_at = refresh
-            .max(not_before + REFRESH_MARGIN_SECONDS)
-            .min(not_after - REFRESH_MARGIN_SECONDS);
+            .max(not_before.saturating_add(REFRESH_MARGIN_SECONDS))
+            .min(not_after.saturating_sub(REFRESH_MARGIN_SECONDS));
         Validity {
             not_before,
             not_after,

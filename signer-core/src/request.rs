@@ -134,7 +134,7 @@ impl Denial {
         if message.len() > Self::MAX_MESSAGE {
             let mut cut = Self::MAX_MESSAGE - 3;
             while !message.is_char_boundary(cut) {
-                cut -= 1;
+                cut = cut.saturating_sub(1);
             }
             message.truncate(cut);
             message.push_str("...");

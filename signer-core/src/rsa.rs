@@ -26,8 +26,9 @@ const MAX_EXPONENT: u64 = (1 << 31) - 1;
 /// Odd primes below 1000, for trial division.
 const SMALL_PRIMES: [u16; 167] = small_primes();
 
-// Evaluated at compile time: an index out of bounds would fail the build, not a request.
-#[allow(clippy::indexing_slicing)]
+// Evaluated at compile time: an index out of bounds or an overflow would fail the build, not a
+// request.
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 const fn small_primes() -> [u16; 167] {
     let mut out = [0u16; 167];
     let mut found = 0;
@@ -62,7 +63,10 @@ pub(crate) fn check_public_key(raw: &[u8]) -> Result<KeyType, String> {
         .map_err(|e| format!("RSA public key is not a DER RSAPublicKey ({e})"))?;
     let n = modulus.as_bytes();
     let bits = match n.first() {
-        Some(&top) => n.len() * 8 - top.leading_zeros() as usize,
+        Some(&top) => n
+            .len()
+            .saturating_mul(8)
+            .saturating_sub(top.leading_zeros() as usize),
         None => 0,
     };
     let key_type = match bits {
@@ -125,6 +129,8 @@ fn check_modulus_cheaply(n: &[u8]) -> Result<(), String> {
 /// Refuses a modulus that is a perfect square or prime. This costs a modular exponentiation,
 /// so it runs only for a key whose holder has proved possession: a stranger's garbage never
 /// reaches it.
+// BigUint arithmetic does not overflow, and n ≥ 2^3071 here, so n − 1 does not underflow.
+#[allow(clippy::arithmetic_side_effects)]
 pub(crate) fn check_not_prime_or_square(raw: &[u8]) -> Result<(), String> {
     let n = modulus(raw).ok_or("RSA public key is malformed")?;
     let big = BigUint::from_bytes_be(n);
@@ -141,7 +147,9 @@ pub(crate) fn check_not_prime_or_square(raw: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// `n mod d` for a big-endian `n`.
+/// `n mod d` for a big-endian `n`; `d` is one of [`SMALL_PRIMES`] (never 0, below 2^16), so
+/// the running remainder stays below 2^24 and nothing overflows.
+#[allow(clippy::arithmetic_side_effects)]
 fn remainder(n: &[u8], d: u32) -> u32 {
     n.iter().fold(0u32, |r, b| ((r << 8) | u32::from(*b)) % d)
 }

@@ -90,7 +90,7 @@ impl Signer {
         }
         if validity.not_after > self.ca.not_after_unix() {
             let not_after = self.ca.not_after_unix();
-            if not_after - validity.not_before < MIN_LIFETIME_SECONDS {
+            if not_after.saturating_sub(validity.not_before) < MIN_LIFETIME_SECONDS {
                 return Err(Checked::Error(IssueError::CaExpiresTooSoon {
                     ca_not_after: not_after,
                 }));

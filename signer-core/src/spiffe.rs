@@ -215,7 +215,7 @@ impl SpiffeIdTemplate {
     }
 
     fn render_unchecked(&self, namespace: &str, service_account: &str) -> String {
-        let mut id = String::with_capacity(self.prefix.len() + 64);
+        let mut id = String::with_capacity(self.prefix.len().saturating_add(64));
         id.push_str(&self.prefix);
         for part in &self.path {
             id.push_str(match part {

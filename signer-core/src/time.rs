@@ -15,7 +15,10 @@ pub fn unix_seconds(t: SystemTime) -> i64 {
 
 /// The inverse of [`unix_seconds`] for non-negative values.
 pub fn from_unix_seconds(secs: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64)
+    // Every non-negative i64 second is a representable SystemTime on the platforms we build for.
+    UNIX_EPOCH
+        .checked_add(Duration::from_secs(secs.max(0).unsigned_abs()))
+        .unwrap_or(UNIX_EPOCH)
 }
 
 /// A Unix second as rcgen's validity type.
