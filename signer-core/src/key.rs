@@ -185,7 +185,15 @@ impl<'a> SubjectKey<'a> {
             }
             key_type
         } else if alg.oid == OID_RSA_ENCRYPTION {
-            crate::rsa::check_public_key(raw).map_err(UnsupportedKey::new)?
+            match crate::rsa::check_public_key(raw).map_err(UnsupportedKey::new)? {
+                3072 => KeyType::Rsa3072,
+                4096 => KeyType::Rsa4096,
+                other => {
+                    return Err(UnsupportedKey::new(format_args!(
+                        "RSA modulus of {other} bits is not supported (only 3072 or 4096)"
+                    )));
+                }
+            }
         } else {
             return Err(UnsupportedKey::new(format_args!(
                 "key algorithm {} is not supported",

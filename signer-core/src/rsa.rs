@@ -16,8 +16,6 @@ use num_bigint::BigUint;
 use x509_cert::der::asn1::UintRef;
 use x509_cert::der::{Decode, Reader, SliceReader};
 
-use crate::key::KeyType;
-
 /// The public exponents we certify: odd, at least 65537 (the universal choice), and below
 /// 2^31 (Go's `crypto/rsa` limit).
 const MIN_EXPONENT: u64 = 65_537;
@@ -52,9 +50,9 @@ const fn small_primes() -> [u16; 167] {
     out
 }
 
-/// Classifies a PKCS#1 RSAPublicKey (the subject key's BIT STRING contents) as RSA-3072 or
-/// RSA-4096, or says which rule it breaks.
-pub(crate) fn check_public_key(raw: &[u8]) -> Result<KeyType, String> {
+/// The modulus size, 3072 or 4096 bits, of a PKCS#1 RSAPublicKey (the subject key's BIT
+/// STRING contents), or which rule it breaks.
+pub(crate) fn check_public_key(raw: &[u8]) -> Result<u32, String> {
     let (modulus, exponent) = SliceReader::new(raw)
         .and_then(|mut r| {
             let numbers = r.sequence(|s| Ok((UintRef::decode(s)?, UintRef::decode(s)?)))?;
@@ -69,9 +67,9 @@ pub(crate) fn check_public_key(raw: &[u8]) -> Result<KeyType, String> {
             .saturating_sub(top.leading_zeros() as usize),
         None => 0,
     };
-    let key_type = match bits {
-        3072 => KeyType::Rsa3072,
-        4096 => KeyType::Rsa4096,
+    let modulus_bits = match bits {
+        3072 => 3072,
+        4096 => 4096,
         other => {
             return Err(format!(
                 "RSA modulus of {other} bits is not supported (only 3072 or 4096)"
@@ -80,7 +78,7 @@ pub(crate) fn check_public_key(raw: &[u8]) -> Result<KeyType, String> {
     };
     check_exponent(exponent.as_bytes())?;
     check_modulus_cheaply(n)?;
-    Ok(key_type)
+    Ok(modulus_bits)
 }
 
 /// The modulus of a PKCS#1 RSAPublicKey that [`check_public_key`] accepted.
