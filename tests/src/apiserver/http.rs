@@ -913,6 +913,11 @@ impl Shared {
                 Bytes::from(s)
             };
             let mut sent_rv = since.unwrap_or(last_rv).max(last_rv);
+            // Every change up to `read_rv` has been taken from the stream by this watch (sent,
+            // filtered out, or held while stalled): the furthest a bookmark may point. The store's
+            // current resourceVersion may be further, with this watch's changes still queued; a
+            // bookmark there would let a client resume past them, which kube-apiserver never does.
+            let mut read_rv = last_rv;
             for ev in initial {
                 let presented = shared.present(&rt, &version, &ev["object"]);
                 if matches(&presented)
@@ -930,7 +935,7 @@ impl Shared {
             let mut held: Vec<Arc<Change>> = Vec::new();
             loop {
                 tokio::select! {
-                    change = live.recv() => match change {
+                    change = live.recv() => match change.inspect(|c| read_rv = read_rv.max(c.rv)) {
                         Ok(c) if c.plural == rt.plural && c.rv > sent_rv => {
                             if shared.faults.stall_watches.load(Ordering::Relaxed) {
                                 held.push(c);
@@ -958,7 +963,7 @@ impl Shared {
                                 }
                             }
                             if bookmarks {
-                                let rv = shared.store.lock().unwrap().resource_version().max(sent_rv);
+                                let rv = read_rv.max(sent_rv);
                                 let bm = json!({"type": "BOOKMARK", "object": {"kind": rt.kind, "apiVersion": rt.api_version(&version), "metadata": {"resourceVersion": rv.to_string()}}});
                                 if tx.send(Bytes::from(format!("{bm}\n"))).await.is_err() {
                                     return;
