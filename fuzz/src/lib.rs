@@ -2,7 +2,8 @@
 //! targets (`fuzz_targets/`, run with `cargo fuzz`) and the property tests
 //! (`tests/properties.rs`, run by the normal test command) call these same functions.
 //!
-//! - [`stub_csr`]: any bytes as `spec.stubPKCS10Request` — a decision, never a panic.
+//! - [`stub_csr`]: any bytes as `spec.stubPKCS10Request` — a decision, never a panic, and an
+//!   issued leaf certifies exactly the CSR's key.
 //! - [`pkix`]: any bytes as (pod UID, `pkixPublicKey`, `proofOfPossession`) — a decision, and
 //!   an issued leaf certifies exactly the requested key.
 //! - [`ca_pem`]: any text as the CA Secret's `tls.crt`, `tls.key`, `ca.crt` — a CA or an error
@@ -11,44 +12,11 @@
 //!   status we write for it is one the API server accepts (upstream's status-update rules, as
 //!   ported in the test API server).
 
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use podcert_signer::pcr::{Pcr, Unreadable, status_for, to_request};
-use signer_core::{
-    Ca, CaKeyType, CaPem, Decision, KeyMaterial, Policy, PolicyConfig, Request, Signer,
-};
-
-/// One signer for the whole run: a default policy and a fresh P-256 CA.
-pub fn signer() -> &'static Signer {
-    static SIGNER: OnceLock<Signer> = OnceLock::new();
-    SIGNER.get_or_init(|| {
-        let policy = Policy::new(&PolicyConfig::default()).expect("default policy");
-        let pem = CaPem::generate(
-            CaKeyType::EcdsaP256,
-            policy.trust_domain(),
-            Duration::from_secs(86_400 * 30),
-            SystemTime::now(),
-        )
-        .expect("CA generation");
-        let ca = Ca::from_pem(&pem.cert_pem, &pem.key_pem, None).expect("generated CA loads");
-        Signer::new(Arc::new(policy), Arc::new(ca))
-    })
-}
-
-fn decide(pod_uid: &str, key_material: KeyMaterial) -> Decision {
-    let request = Request {
-        namespace: "ns".into(),
-        pod_uid: pod_uid.into(),
-        service_account_name: "sa".into(),
-        max_expiration_seconds: 86_400,
-        unverified_user_annotations: Default::default(),
-        key_material,
-    };
-    signer()
-        .decide(&request, SystemTime::now())
-        .expect("a healthy CA decides every request")
-}
+use podcert_tests::fixtures::{decide, test_signer};
+use signer_core::{Ca, Decision, KeyMaterial};
 
 /// The leaf's SubjectPublicKeyInfo in an issued chain.
 fn leaf_spki(chain_pem: &str) -> Vec<u8> {
@@ -60,10 +28,18 @@ fn leaf_spki(chain_pem: &str) -> Vec<u8> {
     cert.public_key().raw.to_vec()
 }
 
-/// Any bytes as a stub CSR: a decision, never a panic.
+/// Any bytes as a stub CSR: a decision, never a panic; an issued leaf certifies exactly the
+/// key that another parser (x509-parser) reads from the CSR.
 pub fn stub_csr(data: &[u8]) {
+    use x509_parser::prelude::FromDer;
     if let Decision::Issue(issued) = decide("uid", KeyMaterial::StubCsr { der: data.to_vec() }) {
-        assert!(!leaf_spki(&issued.chain_pem).is_empty());
+        let (_, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(data)
+            .expect("x509-parser reads a CSR we issued for");
+        assert_eq!(
+            leaf_spki(&issued.chain_pem),
+            csr.certification_request_info.subject_pki.raw,
+            "the leaf certifies another key than the CSR's"
+        );
     }
 }
 
@@ -163,7 +139,7 @@ pub fn status_builder(data: &[u8]) -> bool {
         return false;
     };
     let decision = match to_request(&pcr, &version) {
-        Ok(request) => signer()
+        Ok(request) => test_signer()
             .decide(&request, SystemTime::now())
             .expect("a healthy CA decides every request"),
         Err(Unreadable::Deny(d)) => Decision::Deny(d),

@@ -52,22 +52,14 @@ fn every_seed_of_every_target_holds() {
 /// The seeds reach the deep paths: some are issued, not all are refused at the first byte.
 #[test]
 fn the_seeds_reach_issuance() {
-    use podcert_fuzz::signer;
-    use signer_core::{Decision, KeyMaterial, Request};
+    use podcert_tests::fixtures::decide;
+    use signer_core::{Decision, KeyMaterial};
     let issued = seeds("stub_csr")
         .into_iter()
         .filter(|der| {
-            let request = Request {
-                namespace: "ns".into(),
-                pod_uid: "uid".into(),
-                service_account_name: "sa".into(),
-                max_expiration_seconds: 86_400,
-                unverified_user_annotations: Default::default(),
-                key_material: KeyMaterial::StubCsr { der: der.clone() },
-            };
             matches!(
-                signer().decide(&request, std::time::SystemTime::now()),
-                Ok(Decision::Issue(_))
+                decide("uid", KeyMaterial::StubCsr { der: der.clone() }),
+                Decision::Issue(_)
             )
         })
         .count();

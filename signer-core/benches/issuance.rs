@@ -16,7 +16,7 @@ use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
 use base64::Engine;
 use criterion::{Criterion, criterion_group, criterion_main};
-use signer_core::key::{Digest, SignatureScheme};
+use signer_core::signature::{Digest, SignatureScheme};
 use signer_core::*;
 
 #[derive(serde::Deserialize)]

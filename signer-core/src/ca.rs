@@ -228,11 +228,10 @@ fn parse_certs(pem_text: &str, what: fn(String) -> CaError) -> Result<Vec<Parsed
 /// PKCS#1 (`RSA PRIVATE KEY`), optionally after an `EC PARAMETERS` block (what `openssl
 /// ecparam -genkey` writes). Errors say what is wrong and never quote the key.
 fn load_key(key_pem: &str) -> Result<KeyPair, CaError> {
-    let key_err = |m: String| CaError::Key(m);
-    let blocks = read_blocks(key_pem).map_err(|e| key_err(e.to_string()))?;
+    let blocks = read_blocks(key_pem).map_err(|e| CaError::Key(e.to_string()))?;
     let mut keys = blocks.iter().filter(|b| b.label() != "EC PARAMETERS");
     let (Some(block), None) = (keys.next(), keys.next()) else {
-        return Err(key_err(
+        return Err(CaError::Key(
             "must hold exactly one private key PEM block".to_owned(),
         ));
     };
@@ -242,12 +241,12 @@ fn load_key(key_pem: &str) -> Result<KeyPair, CaError> {
         "EC PRIVATE KEY" => (PrivateKeyDer::Sec1(der.into()), "SEC1"),
         "RSA PRIVATE KEY" => (PrivateKeyDer::Pkcs1(der.into()), "PKCS#1"),
         "ENCRYPTED PRIVATE KEY" => {
-            return Err(key_err(
+            return Err(CaError::Key(
                 "is an encrypted PKCS#8 key; give it unencrypted (openssl pkcs8 -nocrypt)".into(),
             ));
         }
         _ => {
-            return Err(key_err(format!(
+            return Err(CaError::Key(format!(
                 "the PEM block is {}, not PRIVATE KEY, EC PRIVATE KEY or RSA PRIVATE KEY",
                 block.label_for_humans()
             )));
@@ -255,7 +254,7 @@ fn load_key(key_pem: &str) -> Result<KeyPair, CaError> {
     };
     // rcgen's error may describe the key's bytes; ours does not.
     KeyPair::try_from(&key).map_err(|_| {
-        key_err(format!(
+        CaError::Key(format!(
             "the {:?} block is not a valid {format} private key of a supported type (ECDSA P-256/P-384/P-521, Ed25519 or RSA)",
             block.label()
         ))

@@ -14,7 +14,8 @@ use x509_cert::der::Decode;
 use x509_cert::der::asn1::ObjectIdentifier;
 use x509_cert::spki::SubjectPublicKeyInfoRef;
 
-pub use crate::signature::{Digest, SignatureScheme};
+use crate::rsa::ModulusSize;
+use crate::signature::{Digest, SignatureScheme};
 
 const OID_ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
 const OID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
@@ -186,13 +187,8 @@ impl<'a> SubjectKey<'a> {
             key_type
         } else if alg.oid == OID_RSA_ENCRYPTION {
             match crate::rsa::check_public_key(raw).map_err(UnsupportedKey::new)? {
-                3072 => KeyType::Rsa3072,
-                4096 => KeyType::Rsa4096,
-                other => {
-                    return Err(UnsupportedKey::new(format_args!(
-                        "RSA modulus of {other} bits is not supported (only 3072 or 4096)"
-                    )));
-                }
+                ModulusSize::Bits3072 => KeyType::Rsa3072,
+                ModulusSize::Bits4096 => KeyType::Rsa4096,
             }
         } else {
             return Err(UnsupportedKey::new(format_args!(

@@ -8,8 +8,9 @@
 //! again so that a privileged user or a compromised API path cannot forge a request.
 
 use crate::csr::StubCsr;
-use crate::key::{self, Digest, KeyType, SignatureScheme, SubjectKey};
+use crate::key::{self, KeyType, SubjectKey};
 use crate::request::{Denial, DenyReason, KeyMaterial};
+use crate::signature::{Digest, SignatureScheme};
 
 /// Extracts the subject key from `material`, refuses it if its type is not in `allowed`, and
 /// verifies the proof that the requester holds it; then, and only then, runs the costly check

@@ -50,15 +50,18 @@ const fn small_primes() -> [u16; 167] {
     out
 }
 
-/// The modulus size, 3072 or 4096 bits, of a PKCS#1 RSAPublicKey (the subject key's BIT
-/// STRING contents), or which rule it breaks.
-pub(crate) fn check_public_key(raw: &[u8]) -> Result<u32, String> {
-    let (modulus, exponent) = SliceReader::new(raw)
-        .and_then(|mut r| {
-            let numbers = r.sequence(|s| Ok((UintRef::decode(s)?, UintRef::decode(s)?)))?;
-            r.finish(numbers)
-        })
-        .map_err(|e| format!("RSA public key is not a DER RSAPublicKey ({e})"))?;
+/// The two RSA modulus sizes the API server admits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ModulusSize {
+    Bits3072,
+    Bits4096,
+}
+
+/// The modulus size of a PKCS#1 RSAPublicKey (the subject key's BIT STRING contents), or
+/// which rule it breaks.
+pub(crate) fn check_public_key(raw: &[u8]) -> Result<ModulusSize, String> {
+    let (modulus, exponent) =
+        numbers(raw).map_err(|e| format!("RSA public key is not a DER RSAPublicKey ({e})"))?;
     let n = modulus.as_bytes();
     let bits = match n.first() {
         Some(&top) => n
@@ -67,9 +70,9 @@ pub(crate) fn check_public_key(raw: &[u8]) -> Result<u32, String> {
             .saturating_sub(top.leading_zeros() as usize),
         None => 0,
     };
-    let modulus_bits = match bits {
-        3072 => 3072,
-        4096 => 4096,
+    let size = match bits {
+        3072 => ModulusSize::Bits3072,
+        4096 => ModulusSize::Bits4096,
         other => {
             return Err(format!(
                 "RSA modulus of {other} bits is not supported (only 3072 or 4096)"
@@ -78,20 +81,14 @@ pub(crate) fn check_public_key(raw: &[u8]) -> Result<u32, String> {
     };
     check_exponent(exponent.as_bytes())?;
     check_modulus_cheaply(n)?;
-    Ok(modulus_bits)
+    Ok(size)
 }
 
-/// The modulus of a PKCS#1 RSAPublicKey that [`check_public_key`] accepted.
-fn modulus(raw: &[u8]) -> Option<&[u8]> {
-    let mut r = SliceReader::new(raw).ok()?;
-    let n = r
-        .sequence(|s| {
-            let n = UintRef::decode(s)?;
-            UintRef::decode(s)?;
-            Ok(n)
-        })
-        .ok()?;
-    Some(n.as_bytes())
+/// The (modulus, public exponent) of a DER PKCS#1 RSAPublicKey.
+fn numbers(raw: &[u8]) -> x509_cert::der::Result<(UintRef<'_>, UintRef<'_>)> {
+    let mut r = SliceReader::new(raw)?;
+    let numbers = r.sequence(|s| Ok((UintRef::decode(s)?, UintRef::decode(s)?)))?;
+    r.finish(numbers)
 }
 
 fn check_exponent(e: &[u8]) -> Result<(), String> {
@@ -130,8 +127,8 @@ fn check_modulus_cheaply(n: &[u8]) -> Result<(), String> {
 // BigUint arithmetic does not overflow, and n ≥ 2^3071 here, so n − 1 does not underflow.
 #[allow(clippy::arithmetic_side_effects)]
 pub(crate) fn check_not_prime_or_square(raw: &[u8]) -> Result<(), String> {
-    let n = modulus(raw).ok_or("RSA public key is malformed")?;
-    let big = BigUint::from_bytes_be(n);
+    let (n, _) = numbers(raw).map_err(|_| "RSA public key is malformed")?;
+    let big = BigUint::from_bytes_be(n.as_bytes());
     let root = big.sqrt();
     if &root * &root == big {
         return Err("RSA modulus is a perfect square, so anyone can factor it".into());
@@ -158,9 +155,11 @@ mod tests {
 
     #[test]
     fn small_primes_are_the_odd_primes_below_1000() {
-        assert_eq!(SMALL_PRIMES[0], 3);
-        assert_eq!(SMALL_PRIMES[166], 997);
-        assert!(SMALL_PRIMES.iter().all(|p| *p > 0));
+        let by_trial_division: Vec<u16> = (3..1000u16)
+            .step_by(2)
+            .filter(|n| (2..*n).all(|d| n % d != 0))
+            .collect();
+        assert_eq!(SMALL_PRIMES.to_vec(), by_trial_division);
     }
 
     #[test]

@@ -257,10 +257,3 @@ fn explicit_fields(contents: &[u8]) -> x509_cert::der::Result<Option<[Option<&[u
     }
     Ok(Some(fields))
 }
-
-/// Reads an AlgorithmIdentifier from its DER, for tests and callers holding bytes.
-pub fn identify_der(der: &[u8]) -> Result<SignatureScheme, String> {
-    let alg = AlgorithmIdentifierRef::from_der(der)
-        .map_err(|e| format!("the signature algorithm is not valid DER ({e})"))?;
-    SignatureScheme::identify(&alg)
-}

@@ -8,7 +8,7 @@
 //	                     proof of possession for each (base64 in JSON, like all bytes here)
 //	oracle csr           reads [{pkcs8_der, signature_algorithm}] and writes, for each, an
 //	                     empty stub CSR made by x509.CreateCertificateRequest with that
-//	                     algorithm (a Go SignatureAlgorithm name, e.g. "ECDSAWithSHA512")
+//	                     algorithm (a Go SignatureAlgorithm name, e.g. "ECDSA-SHA512")
 //	oracle read-csr      reads [der] and writes, for each, how Go reads it: whether
 //	                     ParseCertificateRequest and CheckSignature accept it (the API
 //	                     server's admission) and how many subject RDNs, attributes and

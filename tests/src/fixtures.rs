@@ -1,6 +1,7 @@
-//! Kubelet-exact key material made by `tests/oracle` (Go standard library).
+//! Kubelet-exact key material made by `tests/oracle` (Go standard library), CAs as operators
+//! bring them, and one signer-core signer for tests that decide requests directly.
 //!
-//! Regenerate with `cd tests/oracle && go run . keys > ../fixtures/kubelet-keys.json`.
+//! Regenerate the keys with `cd tests/oracle && go run . keys > ../fixtures/kubelet-keys.json`.
 
 use std::path::PathBuf;
 
@@ -84,4 +85,39 @@ pub fn intermediate_ca_pem(name: &str) -> (String, String, String) {
         .signed_by(&key, &Issuer::new(root, &root_key))
         .unwrap();
     (inter_cert.pem(), key.serialize_pem(), root_cert.pem())
+}
+
+/// One signer for a test binary: the default policy and a fresh P-256 CA valid 30 days.
+pub fn test_signer() -> &'static signer_core::Signer {
+    use signer_core::{Ca, CaKeyType, CaPem, Policy, PolicyConfig, Signer};
+    use std::sync::{Arc, OnceLock};
+    static SIGNER: OnceLock<Signer> = OnceLock::new();
+    SIGNER.get_or_init(|| {
+        let policy = Policy::new(&PolicyConfig::default()).unwrap();
+        let pem = CaPem::generate(
+            CaKeyType::EcdsaP256,
+            policy.trust_domain(),
+            std::time::Duration::from_secs(86_400 * 30),
+            std::time::SystemTime::now(),
+        )
+        .unwrap();
+        let ca = Ca::from_pem(&pem.cert_pem, &pem.key_pem, None).unwrap();
+        Signer::new(Arc::new(policy), Arc::new(ca))
+    })
+}
+
+/// [`test_signer`]'s decision, now, for `key_material` from pod `pod_uid` of service account
+/// `sa` in namespace `ns`, asking for 24 h and carrying no annotations.
+pub fn decide(pod_uid: &str, key_material: signer_core::KeyMaterial) -> signer_core::Decision {
+    let request = signer_core::Request {
+        namespace: "ns".into(),
+        pod_uid: pod_uid.into(),
+        service_account_name: "sa".into(),
+        max_expiration_seconds: 86_400,
+        unverified_user_annotations: Default::default(),
+        key_material,
+    };
+    test_signer()
+        .decide(&request, std::time::SystemTime::now())
+        .expect("a healthy CA decides every request")
 }

@@ -181,6 +181,26 @@ pub fn assert_go_accepts(cases: &[IssuedCase]) {
     }
 }
 
+/// Runs `openssl` with `args` and `stdin`, and returns its stdout; panics with its stderr if
+/// it fails (Debian's `openssl`; `.ci/run` installs it).
+pub fn openssl(args: &[&str], stdin: &[u8]) -> Vec<u8> {
+    let mut child = Command::new("openssl")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("openssl runs (Debian's openssl; .ci/run installs it)");
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// `openssl verify -x509_strict` of the chain's leaf against `roots_pem`, with the chain's
 /// other certificates as untrusted intermediates, for both TLS purposes.
 pub fn openssl_verify(chain_pem: &str, roots_pem: &str) -> Result<(), String> {
@@ -256,28 +276,28 @@ json.dump(out, sys.stdout)
         .collect()
 }
 
-/// Proofs of possession for (PKCS#8 key, pod UID) pairs, made by Go exactly as the 1.35
-/// kubelet makes them; one oracle process for the whole batch.
-pub fn go_prove(requests: &[(&[u8], &str)]) -> Vec<Vec<u8>> {
+/// Runs `oracle <mode>` over (PKCS#8 key, `field`) pairs and decodes the bytes it makes for
+/// each; one oracle process for the whole batch.
+fn made_with_keys(mode: &str, field: &str, requests: &[(&[u8], &str)]) -> Vec<Vec<u8>> {
     let b64 = &base64::engine::general_purpose::STANDARD;
     let input: Vec<serde_json::Value> = requests
         .iter()
-        .map(|(pkcs8, uid)| serde_json::json!({"pkcs8_der": b64.encode(pkcs8), "pod_uid": uid}))
+        .map(|(pkcs8, value)| serde_json::json!({"pkcs8_der": b64.encode(pkcs8), field: value}))
         .collect();
-    let proofs: Vec<String> = run_oracle("prove", &input);
-    proofs.iter().map(|p| b64.decode(p).unwrap()).collect()
+    let made: Vec<String> = run_oracle(mode, &input);
+    made.iter().map(|m| b64.decode(m).unwrap()).collect()
+}
+
+/// Proofs of possession for (PKCS#8 key, pod UID) pairs, made by Go exactly as the 1.35
+/// kubelet makes them.
+pub fn go_prove(requests: &[(&[u8], &str)]) -> Vec<Vec<u8>> {
+    made_with_keys("prove", "pod_uid", requests)
 }
 
 /// Empty stub CSRs made by Go's `x509.CreateCertificateRequest` for (PKCS#8 key, Go
-/// SignatureAlgorithm name) pairs, e.g. `"ECDSAWithSHA512"` or `"SHA256WithRSAPSS"`.
+/// SignatureAlgorithm name) pairs, e.g. `"ECDSA-SHA512"` or `"SHA256-RSAPSS"`.
 pub fn go_make_csrs(requests: &[(&[u8], &str)]) -> Vec<Vec<u8>> {
-    let b64 = &base64::engine::general_purpose::STANDARD;
-    let input: Vec<serde_json::Value> = requests
-        .iter()
-        .map(|(pkcs8, alg)| serde_json::json!({"pkcs8_der": b64.encode(pkcs8), "signature_algorithm": alg}))
-        .collect();
-    let csrs: Vec<String> = run_oracle("csr", &input);
-    csrs.iter().map(|p| b64.decode(p).unwrap()).collect()
+    made_with_keys("csr", "signature_algorithm", requests)
 }
 
 /// How Go's crypto/x509 reads a CSR: `error` is empty when `ParseCertificateRequest` and

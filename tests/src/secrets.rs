@@ -7,9 +7,9 @@
 //! mismatched labels, corrupt DER, two keys. [`leak`] finds any run of a key's base64 body,
 //! hex or decimal bytes in a text.
 
-use std::process::{Command, Stdio};
-
 use base64::Engine;
+
+use crate::oracles::openssl;
 
 /// One private key in one PEM format, with the DER that must never appear anywhere.
 #[derive(Debug, Clone)]
@@ -36,22 +36,7 @@ fn pem_of(label: &str, der: &[u8]) -> String {
 
 /// The key in OpenSSL's "traditional" form: SEC1 for EC keys, PKCS#1 for RSA keys.
 fn traditional(pkcs8_pem: &str) -> String {
-    let mut child = Command::new("openssl")
-        .args(["pkey", "-traditional"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("openssl runs (Debian's openssl; .ci/run installs it)");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(pkcs8_pem.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "openssl pkey -traditional failed");
-    String::from_utf8(out.stdout).unwrap()
+    String::from_utf8(openssl(&["pkey", "-traditional"], pkcs8_pem.as_bytes())).unwrap()
 }
 
 fn key(format: &'static str, pem_text: String) -> CaKey {
@@ -68,20 +53,17 @@ pub fn ca_keys() -> Vec<CaKey> {
     let pkcs8 = |alg| rcgen::KeyPair::generate_for(alg).unwrap().serialize_pem();
     let p256 = pkcs8(&rcgen::PKCS_ECDSA_P256_SHA256);
     let p384 = pkcs8(&rcgen::PKCS_ECDSA_P384_SHA384);
-    let rsa = {
-        let out = Command::new("openssl")
-            .args([
-                "genpkey",
-                "-algorithm",
-                "RSA",
-                "-pkeyopt",
-                "rsa_keygen_bits:2048",
-            ])
-            .stderr(Stdio::null())
-            .output()
-            .expect("openssl runs");
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let rsa = openssl(
+        &[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+        ],
+        b"",
+    );
+    let rsa = String::from_utf8(rsa).unwrap();
     vec![
         key("PKCS#8 P-256", p256.clone()),
         key("SEC1 P-256", traditional(&p256)),

@@ -2,49 +2,16 @@
 //! API server's and the kubelet's parser). Finding 1, the CA key in the logs, is
 //! `ca_key_secrecy.rs` here and `no_byte_of_a_broken_ca_key_reaches_the_logs_...` end to end.
 
-use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime};
-
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair as _};
 use num_bigint::BigUint;
-use podcert_tests::fixtures::kubelet_keys;
-use podcert_tests::oracles::{go_make_csrs, go_read_csrs};
+use podcert_tests::fixtures::{decide, kubelet_keys};
+use podcert_tests::oracles::{go_make_csrs, go_read_csrs, openssl};
 use signer_core::*;
 use x509_cert::der::asn1::{Any, BitString, ObjectIdentifier, SetOfVec, Uint};
 use x509_cert::der::{Decode, Encode, Tag};
 use x509_cert::name::{RdnSequence, RelativeDistinguishedName};
 use x509_cert::request::{CertReq, CertReqInfo, Version};
 use x509_cert::spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
-
-fn signer() -> &'static Signer {
-    static SIGNER: OnceLock<Signer> = OnceLock::new();
-    SIGNER.get_or_init(|| {
-        let policy = Policy::new(&PolicyConfig::default()).unwrap();
-        let pem = CaPem::generate(
-            CaKeyType::EcdsaP256,
-            policy.trust_domain(),
-            Duration::from_secs(86_400),
-            SystemTime::now(),
-        )
-        .unwrap();
-        let ca = Ca::from_pem(&pem.cert_pem, &pem.key_pem, None).unwrap();
-        Signer::new(Arc::new(policy), Arc::new(ca))
-    })
-}
-
-fn decide(pod_uid: &str, key_material: KeyMaterial) -> Decision {
-    let request = Request {
-        namespace: "ns".into(),
-        pod_uid: pod_uid.into(),
-        service_account_name: "sa".into(),
-        max_expiration_seconds: 86_400,
-        unverified_user_annotations: BTreeMap::new(),
-        key_material,
-    };
-    signer().decide(&request, SystemTime::now()).unwrap()
-}
 
 fn csr_decision(der: &[u8]) -> Decision {
     decide("uid", KeyMaterial::StubCsr { der: der.to_vec() })
@@ -87,17 +54,21 @@ const ECDSA_WITH_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.84
 /// A CSR over `info`, validly signed by `key` with ECDSA-SHA256: whatever it carries, it comes
 /// from the key holder.
 fn signed_csr(key: &EcdsaKeyPair, info: CertReqInfo) -> Vec<u8> {
-    let signature = sign(key, &info.to_der().unwrap());
-    CertReq {
-        info,
-        algorithm: AlgorithmIdentifierOwned {
-            oid: ECDSA_WITH_SHA256,
-            parameters: None,
-        },
-        signature: BitString::from_bytes(&signature).unwrap(),
-    }
-    .to_der()
-    .unwrap()
+    csr_over(key, info.to_der().unwrap())
+}
+
+/// A CSR whose CertificationRequestInfo is the bytes `info_der`, whatever they are, signed by
+/// `key` with ECDSA-SHA256.
+fn csr_over(key: &EcdsaKeyPair, info_der: Vec<u8>) -> Vec<u8> {
+    let signature = sign(key, &info_der);
+    let mut body = info_der;
+    let algorithm = AlgorithmIdentifierOwned {
+        oid: ECDSA_WITH_SHA256,
+        parameters: None,
+    };
+    body.extend(algorithm.to_der().unwrap());
+    body.extend(BitString::from_bytes(&signature).unwrap().to_der().unwrap());
+    Any::new(Tag::Sequence, body).unwrap().to_der().unwrap()
 }
 
 fn empty_info(spki_der: &[u8]) -> CertReqInfo {
@@ -171,20 +142,8 @@ fn finding_3_an_spki_with_an_extra_element_is_denied_without_a_panic() {
         .unwrap();
     info_der.splice(at..at + spki.len(), extended.iter().copied());
     info_der[1] += 2; // the info SEQUENCE's short-form length
-    let signature = sign(&key, &info_der);
-    let mut body = info_der.clone();
-    body.extend(
-        AlgorithmIdentifierOwned {
-            oid: ECDSA_WITH_SHA256,
-            parameters: None,
-        }
-        .to_der()
-        .unwrap(),
-    );
-    body.extend(BitString::from_bytes(&signature).unwrap().to_der().unwrap());
-    let der = Any::new(Tag::Sequence, body).unwrap().to_der().unwrap();
     assert_denied(
-        csr_decision(&der),
+        csr_decision(&csr_over(&key, info_der)),
         DenyReason::InvalidStubPKCS10Request,
         "not a valid DER PKCS#10",
     );
@@ -194,19 +153,7 @@ fn finding_3_an_spki_with_an_extra_element_is_denied_without_a_panic() {
 fn openssl_rsa(bits: u32, e: &str, uid: &str) -> (Vec<u8>, Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("key.pem");
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .stderr(Stdio::piped())
-            .output()
-            .expect("openssl runs");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
-    };
+    let run = |args: &[&str]| openssl(args, b"");
     let key_s = key.to_str().unwrap();
     run(&[
         "genpkey",
@@ -260,11 +207,11 @@ fn rsa_spki(modulus: &BigUint, exponent: u64) -> Vec<u8> {
 }
 
 fn openssl_prime(bits: u32) -> BigUint {
-    let out = Command::new("openssl")
-        .args(["prime", "-generate", "-bits", &bits.to_string(), "-hex"])
-        .output()
-        .expect("openssl runs");
-    BigUint::parse_bytes(String::from_utf8(out.stdout).unwrap().trim().as_bytes(), 16).unwrap()
+    let hex = openssl(
+        &["prime", "-generate", "-bits", &bits.to_string(), "-hex"],
+        b"",
+    );
+    BigUint::parse_bytes(String::from_utf8(hex).unwrap().trim().as_bytes(), 16).unwrap()
 }
 
 /// Finding 4: keys with exponent 3 or 2^32+1 (which Go's crypto/rsa refuses), with valid

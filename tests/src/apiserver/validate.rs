@@ -677,8 +677,8 @@ fn key_type_causes(field: &str, spki_der: &[u8]) -> Vec<Cause> {
 }
 
 /// The signature scheme Go would verify `oid` with, for a key of `key`'s type.
-fn csr_scheme(oid: &str) -> Option<signer_core::key::SignatureScheme> {
-    use signer_core::key::{Digest, SignatureScheme as S};
+fn csr_scheme(oid: &str) -> Option<signer_core::signature::SignatureScheme> {
+    use signer_core::signature::{Digest, SignatureScheme as S};
     Some(match oid {
         "1.3.101.112" => S::Ed25519,
         "1.2.840.10045.4.3.2" => S::Ecdsa(Digest::Sha256),
@@ -811,7 +811,7 @@ pub fn pcr_create(obj: &Value, version: &str, check_crypto: bool) -> Vec<Cause> 
 }
 
 fn pkix_causes(spki: &[u8], proof: &[u8], pod_uid: &str) -> Vec<Cause> {
-    use signer_core::key::{Digest, SignatureScheme};
+    use signer_core::signature::{Digest, SignatureScheme};
     let causes = key_type_causes("spec.pkixPublicKey", spki);
     if !causes.is_empty() {
         return causes;
