@@ -52,6 +52,17 @@ fn generated_ca(kt: CaKeyType) -> Ca {
     Ca::from_pem(&pem.cert_pem, &pem.key_pem, None).unwrap()
 }
 
+/// A generated root's signing intermediate, as a leader makes it: the two-tier default.
+fn signing_intermediate(kt: CaKeyType) -> Ca {
+    let profile = CaProfile {
+        key_type: kt,
+        ..CaProfile::new(policy().trust_domain().clone())
+    };
+    generated_ca(kt)
+        .sign_intermediate(&profile, Duration::from_secs(86_400 * 7), SystemTime::now())
+        .unwrap()
+}
+
 /// What cert-manager gives a BYO user: `tls.crt` an intermediate, `ca.crt` the root.
 fn intermediate_ca() -> Ca {
     let (crt, key, root) = intermediate_ca_pem("BYO");
@@ -73,7 +84,18 @@ fn signers() -> Vec<(&'static str, Signer)> {
             Signer::new(policy(), Arc::new(generated_ca(CaKeyType::Ed25519))),
         ),
         (
-            "p256-intermediate",
+            "p256-root/p256-signing",
+            Signer::new(
+                policy(),
+                Arc::new(signing_intermediate(CaKeyType::EcdsaP256)),
+            ),
+        ),
+        (
+            "ed25519-root/ed25519-signing",
+            Signer::new(policy(), Arc::new(signing_intermediate(CaKeyType::Ed25519))),
+        ),
+        (
+            "byo-p384-root/p256-intermediate",
             Signer::new(policy(), Arc::new(intermediate_ca())),
         ),
     ]
@@ -127,7 +149,7 @@ fn every_kubelet_key_in_both_formats_is_issued_and_accepted_by_go_openssl_and_py
             }
         }
     }
-    assert_eq!(cases.len(), 4 * 6 * 2);
+    assert_eq!(cases.len(), 6 * 6 * 2);
     assert_go_accepts(&cases);
     for (r, case) in py_spiffe_parse(&svids).into_iter().zip(&cases) {
         assert_eq!(

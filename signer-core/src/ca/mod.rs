@@ -1,20 +1,24 @@
-//! The signing CA: generated once or brought by the operator, loaded from PEM, checked, used.
+//! A CA that can sign: loaded from PEM and checked, or made by [`issue`].
 //!
-//! The CA lives as PEM in a `kubernetes.io/tls` Secret: `tls.crt` (the signing certificate,
-//! optionally followed by intermediates), `tls.key`, and optionally `ca.crt` (the root(s) when
-//! the signing certificate is not itself a root — what cert-manager writes). [`CaPem::generate`]
-//! makes a new self-signed root; [`Ca::from_pem`] is the one way to load either kind, and it
-//! refuses anything that could not sign valid chains: a key that does not match, a signing
-//! certificate that is not a CA, a broken chain, no root. The chain we issue is the leaf plus
-//! intermediates; the roots go only into the trust bundle.
+//! Our CA has two tiers. The *root* (generated, or brought by the operator) lives as PEM in a
+//! `kubernetes.io/tls` Secret: `tls.crt` (the root, or an operator's CA certificate optionally
+//! followed by its intermediates), `tls.key`, and optionally `ca.crt` (the root(s) when
+//! `tls.crt` is not itself a root — what cert-manager writes). The root signs only *signing
+//! intermediates* ([`Ca::sign_intermediate`]), made in memory, which sign the leaves. A [`Ca`]
+//! is either tier: [`Ca::from_pem`] is the one way to load a root, and it refuses anything that
+//! could not sign valid chains (a key that does not match, a certificate that is not a CA, a
+//! broken chain, no root). The chain we issue is the leaf plus every certificate between it
+//! and the root; the roots go only into the trust bundle.
+
+mod issue;
+mod profile;
+
+pub use profile::CaProfile;
 
 use std::fmt;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, PublicKeyData, SanType,
-};
+use rcgen::{Issuer, KeyPair, PublicKeyData};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::ParsedExtension;
 use x509_parser::prelude::FromDer;
@@ -22,9 +26,8 @@ use x509_parser::prelude::FromDer;
 use rustls_pki_types::PrivateKeyDer;
 
 use crate::pem_reader::read_blocks;
-use crate::spiffe::TrustDomain;
-use crate::time::{from_unix_seconds, to_offset, unix_seconds};
-use crate::x509::{certificate_pem, random_serial};
+use crate::time::from_unix_seconds;
+use crate::x509::certificate_pem;
 
 /// Key types for a generated CA.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -50,7 +53,7 @@ impl CaKeyType {
         }
     }
 
-    fn algorithm(self) -> &'static rcgen::SignatureAlgorithm {
+    pub(crate) fn algorithm(self) -> &'static rcgen::SignatureAlgorithm {
         match self {
             CaKeyType::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
             CaKeyType::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
@@ -118,61 +121,22 @@ impl CaPem {
     pub fn load(&self) -> Result<Ca, CaError> {
         Ca::from_pem(&self.cert_pem, &self.key_pem, self.roots_pem.as_deref())
     }
-
-    /// A new self-signed root for `trust_domain`, valid from `now` (backdated an hour) for
-    /// `validity`. It may sign leaves only (path length 0) and carries the trust domain's
-    /// SPIFFE ID.
-    pub fn generate(
-        key_type: CaKeyType,
-        trust_domain: &TrustDomain,
-        validity: Duration,
-        now: SystemTime,
-    ) -> Result<CaPem, CaError> {
-        let generate = |e: rcgen::Error| CaError::Generate(e.to_string());
-        let key = KeyPair::generate_for(key_type.algorithm()).map_err(generate)?;
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::OrganizationName, "podcert-signer");
-        dn.push(
-            DnType::CommonName,
-            format!("podcert-signer CA for {trust_domain}"),
-        );
-        params.distinguished_name = dn;
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        params.subject_alt_names = vec![SanType::URI(
-            trust_domain.id().as_str().try_into().map_err(generate)?,
-        )];
-        params.serial_number = Some(random_serial());
-        let now = unix_seconds(now);
-        params.not_before = to_offset(now.saturating_sub(3600));
-        params.not_after =
-            to_offset(now.saturating_add(i64::try_from(validity.as_secs()).unwrap_or(i64::MAX)));
-        let cert = params.self_signed(&key).map_err(generate)?;
-        let cert_pem = cert.pem();
-        Ok(CaPem {
-            roots_pem: Some(cert_pem.clone()),
-            cert_pem,
-            key_pem: key.serialize_pem(),
-        })
-    }
 }
 
-/// A loaded, checked CA that can sign leaves.
+/// A loaded, checked CA that can sign leaves or (a root) signing intermediates.
 pub struct Ca {
     issuer: Issuer<'static, KeyPair>,
-    /// PEM of the certificates that follow the leaf in every chain: the signing certificate
-    /// when it is not a root, then its own intermediates (empty for a root CA).
+    /// PEM of the certificates that follow a certificate this CA signs, in every chain: the
+    /// signing certificate when it is not a root, then its own intermediates (empty for a
+    /// root).
     intermediates_pem: String,
     /// PEM of the root(s): the trust bundle.
     trust_bundle_pem: String,
     not_before: i64,
     not_after: i64,
     subject: String,
+    /// Whether every path-length constraint above allows one more CA below this one.
+    room_for_intermediate: bool,
 }
 
 impl fmt::Debug for Ca {
@@ -181,6 +145,7 @@ impl fmt::Debug for Ca {
             .field("subject", &self.subject)
             .field("not_after", &self.not_after)
             .field("intermediates", &!self.intermediates_pem.is_empty())
+            .field("room_for_intermediate", &self.room_for_intermediate)
             .finish_non_exhaustive()
     }
 }
@@ -263,6 +228,16 @@ fn load_key(key_pem: &str) -> Result<KeyPair, CaError> {
 
 fn is_self_signed(c: &X509Certificate<'_>) -> bool {
     c.subject() == c.issuer() && c.verify_signature(None).is_ok()
+}
+
+/// The basicConstraints pathLenConstraint, when there is one.
+fn max_path_len(c: &X509Certificate<'_>) -> Option<u32> {
+    c.extensions()
+        .iter()
+        .find_map(|ext| match ext.parsed_extension() {
+            ParsedExtension::BasicConstraints(bc) => bc.path_len_constraint,
+            _ => None,
+        })
 }
 
 fn is_ca(c: &X509Certificate<'_>) -> bool {
@@ -358,6 +333,25 @@ impl Ca {
                 "tls.crt does not end in a self-signed root, so ca.crt must hold the root that signed it".into(),
             ));
         }
+        // One more CA below the signing certificate puts i + 1 CAs below the i-th certificate
+        // of the path (the signing certificate is the 0th, its issuing root the last).
+        let mut path = Vec::with_capacity(chain.len().saturating_add(1));
+        for c in &chain {
+            path.push(c.parse()?);
+        }
+        let last = chain.last().unwrap_or(first).parse()?;
+        let issuing_root = roots.iter().find_map(|r| {
+            X509Certificate::from_der(r)
+                .ok()
+                .map(|(_, r)| r)
+                .filter(|r| {
+                    !is_self_signed(&last) && last.verify_signature(Some(r.public_key())).is_ok()
+                })
+        });
+        path.extend(issuing_root);
+        let room_for_intermediate = (1u32..)
+            .zip(&path)
+            .all(|(below, c)| max_path_len(c).is_none_or(|max| max >= below));
         let trust_bundle_pem = roots.iter().map(|r| certificate_pem(r)).collect();
         let validity = signing.validity();
         let (not_before, not_after) = (
@@ -374,7 +368,15 @@ impl Ca {
             not_before,
             not_after,
             subject,
+            room_for_intermediate,
         })
+    }
+
+    /// Whether this CA may sign a signing intermediate: every path-length constraint from it
+    /// up to its root leaves room for one more CA. Our own roots do; an operator's CA with
+    /// `pathlen:0` (or a root made before two tiers) does not, and signs leaves itself.
+    pub fn has_room_for_intermediate(&self) -> bool {
+        self.room_for_intermediate
     }
 
     /// PEM of the root certificate(s), for the ClusterTrustBundle.
@@ -411,6 +413,8 @@ impl Ca {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spiffe::TrustDomain;
+    use std::time::{Duration, SystemTime};
 
     fn td() -> TrustDomain {
         TrustDomain::new("example.org").unwrap()
@@ -464,13 +468,5 @@ mod tests {
         ));
         let e = Ca::from_pem(&a.key_pem, &a.key_pem, None).unwrap_err();
         assert!(e.to_string().starts_with("tls.crt: "), "{e}");
-    }
-
-    #[test]
-    fn serials_are_positive_and_twenty_bytes() {
-        let s = random_serial().to_bytes();
-        assert_eq!(s.len(), 20);
-        assert_eq!(s[0] & 0xc0, 0x40);
-        assert_ne!(random_serial(), random_serial());
     }
 }

@@ -1,0 +1,232 @@
+//! Making CAs: a new self-signed root ([`CaProfile::root`]) and a signing intermediate under a
+//! root ([`Ca::sign_intermediate`]).
+//!
+//! A root is stored (it is the trust anchor, and must survive restarts); an intermediate is
+//! made in memory by whoever leads and is never stored, so no signing key ever rests in the
+//! cluster. Both are backdated an hour for clock skew — more than any leaf is backdated, so a
+//! fresh intermediate can sign at once — and an intermediate never outlives its root: its
+//! validity is cut to the root's.
+
+use std::time::{Duration, SystemTime};
+
+use rcgen::{Issuer, KeyPair};
+use x509_parser::certificate::X509Certificate;
+use x509_parser::prelude::FromDer;
+
+use super::profile::{CaProfile, Tier};
+use super::{Ca, CaError, CaKeyType, CaPem};
+use crate::spiffe::TrustDomain;
+use crate::time::unix_seconds;
+use crate::x509::certificate_pem;
+
+/// How far a new CA's notBefore is set in the past.
+const CA_BACKDATE_SECONDS: i64 = 3600;
+
+fn seconds(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+fn generate_key(key_type: CaKeyType) -> Result<KeyPair, CaError> {
+    KeyPair::generate_for(key_type.algorithm()).map_err(|e| CaError::Generate(e.to_string()))
+}
+
+impl CaProfile {
+    /// A new self-signed root, valid from `now` (backdated an hour) for `validity`. It may
+    /// sign one tier of intermediates (path length 1).
+    pub fn root(&self, validity: Duration, now: SystemTime) -> Result<CaPem, CaError> {
+        let key = generate_key(self.key_type)?;
+        let now = unix_seconds(now);
+        let params = self.params(
+            Tier::Root,
+            now.saturating_sub(CA_BACKDATE_SECONDS),
+            now.saturating_add(seconds(validity)),
+        )?;
+        let cert = params
+            .self_signed(&key)
+            .map_err(|e| CaError::Generate(e.to_string()))?;
+        let cert_pem = certificate_pem(cert.der());
+        Ok(CaPem {
+            roots_pem: Some(cert_pem.clone()),
+            cert_pem,
+            key_pem: key.serialize_pem(),
+        })
+    }
+}
+
+impl CaPem {
+    /// A new root for `trust_domain` with the default, name-constrained profile (see
+    /// [`CaProfile::root`]).
+    pub fn generate(
+        key_type: CaKeyType,
+        trust_domain: &TrustDomain,
+        validity: Duration,
+        now: SystemTime,
+    ) -> Result<CaPem, CaError> {
+        CaProfile {
+            key_type,
+            ..CaProfile::new(trust_domain.clone())
+        }
+        .root(validity, now)
+    }
+}
+
+impl Ca {
+    /// A new signing intermediate under this CA, with a key made here and never written
+    /// anywhere: valid from `now` (backdated an hour, but not before this CA) for `validity`,
+    /// cut to this CA's own notAfter. Refused when a path-length constraint leaves no room
+    /// (see [`Ca::has_room_for_intermediate`]) or this CA has expired.
+    pub fn sign_intermediate(
+        &self,
+        profile: &CaProfile,
+        validity: Duration,
+        now: SystemTime,
+    ) -> Result<Ca, CaError> {
+        if !self.room_for_intermediate {
+            return Err(CaError::Generate(
+                "the CA's path-length constraint leaves no room for a signing intermediate".into(),
+            ));
+        }
+        let now = unix_seconds(now);
+        let not_before = now.saturating_sub(CA_BACKDATE_SECONDS).max(self.not_before);
+        let not_after = now.saturating_add(seconds(validity)).min(self.not_after);
+        if not_after <= now {
+            return Err(CaError::Generate(format!(
+                "the CA expired at {} (Unix time); it cannot sign an intermediate",
+                self.not_after
+            )));
+        }
+        let key = generate_key(profile.key_type)?;
+        let params = profile.params(Tier::Intermediate, not_before, not_after)?;
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(|e| CaError::Generate(e.to_string()))?;
+        let subject = X509Certificate::from_der(cert.der())
+            .map(|(_, c)| c.subject().to_string())
+            .map_err(|_| CaError::Generate("the new intermediate does not parse".into()))?;
+        let mut intermediates_pem = certificate_pem(cert.der());
+        intermediates_pem.push_str(&self.intermediates_pem);
+        Ok(Ca {
+            issuer: Issuer::new(params, key),
+            intermediates_pem,
+            trust_bundle_pem: self.trust_bundle_pem.clone(),
+            not_before,
+            not_after,
+            subject,
+            room_for_intermediate: false,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use x509_parser::extensions::{GeneralName, ParsedExtension};
+
+    const DAY: u64 = 86_400;
+
+    fn profile() -> CaProfile {
+        CaProfile::new(TrustDomain::new("example.org").unwrap())
+    }
+
+    fn root(validity_days: u64) -> Ca {
+        profile()
+            .root(Duration::from_secs(DAY * validity_days), SystemTime::now())
+            .unwrap()
+            .load()
+            .unwrap()
+    }
+
+    fn der_of(pem_text: &str) -> Vec<Vec<u8>> {
+        pem::parse_many(pem_text)
+            .unwrap()
+            .into_iter()
+            .map(|p| p.into_contents())
+            .collect()
+    }
+
+    #[test]
+    fn a_root_has_room_for_one_intermediate_and_the_intermediate_for_none() {
+        let root = root(365);
+        assert!(root.has_room_for_intermediate());
+        let intermediate = root
+            .sign_intermediate(&profile(), Duration::from_secs(DAY * 7), SystemTime::now())
+            .unwrap();
+        assert!(!intermediate.has_room_for_intermediate());
+        assert!(matches!(
+            intermediate.sign_intermediate(&profile(), Duration::from_secs(DAY), SystemTime::now()),
+            Err(CaError::Generate(_))
+        ));
+        // The chain after a leaf is the intermediate; the bundle is still the root.
+        assert_eq!(der_of(intermediate.intermediates_pem()).len(), 1);
+        assert_eq!(intermediate.trust_bundle_pem(), root.trust_bundle_pem());
+    }
+
+    #[test]
+    fn an_intermediate_never_outlives_its_root() {
+        let root = root(3);
+        let intermediate = root
+            .sign_intermediate(&profile(), Duration::from_secs(DAY * 7), SystemTime::now())
+            .unwrap();
+        assert_eq!(intermediate.not_after_unix(), root.not_after_unix());
+        assert!(intermediate.not_before_unix() >= root.not_before_unix());
+        let later = SystemTime::now() + Duration::from_secs(DAY * 4);
+        assert!(
+            root.sign_intermediate(&profile(), Duration::from_secs(DAY), later)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn both_tiers_carry_the_trust_domain_name_constraint_unless_turned_off() {
+        let permitted_uris = |pem_text: &str| -> Vec<String> {
+            let der = der_of(pem_text).remove(0);
+            let (_, cert) = X509Certificate::from_der(&der).unwrap();
+            cert.extensions()
+                .iter()
+                .filter_map(|e| match e.parsed_extension() {
+                    ParsedExtension::NameConstraints(nc) => {
+                        assert!(e.critical);
+                        Some(nc.permitted_subtrees.clone().unwrap_or_default())
+                    }
+                    _ => None,
+                })
+                .flatten()
+                .map(|s| match s.base {
+                    GeneralName::URI(u) => u.to_string(),
+                    other => panic!("{other:?}"),
+                })
+                .collect()
+        };
+        let root = root(365);
+        let intermediate = root
+            .sign_intermediate(&profile(), Duration::from_secs(DAY), SystemTime::now())
+            .unwrap();
+        assert_eq!(permitted_uris(root.trust_bundle_pem()), ["example.org"]);
+        assert_eq!(
+            permitted_uris(intermediate.intermediates_pem()),
+            ["example.org"]
+        );
+
+        let open = CaProfile {
+            name_constraints: false,
+            ..profile()
+        };
+        let pem = open
+            .root(Duration::from_secs(DAY), SystemTime::now())
+            .unwrap();
+        assert!(permitted_uris(&pem.cert_pem).is_empty());
+    }
+
+    #[test]
+    fn a_root_without_room_signs_leaves_itself() {
+        // A CA made before two tiers: pathlen 0.
+        let key = KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::default();
+        p.distinguished_name.push(rcgen::DnType::CommonName, "old");
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+        p.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+        let cert = p.self_signed(&key).unwrap();
+        let ca = Ca::from_pem(&cert.pem(), &key.serialize_pem(), None).unwrap();
+        assert!(!ca.has_room_for_intermediate());
+    }
+}
