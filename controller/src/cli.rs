@@ -11,10 +11,11 @@ use std::time::Duration;
 use clap::Parser;
 use signer_core::ConfigError;
 use signer_core::names::{self, is_dns1123_label, is_dns1123_subdomain};
-use signer_core::{CaKeyType, KeyType, Policy, PolicyConfig};
+use signer_core::{CaKeyType, CaProfile, KeyType, Policy, PolicyConfig};
 
+use crate::clock::Clock;
 use crate::config::{
-    CaConfig, ClusterConfig, Config, LeaseConfig, LogConfig, LogFormat, ObjectName,
+    CaConfig, CaLifecycle, ClusterConfig, Config, LeaseConfig, LogConfig, LogFormat, ObjectName,
 };
 
 /// Kubernetes PodCertificateRequest signer issuing SPIFFE X.509-SVIDs.
@@ -62,13 +63,39 @@ pub struct Args {
     )]
     pub ca_secret: String,
 
-    /// Key type of a generated CA: ECDSAP256, ECDSAP384 or ED25519.
+    /// Key type of the roots and signing intermediates we generate: ECDSAP256, ECDSAP384 or ED25519.
     #[arg(long, env = "PODCERT_CA_KEY_TYPE", default_value = "ECDSAP256")]
     pub ca_key_type: CaKeyType,
 
-    /// Validity of a generated CA.
-    #[arg(long, env = "PODCERT_CA_VALIDITY", default_value = "3650d", value_parser = parse_duration)]
+    /// Validity of a root we generate.
+    #[arg(long, env = "PODCERT_CA_VALIDITY", default_value = "365d", value_parser = parse_duration)]
     pub ca_validity: Duration,
+
+    /// A root we generated is replaced automatically once it has less than this left.
+    #[arg(long, env = "PODCERT_CA_ROTATE_BEFORE", default_value = "90d", value_parser = parse_duration)]
+    pub ca_rotate_before: Duration,
+
+    /// How long a new root is published in the trust bundle beside the old one before it signs.
+    #[arg(long, env = "PODCERT_CA_PROPAGATION_DELAY", default_value = "24h", value_parser = parse_duration)]
+    pub ca_propagation_delay: Duration,
+
+    /// Validity of a signing intermediate (made in memory by the leader, renewed half-way).
+    #[arg(long, env = "PODCERT_INTERMEDIATE_VALIDITY", default_value = "7d", value_parser = parse_duration)]
+    pub intermediate_validity: Duration,
+
+    /// Whether generated roots and intermediates carry a URI name constraint for the trust
+    /// domain (rustls-webpki refuses chains with one: turn it off for rustls workloads).
+    #[arg(long, env = "PODCERT_CA_NAME_CONSTRAINTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub ca_name_constraints: bool,
+
+    /// Runs certificate and CA time this many times faster than the system clock, from
+    /// --time-origin. For time-compressed tests only; never in production.
+    #[arg(long, env = "PODCERT_TIME_SCALE", default_value_t = 1, hide = true)]
+    pub time_scale: u32,
+
+    /// Unix second from which --time-scale runs faster.
+    #[arg(long, env = "PODCERT_TIME_ORIGIN", default_value_t = 0, hide = true)]
+    pub time_origin: u64,
 
     /// Suffix of the ClusterTrustBundle name (`<signer-name with / as :>:<suffix>`).
     #[arg(long, env = "PODCERT_TRUST_BUNDLE_SUFFIX", default_value = "ca")]
@@ -179,9 +206,16 @@ impl Args {
             allowed_key_types: self.allowed_key_types.clone(),
         })?;
         let ca_secret = object_name("ca-secret", &self.ca_secret)?;
-        if self.ca_validity < Duration::from_secs(2 * 86_400) {
-            return Err(err("ca-validity", "a CA must be valid for at least 2 days"));
-        }
+        let trust_domain = policy.trust_domain().clone();
+        let clock = match self.time_scale {
+            0 => return Err(err("time-scale", "must be at least 1")),
+            1 => Clock::system(),
+            n => Clock::scaled(
+                std::time::UNIX_EPOCH + Duration::from_secs(self.time_origin),
+                n,
+            ),
+        };
+        let lifecycle = self.lifecycle(policy.max_leaf_lifetime(), clock.scale())?;
         let trust_bundle_name = format!(
             "{}:{}",
             self.signer_name.replace('/', ":"),
@@ -224,11 +258,16 @@ impl Args {
         let identity = self.identity.clone().unwrap_or_else(default_identity);
         Ok(Config {
             signer_name: self.signer_name.clone(),
+            clock,
             policy: std::sync::Arc::new(policy),
             ca: CaConfig {
                 secret: ca_secret,
-                key_type: self.ca_key_type,
-                validity: self.ca_validity,
+                profile: CaProfile {
+                    key_type: self.ca_key_type,
+                    trust_domain: trust_domain.clone(),
+                    name_constraints: self.ca_name_constraints,
+                },
+                lifecycle,
                 trust_bundle_name,
                 trust_bundle_resync: self.trust_bundle_resync.max(Duration::from_secs(1)),
             },
@@ -248,6 +287,51 @@ impl Args {
                 filter: self.log_level.clone(),
                 format: self.log_format,
             },
+        })
+    }
+}
+
+impl Args {
+    /// The CA schedule, checked so that every step has room.
+    fn lifecycle(&self, longest_leaf: Duration, time_scale: u32) -> Result<CaLifecycle, ConfigError> {
+        let show = |d: Duration| humantime::format_duration(d).to_string();
+        if self.intermediate_validity < longest_leaf * 2 {
+            return Err(err(
+                "intermediate-validity",
+                format!(
+                    "must be at least twice the longest leaf lifetime ({}), so a leaf never outlives its intermediate",
+                    show(longest_leaf * 2)
+                ),
+            ));
+        }
+        let least_rotate_before = self.ca_propagation_delay + self.intermediate_validity;
+        if self.ca_rotate_before <= least_rotate_before {
+            return Err(err(
+                "ca-rotate-before",
+                format!(
+                    "must be more than --ca-propagation-delay plus --intermediate-validity ({}), so the old root can sign until the new one is trusted",
+                    show(least_rotate_before)
+                ),
+            ));
+        }
+        if self.ca_validity <= self.ca_rotate_before * 2 {
+            return Err(err(
+                "ca-validity",
+                format!(
+                    "must be more than twice --ca-rotate-before ({}), or a root would be replaced as soon as it is made",
+                    show(self.ca_rotate_before * 2)
+                ),
+            ));
+        }
+        // A deposed leader may sign for up to this long of real time; on a compressed clock
+        // that is `time_scale` times more certificate time.
+        let lease_overlap = (self.lease_duration + crate::term::GRACE) * time_scale;
+        Ok(CaLifecycle {
+            root_validity: self.ca_validity,
+            root_rotate_before: self.ca_rotate_before,
+            propagation_delay: self.ca_propagation_delay,
+            intermediate_validity: self.intermediate_validity,
+            retain_retired_roots: longest_leaf + lease_overlap,
         })
     }
 }
@@ -295,6 +379,10 @@ mod tests {
             (&["--concurrency", "0"], "concurrency"),
             (&["--lease-renew-interval", "10s"], "lease-renew-interval"),
             (&["--log-level", "a=b=c"], "log-level"),
+            (&["--intermediate-validity", "36h"], "intermediate-validity"),
+            (&["--ca-rotate-before", "8d"], "ca-rotate-before"),
+            (&["--ca-validity", "150d"], "ca-validity"),
+            (&["--time-scale", "0"], "time-scale"),
             (
                 &["--spiffe-id-template", "spiffe://{trust_domain}/x"],
                 "spiffe-id-template",

@@ -2,14 +2,17 @@
 //!
 //! [`crate::cli`] parses flags and checks them; what comes out is a [`Config`], and nothing
 //! after start-up looks at a flag again. Each part takes only its own piece: the CA's life
-//! [`CaConfig`], the election [`LeaseConfig`], the cluster connection [`ClusterConfig`].
+//! [`CaConfig`] (with its schedule, [`CaLifecycle`]), the election [`LeaseConfig`], the
+//! cluster connection [`ClusterConfig`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use signer_core::{CaKeyType, Policy};
+use signer_core::{CaProfile, Policy};
+
+use crate::clock::Clock;
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -23,16 +26,37 @@ pub struct Config {
     pub lease: LeaseConfig,
     pub cluster: ClusterConfig,
     pub log: LogConfig,
+    /// The wall clock: the system's, or compressed for tests (see [`Clock`]).
+    pub clock: Clock,
 }
 
-/// The CA Secret, how to generate a CA on a fresh install, and the trust bundle.
+/// The CA Secret, how the CAs we make look and live, and the trust bundle.
 #[derive(Debug, Clone)]
 pub struct CaConfig {
     pub secret: ObjectName,
-    pub key_type: CaKeyType,
-    pub validity: Duration,
+    /// Key type, trust domain and name constraint of the roots and intermediates we make.
+    pub profile: CaProfile,
+    pub lifecycle: CaLifecycle,
     pub trust_bundle_name: String,
     pub trust_bundle_resync: Duration,
+}
+
+/// When CAs are made, activated and retired (see [`crate::ca::rotation`]). Checked at start
+/// so that each step has room: `root_validity > root_rotate_before > propagation_delay +
+/// intermediate_validity`, and `intermediate_validity ≥ 2 × the longest leaf lifetime`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CaLifecycle {
+    /// Validity of a root we generate.
+    pub root_validity: Duration,
+    /// A root we generated is replaced once it has less than this left.
+    pub root_rotate_before: Duration,
+    /// How long a new root is published beside the old one before it signs anything.
+    pub propagation_delay: Duration,
+    /// Validity of a signing intermediate; a new one is made half-way through.
+    pub intermediate_validity: Duration,
+    /// How long a root stays in the bundle after it stopped signing: the longest leaf
+    /// lifetime plus a leader's longest overlap (lease duration and term grace).
+    pub retain_retired_roots: Duration,
 }
 
 #[derive(Debug, Clone)]

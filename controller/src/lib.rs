@@ -13,6 +13,7 @@
 pub mod admin;
 pub mod ca;
 pub mod cli;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod leader;

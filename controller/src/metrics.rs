@@ -5,7 +5,8 @@
 //! | `podcert_requests_total` | `outcome` (issued, denied), `key_type`, `reason` | status writes that landed |
 //! | `podcert_request_age_seconds` | | from the PCR's creationTimestamp to our status write |
 //! | `podcert_reconcile_errors_total` | `error` | transient failures, retried |
-//! | `podcert_ca_not_after_seconds` | | the signing CA's notAfter, Unix seconds |
+//! | `podcert_ca_not_after_seconds` | `role` (root, next_root, intermediate) | each CA's notAfter, Unix seconds: the active root, the root prepared to replace it (during a rotation), the signing intermediate (on the leader) |
+//! | `podcert_ca_rotations_total` | `role` (root, intermediate) | roots activated and intermediates made by this process |
 //! | `podcert_leader` | | 1 while this replica holds the Lease |
 //! | `podcert_ca_loaded` | | 1 while this process holds a usable CA |
 //! | `podcert_ca_secret_usable` | | 1 while the CA Secret holds a usable CA (0: missing or unusable) |
@@ -39,6 +40,19 @@ pub struct ReasonLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RoleLabels {
+    pub role: &'static str,
+}
+
+impl RoleLabels {
+    pub const ROOT: RoleLabels = RoleLabels { role: "root" };
+    pub const NEXT_ROOT: RoleLabels = RoleLabels { role: "next_root" };
+    pub const INTERMEDIATE: RoleLabels = RoleLabels {
+        role: "intermediate",
+    };
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TaskLabels {
     pub group: &'static str,
     pub task: &'static str,
@@ -50,7 +64,8 @@ pub struct Metrics {
     pub requests: Family<OutcomeLabels, Counter>,
     pub request_age: Histogram,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
-    pub ca_not_after: Gauge<i64, AtomicI64>,
+    pub ca_not_after: Family<RoleLabels, Gauge<i64, AtomicI64>>,
+    pub ca_rotations: Family<RoleLabels, Counter>,
     pub leader: Gauge<i64, AtomicI64>,
     pub ca_loaded: Gauge<i64, AtomicI64>,
     pub ca_secret_usable: Gauge<i64, AtomicI64>,
@@ -80,11 +95,17 @@ impl Default for Metrics {
             "Transient reconcile failures (retried)",
             reconcile_errors.clone(),
         );
-        let ca_not_after = Gauge::<i64, AtomicI64>::default();
+        let ca_not_after = Family::<RoleLabels, Gauge<i64, AtomicI64>>::default();
         registry.register(
             "ca_not_after_seconds",
-            "notAfter of the signing CA (Unix seconds)",
+            "notAfter of each CA by role: root, next_root, intermediate (Unix seconds)",
             ca_not_after.clone(),
+        );
+        let ca_rotations = Family::<RoleLabels, Counter>::default();
+        registry.register(
+            "ca_rotations",
+            "Roots activated and signing intermediates made, by role",
+            ca_rotations.clone(),
         );
         let leader = Gauge::<i64, AtomicI64>::default();
         registry.register(
@@ -126,6 +147,7 @@ impl Default for Metrics {
             request_age,
             reconcile_errors,
             ca_not_after,
+            ca_rotations,
             leader,
         }
     }
@@ -166,12 +188,15 @@ mod tests {
                 task: "ca",
             })
             .inc();
+        m.ca_not_after.get_or_create(&RoleLabels::ROOT).set(7);
+        m.ca_rotations.get_or_create(&RoleLabels::INTERMEDIATE).inc();
         let text = m.encode();
         for name in [
             "podcert_requests_total{outcome=\"issued\",key_type=\"ECDSAP256\",reason=\"Issued\"} 1",
             "podcert_request_age_seconds_bucket",
             "podcert_reconcile_errors_total{error=\"write_status\"} 1",
-            "podcert_ca_not_after_seconds",
+            "podcert_ca_not_after_seconds{role=\"root\"} 7",
+            "podcert_ca_rotations_total{role=\"intermediate\"} 1",
             "podcert_leader",
             "podcert_ca_loaded",
             "podcert_ca_secret_usable",

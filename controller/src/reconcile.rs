@@ -11,7 +11,7 @@
 //! condition, a Warning Event, a metric.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use kube::api::PostParams;
 use kube::core::ApiResource;
@@ -36,7 +36,8 @@ pub struct Context {
     pub client: Client,
     pub pcr_resource: ApiResource,
     pub signer_name: String,
-    /// The signer in use; the term's `ca` task swaps it once a new CA's roots are published.
+    /// The signer in use; the term's `ca` task swaps it for each new signing intermediate,
+    /// and once new roots are published.
     pub signer: watch::Receiver<Arc<Signer>>,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
@@ -44,6 +45,8 @@ pub struct Context {
     pub failures: Failures<RequestKey>,
     /// The controller's cache, to tell which failing requests are still waiting.
     pub cache: Store<Pcr>,
+    /// The time certificates are issued at.
+    pub clock: crate::clock::Clock,
 }
 
 impl Context {
@@ -109,7 +112,7 @@ pub async fn reconcile(pcr: Arc<Pcr>, ctx: Arc<Context>) -> Result<Action, Error
         return Ok(Action::await_change());
     }
     let signer = ctx.signer.borrow().clone();
-    let now = SystemTime::now();
+    let now = ctx.clock.now();
     let decision = match to_request(&pcr, &ctx.pcr_resource.version) {
         Ok(request) => signer.decide(&request, now)?,
         Err(Unreadable::Deny(denial)) => Decision::Deny(denial),
@@ -272,7 +275,7 @@ mod tests {
     //! The reconciler against a scripted API (`tower_test`): each test states which requests
     //! the reconciler must make and what the API answers.
 
-    use std::time::Duration;
+    use std::time::{Duration, SystemTime};
 
     use http::{Request, Response};
     use kube::client::Body;
@@ -323,6 +326,7 @@ mod tests {
             metrics: Arc::default(),
             failures: Default::default(),
             cache: kube::runtime::reflector::store::Writer::<Pcr>::new(resource).as_reader(),
+            clock: crate::clock::Clock::system(),
         };
         (Arc::new(ctx), handle)
     }

@@ -1,11 +1,13 @@
 //! One leadership term: the CA to sign with, its roots published, then the controller — all
 //! as supervised tasks that end together.
 //!
-//! [`run`] first settles the CA: the one this process holds, or — on a fresh install only —
-//! a new one it generates and stores create-only (see [`crate::ca`]). It publishes the CA's
-//! roots in the trust bundle before anything is signed under it, then runs three tasks:
-//! `ca` (follow the [`CaView`]: publish a new CA's roots and then sign with it, put a missing
-//! Secret back from memory, repair trust-bundle drift), `readiness` (report ready once the
+//! [`run`] first settles the CA: the root this process holds, or — on a fresh install only —
+//! a new one it generates and stores create-only (see [`crate::ca`]). It publishes the roots
+//! in the trust bundle before anything is signed under them, makes the term's own signing
+//! intermediate in memory ([`SigningCa`]), then runs three tasks: `ca` (renew the
+//! intermediate half-way through its life; follow the [`CaView`]: publish new roots and then
+//! sign under them, put a missing Secret back from memory; take the root rotation's steps
+//! ([`crate::ca::rotation`]); repair trust-bundle drift), `readiness` (report ready once the
 //! request cache has synced) and `controller` (kube-runtime's `Controller` driving
 //! [`crate::reconcile`]). The term ends when its token is cancelled (leadership lost, or
 //! shutdown) or when a task fails; either way every task stops within [`GRACE`], so a term
@@ -21,16 +23,20 @@ use kube::runtime::controller::Config as ControllerConfig;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
-use signer_core::{CaPem, Signer};
+use signer_core::Signer;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::admin::{Health, Loop};
-use crate::ca::{CaView, Created, LoadedCa, SecretStore, Synced, TrustBundle};
+use crate::ca::rotation;
+use crate::ca::{
+    CaView, Created, LoadedCa, Root, Rotator, SecretState, SecretStore, SigningCa, Step, Synced,
+    TrustBundle,
+};
 use crate::cluster::Cluster;
 use crate::config::Config;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RoleLabels};
 use crate::pcr::Pcr;
 use crate::reconcile::{self, Context};
 use crate::retry::{self, Failures};
@@ -77,6 +83,11 @@ pub async fn run(parts: Arc<Parts>, token: CancellationToken) -> TermEnd {
     let end = run_term(&parts, &token).await;
     token.cancel();
     parts.metrics.leader.set(0);
+    // Only a leader has a signing intermediate.
+    parts
+        .metrics
+        .ca_not_after
+        .remove(&RoleLabels::INTERMEDIATE);
     end
 }
 
@@ -94,9 +105,16 @@ async fn run_term(parts: &Arc<Parts>, token: &CancellationToken) -> TermEnd {
     if publish(parts, &ca, token).await.is_none() {
         return TermEnd::Stopped;
     }
+    let signing = match signing_ca(parts, &ca.active) {
+        Ok(signing) => signing,
+        Err(e) => {
+            error!(error = %e, "cannot make a signing CA under the root");
+            return stopped_or(TermEnd::CannotSign);
+        }
+    };
     let (signer_tx, signer_rx) = watch::channel(Arc::new(Signer::new(
         parts.config.policy.clone(),
-        ca.ca.clone(),
+        signing.ca.clone(),
     )));
 
     let Parts {
@@ -117,6 +135,7 @@ async fn run_term(parts: &Arc<Parts>, token: &CancellationToken) -> TermEnd {
         recorder: parts.recorder.clone(),
         failures: Failures::default(),
         cache: cache.clone(),
+        clock: parts.config.clock,
     });
 
     let mut tasks = Supervisor::new("term", token.clone(), parts.metrics.clone())
@@ -124,7 +143,7 @@ async fn run_term(parts: &Arc<Parts>, token: &CancellationToken) -> TermEnd {
     tasks.spawn(
         "ca",
         Lifetime::UntilCancelled,
-        keep_ca(parts.clone(), ca, signer_tx, token.clone()),
+        keep_ca(parts.clone(), ca, signing, signer_tx, token.clone()),
     );
     tasks.spawn(
         "readiness",
@@ -149,39 +168,36 @@ async fn run_term(parts: &Arc<Parts>, token: &CancellationToken) -> TermEnd {
     }
 }
 
-/// The CA this term signs with: the one this process holds, or a new one on a fresh install.
-/// None if the term ended first or this process cannot sign.
+/// The CA this term signs under: the one this process holds, or a new root on a fresh
+/// install. None if the term ended first or this process cannot sign.
 async fn settle_ca(parts: &Parts, token: &CancellationToken) -> Option<LoadedCa> {
     let mut view_rx = parts.ca_view.clone();
+    let ca = &parts.config.ca;
     loop {
         let view = view_rx.borrow_and_update().clone();
         if let Some(known) = view.known {
             return Some(known);
         }
         if view.fresh_install() {
-            let ca = &parts.config.ca;
-            let pem = match CaPem::generate(
-                ca.key_type,
-                parts.config.policy.trust_domain(),
-                ca.validity,
-                std::time::SystemTime::now(),
-            )
-            .and_then(LoadedCa::load)
-            {
-                Ok(loaded) => loaded,
+            let generated = ca
+                .profile
+                .root(ca.lifecycle.root_validity, parts.config.clock.now())
+                .and_then(LoadedCa::generated);
+            let generated = match generated {
+                Ok(generated) => generated,
                 Err(e) => {
-                    error!(error = %e, "generating a CA failed");
+                    error!(error = %e, "generating a root CA failed");
                     return None;
                 }
             };
             match retry::retry("creating the CA Secret", token, || {
-                parts.ca_secret.create(&pem.pem)
+                parts.ca_secret.create(&generated)
             })
             .await?
             {
                 Created::Created => {
-                    info!(secret = %parts.ca_secret.name, subject = pem.ca.subject(), "generated a new CA and stored it");
-                    return Some(pem);
+                    info!(secret = %parts.ca_secret.name, subject = generated.active.ca.subject(), "generated a new root CA and stored it");
+                    return Some(generated);
                 }
                 // Another replica created it first: its CA arrives through the view.
                 Created::AlreadyExists => {
@@ -198,17 +214,48 @@ async fn settle_ca(parts: &Parts, token: &CancellationToken) -> Option<LoadedCa>
     }
 }
 
-/// Publishes `ca`'s roots (keeping retired ones), retrying until done; None if the term
-/// ended first. Without a ClusterTrustBundle API there is nothing to publish.
+/// The signing CA under `root` (an intermediate made now, or the root itself), counted and
+/// reported.
+fn signing_ca(parts: &Parts, root: &Root) -> Result<SigningCa, signer_core::CaError> {
+    let ca = &parts.config.ca;
+    let signing = SigningCa::new(
+        root,
+        &ca.profile,
+        ca.lifecycle.intermediate_validity,
+        parts.config.policy.max_leaf_lifetime(),
+        parts.config.clock.now(),
+    )?;
+    if signing.intermediate {
+        let unix = signer_core::time::unix_seconds(signing.ca.not_after());
+        parts
+            .metrics
+            .ca_not_after
+            .get_or_create(&RoleLabels::INTERMEDIATE)
+            .set(unix);
+        parts
+            .metrics
+            .ca_rotations
+            .get_or_create(&RoleLabels::INTERMEDIATE)
+            .inc();
+        info!(root = root.ca.subject(), not_after = %humantime::format_rfc3339_seconds(signing.ca.not_after()), "made a new signing intermediate");
+    } else {
+        warn!(root = root.ca.subject(), "the root CA's path-length constraint leaves no room for a signing intermediate; it signs leaves itself");
+    }
+    Ok(signing)
+}
+
+/// Publishes the roots of `ca` (keeping retired ones), retrying until done; None if the
+/// term ended first. Without a ClusterTrustBundle API there is nothing to publish.
 async fn publish(parts: &Parts, ca: &LoadedCa, token: &CancellationToken) -> Option<()> {
     let Some(tb) = &parts.trust_bundle else {
         return Some(());
     };
-    let retain_for = parts.config.policy.max_leaf_lifetime();
+    let retain_for = parts.config.ca.lifecycle.retain_retired_roots;
+    let roots = ca.roots_to_publish();
     let done = retry::retry(
-        "publishing the trust bundle (not signing with this CA until it is published)",
+        "publishing the trust bundle (not signing under these roots until it is published)",
         token,
-        || tb.sync(ca.ca.trust_bundle_pem(), retain_for),
+        || tb.sync(&roots, retain_for, parts.config.clock.unix_now()),
     )
     .await?;
     if done != Synced::Unchanged {
@@ -217,13 +264,36 @@ async fn publish(parts: &Parts, ca: &LoadedCa, token: &CancellationToken) -> Opt
     Some(())
 }
 
-/// For the rest of the term: act on the CA view, and repair trust-bundle drift.
+/// How long to wait after a rotation step failed before planning it again.
+const STEP_RETRY: Duration = Duration::from_secs(5);
+
+/// For the rest of the term: renew the signing intermediate, act on the CA view (publish a
+/// changed set of roots before signing under it, put a missing Secret back), take the root
+/// rotation's next step when it is due, and repair trust-bundle drift.
 async fn keep_ca(
     parts: Arc<Parts>,
     mut current: LoadedCa,
+    mut signing: SigningCa,
     signer: watch::Sender<Arc<Signer>>,
     token: CancellationToken,
 ) {
+    let clock = parts.config.clock;
+    let lifecycle = parts.config.ca.lifecycle;
+    let rotator = Rotator {
+        store: parts.ca_secret.clone(),
+        trust_bundle: parts.trust_bundle.clone(),
+        profile: parts.config.ca.profile.clone(),
+        lifecycle,
+        clock,
+        recorder: parts.recorder.clone(),
+        metrics: parts.metrics.clone(),
+    };
+    let sign_with = |signing: &SigningCa| {
+        signer.send_replace(Arc::new(Signer::new(
+            parts.config.policy.clone(),
+            signing.ca.clone(),
+        )));
+    };
     let mut view_rx = parts.ca_view.clone();
     let mut resync = tokio::time::interval(parts.config.ca.trust_bundle_resync);
     resync.tick().await;
@@ -232,7 +302,7 @@ async fn keep_ca(
         if let Some(known) = view.needs_restore() {
             warn!(secret = %parts.ca_secret.name, "the CA Secret is missing; recreating it from the CA in memory");
             match retry::retry("recreating the CA Secret", &token, || {
-                parts.ca_secret.create(&known.pem)
+                parts.ca_secret.create(known)
             })
             .await
             {
@@ -243,22 +313,67 @@ async fn keep_ca(
                 None => return,
             }
         }
-        if let Some(known) = view.known.filter(|k| *k != current) {
-            if publish(&parts, &known, &token).await.is_none() {
+        if let Some(known) = view.known.as_ref().filter(|k| **k != current) {
+            if publish(&parts, known, &token).await.is_none() {
                 return;
             }
-            signer.send_replace(Arc::new(Signer::new(
-                parts.config.policy.clone(),
-                known.ca.clone(),
-            )));
-            info!(subject = known.ca.subject(), "signing with the new CA");
-            current = known;
+            if known.active != current.active {
+                match signing_ca(&parts, &known.active) {
+                    Ok(new) => {
+                        sign_with(&new);
+                        info!(root = known.active.ca.subject(), "signing under the new root");
+                        signing = new;
+                    }
+                    Err(e) => {
+                        error!(error = %e, "cannot sign under the new root; still signing under the old one")
+                    }
+                }
+            }
+            current = known.clone();
         }
+        let mut wake = signing.renew_at;
+        if signing.due(clock.now()) {
+            match signing_ca(&parts, &current.active) {
+                Ok(new) => {
+                    sign_with(&new);
+                    signing = new;
+                    wake = signing.renew_at;
+                }
+                Err(e) => {
+                    error!(error = %e, "making a new signing intermediate failed; will retry");
+                    wake = Some(clock.now() + STEP_RETRY * clock.scale());
+                }
+            }
+        }
+        // The rotation acts only on the Secret as this term holds it, at its resourceVersion.
+        if let Some(SecretState::Usable(stored)) = &view.secret
+            && *stored == current
+        {
+            match rotation::plan(stored, &lifecycle, clock.unix_now()) {
+                Step::Wait(at) => {
+                    let at = at.map(signer_core::time::from_unix_seconds);
+                    wake = wake.into_iter().chain(at).min();
+                }
+                step => {
+                    if let Err(e) = rotator.perform(step, stored).await {
+                        warn!(?step, error = %e, "a root rotation step failed; will retry");
+                        wake = Some(clock.now() + STEP_RETRY * clock.scale());
+                    }
+                }
+            }
+        }
+        let sleep = async {
+            match wake {
+                Some(t) => clock.sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             changed = view_rx.changed() => if changed.is_err() { return },
+            _ = sleep => {}
             _ = resync.tick() => {
                 if let Some(tb) = &parts.trust_bundle {
-                    match tb.sync(current.ca.trust_bundle_pem(), parts.config.policy.max_leaf_lifetime()).await {
+                    match tb.sync(&current.roots_to_publish(), lifecycle.retain_retired_roots, clock.unix_now()).await {
                         Ok(Synced::Unchanged) => {}
                         Ok(done) => info!(name = %tb.name, ?done, "repaired the trust bundle"),
                         Err(e) => warn!(name = %tb.name, error = %e, "checking the trust bundle failed; will retry"),

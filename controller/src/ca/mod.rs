@@ -14,7 +14,9 @@
 //! it (not ready, an Event on the Secret, `podcert_ca_loaded 0`) and does not lead, so a
 //! replica that still holds the CA can take over and put it back.
 
+pub mod rotation;
 pub mod secret;
+pub mod signing;
 pub mod trust_bundle;
 
 use futures::StreamExt;
@@ -23,9 +25,11 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RoleLabels};
 use crate::retry;
-pub use secret::{Created, LoadedCa, SecretState, SecretStore};
+pub use rotation::{Rotator, Step};
+pub use secret::{Created, LoadedCa, NextRoot, Replaced, Root, SecretState, SecretStore};
+pub use signing::SigningCa;
 pub use trust_bundle::{Synced, TrustBundle};
 
 /// What this process knows of the CA.
@@ -122,7 +126,7 @@ impl CaKeeper {
         match &state {
             SecretState::Usable(loaded) => {
                 if view.known.as_ref() != Some(loaded) {
-                    info!(%secret, subject = loaded.ca.subject(), "loaded the CA from its Secret");
+                    info!(%secret, subject = loaded.active.ca.subject(), next = ?loaded.next.as_ref().map(|n| n.root.ca.subject().to_owned()), "loaded the CA from its Secret");
                     view.known = Some(loaded.clone());
                 }
                 view.lost = false;
@@ -155,9 +159,21 @@ impl CaKeeper {
         if view.known != before_known
             && let Some(k) = &view.known
         {
-            self.metrics
-                .ca_not_after
-                .set(signer_core::time::unix_seconds(k.ca.not_after()));
+            let unix = |ca: &signer_core::Ca| signer_core::time::unix_seconds(ca.not_after());
+            let gauge = &self.metrics.ca_not_after;
+            gauge
+                .get_or_create(&RoleLabels::ROOT)
+                .set(unix(&k.active.ca));
+            match &k.next {
+                Some(next) => {
+                    gauge
+                        .get_or_create(&RoleLabels::NEXT_ROOT)
+                        .set(unix(&next.root.ca));
+                }
+                None => {
+                    gauge.remove(&RoleLabels::NEXT_ROOT);
+                }
+            }
         }
         if let Some((reason, note)) = problem(&view).filter(|p| Some(p) != before_problem.as_ref())
         {

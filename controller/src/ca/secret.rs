@@ -1,5 +1,12 @@
-//! The CA Secret: a `kubernetes.io/tls` Secret holding the CA as PEM, read and followed by
-//! every replica, written only by the leader.
+//! The CA Secret: a `kubernetes.io/tls` Secret holding the root CA as PEM, read and followed
+//! by every replica, written only by the leader.
+//!
+//! `tls.crt`, `tls.key` and `ca.crt` hold the active root. While a root rotation is under way
+//! (see [`super::rotation`]) `next.crt` and `next.key` hold the root prepared to replace it,
+//! and the annotation [`NEXT_PUBLISHED_AT`] records when the trust bundle began to publish it.
+//! A Secret we created carries the label `app.kubernetes.io/managed-by: podcert-signer`; only
+//! such a root is rotated by us (an operator's root is rotated by replacing the Secret).
+//! Every write after the first carries the resourceVersion it was planned from.
 //!
 //! [`SecretStore::states`] follows the Secret with a watch and yields what it holds after
 //! every change *and after every (re)list*: a Secret that vanished while the watch was down
@@ -25,6 +32,11 @@ use crate::config::ObjectName;
 pub const TLS_CRT: &str = "tls.crt";
 pub const TLS_KEY: &str = "tls.key";
 pub const CA_CRT: &str = "ca.crt";
+pub const NEXT_CRT: &str = "next.crt";
+pub const NEXT_KEY: &str = "next.key";
+/// Unix second at which the trust bundle was first synced with the next root in it.
+pub const NEXT_PUBLISHED_AT: &str = "podcert-signer/next-root-published-at";
+const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "podcert-signer");
 
 /// What the CA Secret holds.
 #[derive(Debug, Clone)]
@@ -38,74 +50,159 @@ pub enum SecretState {
     Unusable(String),
 }
 
-/// A CA as stored and as loaded.
+/// A root as stored and as loaded.
 #[derive(Debug, Clone)]
-pub struct LoadedCa {
+pub struct Root {
     pub pem: CaPem,
     pub ca: Arc<Ca>,
 }
 
-impl LoadedCa {
+impl Root {
     pub fn load(pem: CaPem) -> Result<Self, signer_core::CaError> {
         let ca = pem.load()?;
-        Ok(LoadedCa {
+        Ok(Root {
             pem,
             ca: Arc::new(ca),
         })
     }
 }
 
-impl PartialEq for LoadedCa {
+impl PartialEq for Root {
     fn eq(&self, other: &Self) -> bool {
         self.pem == other.pem
     }
 }
 
-/// The PEM texts of a Secret's data, or why they are not there.
-fn pem_of(secret: &Secret) -> Result<CaPem, String> {
+/// The root prepared to replace the active one, and when the bundle began to publish it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NextRoot {
+    pub root: Root,
+    pub published_at: Option<i64>,
+}
+
+/// What the CA Secret holds, loaded: the active root, the next root during a rotation, and
+/// whether we manage (rotate) it. Equal when the stored CA is; the resourceVersion is only
+/// what a write is conditioned on.
+#[derive(Debug, Clone)]
+pub struct LoadedCa {
+    pub active: Root,
+    pub next: Option<NextRoot>,
+    pub managed: bool,
+    pub resource_version: Option<String>,
+}
+
+impl PartialEq for LoadedCa {
+    fn eq(&self, other: &Self) -> bool {
+        self.active == other.active && self.next == other.next && self.managed == other.managed
+    }
+}
+
+impl LoadedCa {
+    /// A root we just generated, before it is stored.
+    pub fn generated(pem: CaPem) -> Result<Self, signer_core::CaError> {
+        Ok(LoadedCa {
+            active: Root::load(pem)?,
+            next: None,
+            managed: true,
+            resource_version: None,
+        })
+    }
+
+    /// The roots the trust bundle must publish as current: the active root(s), and the next
+    /// root while a rotation is under way.
+    pub fn roots_to_publish(&self) -> String {
+        let mut pem = self.active.ca.trust_bundle_pem().to_owned();
+        if let Some(next) = &self.next {
+            pem.push_str(next.root.ca.trust_bundle_pem());
+        }
+        pem
+    }
+}
+
+/// What `secret` holds, or why it is not a usable CA (naming the key at fault).
+fn load(secret: &Secret) -> Result<LoadedCa, String> {
     let data = secret.data.as_ref().ok_or("it has no data")?;
     let text = |key: &str| -> Result<Option<String>, String> {
         data.get(key)
             .map(|b| String::from_utf8(b.0.clone()).map_err(|_| format!("{key} is not PEM text")))
             .transpose()
     };
-    Ok(CaPem {
+    let active = CaPem {
         cert_pem: text(TLS_CRT)?.ok_or_else(|| format!("it has no {TLS_CRT}"))?,
         key_pem: text(TLS_KEY)?.ok_or_else(|| format!("it has no {TLS_KEY}"))?,
         roots_pem: text(CA_CRT)?,
+    };
+    let active = Root::load(active).map_err(|e| e.to_string())?;
+    let next = match (text(NEXT_CRT)?, text(NEXT_KEY)?) {
+        (None, None) => None,
+        (Some(cert_pem), Some(key_pem)) => {
+            let pem = CaPem {
+                roots_pem: Some(cert_pem.clone()),
+                cert_pem,
+                key_pem,
+            };
+            let root = Root::load(pem).map_err(|e| format!("the next root's {e}"))?;
+            let annotations = secret.metadata.annotations.as_ref();
+            let published_at = match annotations.and_then(|a| a.get(NEXT_PUBLISHED_AT)) {
+                None => None,
+                Some(t) => Some(t.parse::<i64>().map_err(|_| {
+                    format!("the annotation {NEXT_PUBLISHED_AT} is not a Unix time")
+                })?),
+            };
+            Some(NextRoot { root, published_at })
+        }
+        _ => return Err(format!("it has only one of {NEXT_CRT} and {NEXT_KEY}")),
+    };
+    let managed = secret
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(MANAGED_BY.0))
+        .is_some_and(|v| v == MANAGED_BY.1);
+    Ok(LoadedCa {
+        active,
+        next,
+        managed,
+        resource_version: secret.metadata.resource_version.clone(),
     })
 }
 
 /// What `secret` holds.
 pub fn state_of(secret: &Secret) -> SecretState {
-    match pem_of(secret).and_then(|pem| LoadedCa::load(pem).map_err(|e| e.to_string())) {
+    match load(secret) {
         Ok(loaded) => SecretState::Usable(loaded),
         Err(message) => SecretState::Unusable(message),
     }
 }
 
-fn to_secret(pem: &CaPem, name: &ObjectName) -> Secret {
+fn to_secret(ca: &LoadedCa, name: &ObjectName) -> Secret {
+    let bytes = |s: &str| ByteString(s.as_bytes().to_vec());
+    let active = &ca.active.pem;
     let mut data = BTreeMap::from([
-        (
-            TLS_CRT.to_string(),
-            ByteString(pem.cert_pem.clone().into_bytes()),
-        ),
-        (
-            TLS_KEY.to_string(),
-            ByteString(pem.key_pem.clone().into_bytes()),
-        ),
+        (TLS_CRT.to_string(), bytes(&active.cert_pem)),
+        (TLS_KEY.to_string(), bytes(&active.key_pem)),
     ]);
-    if let Some(roots) = &pem.roots_pem {
-        data.insert(CA_CRT.to_string(), ByteString(roots.clone().into_bytes()));
+    if let Some(roots) = &active.roots_pem {
+        data.insert(CA_CRT.to_string(), bytes(roots));
     }
+    let mut annotations = BTreeMap::new();
+    if let Some(next) = &ca.next {
+        data.insert(NEXT_CRT.to_string(), bytes(&next.root.pem.cert_pem));
+        data.insert(NEXT_KEY.to_string(), bytes(&next.root.pem.key_pem));
+        if let Some(at) = next.published_at {
+            annotations.insert(NEXT_PUBLISHED_AT.to_string(), at.to_string());
+        }
+    }
+    let labels = ca
+        .managed
+        .then(|| BTreeMap::from([(MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string())]));
     Secret {
         metadata: ObjectMeta {
             name: Some(name.name.clone()),
             namespace: Some(name.namespace.clone()),
-            labels: Some(BTreeMap::from([(
-                "app.kubernetes.io/managed-by".to_string(),
-                "podcert-signer".to_string(),
-            )])),
+            labels,
+            annotations: (!annotations.is_empty()).then_some(annotations),
+            resource_version: ca.resource_version.clone(),
             ..Default::default()
         },
         type_: Some("kubernetes.io/tls".into()),
@@ -120,6 +217,15 @@ pub enum Created {
     Created,
     /// A Secret of that name exists already (another replica's, or the operator's).
     AlreadyExists,
+}
+
+/// What a conditioned replace did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replaced {
+    Replaced,
+    /// The Secret changed (or vanished) since the resourceVersion the write was planned from;
+    /// the watch brings what it holds now.
+    Conflict,
 }
 
 #[derive(Debug, Clone)]
@@ -147,15 +253,30 @@ impl SecretStore {
         }
     }
 
-    /// Creates the Secret holding `pem`, never replacing one that exists.
-    pub async fn create(&self, pem: &CaPem) -> Result<Created, kube::Error> {
-        match self
-            .api
-            .create(&PostParams::default(), &to_secret(pem, &self.name))
-            .await
-        {
+    /// Creates the Secret holding `ca`, never replacing one that exists.
+    pub async fn create(&self, ca: &LoadedCa) -> Result<Created, kube::Error> {
+        let mut secret = to_secret(ca, &self.name);
+        secret.metadata.resource_version = None;
+        match self.api.create(&PostParams::default(), &secret).await {
             Ok(_) => Ok(Created::Created),
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(Created::AlreadyExists),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Replaces the Secret by `ca`, on condition that it is still at `ca.resource_version`
+    /// (a write without one is refused here, never sent).
+    pub async fn replace(&self, ca: &LoadedCa) -> Result<Replaced, kube::Error> {
+        if ca.resource_version.is_none() {
+            return Ok(Replaced::Conflict);
+        }
+        match self
+            .api
+            .replace(&self.name.name, &PostParams::default(), &to_secret(ca, &self.name))
+            .await
+        {
+            Ok(_) => Ok(Replaced::Replaced),
+            Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => Ok(Replaced::Conflict),
             Err(e) => Err(e),
         }
     }
@@ -208,6 +329,10 @@ mod tests {
         .unwrap()
     }
 
+    fn generated() -> LoadedCa {
+        LoadedCa::generated(pem()).unwrap()
+    }
+
     fn name() -> ObjectName {
         ObjectName {
             namespace: "ns".into(),
@@ -216,17 +341,50 @@ mod tests {
     }
 
     #[test]
-    fn a_stored_ca_reads_back_as_usable() {
-        let pem = pem();
-        match state_of(&to_secret(&pem, &name())) {
-            SecretState::Usable(loaded) => assert_eq!(loaded.pem, pem),
+    fn a_stored_ca_reads_back_as_usable_and_managed() {
+        let ca = generated();
+        match state_of(&to_secret(&ca, &name())) {
+            SecretState::Usable(loaded) => {
+                assert_eq!(loaded, ca);
+                assert!(loaded.managed);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_rotation_in_progress_reads_back_with_its_next_root_and_publication_time() {
+        let mut ca = generated();
+        ca.next = Some(NextRoot {
+            root: Root::load(pem()).unwrap(),
+            published_at: Some(1_800_000_000),
+        });
+        match state_of(&to_secret(&ca, &name())) {
+            SecretState::Usable(loaded) => assert_eq!(loaded, ca),
+            other => panic!("{other:?}"),
+        }
+        // Half a next root is not a CA we can reason about.
+        let mut s = to_secret(&ca, &name());
+        s.data.as_mut().unwrap().remove(NEXT_KEY);
+        match state_of(&s) {
+            SecretState::Unusable(m) => assert_eq!(m, "it has only one of next.crt and next.key"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_operators_secret_is_not_managed() {
+        let mut s = to_secret(&generated(), &name());
+        s.metadata.labels = None;
+        match state_of(&s) {
+            SecretState::Usable(loaded) => assert!(!loaded.managed),
             other => panic!("{other:?}"),
         }
     }
 
     #[test]
     fn a_secret_without_a_key_is_unusable_and_says_which() {
-        let mut s = to_secret(&pem(), &name());
+        let mut s = to_secret(&generated(), &name());
         s.data.as_mut().unwrap().remove(TLS_KEY);
         match state_of(&s) {
             SecretState::Unusable(m) => assert_eq!(m, "it has no tls.key"),

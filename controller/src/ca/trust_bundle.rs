@@ -1,10 +1,10 @@
 //! Publishing the CA roots in a ClusterTrustBundle, through CA rotations.
 //!
 //! The bundle is named `<signer-name with / as :>:<suffix>` (contract §6), carries
-//! `spec.signerName` and labels naming the signer and trust domain, and holds the current CA's
-//! root(s) plus every *retired* root that may still have valid leaves: when the CA is
-//! replaced, the old roots stay until the last leaf they signed has expired (at most the
-//! longest leaf lifetime after the rotation). That state lives in the bundle itself — the
+//! `spec.signerName` and labels naming the signer and trust domain, and holds the current
+//! roots (the active root, and during a rotation the next one) plus every *retired* root that
+//! may still have valid leaves: when a root stops signing, it stays until the last leaf that
+//! chains to it has expired (the longest leaf lifetime plus a deposed leader's overlap). That state lives in the bundle itself — the
 //! annotation [`RETAINED_ANNOTATION`] records each root we publish by SHA-256 (see
 //! [`desired`]) — so any leader, after any restart, honours it. The controller
 //! publishes before it signs with a new CA ([`TrustBundle::sync`] must succeed first) and
@@ -152,13 +152,13 @@ impl TrustBundle {
     }
 
     /// Makes the published bundle hold the current roots `roots_pem` plus the retired roots
-    /// still within their retention, with our signer name and labels.
+    /// still within their retention at Unix second `now`, with our signer name and labels.
     pub async fn sync(
         &self,
         roots_pem: &str,
         retain_for: std::time::Duration,
+        now: i64,
     ) -> Result<Synced, kube::Error> {
-        let now = k8s_openapi::jiff::Timestamp::now().as_second();
         let retain_for = i64::try_from(retain_for.as_secs()).unwrap_or(i64::MAX / 2);
         match self.api.get_opt(&self.name).await? {
             None => {

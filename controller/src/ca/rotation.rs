@@ -1,0 +1,306 @@
+//! Root rotation with trust overlap: prepare → publish → activate → retire.
+//!
+//! A root we generated is replaced once it has less than `root_rotate_before` left (or at
+//! once when it is a root from before two tiers, which cannot sign intermediates):
+//!
+//! 1. **Prepare**: a new root is generated and stored beside the active one (`next.crt`,
+//!    `next.key` in the CA Secret). Nothing is signed with it yet.
+//! 2. **Publish**: the trust bundle is synced with both roots as current; once that has
+//!    succeeded, the Secret records when ([`super::secret::NEXT_PUBLISHED_AT`]).
+//! 3. **Activate**: `propagation_delay` after publication (time for every kubelet to project
+//!    the new bundle), the next root becomes the active one and its predecessor's key is
+//!    dropped; the leader makes a new signing intermediate under it at once.
+//! 4. **Retire**: the trust bundle keeps the old root, now retired, until the last leaf that
+//!    chains to it has expired (see [`super::trust_bundle`]), then drops it.
+//!
+//! Every step is one write, conditioned on the resourceVersion it was planned from, so a
+//! restart or failover at any point resumes from what the cluster holds, and two leaders
+//! racing make one rotation: the loser's write gets 409 and the watch brings the winner's.
+//! [`plan`] is the pure decision; [`Rotator::perform`] the writes.
+
+use std::sync::Arc;
+
+use kube::runtime::events::{Event, EventType, Recorder};
+use signer_core::CaProfile;
+use tracing::info;
+
+use super::secret::{LoadedCa, NextRoot, Replaced, Root, SecretStore};
+use super::trust_bundle::TrustBundle;
+use crate::clock::Clock;
+use crate::config::CaLifecycle;
+use crate::metrics::{Metrics, RoleLabels};
+
+/// The next step of a root's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing to do; look again at this Unix second, if ever.
+    Wait(Option<i64>),
+    /// Generate the next root and store it beside the active one.
+    Prepare,
+    /// Publish both roots in the trust bundle, then record when.
+    Publish,
+    /// Make the next root the active one.
+    Activate,
+}
+
+/// What to do next with `ca`, at Unix second `now`.
+pub fn plan(ca: &LoadedCa, lifecycle: &CaLifecycle, now: i64) -> Step {
+    if !ca.managed {
+        // An operator's root: rotated by replacing the Secret.
+        return Step::Wait(None);
+    }
+    let seconds = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    match &ca.next {
+        None => {
+            let single_tier = !ca.active.ca.has_room_for_intermediate();
+            let rotate_at = signer_core::time::unix_seconds(ca.active.ca.not_after())
+                .saturating_sub(seconds(lifecycle.root_rotate_before));
+            if single_tier || now >= rotate_at {
+                Step::Prepare
+            } else {
+                Step::Wait(Some(rotate_at))
+            }
+        }
+        Some(NextRoot {
+            published_at: None, ..
+        }) => Step::Publish,
+        Some(NextRoot {
+            published_at: Some(at),
+            ..
+        }) => {
+            let activate_at = at.saturating_add(seconds(lifecycle.propagation_delay));
+            if now >= activate_at {
+                Step::Activate
+            } else {
+                Step::Wait(Some(activate_at))
+            }
+        }
+    }
+}
+
+/// Performs rotation steps for the leader.
+#[derive(Clone)]
+pub struct Rotator {
+    pub store: SecretStore,
+    pub trust_bundle: Option<TrustBundle>,
+    pub profile: CaProfile,
+    pub lifecycle: CaLifecycle,
+    pub clock: Clock,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Rotator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rotator")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a step did not complete; it is planned again from what the cluster holds.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error("generating the next root failed: {0}")]
+    Generate(#[from] signer_core::CaError),
+    #[error(transparent)]
+    Kube(#[from] kube::Error),
+}
+
+impl Rotator {
+    /// Performs `step` on `ca` (as read at its resourceVersion). Ok(true) when a write
+    /// landed; Ok(false) when another writer got there first.
+    pub async fn perform(&self, step: Step, ca: &LoadedCa) -> Result<bool, StepError> {
+        let now = self.clock.now();
+        let (updated, reason, note) = match step {
+            Step::Wait(_) => return Ok(false),
+            Step::Prepare => {
+                let pem = self.profile.root(self.lifecycle.root_validity, now)?;
+                let next = Root::load(pem)?;
+                let note = format!(
+                    "prepared a new root ({}, valid until {}); it is published beside the active one before it signs",
+                    next.ca.subject(),
+                    humantime::format_rfc3339_seconds(next.ca.not_after())
+                );
+                let updated = LoadedCa {
+                    next: Some(NextRoot {
+                        root: next,
+                        published_at: None,
+                    }),
+                    ..ca.clone()
+                };
+                (updated, "RootPrepared", note)
+            }
+            Step::Publish => {
+                if let Some(tb) = &self.trust_bundle {
+                    tb.sync(
+                        &ca.roots_to_publish(),
+                        self.lifecycle.retain_retired_roots,
+                        self.clock.unix_now(),
+                    )
+                    .await?;
+                }
+                let Some(next) = &ca.next else {
+                    return Ok(false);
+                };
+                let updated = LoadedCa {
+                    next: Some(NextRoot {
+                        published_at: Some(self.clock.unix_now()),
+                        ..next.clone()
+                    }),
+                    ..ca.clone()
+                };
+                let note = format!(
+                    "the trust bundle publishes the new root beside the active one; it signs after {}",
+                    humantime::format_duration(self.lifecycle.propagation_delay)
+                );
+                (updated, "RootPublished", note)
+            }
+            Step::Activate => {
+                let Some(next) = &ca.next else {
+                    return Ok(false);
+                };
+                let updated = LoadedCa {
+                    active: next.root.clone(),
+                    next: None,
+                    ..ca.clone()
+                };
+                let note = format!(
+                    "the new root ({}) signs from now on; the old one stays in the trust bundle until its last leaf has expired",
+                    next.root.ca.subject()
+                );
+                (updated, "RootActivated", note)
+            }
+        };
+        match self.store.replace(&updated).await? {
+            Replaced::Conflict => {
+                info!(secret = %self.store.name, ?step, "the CA Secret changed meanwhile; planning again from what it holds");
+                Ok(false)
+            }
+            Replaced::Replaced => {
+                info!(secret = %self.store.name, ?step, "{note}");
+                if step == Step::Activate {
+                    self.metrics
+                        .ca_rotations
+                        .get_or_create(&RoleLabels::ROOT)
+                        .inc();
+                }
+                let event = Event {
+                    type_: EventType::Normal,
+                    reason: reason.into(),
+                    note: Some(note),
+                    action: "RotateRoot".into(),
+                    secondary: None,
+                };
+                if let Err(e) = self
+                    .recorder
+                    .publish(&event, &self.store.object_ref())
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not publish an Event about the root rotation");
+                }
+                Ok(true)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The schedule, step by step, on a root's own timeline.
+
+    use std::time::{Duration, SystemTime};
+
+    use signer_core::{CaPem, TrustDomain};
+
+    use super::*;
+
+    const DAY: u64 = 86_400;
+
+    fn lifecycle() -> CaLifecycle {
+        CaLifecycle {
+            root_validity: Duration::from_secs(365 * DAY),
+            root_rotate_before: Duration::from_secs(90 * DAY),
+            propagation_delay: Duration::from_secs(DAY),
+            intermediate_validity: Duration::from_secs(7 * DAY),
+            retain_retired_roots: Duration::from_secs(DAY),
+        }
+    }
+
+    fn root(now: SystemTime) -> Root {
+        let profile = CaProfile::new(TrustDomain::new("example.org").unwrap());
+        Root::load(profile.root(Duration::from_secs(365 * DAY), now).unwrap()).unwrap()
+    }
+
+    fn ca(now: SystemTime) -> LoadedCa {
+        LoadedCa {
+            active: root(now),
+            next: None,
+            managed: true,
+            resource_version: Some("1".into()),
+        }
+    }
+
+    fn unix(t: SystemTime) -> i64 {
+        signer_core::time::unix_seconds(t)
+    }
+
+    #[test]
+    fn a_fresh_root_waits_until_it_has_rotate_before_left() {
+        let now = SystemTime::now();
+        let ca = ca(now);
+        let rotate_at = unix(ca.active.ca.not_after()) - 90 * DAY as i64;
+        assert_eq!(plan(&ca, &lifecycle(), unix(now)), Step::Wait(Some(rotate_at)));
+        assert_eq!(plan(&ca, &lifecycle(), rotate_at), Step::Prepare);
+    }
+
+    #[test]
+    fn a_prepared_root_is_published_then_activated_after_the_propagation_delay() {
+        let now = SystemTime::now();
+        let mut ca = ca(now);
+        ca.next = Some(NextRoot {
+            root: root(now),
+            published_at: None,
+        });
+        assert_eq!(plan(&ca, &lifecycle(), unix(now)), Step::Publish);
+        let published = unix(now);
+        ca.next.as_mut().unwrap().published_at = Some(published);
+        assert_eq!(
+            plan(&ca, &lifecycle(), published + 10),
+            Step::Wait(Some(published + DAY as i64))
+        );
+        assert_eq!(plan(&ca, &lifecycle(), published + DAY as i64), Step::Activate);
+    }
+
+    #[test]
+    fn an_operators_root_is_never_rotated_by_us() {
+        let now = SystemTime::now();
+        let mut ca = ca(now);
+        ca.managed = false;
+        let far = unix(ca.active.ca.not_after()) + 1;
+        assert_eq!(plan(&ca, &lifecycle(), far), Step::Wait(None));
+    }
+
+    #[test]
+    fn a_single_tier_root_of_ours_is_replaced_at_once() {
+        // What wave 1 generated: pathlen 0, so no room for a signing intermediate.
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::default();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "podcert-signer CA");
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+        p.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+        let cert = p.self_signed(&key).unwrap();
+        let old = Root::load(CaPem {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            roots_pem: None,
+        })
+        .unwrap();
+        let ca = LoadedCa {
+            active: old,
+            ..ca(SystemTime::now())
+        };
+        assert_eq!(plan(&ca, &lifecycle(), unix(SystemTime::now())), Step::Prepare);
+    }
+}

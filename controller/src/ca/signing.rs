@@ -1,0 +1,102 @@
+//! The CA that signs leaves during a leader's term: a signing intermediate made in memory.
+//!
+//! Each term makes its own intermediate under the active root, and a new one half-way
+//! through the current one's life (never later than one longest leaf lifetime before it
+//! expires, so no leaf is ever cut short). The intermediate's key exists only in this
+//! process: nothing to store, nothing to steal from the cluster, nothing two replicas could
+//! disagree on — a new leader simply makes its own. A root with no room for an intermediate
+//! (an operator's `pathlen:0` CA, or a root made before two tiers, which is then rotated out)
+//! signs leaves itself.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use signer_core::{Ca, CaError, CaProfile};
+
+use super::secret::Root;
+
+/// The CA leaves are signed with now, and when to replace it.
+#[derive(Debug, Clone)]
+pub struct SigningCa {
+    pub ca: Arc<Ca>,
+    /// Whether `ca` is an intermediate we made (else it is the root itself).
+    pub intermediate: bool,
+    /// When to make the next intermediate; None when the root signs leaves itself.
+    pub renew_at: Option<SystemTime>,
+}
+
+impl SigningCa {
+    /// The signing CA under `root` as of `now`.
+    pub fn new(
+        root: &Root,
+        profile: &CaProfile,
+        validity: Duration,
+        longest_leaf: Duration,
+        now: SystemTime,
+    ) -> Result<Self, CaError> {
+        if !root.ca.has_room_for_intermediate() {
+            return Ok(SigningCa {
+                ca: root.ca.clone(),
+                intermediate: false,
+                renew_at: None,
+            });
+        }
+        let ca = root.ca.sign_intermediate(profile, validity, now)?;
+        let not_after = ca.not_after();
+        let left = not_after.duration_since(now).unwrap_or_default();
+        let halfway = now + left / 2;
+        let renew_at = halfway.min(not_after.checked_sub(longest_leaf).unwrap_or(now));
+        Ok(SigningCa {
+            ca: Arc::new(ca),
+            intermediate: true,
+            renew_at: Some(renew_at),
+        })
+    }
+
+    /// Whether it is time for a new intermediate.
+    pub fn due(&self, now: SystemTime) -> bool {
+        self.renew_at.is_some_and(|t| now >= t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use signer_core::TrustDomain;
+
+    use super::*;
+
+    const HOUR: u64 = 3600;
+
+    fn profile() -> CaProfile {
+        CaProfile::new(TrustDomain::new("example.org").unwrap())
+    }
+
+    fn root(validity: Duration, now: SystemTime) -> Root {
+        Root::load(profile().root(validity, now).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn an_intermediate_is_renewed_half_way_through_its_life() {
+        let now = SystemTime::now();
+        let root = root(Duration::from_secs(365 * 24 * HOUR), now);
+        let week = Duration::from_secs(7 * 24 * HOUR);
+        let day = Duration::from_secs(24 * HOUR);
+        let s = SigningCa::new(&root, &profile(), week, day, now).unwrap();
+        assert!(s.intermediate);
+        let renew_at = s.renew_at.unwrap();
+        let half = renew_at.duration_since(now).unwrap();
+        assert!(half.abs_diff(week / 2) <= Duration::from_secs(1), "{half:?}");
+        assert!(!s.due(now) && s.due(renew_at));
+    }
+
+    #[test]
+    fn near_the_roots_end_it_is_renewed_a_leaf_lifetime_before_it_expires() {
+        let now = SystemTime::now();
+        // The root has 30 hours left, so the intermediate is cut to 30 hours.
+        let root = root(Duration::from_secs(30 * HOUR), now);
+        let day = Duration::from_secs(24 * HOUR);
+        let s = SigningCa::new(&root, &profile(), 7 * day, day, now).unwrap();
+        let renew_at = s.renew_at.unwrap();
+        assert_eq!(renew_at + day, s.ca.not_after());
+    }
+}
