@@ -293,7 +293,11 @@ impl Args {
 
 impl Args {
     /// The CA schedule, checked so that every step has room.
-    fn lifecycle(&self, longest_leaf: Duration, time_scale: u32) -> Result<CaLifecycle, ConfigError> {
+    fn lifecycle(
+        &self,
+        longest_leaf: Duration,
+        time_scale: u32,
+    ) -> Result<CaLifecycle, ConfigError> {
         let show = |d: Duration| humantime::format_duration(d).to_string();
         if self.intermediate_validity < longest_leaf * 2 {
             return Err(err(
@@ -323,9 +327,10 @@ impl Args {
                 ),
             ));
         }
-        // A deposed leader may sign for up to this long of real time; on a compressed clock
-        // that is `time_scale` times more certificate time.
-        let lease_overlap = (self.lease_duration + crate::term::GRACE) * time_scale;
+        // A deposed leader's term stops signing within GRACE of real time after it lost the
+        // Lease (it steps down before anyone may take over); on a compressed clock that is
+        // `time_scale` times more certificate time.
+        let lease_overlap = crate::term::GRACE * time_scale;
         Ok(CaLifecycle {
             root_validity: self.ca_validity,
             root_rotate_before: self.ca_rotate_before,

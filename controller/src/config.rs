@@ -55,7 +55,7 @@ pub struct CaLifecycle {
     /// Validity of a signing intermediate; a new one is made half-way through.
     pub intermediate_validity: Duration,
     /// How long a root stays in the bundle after it stopped signing: the longest leaf
-    /// lifetime plus a leader's longest overlap (lease duration and term grace).
+    /// lifetime plus the longest a deposed leader's term may still sign (its grace).
     pub retain_retired_roots: Duration,
 }
 

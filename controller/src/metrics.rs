@@ -189,7 +189,9 @@ mod tests {
             })
             .inc();
         m.ca_not_after.get_or_create(&RoleLabels::ROOT).set(7);
-        m.ca_rotations.get_or_create(&RoleLabels::INTERMEDIATE).inc();
+        m.ca_rotations
+            .get_or_create(&RoleLabels::INTERMEDIATE)
+            .inc();
         let text = m.encode();
         for name in [
             "podcert_requests_total{outcome=\"issued\",key_type=\"ECDSAP256\",reason=\"Issued\"} 1",

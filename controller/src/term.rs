@@ -84,10 +84,7 @@ pub async fn run(parts: Arc<Parts>, token: CancellationToken) -> TermEnd {
     token.cancel();
     parts.metrics.leader.set(0);
     // Only a leader has a signing intermediate.
-    parts
-        .metrics
-        .ca_not_after
-        .remove(&RoleLabels::INTERMEDIATE);
+    parts.metrics.ca_not_after.remove(&RoleLabels::INTERMEDIATE);
     end
 }
 
@@ -239,7 +236,10 @@ fn signing_ca(parts: &Parts, root: &Root) -> Result<SigningCa, signer_core::CaEr
             .inc();
         info!(root = root.ca.subject(), not_after = %humantime::format_rfc3339_seconds(signing.ca.not_after()), "made a new signing intermediate");
     } else {
-        warn!(root = root.ca.subject(), "the root CA's path-length constraint leaves no room for a signing intermediate; it signs leaves itself");
+        warn!(
+            root = root.ca.subject(),
+            "the root CA's path-length constraint leaves no room for a signing intermediate; it signs leaves itself"
+        );
     }
     Ok(signing)
 }
@@ -321,7 +321,10 @@ async fn keep_ca(
                 match signing_ca(&parts, &known.active) {
                     Ok(new) => {
                         sign_with(&new);
-                        info!(root = known.active.ca.subject(), "signing under the new root");
+                        info!(
+                            root = known.active.ca.subject(),
+                            "signing under the new root"
+                        );
                         signing = new;
                     }
                     Err(e) => {
@@ -341,7 +344,7 @@ async fn keep_ca(
                 }
                 Err(e) => {
                     error!(error = %e, "making a new signing intermediate failed; will retry");
-                    wake = Some(clock.now() + STEP_RETRY * clock.scale());
+                    wake = Some(clock.now() + clock.scaled_duration(STEP_RETRY));
                 }
             }
         }
@@ -357,14 +360,14 @@ async fn keep_ca(
                 step => {
                     if let Err(e) = rotator.perform(step, stored).await {
                         warn!(?step, error = %e, "a root rotation step failed; will retry");
-                        wake = Some(clock.now() + STEP_RETRY * clock.scale());
+                        wake = Some(clock.now() + clock.scaled_duration(STEP_RETRY));
                     }
                 }
             }
         }
         let sleep = async {
             match wake {
-                Some(t) => clock.sleep_until(t).await,
+                Some(t) => crate::clock::sleep_until(&clock, t).await,
                 None => std::future::pending().await,
             }
         };

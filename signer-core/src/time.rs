@@ -3,6 +3,13 @@
 //! X.509 validity and the PodCertificateRequest status times have one-second resolution, so
 //! every time signer-core computes is a Unix second ([`unix_seconds`]); these helpers convert
 //! to and from `SystemTime` and to the `time` crate's type that rcgen takes.
+//!
+//! [`Clock`] is the wall clock certificates are issued by: the system's in production, or
+//! compressed for tests (a CA's whole life in a minute). Scaled time is `origin + (system
+//! time − origin) × scale`, computed from the system clock, so every process given the same
+//! origin and scale (the signer, the test API server, the test kubelet) agrees on it without
+//! talking. Only certificate times, the CA's schedule and the trust bundle's retention follow
+//! it; leader election, retries and timeouts stay on real time.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -30,9 +37,97 @@ pub(crate) fn to_offset(unix: i64) -> time::OffsetDateTime {
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
 }
 
+/// The wall clock, possibly compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Clock {
+    origin: SystemTime,
+    scale: u32,
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::system()
+    }
+}
+
+impl Clock {
+    /// The system clock.
+    pub fn system() -> Self {
+        Clock {
+            origin: UNIX_EPOCH,
+            scale: 1,
+        }
+    }
+
+    /// A clock running `scale` times faster than the system clock from `origin`.
+    pub fn scaled(origin: SystemTime, scale: u32) -> Self {
+        Clock {
+            origin,
+            scale: scale.max(1),
+        }
+    }
+
+    pub fn scale(&self) -> u32 {
+        self.scale
+    }
+
+    /// The time now.
+    pub fn now(&self) -> SystemTime {
+        let real = SystemTime::now();
+        if self.scale == 1 {
+            return real;
+        }
+        match real.duration_since(self.origin) {
+            Ok(elapsed) => self
+                .origin
+                .checked_add(elapsed.saturating_mul(self.scale))
+                .unwrap_or(real),
+            Err(_) => real,
+        }
+    }
+
+    /// Whole Unix seconds now.
+    pub fn unix_now(&self) -> i64 {
+        unix_seconds(self.now())
+    }
+
+    /// The real time that `d` of this clock's time takes.
+    pub fn real(&self, d: Duration) -> Duration {
+        d.checked_div(self.scale).unwrap_or(d)
+    }
+
+    /// This clock's time that `d` of real time is.
+    pub fn scaled_duration(&self, d: Duration) -> Duration {
+        d.saturating_mul(self.scale)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_system_clock_is_the_system_clock() {
+        let before = SystemTime::now();
+        let now = Clock::system().now();
+        assert!(now >= before && now <= SystemTime::now());
+    }
+
+    #[test]
+    fn a_scaled_clock_runs_faster_from_its_origin() {
+        let origin = SystemTime::now() - Duration::from_secs(10);
+        let clock = Clock::scaled(origin, 3600);
+        let elapsed = clock.now().duration_since(origin).unwrap();
+        // Ten real seconds are ten hours of this clock.
+        assert!(
+            elapsed >= Duration::from_secs(36_000) && elapsed < Duration::from_secs(36_000 + 3600),
+            "{elapsed:?}"
+        );
+        assert_eq!(
+            clock.real(Duration::from_secs(3600)),
+            Duration::from_secs(1)
+        );
+    }
 
     #[test]
     fn unix_seconds_round_trip_and_truncate() {

@@ -25,6 +25,9 @@ pub struct IssuedCase {
     pub not_after: i64,
     pub begin_refresh_at: i64,
     pub max_expiration_seconds: i64,
+    /// The Unix time to verify at; 0 for now (a chain issued on a compressed clock is
+    /// verified at the time it was issued).
+    pub at: i64,
 }
 
 fn b64<S: serde::Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
@@ -51,6 +54,7 @@ impl IssuedCase {
             not_after: unix_seconds(issued.not_after),
             begin_refresh_at: unix_seconds(issued.begin_refresh_at),
             max_expiration_seconds,
+            at: 0,
         }
     }
 
@@ -80,6 +84,7 @@ impl IssuedCase {
             not_after: time("notAfter"),
             begin_refresh_at: time("beginRefreshAt"),
             max_expiration_seconds,
+            at: 0,
         }
     }
 }
@@ -204,6 +209,12 @@ pub fn openssl(args: &[&str], stdin: &[u8]) -> Vec<u8> {
 /// `openssl verify -x509_strict` of the chain's leaf against `roots_pem`, with the chain's
 /// other certificates as untrusted intermediates, for both TLS purposes.
 pub fn openssl_verify(chain_pem: &str, roots_pem: &str) -> Result<(), String> {
+    openssl_verify_at(chain_pem, roots_pem, None)
+}
+
+/// [`openssl_verify`] as of Unix time `at` (`-attime`), for chains issued on a compressed
+/// clock.
+pub fn openssl_verify_at(chain_pem: &str, roots_pem: &str, at: Option<i64>) -> Result<(), String> {
     let dir = tempfile::tempdir().unwrap();
     let blocks = pem::parse_many(chain_pem).map_err(|e| e.to_string())?;
     let leaf = dir.path().join("leaf.pem");
@@ -215,8 +226,11 @@ pub fn openssl_verify(chain_pem: &str, roots_pem: &str) -> Result<(), String> {
     std::fs::write(&roots, roots_pem).unwrap();
     for purpose in ["sslclient", "sslserver"] {
         let mut cmd = Command::new("openssl");
-        cmd.args(["verify", "-x509_strict", "-purpose", purpose, "-CAfile"])
-            .arg(&roots);
+        cmd.args(["verify", "-x509_strict", "-purpose", purpose]);
+        if let Some(at) = at {
+            cmd.args(["-attime", &at.to_string()]);
+        }
+        cmd.arg("-CAfile").arg(&roots);
         if !inter.is_empty() {
             cmd.arg("-untrusted").arg(&untrusted);
         }

@@ -250,7 +250,10 @@ mod tests {
         let now = SystemTime::now();
         let ca = ca(now);
         let rotate_at = unix(ca.active.ca.not_after()) - 90 * DAY as i64;
-        assert_eq!(plan(&ca, &lifecycle(), unix(now)), Step::Wait(Some(rotate_at)));
+        assert_eq!(
+            plan(&ca, &lifecycle(), unix(now)),
+            Step::Wait(Some(rotate_at))
+        );
         assert_eq!(plan(&ca, &lifecycle(), rotate_at), Step::Prepare);
     }
 
@@ -269,7 +272,10 @@ mod tests {
             plan(&ca, &lifecycle(), published + 10),
             Step::Wait(Some(published + DAY as i64))
         );
-        assert_eq!(plan(&ca, &lifecycle(), published + DAY as i64), Step::Activate);
+        assert_eq!(
+            plan(&ca, &lifecycle(), published + DAY as i64),
+            Step::Activate
+        );
     }
 
     #[test]
@@ -301,6 +307,9 @@ mod tests {
             active: old,
             ..ca(SystemTime::now())
         };
-        assert_eq!(plan(&ca, &lifecycle(), unix(SystemTime::now())), Step::Prepare);
+        assert_eq!(
+            plan(&ca, &lifecycle(), unix(SystemTime::now())),
+            Step::Prepare
+        );
     }
 }

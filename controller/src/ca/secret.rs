@@ -272,7 +272,11 @@ impl SecretStore {
         }
         match self
             .api
-            .replace(&self.name.name, &PostParams::default(), &to_secret(ca, &self.name))
+            .replace(
+                &self.name.name,
+                &PostParams::default(),
+                &to_secret(ca, &self.name),
+            )
             .await
         {
             Ok(_) => Ok(Replaced::Replaced),

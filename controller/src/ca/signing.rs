@@ -1,7 +1,7 @@
 //! The CA that signs leaves during a leader's term: a signing intermediate made in memory.
 //!
 //! Each term makes its own intermediate under the active root, and a new one half-way
-//! through the current one's life (never later than one longest leaf lifetime before it
+//! through the current one's life (never later than 1¼ longest leaf lifetimes before it
 //! expires, so no leaf is ever cut short). The intermediate's key exists only in this
 //! process: nothing to store, nothing to steal from the cluster, nothing two replicas could
 //! disagree on — a new leader simply makes its own. A root with no room for an intermediate
@@ -45,7 +45,12 @@ impl SigningCa {
         let not_after = ca.not_after();
         let left = not_after.duration_since(now).unwrap_or_default();
         let halfway = now + left / 2;
-        let renew_at = halfway.min(not_after.checked_sub(longest_leaf).unwrap_or(now));
+        // A leaf needs its whole lifetime left on the intermediate: renew with a quarter of
+        // a leaf lifetime to spare, so a request decided at that moment is never cut short.
+        let latest = not_after
+            .checked_sub(longest_leaf + longest_leaf / 4)
+            .unwrap_or(now);
+        let renew_at = halfway.min(latest);
         Ok(SigningCa {
             ca: Arc::new(ca),
             intermediate: true,
@@ -85,18 +90,21 @@ mod tests {
         assert!(s.intermediate);
         let renew_at = s.renew_at.unwrap();
         let half = renew_at.duration_since(now).unwrap();
-        assert!(half.abs_diff(week / 2) <= Duration::from_secs(1), "{half:?}");
+        assert!(
+            half.abs_diff(week / 2) <= Duration::from_secs(1),
+            "{half:?}"
+        );
         assert!(!s.due(now) && s.due(renew_at));
     }
 
     #[test]
-    fn near_the_roots_end_it_is_renewed_a_leaf_lifetime_before_it_expires() {
+    fn near_the_roots_end_it_is_renewed_before_less_than_a_leaf_lifetime_is_left() {
         let now = SystemTime::now();
         // The root has 30 hours left, so the intermediate is cut to 30 hours.
         let root = root(Duration::from_secs(30 * HOUR), now);
         let day = Duration::from_secs(24 * HOUR);
         let s = SigningCa::new(&root, &profile(), 7 * day, day, now).unwrap();
         let renew_at = s.renew_at.unwrap();
-        assert_eq!(renew_at + day, s.ca.not_after());
+        assert_eq!(renew_at + day + day / 4, s.ca.not_after());
     }
 }

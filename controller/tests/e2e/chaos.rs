@@ -154,7 +154,11 @@ async fn two_replicas_under_random_faults_kills_and_stops_lose_nothing_and_keep_
     for r in &replicas {
         logs.push_str(&r.log_text());
     }
-    assert_eq!(logs.matches("generated a new CA").count(), 1, "seed {seed}");
+    assert_eq!(
+        logs.matches("generated a new root CA").count(),
+        1,
+        "seed {seed}"
+    );
 }
 
 /// A seed from the OS, without a dependency: the low bits of a fresh random UID.

@@ -12,6 +12,7 @@ mod chaos;
 mod faults;
 mod issuance;
 mod leadership;
+mod lifecycle;
 mod refresh;
 mod reliability;
 mod versions;

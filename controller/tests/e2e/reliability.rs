@@ -150,7 +150,7 @@ async fn a_ca_secret_deleted_during_a_watch_outage_is_put_back_and_never_replace
     );
     let generated = [a.log_text(), b.log_text()]
         .concat()
-        .matches("generated a new CA")
+        .matches("generated a new root CA")
         .count();
     assert_eq!(generated, 1, "only the fresh install generated a CA");
 }

@@ -126,6 +126,17 @@ impl Cluster {
         );
     }
 
+    /// How many times an Event with `reason` occurred: kube's Recorder patches a recurring
+    /// Event into a series (`series.count`) rather than creating another.
+    pub fn occurrences(&self, reason: &str) -> u64 {
+        self.server
+            .list("events")
+            .into_iter()
+            .filter(|e| e["reason"] == reason)
+            .map(|e| e["series"]["count"].as_u64().unwrap_or(1))
+            .sum()
+    }
+
     /// At least `n` Events with `reason`, once there are.
     pub async fn wait_for_events(
         &self,

@@ -759,7 +759,11 @@ impl Shared {
         if is_status {
             let status = new.get("status").cloned().unwrap_or(Value::Null);
             if route.rt.plural == "podcertificaterequests" {
-                let causes = validate::pcr_status_update(&old, &status, Timestamp::now());
+                let causes = validate::pcr_status_update(
+                    &old,
+                    &status,
+                    Timestamp::from_second(self.clock.unix_now()).unwrap_or(Timestamp::now()),
+                );
                 if !causes.is_empty() {
                     return status_error(
                         422,

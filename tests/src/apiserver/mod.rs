@@ -66,6 +66,10 @@ pub struct ServerOptions {
     pub pcr_gc_after: Duration,
     /// Where to listen: a loopback address (port 0 picks a free port).
     pub listen: std::net::SocketAddr,
+    /// The wall clock status times are checked against ("within 5 minutes of
+    /// kube-apiserver's current time"): the system's, or the signer's compressed clock in a
+    /// time-compressed run. Object timestamps and garbage collection stay on real time.
+    pub clock: signer_core::time::Clock,
 }
 
 impl ServerOptions {
@@ -77,6 +81,7 @@ impl ServerOptions {
             history_limit: 100_000,
             pcr_gc_after: Duration::from_secs(1800),
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            clock: signer_core::time::Clock::system(),
         }
     }
 
@@ -307,6 +312,7 @@ pub struct Shared {
     snapshots: Mutex<Snapshots>,
     pub faults: Faults,
     log: Mutex<Vec<Logged>>,
+    pub clock: signer_core::time::Clock,
 }
 
 impl Shared {
@@ -426,6 +432,7 @@ impl TestApiServer {
             snapshots: Mutex::default(),
             faults: Faults::default(),
             log: Mutex::new(Vec::new()),
+            clock: options.clock,
         });
         let (tls, ca_pem) = tls_config();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
