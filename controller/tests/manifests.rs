@@ -256,14 +256,43 @@ fn allowed(
     })
 }
 
+/// A CA Secret as wave 1 generated it: ours (labelled), but a root with path length 0, which
+/// cannot sign intermediates and so is rotated out at once.
+fn single_tier_root_secret() -> Value {
+    use base64::Engine;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::default();
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, "podcert-signer CA");
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+    p.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+    let cert = p.self_signed(&key).unwrap().pem();
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {"name": CA_NAME, "namespace": CA_NS,
+                     "labels": {"app.kubernetes.io/managed-by": "podcert-signer"}},
+        "data": {"tls.crt": b64(&cert), "tls.key": b64(&key.serialize_pem()), "ca.crt": b64(&cert)},
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rbac_allows_every_call_the_controller_makes_and_nothing_it_does_not() {
     let objects = rendered();
     let rbac = rules(&objects);
     // A run that exercises every path: CA creation, trust bundle, leader election, issuing,
-    // denying (Event), then CA Secret deletion (recreate) and trust-bundle drift (update).
+    // denying (Event), then CA Secret deletion (recreate), trust-bundle drift (update), and
+    // two root rotations (Secret updates; the second one's Events recur, so are patched).
     let cluster = Cluster::start(ServerOptions::v1beta1()).await;
-    let signer = cluster.signer("a", &["--ca-secret", "podcert-signer/podcert-signer-ca"]);
+    let signer = cluster.signer(
+        "a",
+        &[
+            "--ca-secret",
+            "podcert-signer/podcert-signer-ca",
+            "--ca-propagation-delay",
+            "1s",
+        ],
+    );
     signer.wait_ready(Duration::from_secs(30)).await;
     let tracker = cluster.tracker("v1beta1");
     let mut bad = PodRequest::new("shop", "bad", "sa", "ECDSAP256", Format::Csr);
@@ -288,6 +317,16 @@ async fn the_rbac_allows_every_call_the_controller_makes_and_nothing_it_does_not
     cluster.server.put("clustertrustbundles", "", ctb);
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(cluster.server.get("secrets", CA_NS, CA_NAME).is_some());
+    for n in 1..=2 {
+        cluster
+            .server
+            .put("secrets", CA_NS, single_tier_root_secret());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while cluster.occurrences("RootActivated") < n {
+            assert!(tokio::time::Instant::now() < deadline, "rotation {n}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 
     let signer_name =
         objects.iter().find(|o| o["kind"] == "ConfigMap").unwrap()["data"]["PODCERT_SIGNER_NAME"]
