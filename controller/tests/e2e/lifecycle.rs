@@ -315,13 +315,11 @@ async fn a_leader_killed_at_every_rotation_step_loses_and_duplicates_nothing() {
     let _heavy = heavy_scenario().await;
     let (cluster, clock, flags) = compressed().await;
     let (history, follower) = follow(&cluster, clock);
-    let replicas = Arc::new(Mutex::new(vec![
+    let mut replicas = [
         signer(&cluster, "r0", &flags),
         signer(&cluster, "r1", &flags),
-    ]));
-    replicas.lock().unwrap()[0]
-        .wait_ready(Duration::from_secs(30))
-        .await;
+    ];
+    replicas[0].wait_ready(Duration::from_secs(30)).await;
     let steps = ["RootPrepared", "RootPublished", "RootActivated"];
     let mut killed_after = 0;
     let mut spawned = 2;
@@ -330,7 +328,6 @@ async fn a_leader_killed_at_every_rotation_step_loses_and_duplicates_nothing() {
         if seen > killed_after {
             killed_after = seen;
             let holder = cluster.lease_holder();
-            let mut replicas = replicas.lock().unwrap();
             if let Some(i) = replicas
                 .iter()
                 .position(|r| Some(&r.identity) == holder.as_ref())
