@@ -260,19 +260,13 @@ fn allowed(
 /// cannot sign intermediates and so is rotated out at once.
 fn single_tier_root_secret() -> Value {
     use base64::Engine;
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut p = rcgen::CertificateParams::default();
-    p.distinguished_name
-        .push(rcgen::DnType::CommonName, "podcert-signer CA");
-    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
-    p.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
-    let cert = p.self_signed(&key).unwrap().pem();
+    let (cert, key) = podcert_tests::fixtures::single_tier_root_pem();
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     serde_json::json!({
         "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
         "metadata": {"name": CA_NAME, "namespace": CA_NS,
                      "labels": {"app.kubernetes.io/managed-by": "podcert-signer"}},
-        "data": {"tls.crt": b64(&cert), "tls.key": b64(&key.serialize_pem()), "ca.crt": b64(&cert)},
+        "data": {"tls.crt": b64(&cert), "tls.key": b64(&key), "ca.crt": b64(&cert)},
     })
 }
 

@@ -59,6 +59,19 @@ pub fn kubelet_keys() -> Vec<KubeletKey> {
 
 /// A CA as cert-manager gives a BYO user: a P-384 root and a P-256 intermediate (path length
 /// 0) below it, as (`tls.crt` = the intermediate, `tls.key`, `ca.crt` = the root) PEM.
+/// A root as wave 1 generated it (`tls.crt`/`ca.crt` PEM, `tls.key` PEM): path length 0, so
+/// it cannot sign a signing intermediate and signs leaves itself until it is rotated out.
+pub fn single_tier_root_pem() -> (String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::default();
+    p.distinguished_name
+        .push(DnType::CommonName, "podcert-signer CA");
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+    (p.self_signed(&key).unwrap().pem(), key.serialize_pem())
+}
+
 pub fn intermediate_ca_pem(name: &str) -> (String, String, String) {
     use rcgen::{
         BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,

@@ -20,7 +20,7 @@ pub mod signing;
 pub mod trust_bundle;
 
 use futures::StreamExt;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{EventType, Recorder};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -194,20 +194,9 @@ impl CaKeeper {
     }
 
     async fn report(&self, reason: &'static str, note: String) {
-        let event = Event {
-            type_: EventType::Warning,
-            reason: reason.into(),
-            note: Some(note),
-            action: "LoadCA".into(),
-            secondary: None,
-        };
-        if let Err(e) = self
-            .recorder
-            .publish(&event, &self.store.object_ref())
-            .await
-        {
-            warn!(error = %e, "could not publish an Event about the CA Secret");
-        }
+        self.store
+            .report(&self.recorder, EventType::Warning, "LoadCA", reason, note)
+            .await;
     }
 }
 

@@ -20,7 +20,7 @@
 
 use std::sync::Arc;
 
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{EventType, Recorder};
 use signer_core::CaProfile;
 use tracing::info;
 
@@ -185,20 +185,15 @@ impl Rotator {
                         .get_or_create(&RoleLabels::ROOT)
                         .inc();
                 }
-                let event = Event {
-                    type_: EventType::Normal,
-                    reason: reason.into(),
-                    note: Some(note),
-                    action: "RotateRoot".into(),
-                    secondary: None,
-                };
-                if let Err(e) = self
-                    .recorder
-                    .publish(&event, &self.store.object_ref())
-                    .await
-                {
-                    tracing::warn!(error = %e, "could not publish an Event about the root rotation");
-                }
+                self.store
+                    .report(
+                        &self.recorder,
+                        EventType::Normal,
+                        "RotateRoot",
+                        reason,
+                        note,
+                    )
+                    .await;
                 Ok(true)
             }
         }
@@ -290,16 +285,10 @@ mod tests {
     #[test]
     fn a_single_tier_root_of_ours_is_replaced_at_once() {
         // What wave 1 generated: pathlen 0, so no room for a signing intermediate.
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut p = rcgen::CertificateParams::default();
-        p.distinguished_name
-            .push(rcgen::DnType::CommonName, "podcert-signer CA");
-        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
-        p.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
-        let cert = p.self_signed(&key).unwrap();
+        let (cert_pem, key_pem) = podcert_tests::fixtures::single_tier_root_pem();
         let old = Root::load(CaPem {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
+            cert_pem,
+            key_pem,
             roots_pem: None,
         })
         .unwrap();

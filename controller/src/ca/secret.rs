@@ -23,6 +23,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ObjectMeta, PostParams};
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use signer_core::{Ca, CaPem};
@@ -250,6 +251,27 @@ impl SecretStore {
             namespace: Some(self.name.namespace.clone()),
             name: Some(self.name.name.clone()),
             ..Default::default()
+        }
+    }
+
+    /// Publishes an Event about the Secret (a failure is logged, never fatal).
+    pub async fn report(
+        &self,
+        recorder: &Recorder,
+        type_: EventType,
+        action: &str,
+        reason: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = recorder.publish(&event, &self.object_ref()).await {
+            tracing::warn!(%reason, error = %e, "could not publish an Event about the CA Secret");
         }
     }
 
