@@ -62,8 +62,21 @@ fn benches(c: &mut Criterion) {
         SystemTime::now(),
     )
     .unwrap();
-    let ca = Ca::from_pem(&pem.cert_pem, &pem.key_pem, None).unwrap();
+    let root = Ca::from_pem(&pem.cert_pem, &pem.key_pem, None).unwrap();
+    // Leaves are signed by the leader's signing intermediate, as in production.
+    let profile = CaProfile::new(policy.trust_domain().clone());
+    let week = Duration::from_secs(86_400 * 7);
+    let ca = root
+        .sign_intermediate(&profile, week, SystemTime::now())
+        .unwrap();
     let signer = Signer::new(Arc::new(policy), Arc::new(ca));
+    // An intermediate rotation: a new P-256 key and a certificate signed by the root.
+    c.bench_function("intermediate/new/ECDSAP256", |b| {
+        b.iter(|| {
+            root.sign_intermediate(black_box(&profile), week, SystemTime::now())
+                .unwrap()
+        })
+    });
 
     for f in fixtures() {
         let spki = b64(&f.spki_der);
