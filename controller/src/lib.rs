@@ -8,7 +8,8 @@
 //! follows the CA), the [`leader`] election, and [`leadership`], which runs one [`term`] at
 //! a time while elected. A term settles the CA, publishes its roots and drives the
 //! kube-runtime `Controller`, whose [`reconcile`] turns each request ([`pcr`]) into one
-//! status write. [`supervisor`] and [`retry`] are the two mechanisms everything shares.
+//! status write. [`supervisor`] and [`retry`] are the two mechanisms everything shares;
+//! [`clock`] is the certificate clock (compressed only in lifecycle tests).
 
 pub mod admin;
 pub mod ca;
