@@ -330,13 +330,13 @@ impl Args {
         // A deposed leader's term stops signing within GRACE of real time after it lost the
         // Lease (it steps down before anyone may take over); on a compressed clock that is
         // `time_scale` times more certificate time.
-        let lease_overlap = crate::term::GRACE * time_scale;
+        let deposed_grace = crate::term::GRACE * time_scale;
         Ok(CaLifecycle {
             root_validity: self.ca_validity,
             root_rotate_before: self.ca_rotate_before,
             propagation_delay: self.ca_propagation_delay,
             intermediate_validity: self.intermediate_validity,
-            retain_retired_roots: longest_leaf + lease_overlap,
+            retain_retired_roots: longest_leaf + deposed_grace,
         })
     }
 }

@@ -118,6 +118,8 @@ async fn run_with(config: Config) -> Result<(), Error> {
             config.ca.trust_bundle_name.clone(),
             config.signer_name.clone(),
             config.policy.trust_domain().as_str(),
+            config.ca.lifecycle.retain_retired_roots,
+            config.clock,
         )
     });
     let ca_secret = SecretStore::new(client.clone(), config.ca.secret.clone());

@@ -222,8 +222,8 @@ fn signing_ca(parts: &Parts, root: &Root) -> Result<SigningCa, signer_core::CaEr
         parts.config.policy.max_leaf_lifetime(),
         parts.config.clock.now(),
     )?;
-    if signing.intermediate {
-        let unix = signer_core::time::unix_seconds(signing.ca.not_after());
+    if signing.is_intermediate() {
+        let unix = signing.ca.not_after_unix();
         parts
             .metrics
             .ca_not_after
@@ -250,12 +250,10 @@ async fn publish(parts: &Parts, ca: &LoadedCa, token: &CancellationToken) -> Opt
     let Some(tb) = &parts.trust_bundle else {
         return Some(());
     };
-    let retain_for = parts.config.ca.lifecycle.retain_retired_roots;
-    let roots = ca.roots_to_publish();
     let done = retry::retry(
         "publishing the trust bundle (not signing under these roots until it is published)",
         token,
-        || tb.sync(&roots, retain_for, parts.config.clock.unix_now()),
+        || tb.sync(ca),
     )
     .await?;
     if done != Synced::Unchanged {
@@ -334,7 +332,10 @@ async fn keep_ca(
             }
             current = known.clone();
         }
+        // When to look again: the earliest of the intermediate's renewal, the rotation's next
+        // step, and a retry of whatever just failed.
         let mut wake = signing.renew_at;
+        let retry_at = || Some(clock.now() + clock.scaled_duration(STEP_RETRY));
         if signing.due(clock.now()) {
             match signing_ca(&parts, &current.active) {
                 Ok(new) => {
@@ -344,7 +345,7 @@ async fn keep_ca(
                 }
                 Err(e) => {
                     error!(error = %e, "making a new signing intermediate failed; will retry");
-                    wake = Some(clock.now() + clock.scaled_duration(STEP_RETRY));
+                    wake = retry_at();
                 }
             }
         }
@@ -352,18 +353,18 @@ async fn keep_ca(
         if let Some(SecretState::Usable(stored)) = &view.secret
             && *stored == current
         {
-            match rotation::plan(stored, &lifecycle, clock.unix_now()) {
-                Step::Wait(at) => {
-                    let at = at.map(signer_core::time::from_unix_seconds);
-                    wake = wake.into_iter().chain(at).min();
-                }
-                step => {
-                    if let Err(e) = rotator.perform(step, stored).await {
+            let next_look = match rotation::plan(stored, &lifecycle, clock.unix_now()) {
+                Step::Wait(at) => at.map(signer_core::time::from_unix_seconds),
+                step => match rotator.perform(step, stored).await {
+                    // The watch brings what the write did.
+                    Ok(_) => None,
+                    Err(e) => {
                         warn!(?step, error = %e, "a root rotation step failed; will retry");
-                        wake = Some(clock.now() + clock.scaled_duration(STEP_RETRY));
+                        retry_at()
                     }
-                }
-            }
+                },
+            };
+            wake = wake.into_iter().chain(next_look).min();
         }
         let sleep = async {
             match wake {
@@ -376,7 +377,7 @@ async fn keep_ca(
             _ = sleep => {}
             _ = resync.tick() => {
                 if let Some(tb) = &parts.trust_bundle {
-                    match tb.sync(&current.roots_to_publish(), lifecycle.retain_retired_roots, clock.unix_now()).await {
+                    match tb.sync(&current).await {
                         Ok(Synced::Unchanged) => {}
                         Ok(done) => info!(name = %tb.name, ?done, "repaired the trust bundle"),
                         Err(e) => warn!(name = %tb.name, error = %e, "checking the trust bundle failed; will retry"),

@@ -159,16 +159,15 @@ impl CaKeeper {
         if view.known != before_known
             && let Some(k) = &view.known
         {
-            let unix = |ca: &signer_core::Ca| signer_core::time::unix_seconds(ca.not_after());
             let gauge = &self.metrics.ca_not_after;
             gauge
                 .get_or_create(&RoleLabels::ROOT)
-                .set(unix(&k.active.ca));
+                .set(k.active.ca.not_after_unix());
             match &k.next {
                 Some(next) => {
                     gauge
                         .get_or_create(&RoleLabels::NEXT_ROOT)
-                        .set(unix(&next.root.ca));
+                        .set(next.root.ca.not_after_unix());
                 }
                 None => {
                     gauge.remove(&RoleLabels::NEXT_ROOT);

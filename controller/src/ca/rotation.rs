@@ -53,7 +53,10 @@ pub fn plan(ca: &LoadedCa, lifecycle: &CaLifecycle, now: i64) -> Step {
     match &ca.next {
         None => {
             let single_tier = !ca.active.ca.has_room_for_intermediate();
-            let rotate_at = signer_core::time::unix_seconds(ca.active.ca.not_after())
+            let rotate_at = ca
+                .active
+                .ca
+                .not_after_unix()
                 .saturating_sub(seconds(lifecycle.root_rotate_before));
             if single_tier || now >= rotate_at {
                 Step::Prepare
@@ -132,17 +135,12 @@ impl Rotator {
                 (updated, "RootPrepared", note)
             }
             Step::Publish => {
-                if let Some(tb) = &self.trust_bundle {
-                    tb.sync(
-                        &ca.roots_to_publish(),
-                        self.lifecycle.retain_retired_roots,
-                        self.clock.unix_now(),
-                    )
-                    .await?;
-                }
                 let Some(next) = &ca.next else {
                     return Ok(false);
                 };
+                if let Some(tb) = &self.trust_bundle {
+                    tb.sync(ca).await?;
+                }
                 let updated = LoadedCa {
                     next: Some(NextRoot {
                         published_at: Some(self.clock.unix_now()),

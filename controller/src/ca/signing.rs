@@ -19,8 +19,6 @@ use super::secret::Root;
 #[derive(Debug, Clone)]
 pub struct SigningCa {
     pub ca: Arc<Ca>,
-    /// Whether `ca` is an intermediate we made (else it is the root itself).
-    pub intermediate: bool,
     /// When to make the next intermediate; None when the root signs leaves itself.
     pub renew_at: Option<SystemTime>,
 }
@@ -37,7 +35,6 @@ impl SigningCa {
         if !root.ca.has_room_for_intermediate() {
             return Ok(SigningCa {
                 ca: root.ca.clone(),
-                intermediate: false,
                 renew_at: None,
             });
         }
@@ -53,9 +50,13 @@ impl SigningCa {
         let renew_at = halfway.min(latest);
         Ok(SigningCa {
             ca: Arc::new(ca),
-            intermediate: true,
             renew_at: Some(renew_at),
         })
+    }
+
+    /// Whether `ca` is an intermediate we made (else the root signs leaves itself).
+    pub fn is_intermediate(&self) -> bool {
+        self.renew_at.is_some()
     }
 
     /// Whether it is time for a new intermediate.
@@ -87,7 +88,7 @@ mod tests {
         let week = Duration::from_secs(7 * 24 * HOUR);
         let day = Duration::from_secs(24 * HOUR);
         let s = SigningCa::new(&root, &profile(), week, day, now).unwrap();
-        assert!(s.intermediate);
+        assert!(s.is_intermediate());
         let renew_at = s.renew_at.unwrap();
         let half = renew_at.duration_since(now).unwrap();
         assert!(
@@ -95,6 +96,22 @@ mod tests {
             "{half:?}"
         );
         assert!(!s.due(now) && s.due(renew_at));
+    }
+
+    #[test]
+    fn a_root_without_room_signs_leaves_itself_and_is_never_renewed() {
+        let (cert_pem, key_pem) = podcert_tests::fixtures::single_tier_root_pem();
+        let root = Root::load(signer_core::CaPem {
+            cert_pem,
+            key_pem,
+            roots_pem: None,
+        })
+        .unwrap();
+        let day = Duration::from_secs(24 * HOUR);
+        let s = SigningCa::new(&root, &profile(), 7 * day, day, SystemTime::now()).unwrap();
+        assert!(!s.is_intermediate());
+        assert!(Arc::ptr_eq(&s.ca, &root.ca));
+        assert!(!s.due(SystemTime::now() + 400 * day));
     }
 
     #[test]

@@ -17,7 +17,10 @@ use k8s_openapi::api::certificates::v1beta1::ClusterTrustBundleSpec;
 use kube::api::PostParams;
 use kube::core::{ApiResource, NotUsed, Object};
 use kube::{Api, Client};
+use signer_core::time::Clock;
 use signer_core::x509::certificate_pem;
+
+use super::secret::LoadedCa;
 
 /// A ClusterTrustBundle of any served version (the spec is the same in all).
 pub type Ctb = Object<ClusterTrustBundleSpec, NotUsed>;
@@ -36,6 +39,10 @@ pub struct TrustBundle {
     pub name: String,
     signer_name: String,
     labels: BTreeMap<String, String>,
+    /// How long a root stays after it stopped being current (see [`desired`]).
+    retain_for: std::time::Duration,
+    /// The certificate clock retention is measured on.
+    clock: Clock,
 }
 
 /// What [`TrustBundle::sync`] did.
@@ -114,6 +121,8 @@ impl TrustBundle {
         name: String,
         signer_name: String,
         trust_domain: &str,
+        retain_for: std::time::Duration,
+        clock: Clock,
     ) -> Self {
         let mut labels = BTreeMap::from([
             (LABEL_NAME.to_string(), "podcert-signer".to_string()),
@@ -132,6 +141,8 @@ impl TrustBundle {
             name,
             signer_name,
             labels,
+            retain_for,
+            clock,
         }
     }
 
@@ -151,15 +162,14 @@ impl TrustBundle {
         Ok(recorded.values().any(|until| *until == 0))
     }
 
-    /// Makes the published bundle hold the current roots `roots_pem` plus the retired roots
-    /// still within their retention at Unix second `now`, with our signer name and labels.
-    pub async fn sync(
-        &self,
-        roots_pem: &str,
-        retain_for: std::time::Duration,
-        now: i64,
-    ) -> Result<Synced, kube::Error> {
-        let retain_for = i64::try_from(retain_for.as_secs()).unwrap_or(i64::MAX / 2);
+    /// Makes the published bundle hold the roots `ca` publishes as current (see
+    /// [`LoadedCa::roots_to_publish`]) plus the retired roots still within their retention,
+    /// with our signer name and labels.
+    pub async fn sync(&self, ca: &LoadedCa) -> Result<Synced, kube::Error> {
+        let roots = ca.roots_to_publish();
+        let roots_pem = roots.as_str();
+        let now = self.clock.unix_now();
+        let retain_for = i64::try_from(self.retain_for.as_secs()).unwrap_or(i64::MAX / 2);
         match self.api.get_opt(&self.name).await? {
             None => {
                 let (bundle, annotation) = desired(None, None, roots_pem, now, retain_for);

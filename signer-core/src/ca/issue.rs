@@ -218,7 +218,7 @@ mod tests {
     }
 
     #[test]
-    fn a_root_without_room_signs_leaves_itself() {
+    fn a_pathlen_0_root_has_no_room_for_an_intermediate_and_refuses_to_sign_one() {
         // A CA made before two tiers: pathlen 0.
         let key = KeyPair::generate().unwrap();
         let mut p = rcgen::CertificateParams::default();
@@ -228,5 +228,42 @@ mod tests {
         let cert = p.self_signed(&key).unwrap();
         let ca = Ca::from_pem(&cert.pem(), &key.serialize_pem(), None).unwrap();
         assert!(!ca.has_room_for_intermediate());
+        assert!(matches!(
+            ca.sign_intermediate(&profile(), Duration::from_secs(DAY), SystemTime::now()),
+            Err(CaError::Generate(_))
+        ));
+    }
+
+    /// An operator's CA in `tls.crt` under a root in `ca.crt`, with these pathLen constraints.
+    fn byo(root_path_len: Option<u8>, ca_path_len: Option<u8>) -> Ca {
+        let constraint = |n: Option<u8>| match n {
+            Some(n) => rcgen::BasicConstraints::Constrained(n),
+            None => rcgen::BasicConstraints::Unconstrained,
+        };
+        let params = |cn: &str, n: Option<u8>| {
+            let mut p = rcgen::CertificateParams::default();
+            p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+            p.is_ca = rcgen::IsCa::Ca(constraint(n));
+            p.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+            p
+        };
+        let root_key = KeyPair::generate().unwrap();
+        let root = params("root", root_path_len)
+            .self_signed(&root_key)
+            .unwrap();
+        let issuer = Issuer::new(params("root", root_path_len), &root_key);
+        let key = KeyPair::generate().unwrap();
+        let ca = params("ca", ca_path_len).signed_by(&key, &issuer).unwrap();
+        Ca::from_pem(&ca.pem(), &key.serialize_pem(), Some(&root.pem())).unwrap()
+    }
+
+    #[test]
+    fn every_path_length_constraint_up_to_the_root_in_ca_crt_must_leave_room() {
+        assert!(byo(None, None).has_room_for_intermediate());
+        assert!(byo(Some(2), Some(1)).has_room_for_intermediate());
+        // The operator's CA allows no CA below it.
+        assert!(!byo(None, Some(0)).has_room_for_intermediate());
+        // The root allows one CA below it, the operator's: not a second.
+        assert!(!byo(Some(1), None).has_room_for_intermediate());
     }
 }

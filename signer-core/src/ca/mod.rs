@@ -290,8 +290,13 @@ impl Ca {
                     ))
                 })?;
         }
+        // The pathLen constraint of each certificate of the path, from the signing certificate
+        // up to its root: whether one more CA may go below (see below).
+        let mut path_lens = Vec::with_capacity(chain.len().saturating_add(1));
         for (n, c) in (1usize..).zip(&chain) {
-            if is_self_signed(&c.parse()?) {
+            let cert = c.parse()?;
+            path_lens.push(max_path_len(&cert));
+            if is_self_signed(&cert) {
                 if n != chain.len() {
                     return Err(CaError::Certificate(format!(
                         "certificate {n} is a self-signed root but is not last"
@@ -311,16 +316,20 @@ impl Ca {
                     return Err(CaError::Roots("a certificate in ca.crt is not a CA".into()));
                 }
             }
-            let last = chain.last().unwrap_or(first).parse()?;
-            if roots.is_empty()
-                && !extra.iter().any(|r| {
-                    r.parse()
-                        .is_ok_and(|r| last.verify_signature(Some(r.public_key())).is_ok())
-                })
-            {
-                return Err(CaError::Roots(
-                    "no certificate in ca.crt signed the last certificate of tls.crt".into(),
-                ));
+            if roots.is_empty() {
+                // tls.crt holds no root: the root that signed its last certificate ends the path.
+                let last = chain.last().unwrap_or(first).parse()?;
+                let issuing_root = extra
+                    .iter()
+                    .filter_map(|r| r.parse().ok())
+                    .find(|r| last.verify_signature(Some(r.public_key())).is_ok())
+                    .ok_or_else(|| {
+                        CaError::Roots(
+                            "no certificate in ca.crt signed the last certificate of tls.crt"
+                                .into(),
+                        )
+                    })?;
+                path_lens.push(max_path_len(&issuing_root));
             }
             for r in extra {
                 if !roots.contains(&r.der) {
@@ -335,23 +344,9 @@ impl Ca {
         }
         // One more CA below the signing certificate puts i + 1 CAs below the i-th certificate
         // of the path (the signing certificate is the 0th, its issuing root the last).
-        let mut path = Vec::with_capacity(chain.len().saturating_add(1));
-        for c in &chain {
-            path.push(c.parse()?);
-        }
-        let last = chain.last().unwrap_or(first).parse()?;
-        let issuing_root = roots.iter().find_map(|r| {
-            X509Certificate::from_der(r)
-                .ok()
-                .map(|(_, r)| r)
-                .filter(|r| {
-                    !is_self_signed(&last) && last.verify_signature(Some(r.public_key())).is_ok()
-                })
-        });
-        path.extend(issuing_root);
         let room_for_intermediate = (1u32..)
-            .zip(&path)
-            .all(|(below, c)| max_path_len(c).is_none_or(|max| max >= below));
+            .zip(&path_lens)
+            .all(|(below, max)| max.is_none_or(|max| max >= below));
         let trust_bundle_pem = roots.iter().map(|r| certificate_pem(r)).collect();
         let validity = signing.validity();
         let (not_before, not_after) = (
@@ -393,7 +388,8 @@ impl Ca {
         from_unix_seconds(self.not_after)
     }
 
-    pub(crate) fn not_after_unix(&self) -> i64 {
+    /// notAfter as a Unix second.
+    pub fn not_after_unix(&self) -> i64 {
         self.not_after
     }
 
