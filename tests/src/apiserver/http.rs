@@ -75,6 +75,9 @@ fn now_rfc3339() -> String {
         .to_string()
 }
 
+/// Upstream's `maxNameGenerationCreateAttempts` (apiserver registry `store.go`).
+const MAX_NAME_GENERATION_CREATE_ATTEMPTS: usize = 8;
+
 fn random_suffix(n: usize) -> String {
     let mut bytes = vec![0u8; n];
     aws_lc_rs::rand::fill(&mut bytes).expect("rng");
@@ -592,10 +595,15 @@ impl Shared {
         if !obj["metadata"].is_object() {
             obj["metadata"] = json!({});
         }
-        let name = match obj["metadata"]["name"].as_str().filter(|n| !n.is_empty()) {
+        let generate_name = obj["metadata"]["generateName"].as_str().map(str::to_owned);
+        let mut generated = false;
+        let mut name = match obj["metadata"]["name"].as_str().filter(|n| !n.is_empty()) {
             Some(n) => n.to_string(),
-            None => match obj["metadata"]["generateName"].as_str() {
-                Some(prefix) => format!("{prefix}{}", random_suffix(5)),
+            None => match &generate_name {
+                Some(prefix) => {
+                    generated = true;
+                    format!("{prefix}{}", random_suffix(5))
+                }
                 None => {
                     return status_error(
                         422,
@@ -638,7 +646,19 @@ impl Shared {
         if let Some(refused) = attest(&Authorizer { store: &store }, user, &name, None, &obj) {
             return refused;
         }
-        let key = self.key(route, &name);
+        let mut key = self.key(route, &name);
+        // Upstream's store (`createWithGenerateNameRetry`) tries a generated name that is
+        // taken again with a new suffix, maxNameGenerationCreateAttempts (8) attempts in all.
+        if let (true, Some(prefix)) = (generated, &generate_name) {
+            for _ in 1..MAX_NAME_GENERATION_CREATE_ATTEMPTS {
+                if store.get(&key).is_none() {
+                    break;
+                }
+                name = format!("{prefix}{}", random_suffix(5));
+                key = self.key(route, &name);
+                obj["metadata"]["name"] = name.clone().into();
+            }
+        }
         if store.get(&key).is_some() {
             return status_error(
                 409,
