@@ -7,14 +7,15 @@
 //! fresh intermediate can sign at once — and an intermediate never outlives its root: its
 //! validity is cut to the root's.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use rcgen::{Issuer, KeyPair};
+use rcgen::{Issuer, KeyPair, SigningKey};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::prelude::FromDer;
 
 use super::profile::{CaProfile, Tier};
-use super::{Ca, CaError, CaKeyType, CaPem};
+use super::{Ca, CaError, CaKey, CaKeyType, CaPem, KeyDevice};
 use crate::spiffe::TrustDomain;
 use crate::time::unix_seconds;
 use crate::x509::certificate_pem;
@@ -35,21 +36,60 @@ impl CaProfile {
     /// sign one tier of intermediates (path length 1).
     pub fn root(&self, validity: Duration, now: SystemTime) -> Result<CaPem, CaError> {
         let key = generate_key(self.key_type)?;
+        let cert_pem =
+            self.self_signed(&key, validity, now, |e| CaError::Generate(e.to_string()))?;
+        Ok(CaPem {
+            roots_pem: Some(cert_pem.clone()),
+            cert_pem,
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// A new self-signed root, as [`CaProfile::root`] makes it, for a key held by `device`
+    /// (which signs the certificate). Its certificate is [`Ca::trust_bundle_pem`].
+    pub fn root_for_device(
+        &self,
+        device: Arc<dyn KeyDevice>,
+        validity: Duration,
+        now: SystemTime,
+    ) -> Result<Ca, CaError> {
+        if device.key_type() != self.key_type {
+            return Err(CaError::Device(format!(
+                "the key is {}, the profile asks for {}",
+                device.key_type(),
+                self.key_type
+            )));
+        }
+        let key = CaKey::device(device.clone());
+        let cert_pem = self.self_signed(&key, validity, now, |e| signing_failed(&key, e))?;
+        Ca::from_device(&cert_pem, device, None)
+    }
+
+    /// The PEM of a root certificate for `key`, signed by it; `failed` says why signing
+    /// failed.
+    fn self_signed(
+        &self,
+        key: &impl SigningKey,
+        validity: Duration,
+        now: SystemTime,
+        failed: impl FnOnce(rcgen::Error) -> CaError,
+    ) -> Result<String, CaError> {
         let now = unix_seconds(now);
         let params = self.params(
             Tier::Root,
             now.saturating_sub(CA_BACKDATE_SECONDS),
             now.saturating_add(seconds(validity)),
         )?;
-        let cert = params
-            .self_signed(&key)
-            .map_err(|e| CaError::Generate(e.to_string()))?;
-        let cert_pem = certificate_pem(cert.der());
-        Ok(CaPem {
-            roots_pem: Some(cert_pem.clone()),
-            cert_pem,
-            key_pem: key.serialize_pem(),
-        })
+        let cert = params.self_signed(key).map_err(failed)?;
+        Ok(certificate_pem(cert.der()))
+    }
+}
+
+/// Why signing with `key` failed: the device's own words when a device refused.
+fn signing_failed(key: &CaKey, e: rcgen::Error) -> CaError {
+    match key.take_device_error() {
+        Some(why) => CaError::Device(format!("signing failed: {why}")),
+        None => CaError::Generate(e.to_string()),
     }
 }
 
@@ -99,14 +139,14 @@ impl Ca {
         let params = profile.params(Tier::Intermediate, not_before, not_after)?;
         let cert = params
             .signed_by(&key, &self.issuer)
-            .map_err(|e| CaError::Generate(e.to_string()))?;
+            .map_err(|e| signing_failed(self.issuer.key(), e))?;
         let subject = X509Certificate::from_der(cert.der())
             .map(|(_, c)| c.subject().to_string())
             .map_err(|_| CaError::Generate("the new intermediate does not parse".into()))?;
         let mut intermediates_pem = certificate_pem(cert.der());
         intermediates_pem.push_str(&self.intermediates_pem);
         Ok(Ca {
-            issuer: Issuer::new(params, key),
+            issuer: Issuer::new(params, CaKey::Memory(key)),
             intermediates_pem,
             trust_bundle_pem: self.trust_bundle_pem.clone(),
             not_before,
@@ -265,5 +305,84 @@ mod tests {
         assert!(!byo(None, Some(0)).has_room_for_intermediate());
         // The root allows one CA below it, the operator's: not a second.
         assert!(!byo(Some(1), None).has_room_for_intermediate());
+    }
+
+    /// A device that signs with a key in memory, or refuses.
+    #[derive(Debug)]
+    struct SoftDevice {
+        key: KeyPair,
+        refuse: bool,
+    }
+
+    impl KeyDevice for SoftDevice {
+        fn key_type(&self) -> CaKeyType {
+            CaKeyType::EcdsaP256
+        }
+        fn public_key(&self) -> &[u8] {
+            rcgen::PublicKeyData::der_bytes(&self.key)
+        }
+        fn sign(&self, message: &[u8]) -> Result<Vec<u8>, String> {
+            if self.refuse {
+                return Err("the token is not logged in".into());
+            }
+            self.key.sign(message).map_err(|e| e.to_string())
+        }
+    }
+
+    fn device(refuse: bool) -> Arc<SoftDevice> {
+        Arc::new(SoftDevice {
+            key: KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap(),
+            refuse,
+        })
+    }
+
+    #[test]
+    fn a_root_whose_key_is_in_a_device_signs_its_certificate_and_intermediates_through_it() {
+        let device = device(false);
+        let root = profile()
+            .root_for_device(
+                device.clone(),
+                Duration::from_secs(DAY * 365),
+                SystemTime::now(),
+            )
+            .unwrap();
+        // It reloads from its certificate and the device, as from a Secret without tls.key.
+        let reloaded = Ca::from_device(root.trust_bundle_pem(), device, None).unwrap();
+        assert!(reloaded.has_room_for_intermediate());
+        let intermediate = reloaded
+            .sign_intermediate(&profile(), Duration::from_secs(DAY), SystemTime::now())
+            .unwrap();
+        let chain = der_of(intermediate.intermediates_pem());
+        let (_, cert) = X509Certificate::from_der(&chain[0]).unwrap();
+        let root_der = der_of(root.trust_bundle_pem());
+        let (_, root_cert) = X509Certificate::from_der(&root_der[0]).unwrap();
+        cert.verify_signature(Some(root_cert.public_key())).unwrap();
+    }
+
+    #[test]
+    fn a_device_that_refuses_or_holds_another_key_is_named_with_its_reason() {
+        let e = profile()
+            .root_for_device(device(true), Duration::from_secs(DAY), SystemTime::now())
+            .unwrap_err();
+        assert_eq!(
+            e,
+            CaError::Device("signing failed: the token is not logged in".into())
+        );
+        let root = profile()
+            .root_for_device(device(false), Duration::from_secs(DAY), SystemTime::now())
+            .unwrap();
+        let e = Ca::from_device(root.trust_bundle_pem(), device(false), None).unwrap_err();
+        assert!(
+            matches!(e, CaError::Device(ref m) if m.contains("does not match")),
+            "{e}"
+        );
+        let p384 = CaProfile {
+            key_type: CaKeyType::EcdsaP384,
+            ..profile()
+        };
+        assert!(matches!(
+            p384.root_for_device(device(false), Duration::from_secs(DAY), SystemTime::now()),
+            Err(CaError::Device(_))
+        ));
     }
 }

@@ -11,11 +11,14 @@
 //! and the root; the roots go only into the trust bundle.
 
 mod issue;
+mod key;
 mod profile;
 
+pub use key::{CaKey, DeviceKey, KeyDevice};
 pub use profile::CaProfile;
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use rcgen::{Issuer, KeyPair, PublicKeyData};
@@ -92,6 +95,9 @@ pub enum CaError {
     Roots(String),
     #[error("generating a CA failed: {0}")]
     Generate(String),
+    /// The key is held by a device (see [`KeyDevice`]), which is at fault.
+    #[error("the CA key's device: {0}")]
+    Device(String),
 }
 
 /// CA material as PEM text, the form in which it is stored (the keys of a
@@ -125,7 +131,7 @@ impl CaPem {
 
 /// A loaded, checked CA that can sign leaves or (a root) signing intermediates.
 pub struct Ca {
-    issuer: Issuer<'static, KeyPair>,
+    issuer: Issuer<'static, CaKey>,
     /// PEM of the certificates that follow a certificate this CA signs, in every chain: the
     /// signing certificate when it is not a root, then its own intermediates (empty for a
     /// root).
@@ -260,15 +266,37 @@ impl Ca {
     /// the next; the last is signed by a root, which is itself if no `ca.crt` is given.
     pub fn from_pem(cert_pem: &str, key_pem: &str, roots_pem: Option<&str>) -> Result<Ca, CaError> {
         let chain = parse_certs(cert_pem, CaError::Certificate)?;
-        let key = load_key(key_pem)?;
+        let key = CaKey::Memory(load_key(key_pem)?);
+        Ca::from_chain(chain, key, roots_pem)
+    }
+
+    /// Loads a CA whose key is held by `device` (see [`KeyDevice`]), from `tls.crt` and
+    /// optional `ca.crt` PEM, with the checks of [`Ca::from_pem`]: the device's public key
+    /// must be the first certificate's.
+    pub fn from_device(
+        cert_pem: &str,
+        device: Arc<dyn KeyDevice>,
+        roots_pem: Option<&str>,
+    ) -> Result<Ca, CaError> {
+        let chain = parse_certs(cert_pem, CaError::Certificate)?;
+        Ca::from_chain(chain, CaKey::device(device), roots_pem)
+    }
+
+    fn from_chain(
+        chain: Vec<ParsedCert>,
+        key: CaKey,
+        roots_pem: Option<&str>,
+    ) -> Result<Ca, CaError> {
         let first = chain
             .first()
             .ok_or_else(|| CaError::Certificate("no certificate".into()))?;
         let signing = first.parse()?;
         if key.subject_public_key_info() != signing.public_key().raw {
-            return Err(CaError::Key(
-                "does not match the public key of the first certificate in tls.crt".into(),
-            ));
+            let mismatch = "does not match the public key of the first certificate in tls.crt";
+            return Err(match key {
+                CaKey::Memory(_) => CaError::Key(mismatch.into()),
+                CaKey::Device(_) => CaError::Device(mismatch.into()),
+            });
         }
         if !is_ca(&signing) {
             return Err(CaError::Certificate(
@@ -401,7 +429,7 @@ impl Ca {
         &self.subject
     }
 
-    pub(crate) fn issuer(&self) -> &Issuer<'static, KeyPair> {
+    pub(crate) fn issuer(&self) -> &Issuer<'static, CaKey> {
         &self.issuer
     }
 }
