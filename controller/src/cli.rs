@@ -13,6 +13,7 @@ use signer_core::ConfigError;
 use signer_core::names::{self, is_dns1123_label, is_dns1123_subdomain};
 use signer_core::{CaKeyType, CaProfile, KeyType, Policy, PolicyConfig};
 
+use crate::ca::pkcs11::{Pin, TokenConfig};
 use crate::clock::Clock;
 use crate::config::{
     CaConfig, CaLifecycle, ClusterConfig, Config, LeaseConfig, LogConfig, LogFormat, ObjectName,
@@ -87,6 +88,32 @@ pub struct Args {
     /// domain (rustls-webpki refuses chains with one: turn it off for rustls workloads).
     #[arg(long, env = "PODCERT_CA_NAME_CONSTRAINTS", default_value_t = true, action = clap::ArgAction::Set)]
     pub ca_name_constraints: bool,
+
+    /// PKCS#11 module (shared library) of the token that holds root keys, e.g.
+    /// /usr/lib/softhsm/libsofthsm2.so; unset: root keys are kept in the CA Secret.
+    #[arg(long, env = "PODCERT_CA_PKCS11_MODULE")]
+    pub ca_pkcs11_module: Option<std::path::PathBuf>,
+
+    /// Label of the PKCS#11 token that holds root keys.
+    #[arg(
+        long,
+        env = "PODCERT_CA_PKCS11_TOKEN_LABEL",
+        default_value = "podcert-signer"
+    )]
+    pub ca_pkcs11_token_label: String,
+
+    /// Label under which root keys are generated in, and found in, the token.
+    #[arg(
+        long,
+        env = "PODCERT_CA_PKCS11_KEY_LABEL",
+        default_value = "podcert-signer-root"
+    )]
+    pub ca_pkcs11_key_label: String,
+
+    /// File holding the token user's PIN (e.g. a mounted Secret); required with
+    /// --ca-pkcs11-module.
+    #[arg(long, env = "PODCERT_CA_PKCS11_PIN_FILE")]
+    pub ca_pkcs11_pin_file: Option<std::path::PathBuf>,
 
     /// Runs certificate and CA time this many times faster than the system clock, from
     /// --time-origin. For time-compressed tests only; never in production.
@@ -268,6 +295,7 @@ impl Args {
                     name_constraints: self.ca_name_constraints,
                 },
                 lifecycle,
+                pkcs11: self.pkcs11()?,
                 trust_bundle_name,
                 trust_bundle_resync: self.trust_bundle_resync.max(Duration::from_secs(1)),
             },
@@ -292,6 +320,63 @@ impl Args {
 }
 
 impl Args {
+    /// The token that holds root keys, if one is configured: the module exists and the PIN
+    /// file is read (its content is never shown).
+    fn pkcs11(&self) -> Result<Option<TokenConfig>, ConfigError> {
+        let Some(module) = &self.ca_pkcs11_module else {
+            if self.ca_pkcs11_pin_file.is_some() {
+                return Err(err(
+                    "ca-pkcs11-pin-file",
+                    "is only used with --ca-pkcs11-module",
+                ));
+            }
+            return Ok(None);
+        };
+        if !module.is_file() {
+            return Err(err(
+                "ca-pkcs11-module",
+                format!(
+                    "{} is not a file (the token's PKCS#11 shared library)",
+                    module.display()
+                ),
+            ));
+        }
+        let Some(pin_file) = &self.ca_pkcs11_pin_file else {
+            return Err(err(
+                "ca-pkcs11-pin-file",
+                "is required with --ca-pkcs11-module (a file holding the token user's PIN)",
+            ));
+        };
+        let pin = std::fs::read_to_string(pin_file).map_err(|e| {
+            err(
+                "ca-pkcs11-pin-file",
+                format!("cannot read {}: {}", pin_file.display(), e.kind()),
+            )
+        })?;
+        let pin = pin.trim_end_matches(['\r', '\n']);
+        if pin.is_empty() {
+            return Err(err(
+                "ca-pkcs11-pin-file",
+                format!("{} is empty", pin_file.display()),
+            ));
+        }
+        for (setting, label) in [
+            ("ca-pkcs11-token-label", &self.ca_pkcs11_token_label),
+            ("ca-pkcs11-key-label", &self.ca_pkcs11_key_label),
+        ] {
+            // A token label is at most 32 bytes (CK_TOKEN_INFO.label).
+            if label.is_empty() || (setting == "ca-pkcs11-token-label" && label.len() > 32) {
+                return Err(err(setting, "must be 1 to 32 bytes"));
+            }
+        }
+        Ok(Some(TokenConfig {
+            module: module.clone(),
+            token_label: self.ca_pkcs11_token_label.clone(),
+            key_label: self.ca_pkcs11_key_label.clone(),
+            pin: Pin::new(pin.to_owned()),
+        }))
+    }
+
     /// The CA schedule, checked so that every step has room.
     fn lifecycle(
         &self,

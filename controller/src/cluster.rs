@@ -31,6 +31,8 @@ pub enum StartError {
     PcrNotServed,
     #[error("cannot listen on the admin address: {0}")]
     Admin(#[source] std::io::Error),
+    #[error("the PKCS#11 token for root keys (--ca-pkcs11-*): {0}")]
+    Token(#[source] crate::ca::pkcs11::TokenError),
     #[error("stopped before start-up finished")]
     Cancelled,
 }

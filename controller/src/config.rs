@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use signer_core::{CaProfile, Policy};
 
+use crate::ca::pkcs11::TokenConfig;
 use crate::clock::Clock;
 
 /// A validated configuration.
@@ -37,6 +38,8 @@ pub struct CaConfig {
     /// Key type, trust domain and name constraint of the roots and intermediates we make.
     pub profile: CaProfile,
     pub lifecycle: CaLifecycle,
+    /// The PKCS#11 token that holds root keys; None: they are kept in the CA Secret.
+    pub pkcs11: Option<TokenConfig>,
     pub trust_bundle_name: String,
     pub trust_bundle_resync: Duration,
 }

@@ -37,7 +37,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use crate::admin::Health;
-use crate::ca::{CaKeeper, CaView, SecretStore, TrustBundle};
+use crate::ca::pkcs11::Token;
+use crate::ca::{CaKeeper, CaView, RootKeys, SecretStore, TrustBundle};
 use crate::cli::Args;
 use crate::cluster::{Cluster, StartError};
 use crate::config::Config;
@@ -93,6 +94,12 @@ fn shutdown_on_signal() -> CancellationToken {
 
 async fn run_with(config: Config) -> Result<(), Error> {
     let shutdown = shutdown_on_signal();
+    // The token first: a wrong module, label or PIN stops the process before it touches
+    // the cluster.
+    let root_keys = match &config.ca.pkcs11 {
+        None => RootKeys::Secret,
+        Some(token) => RootKeys::Token(Token::open(token.clone()).map_err(StartError::Token)?),
+    };
     let client = cluster::connect(&config.cluster).await?;
     let cluster = Cluster::discover(client.clone(), &shutdown).await?;
     let metrics = Arc::new(Metrics::default());
@@ -122,7 +129,7 @@ async fn run_with(config: Config) -> Result<(), Error> {
             config.clock,
         )
     });
-    let ca_secret = SecretStore::new(client.clone(), config.ca.secret.clone());
+    let ca_secret = SecretStore::new(client.clone(), config.ca.secret.clone(), root_keys);
     let keeper = CaKeeper::new(
         ca_secret.clone(),
         trust_bundle.clone(),

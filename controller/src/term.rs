@@ -176,10 +176,15 @@ async fn settle_ca(parts: &Parts, token: &CancellationToken) -> Option<LoadedCa>
             return Some(known);
         }
         if view.fresh_install() {
-            let generated = ca
-                .profile
-                .root(ca.lifecycle.root_validity, parts.config.clock.now())
-                .and_then(LoadedCa::generated);
+            let generated = parts
+                .ca_secret
+                .keys
+                .generate(
+                    &ca.profile,
+                    ca.lifecycle.root_validity,
+                    parts.config.clock.now(),
+                )
+                .map(LoadedCa::generated);
             let generated = match generated {
                 Ok(generated) => generated,
                 Err(e) => {
@@ -353,17 +358,18 @@ async fn keep_ca(
         if let Some(SecretState::Usable(stored)) = &view.secret
             && *stored == current
         {
-            let next_look = match rotation::plan(stored, &lifecycle, clock.unix_now()) {
-                Step::Wait(at) => at.map(signer_core::time::from_unix_seconds),
-                step => match rotator.perform(step, stored).await {
-                    // The watch brings what the write did.
-                    Ok(_) => None,
-                    Err(e) => {
-                        warn!(?step, error = %e, "a root rotation step failed; will retry");
-                        retry_at()
-                    }
-                },
-            };
+            let next_look =
+                match rotation::plan(stored, &lifecycle, &rotator.store.keys, clock.unix_now()) {
+                    Step::Wait(at) => at.map(signer_core::time::from_unix_seconds),
+                    step => match rotator.perform(step, stored).await {
+                        // The watch brings what the write did.
+                        Ok(_) => None,
+                        Err(e) => {
+                            warn!(?step, error = %e, "a root rotation step failed; will retry");
+                            retry_at()
+                        }
+                    },
+                };
             wake = wake.into_iter().chain(next_look).min();
         }
         let sleep = async {

@@ -10,6 +10,7 @@ pub mod kubelet;
 pub mod oracles;
 pub mod podcertificate;
 pub mod secrets;
+pub mod softhsm;
 
 /// A random UUID (version 4 form), as the API server gives objects and pods.
 pub fn random_uid() -> String {

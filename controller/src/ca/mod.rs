@@ -14,6 +14,8 @@
 //! it (not ready, an Event on the Secret, `podcert_ca_loaded 0`) and does not lead, so a
 //! replica that still holds the CA can take over and put it back.
 
+pub mod pkcs11;
+pub mod root_keys;
 pub mod rotation;
 pub mod secret;
 pub mod signing;
@@ -27,8 +29,9 @@ use tracing::{error, info, warn};
 
 use crate::metrics::{Metrics, RoleLabels};
 use crate::retry;
+pub use root_keys::{Root, RootKeys, StoredKey};
 pub use rotation::{Rotator, Step};
-pub use secret::{Created, LoadedCa, NextRoot, Replaced, Root, SecretState, SecretStore};
+pub use secret::{Created, LoadedCa, NextRoot, Replaced, SecretState, SecretStore};
 pub use signing::SigningCa;
 pub use trust_bundle::{Synced, TrustBundle};
 

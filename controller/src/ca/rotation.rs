@@ -1,7 +1,9 @@
 //! Root rotation with trust overlap: prepare → publish → activate → retire.
 //!
-//! A root we generated is replaced once it has less than `root_rotate_before` left (or at
-//! once when it is a root from before two tiers, which cannot sign intermediates):
+//! A root we generated is replaced once it has less than `root_rotate_before` left — or at
+//! once when it is a root from before two tiers, which cannot sign intermediates, or when its
+//! key is in the Secret while root keys are now kept in a PKCS#11 token
+//! ([`RootKeys::wants_rotation`]):
 //!
 //! 1. **Prepare**: a new root is generated and stored beside the active one (`next.crt`,
 //!    `next.key` in the CA Secret). Nothing is signed with it yet.
@@ -24,7 +26,8 @@ use kube::runtime::events::{EventType, Recorder};
 use signer_core::CaProfile;
 use tracing::info;
 
-use super::secret::{LoadedCa, NextRoot, Replaced, Root, SecretStore};
+use super::root_keys::RootKeys;
+use super::secret::{LoadedCa, NextRoot, Replaced, SecretStore};
 use super::trust_bundle::TrustBundle;
 use crate::clock::Clock;
 use crate::config::CaLifecycle;
@@ -44,7 +47,7 @@ pub enum Step {
 }
 
 /// What to do next with `ca`, at Unix second `now`.
-pub fn plan(ca: &LoadedCa, lifecycle: &CaLifecycle, now: i64) -> Step {
+pub fn plan(ca: &LoadedCa, lifecycle: &CaLifecycle, keys: &RootKeys, now: i64) -> Step {
     if !ca.managed {
         // An operator's root: rotated by replacing the Secret.
         return Step::Wait(None);
@@ -52,13 +55,16 @@ pub fn plan(ca: &LoadedCa, lifecycle: &CaLifecycle, now: i64) -> Step {
     let seconds = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
     match &ca.next {
         None => {
-            let single_tier = !ca.active.ca.has_room_for_intermediate();
+            // A root from before two tiers, or with its key outside the token keys now go
+            // to: replaced at once.
+            let replace_now =
+                !ca.active.ca.has_room_for_intermediate() || keys.wants_rotation(&ca.active.key);
             let rotate_at = ca
                 .active
                 .ca
                 .not_after_unix()
                 .saturating_sub(seconds(lifecycle.root_rotate_before));
-            if single_tier || now >= rotate_at {
+            if replace_now || now >= rotate_at {
                 Step::Prepare
             } else {
                 Step::Wait(Some(rotate_at))
@@ -118,8 +124,10 @@ impl Rotator {
         let (updated, reason, note) = match step {
             Step::Wait(_) => return Ok(false),
             Step::Prepare => {
-                let pem = self.profile.root(self.lifecycle.root_validity, now)?;
-                let next = Root::load(pem)?;
+                let next =
+                    self.store
+                        .keys
+                        .generate(&self.profile, self.lifecycle.root_validity, now)?;
                 let note = format!(
                     "prepared a new root ({}, valid until {}); it is published beside the active one before it signs",
                     next.ca.subject(),
@@ -206,6 +214,8 @@ mod tests {
 
     use signer_core::{CaPem, TrustDomain};
 
+    use crate::ca::Root;
+
     use super::*;
 
     const DAY: u64 = 86_400;
@@ -244,10 +254,13 @@ mod tests {
         let ca = ca(now);
         let rotate_at = unix(ca.active.ca.not_after()) - 90 * DAY as i64;
         assert_eq!(
-            plan(&ca, &lifecycle(), unix(now)),
+            plan(&ca, &lifecycle(), &RootKeys::Secret, unix(now)),
             Step::Wait(Some(rotate_at))
         );
-        assert_eq!(plan(&ca, &lifecycle(), rotate_at), Step::Prepare);
+        assert_eq!(
+            plan(&ca, &lifecycle(), &RootKeys::Secret, rotate_at),
+            Step::Prepare
+        );
     }
 
     #[test]
@@ -258,15 +271,18 @@ mod tests {
             root: root(now),
             published_at: None,
         });
-        assert_eq!(plan(&ca, &lifecycle(), unix(now)), Step::Publish);
+        assert_eq!(
+            plan(&ca, &lifecycle(), &RootKeys::Secret, unix(now)),
+            Step::Publish
+        );
         let published = unix(now);
         ca.next.as_mut().unwrap().published_at = Some(published);
         assert_eq!(
-            plan(&ca, &lifecycle(), published + 10),
+            plan(&ca, &lifecycle(), &RootKeys::Secret, published + 10),
             Step::Wait(Some(published + DAY as i64))
         );
         assert_eq!(
-            plan(&ca, &lifecycle(), published + DAY as i64),
+            plan(&ca, &lifecycle(), &RootKeys::Secret, published + DAY as i64),
             Step::Activate
         );
     }
@@ -277,7 +293,10 @@ mod tests {
         let mut ca = ca(now);
         ca.managed = false;
         let far = unix(ca.active.ca.not_after()) + 1;
-        assert_eq!(plan(&ca, &lifecycle(), far), Step::Wait(None));
+        assert_eq!(
+            plan(&ca, &lifecycle(), &RootKeys::Secret, far),
+            Step::Wait(None)
+        );
     }
 
     #[test]
@@ -295,7 +314,12 @@ mod tests {
             ..ca(SystemTime::now())
         };
         assert_eq!(
-            plan(&ca, &lifecycle(), unix(SystemTime::now())),
+            plan(
+                &ca,
+                &lifecycle(),
+                &RootKeys::Secret,
+                unix(SystemTime::now())
+            ),
             Step::Prepare
         );
     }

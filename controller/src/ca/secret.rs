@@ -16,7 +16,6 @@
 //! the winner's).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::ByteString;
@@ -26,8 +25,8 @@ use kube::api::{ObjectMeta, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
-use signer_core::{Ca, CaPem};
 
+use super::root_keys::{Root, RootKeys, StoredKey};
 use crate::config::ObjectName;
 
 pub const TLS_CRT: &str = "tls.crt";
@@ -49,29 +48,6 @@ pub enum SecretState {
     /// Something that is not a usable CA; the message names the key at fault and never
     /// quotes key material.
     Unusable(String),
-}
-
-/// A root as stored and as loaded.
-#[derive(Debug, Clone)]
-pub struct Root {
-    pub pem: CaPem,
-    pub ca: Arc<Ca>,
-}
-
-impl Root {
-    pub fn load(pem: CaPem) -> Result<Self, signer_core::CaError> {
-        let ca = pem.load()?;
-        Ok(Root {
-            pem,
-            ca: Arc::new(ca),
-        })
-    }
-}
-
-impl PartialEq for Root {
-    fn eq(&self, other: &Self) -> bool {
-        self.pem == other.pem
-    }
 }
 
 /// The root prepared to replace the active one, and when the bundle began to publish it.
@@ -100,13 +76,13 @@ impl PartialEq for LoadedCa {
 
 impl LoadedCa {
     /// A root we just generated, before it is stored.
-    pub fn generated(pem: CaPem) -> Result<Self, signer_core::CaError> {
-        Ok(LoadedCa {
-            active: Root::load(pem)?,
+    pub fn generated(active: Root) -> Self {
+        LoadedCa {
+            active,
             next: None,
             managed: true,
             resource_version: None,
-        })
+        }
     }
 
     /// The roots the trust bundle must publish as current: the active root(s), and the next
@@ -121,28 +97,31 @@ impl LoadedCa {
 }
 
 /// What `secret` holds, or why it is not a usable CA (naming the key at fault).
-fn load(secret: &Secret) -> Result<LoadedCa, String> {
+fn load(secret: &Secret, keys: &RootKeys) -> Result<LoadedCa, String> {
     let data = secret.data.as_ref().ok_or("it has no data")?;
     let text = |key: &str| -> Result<Option<String>, String> {
         data.get(key)
             .map(|b| String::from_utf8(b.0.clone()).map_err(|_| format!("{key} is not PEM text")))
             .transpose()
     };
-    let active = CaPem {
-        cert_pem: text(TLS_CRT)?.ok_or_else(|| format!("it has no {TLS_CRT}"))?,
-        key_pem: text(TLS_KEY)?.ok_or_else(|| format!("it has no {TLS_KEY}"))?,
-        roots_pem: text(CA_CRT)?,
-    };
-    let active = Root::load(active).map_err(|e| e.to_string())?;
+    let active = keys.load(
+        text(TLS_CRT)?.ok_or_else(|| format!("it has no {TLS_CRT}"))?,
+        text(TLS_KEY)?,
+        text(CA_CRT)?,
+        (TLS_CRT, TLS_KEY),
+    )?;
     let next = match (text(NEXT_CRT)?, text(NEXT_KEY)?) {
         (None, None) => None,
-        (Some(cert_pem), Some(key_pem)) => {
-            let pem = CaPem {
-                roots_pem: Some(cert_pem.clone()),
-                cert_pem,
-                key_pem,
-            };
-            let root = Root::load(pem).map_err(|e| format!("the next root's {e}"))?;
+        (None, Some(_)) => return Err(format!("it has {NEXT_KEY} but no {NEXT_CRT}")),
+        (Some(cert_pem), key_pem) => {
+            let root = keys
+                .load(
+                    cert_pem.clone(),
+                    key_pem,
+                    Some(cert_pem),
+                    (NEXT_CRT, NEXT_KEY),
+                )
+                .map_err(|e| format!("the next root: {e}"))?;
             let annotations = secret.metadata.annotations.as_ref();
             let published_at = match annotations.and_then(|a| a.get(NEXT_PUBLISHED_AT)) {
                 None => None,
@@ -152,7 +131,6 @@ fn load(secret: &Secret) -> Result<LoadedCa, String> {
             };
             Some(NextRoot { root, published_at })
         }
-        _ => return Err(format!("it has only one of {NEXT_CRT} and {NEXT_KEY}")),
     };
     let managed = secret
         .metadata
@@ -168,9 +146,9 @@ fn load(secret: &Secret) -> Result<LoadedCa, String> {
     })
 }
 
-/// What `secret` holds.
-pub fn state_of(secret: &Secret) -> SecretState {
-    match load(secret) {
+/// What `secret` holds, its root keys read from `keys`.
+pub fn state_of(secret: &Secret, keys: &RootKeys) -> SecretState {
+    match load(secret, keys) {
         Ok(loaded) => SecretState::Usable(loaded),
         Err(message) => SecretState::Unusable(message),
     }
@@ -178,18 +156,20 @@ pub fn state_of(secret: &Secret) -> SecretState {
 
 fn to_secret(ca: &LoadedCa, name: &ObjectName) -> Secret {
     let bytes = |s: &str| ByteString(s.as_bytes().to_vec());
-    let active = &ca.active.pem;
-    let mut data = BTreeMap::from([
-        (TLS_CRT.to_string(), bytes(&active.cert_pem)),
-        (TLS_KEY.to_string(), bytes(&active.key_pem)),
-    ]);
+    let active = &ca.active;
+    let mut data = BTreeMap::from([(TLS_CRT.to_string(), bytes(&active.cert_pem))]);
+    if let StoredKey::Secret(key_pem) = &active.key {
+        data.insert(TLS_KEY.to_string(), bytes(key_pem));
+    }
     if let Some(roots) = &active.roots_pem {
         data.insert(CA_CRT.to_string(), bytes(roots));
     }
     let mut annotations = BTreeMap::new();
     if let Some(next) = &ca.next {
-        data.insert(NEXT_CRT.to_string(), bytes(&next.root.pem.cert_pem));
-        data.insert(NEXT_KEY.to_string(), bytes(&next.root.pem.key_pem));
+        data.insert(NEXT_CRT.to_string(), bytes(&next.root.cert_pem));
+        if let StoredKey::Secret(key_pem) = &next.root.key {
+            data.insert(NEXT_KEY.to_string(), bytes(key_pem));
+        }
         if let Some(at) = next.published_at {
             annotations.insert(NEXT_PUBLISHED_AT.to_string(), at.to_string());
         }
@@ -233,13 +213,16 @@ pub enum Replaced {
 pub struct SecretStore {
     api: Api<Secret>,
     pub name: ObjectName,
+    /// Where the roots' keys are: in the Secret, or in a token.
+    pub keys: RootKeys,
 }
 
 impl SecretStore {
-    pub fn new(client: Client, name: ObjectName) -> Self {
+    pub fn new(client: Client, name: ObjectName, keys: RootKeys) -> Self {
         SecretStore {
             api: Api::namespaced(client, &name.namespace),
             name,
+            keys,
         }
     }
 
@@ -313,9 +296,10 @@ impl SecretStore {
         let config =
             watcher::Config::default().fields(&format!("metadata.name={}", self.name.name));
         let events = watcher::watcher(self.api.clone(), config).default_backoff();
+        let keys = self.keys.clone();
         // During a (re)list: the Secret listed, if any; concluded at InitDone.
         events
-            .scan(None::<Option<Secret>>, |listing, event| {
+            .scan(None::<Option<Secret>>, move |listing, event| {
                 let out = match event {
                     Err(e) => Some(Err(e)),
                     Ok(watcher::Event::Init) => {
@@ -327,10 +311,10 @@ impl SecretStore {
                         None
                     }
                     Ok(watcher::Event::InitDone) => Some(Ok(match listing.take().flatten() {
-                        Some(s) => state_of(&s),
+                        Some(s) => state_of(&s, &keys),
                         None => SecretState::Absent,
                     })),
-                    Ok(watcher::Event::Apply(s)) => Some(Ok(state_of(&s))),
+                    Ok(watcher::Event::Apply(s)) => Some(Ok(state_of(&s, &keys))),
                     Ok(watcher::Event::Delete(_)) => Some(Ok(SecretState::Absent)),
                 };
                 std::future::ready(Some(out))
@@ -342,7 +326,7 @@ impl SecretStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use signer_core::{CaKeyType, TrustDomain};
+    use signer_core::{CaKeyType, CaPem, TrustDomain};
     use std::time::{Duration, SystemTime};
 
     fn pem() -> CaPem {
@@ -356,7 +340,7 @@ mod tests {
     }
 
     fn generated() -> LoadedCa {
-        LoadedCa::generated(pem()).unwrap()
+        LoadedCa::generated(Root::load(pem()).unwrap())
     }
 
     fn name() -> ObjectName {
@@ -369,7 +353,7 @@ mod tests {
     #[test]
     fn a_stored_ca_reads_back_as_usable_and_managed() {
         let ca = generated();
-        match state_of(&to_secret(&ca, &name())) {
+        match state_of(&to_secret(&ca, &name()), &RootKeys::Secret) {
             SecretState::Usable(loaded) => {
                 assert_eq!(loaded, ca);
                 assert!(loaded.managed);
@@ -385,15 +369,18 @@ mod tests {
             root: Root::load(pem()).unwrap(),
             published_at: Some(1_800_000_000),
         });
-        match state_of(&to_secret(&ca, &name())) {
+        match state_of(&to_secret(&ca, &name()), &RootKeys::Secret) {
             SecretState::Usable(loaded) => assert_eq!(loaded, ca),
             other => panic!("{other:?}"),
         }
         // Half a next root is not a CA we can reason about.
         let mut s = to_secret(&ca, &name());
         s.data.as_mut().unwrap().remove(NEXT_KEY);
-        match state_of(&s) {
-            SecretState::Unusable(m) => assert_eq!(m, "it has only one of next.crt and next.key"),
+        match state_of(&s, &RootKeys::Secret) {
+            SecretState::Unusable(m) => assert_eq!(
+                m,
+                "the next root: it has no next.key (and no PKCS#11 token is configured to hold the key of next.crt: --ca-pkcs11-module)"
+            ),
             other => panic!("{other:?}"),
         }
     }
@@ -402,7 +389,7 @@ mod tests {
     fn an_operators_secret_is_not_managed() {
         let mut s = to_secret(&generated(), &name());
         s.metadata.labels = None;
-        match state_of(&s) {
+        match state_of(&s, &RootKeys::Secret) {
             SecretState::Usable(loaded) => assert!(!loaded.managed),
             other => panic!("{other:?}"),
         }
@@ -412,8 +399,8 @@ mod tests {
     fn a_secret_without_a_key_is_unusable_and_says_which() {
         let mut s = to_secret(&generated(), &name());
         s.data.as_mut().unwrap().remove(TLS_KEY);
-        match state_of(&s) {
-            SecretState::Unusable(m) => assert_eq!(m, "it has no tls.key"),
+        match state_of(&s, &RootKeys::Secret) {
+            SecretState::Unusable(m) => assert!(m.starts_with("it has no tls.key"), "{m}"),
             other => panic!("{other:?}"),
         }
     }

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use signer_core::{Ca, CaError, CaProfile};
 
-use super::secret::Root;
+use super::root_keys::Root;
 
 /// The CA leaves are signed with now, and when to replace it.
 #[derive(Debug, Clone)]

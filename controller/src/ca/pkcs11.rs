@@ -1,0 +1,539 @@
+//! Root keys in a PKCS#11 token: an HSM, SoftHSM2, or a cloud KMS through its PKCS#11
+//! library.
+//!
+//! [`Token::open`] loads the module (once per process, as the standard asks), finds the token
+//! by label and logs in as its user. Root keys are generated *in* the token
+//! ([`Token::generate`]) as token objects labelled with the configured key label,
+//! `CKA_SENSITIVE` and never `CKA_EXTRACTABLE`, so the private key cannot leave it; and
+//! found again by that label ([`Token::keys`]) — the certificate in the CA Secret says which
+//! of the labelled keys is the root's. A [`TokenKey`] is a [`KeyDevice`]: it asks the token
+//! to sign (`CKM_ECDSA` over a digest made here, or `CKM_EDDSA`) and turns the token's raw
+//! signature into what X.509 carries. Only roots sign through it — their own certificate and
+//! each signing intermediate — so leaf issuance never waits on the token.
+//!
+//! A lost session (a network HSM restarted, a KMS session expired) is reopened and logged in
+//! again once per signature before the signature is given up.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use cryptoki::types::AuthPin;
+use der::asn1::{ObjectIdentifier, OctetString, SequenceOf, UintRef};
+use der::{Decode, Encode};
+use signer_core::{CaKeyType, KeyDevice};
+
+/// Where the token is and how to log in to it (`--ca-pkcs11-*`).
+#[derive(Clone)]
+pub struct TokenConfig {
+    /// The PKCS#11 module (shared library) path.
+    pub module: PathBuf,
+    /// The label of the token that holds the root keys.
+    pub token_label: String,
+    /// The label of root keys in it.
+    pub key_label: String,
+    /// The token user's PIN.
+    pub pin: Pin,
+}
+
+impl fmt::Debug for TokenConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenConfig")
+            .field("module", &self.module)
+            .field("token_label", &self.token_label)
+            .field("key_label", &self.key_label)
+            .field("pin", &"[redacted]")
+            .finish()
+    }
+}
+
+/// A token user's PIN; never shown.
+#[derive(Clone)]
+pub struct Pin(Arc<AuthPin>);
+
+impl fmt::Debug for Pin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Pin([redacted])")
+    }
+}
+
+impl Pin {
+    pub fn new(pin: String) -> Self {
+        Pin(Arc::new(AuthPin::from(pin)))
+    }
+}
+
+/// Why the token cannot be used. Never includes the PIN or key material.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("loading the PKCS#11 module {}: {source}", module.display())]
+    Module { module: PathBuf, source: CkError },
+    #[error("no token labelled {0:?} in the PKCS#11 module (tokens: {1})")]
+    NoToken(String, String),
+    #[error("logging in to token {0:?}: {1}")]
+    Login(String, CkError),
+    #[error("token {token:?}: {what}: {source}")]
+    Call {
+        token: String,
+        what: &'static str,
+        source: CkError,
+    },
+    #[error("token {0:?}: {1}")]
+    Key(String, String),
+}
+
+/// The PKCS#11 modules this process has loaded and initialised, by path. A module is
+/// initialised once per process and never finalised: two [`Token`]s of one module share it.
+static MODULES: LazyLock<Mutex<HashMap<PathBuf, Pkcs11>>> = LazyLock::new(Default::default);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn module(path: &Path) -> Result<Pkcs11, TokenError> {
+    let mut modules = lock(&MODULES);
+    if let Some(m) = modules.get(path) {
+        return Ok(m.clone());
+    }
+    let failed = |source| TokenError::Module {
+        module: path.to_owned(),
+        source,
+    };
+    let m = Pkcs11::new(path).map_err(failed)?;
+    match m.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+        Err(e) => return Err(failed(e)),
+    }
+    modules.insert(path.to_owned(), m.clone());
+    Ok(m)
+}
+
+/// A logged-in session with the token that holds the root keys.
+pub struct Token {
+    pkcs11: Pkcs11,
+    slot: Slot,
+    config: TokenConfig,
+    session: Mutex<Session>,
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Token")
+            .field("module", &self.config.module)
+            .field("token", &self.config.token_label)
+            .field("key_label", &self.config.key_label)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Display for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "token {:?} (keys labelled {:?})",
+            self.config.token_label, self.config.key_label
+        )
+    }
+}
+
+/// Whether `e` means the session is gone and a new one may succeed.
+fn session_lost(e: &CkError) -> bool {
+    matches!(
+        e,
+        CkError::Pkcs11(
+            RvError::SessionHandleInvalid
+                | RvError::SessionClosed
+                | RvError::UserNotLoggedIn
+                | RvError::DeviceRemoved
+                | RvError::TokenNotPresent,
+            _
+        )
+    )
+}
+
+impl Token {
+    /// Loads the module, finds the token labelled `config.token_label` and logs in.
+    pub fn open(config: TokenConfig) -> Result<Arc<Token>, TokenError> {
+        let pkcs11 = module(&config.module)?;
+        let call = |what| {
+            let token = config.token_label.clone();
+            move |source| TokenError::Call {
+                token,
+                what,
+                source,
+            }
+        };
+        let mut labels = Vec::new();
+        let mut found = None;
+        for slot in pkcs11
+            .get_slots_with_token()
+            .map_err(call("listing the slots"))?
+        {
+            // A slot whose token cannot be read (removed meanwhile) is not the one.
+            let Ok(info) = pkcs11.get_token_info(slot) else {
+                continue;
+            };
+            let label = info.label().trim_end().to_owned();
+            if label == config.token_label {
+                found = Some(slot);
+                break;
+            }
+            labels.push(format!("{label:?}"));
+        }
+        let slot = found
+            .ok_or_else(|| TokenError::NoToken(config.token_label.clone(), labels.join(", ")))?;
+        let session = Self::login(&pkcs11, slot, &config)?;
+        Ok(Arc::new(Token {
+            pkcs11,
+            slot,
+            config,
+            session: Mutex::new(session),
+        }))
+    }
+
+    fn login(pkcs11: &Pkcs11, slot: Slot, config: &TokenConfig) -> Result<Session, TokenError> {
+        let session = pkcs11
+            .open_rw_session(slot)
+            .map_err(|e| TokenError::Login(config.token_label.clone(), e))?;
+        // The login state is the application's, shared by its sessions.
+        match session.login(UserType::User, Some(&config.pin.0)) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
+            Err(e) => Err(TokenError::Login(config.token_label.clone(), e)),
+        }
+    }
+
+    /// Runs `f` with the session; when the session turns out to be lost, opens and logs in a
+    /// new one and runs `f` once more.
+    fn with_session<T>(
+        &self,
+        what: &'static str,
+        f: impl Fn(&Session) -> Result<T, CkError>,
+    ) -> Result<T, TokenError> {
+        let mut session = lock(&self.session);
+        let result = match f(&session) {
+            Err(e) if session_lost(&e) => {
+                *session = Self::login(&self.pkcs11, self.slot, &self.config)?;
+                f(&session)
+            }
+            other => other,
+        };
+        result.map_err(|source| TokenError::Call {
+            token: self.config.token_label.clone(),
+            what,
+            source,
+        })
+    }
+
+    /// Generates a new root key pair of `key_type` in the token, under the key label and a
+    /// fresh random `CKA_ID`: a token object, private, sensitive and never extractable.
+    pub fn generate(self: &Arc<Self>, key_type: CaKeyType) -> Result<Arc<TokenKey>, TokenError> {
+        let mut id = vec![0u8; 16];
+        aws_lc_rs::rand::fill(&mut id).map_err(|_| {
+            TokenError::Key(self.config.token_label.clone(), "no randomness".into())
+        })?;
+        let label = self.config.key_label.as_bytes().to_vec();
+        let (mechanism, ck_type) = match key_type {
+            CaKeyType::Ed25519 => (Mechanism::EccEdwardsKeyPairGen, KeyType::EC_EDWARDS),
+            _ => (Mechanism::EccKeyPairGen, KeyType::EC),
+        };
+        let public = [
+            Attribute::Token(true),
+            Attribute::Private(false),
+            Attribute::Verify(true),
+            Attribute::KeyType(ck_type),
+            Attribute::EcParams(curve_params(key_type)),
+            Attribute::Label(label.clone()),
+            Attribute::Id(id.clone()),
+        ];
+        let private = [
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Sign(true),
+            Attribute::KeyType(ck_type),
+            Attribute::Label(label),
+            Attribute::Id(id.clone()),
+        ];
+        self.with_session("generating a key pair", |s| {
+            s.generate_key_pair(&mechanism, &public, &private)
+        })?;
+        let key = self.key_with_id(id)?;
+        if key.key_type != key_type {
+            return Err(TokenError::Key(
+                self.config.token_label.clone(),
+                format!(
+                    "asked for a {key_type} key, the token made a {}",
+                    key.key_type
+                ),
+            ));
+        }
+        Ok(key)
+    }
+
+    /// Every key pair in the token under the key label whose type we sign with.
+    pub fn keys(self: &Arc<Self>) -> Result<Vec<Arc<TokenKey>>, TokenError> {
+        let template = [
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Label(self.config.key_label.as_bytes().to_vec()),
+        ];
+        let ids = self.with_session("finding keys by label", |s| {
+            let mut ids = Vec::new();
+            for handle in s.find_objects(&template)? {
+                if let Some(Attribute::Id(id)) = s
+                    .get_attributes(handle, &[AttributeType::Id])?
+                    .into_iter()
+                    .next()
+                {
+                    ids.push(id);
+                }
+            }
+            Ok(ids)
+        })?;
+        let mut keys = Vec::with_capacity(ids.len());
+        for id in ids {
+            match self.key_with_id(id) {
+                Ok(key) => keys.push(key),
+                // A labelled key we cannot sign with is not one of our roots' keys.
+                Err(TokenError::Key(..)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(keys)
+    }
+
+    /// The key pair under the key label with `id`, whose public key object tells its type.
+    fn key_with_id(self: &Arc<Self>, id: Vec<u8>) -> Result<Arc<TokenKey>, TokenError> {
+        let template = [
+            Attribute::Class(ObjectClass::PUBLIC_KEY),
+            Attribute::Label(self.config.key_label.as_bytes().to_vec()),
+            Attribute::Id(id.clone()),
+        ];
+        let attributes = self.with_session("reading a public key", |s| {
+            let Some(&handle) = s.find_objects(&template)?.first() else {
+                return Ok(Vec::new());
+            };
+            s.get_attributes(handle, &[AttributeType::EcParams, AttributeType::EcPoint])
+        })?;
+        let (mut params, mut point) = (None, None);
+        for a in attributes {
+            match a {
+                Attribute::EcParams(p) => params = Some(p),
+                Attribute::EcPoint(p) => point = Some(p),
+                _ => {}
+            }
+        }
+        let bad = |why: &str| TokenError::Key(self.config.token_label.clone(), why.to_owned());
+        let (Some(params), Some(point)) = (params, point) else {
+            return Err(bad("a labelled private key has no EC public key beside it"));
+        };
+        let key_type = CaKeyType::ALL
+            .into_iter()
+            .find(|t| curve_params(*t) == params)
+            .ok_or_else(|| bad("a labelled key is on a curve we do not sign with"))?;
+        Ok(Arc::new(TokenKey {
+            token: self.clone(),
+            id,
+            key_type,
+            public_key: public_point(&point, key_type)
+                .ok_or_else(|| bad("a labelled key's CKA_EC_POINT is not a point"))?,
+        }))
+    }
+
+    /// The private key object with `id` under the key label.
+    fn private_key(&self, s: &Session, id: &[u8]) -> Result<Option<ObjectHandle>, CkError> {
+        let template = [
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Label(self.config.key_label.as_bytes().to_vec()),
+            Attribute::Id(id.to_vec()),
+        ];
+        Ok(s.find_objects(&template)?.first().copied())
+    }
+}
+
+/// The DER `ECParameters` (a named curve's OID) of `key_type`, as `CKA_EC_PARAMS` holds it.
+fn curve_params(key_type: CaKeyType) -> Vec<u8> {
+    let oid = match key_type {
+        CaKeyType::EcdsaP256 => ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7"),
+        CaKeyType::EcdsaP384 => ObjectIdentifier::new_unwrap("1.3.132.0.34"),
+        // id-Ed25519 (RFC 8410), which PKCS#11 3.0 accepts for edwards25519.
+        CaKeyType::Ed25519 => ObjectIdentifier::new_unwrap("1.3.101.112"),
+    };
+    oid.to_der().unwrap_or_default()
+}
+
+/// The public key from `CKA_EC_POINT`: a DER OCTET STRING around the point (what the
+/// standard says), or the bare point (what some modules return).
+fn public_point(ec_point: &[u8], key_type: CaKeyType) -> Option<Vec<u8>> {
+    let len = match key_type {
+        CaKeyType::EcdsaP256 => 65,
+        CaKeyType::EcdsaP384 => 97,
+        CaKeyType::Ed25519 => 32,
+    };
+    let point = match OctetString::from_der(ec_point) {
+        Ok(o) if o.as_bytes().len() == len => o.as_bytes().to_vec(),
+        _ if ec_point.len() == len => ec_point.to_vec(),
+        _ => return None,
+    };
+    (key_type == CaKeyType::Ed25519 || point.first() == Some(&0x04)).then_some(point)
+}
+
+/// A root key pair in the token, found by label and `CKA_ID`.
+pub struct TokenKey {
+    token: Arc<Token>,
+    id: Vec<u8>,
+    key_type: CaKeyType,
+    public_key: Vec<u8>,
+}
+
+impl fmt::Debug for TokenKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenKey")
+            .field("token", &self.token.config.token_label)
+            .field("label", &self.token.config.key_label)
+            .field("key_type", &self.key_type)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenKey {
+    /// The private key's attributes that say whether it can leave the token:
+    /// (`CKA_EXTRACTABLE`, `CKA_SENSITIVE`, `CKA_NEVER_EXTRACTABLE`, `CKA_ALWAYS_SENSITIVE`).
+    pub fn custody(&self) -> Result<[bool; 4], TokenError> {
+        let attributes = self.token.with_session("reading a key's attributes", |s| {
+            let Some(handle) = self.token.private_key(s, &self.id)? else {
+                return Err(CkError::Pkcs11(
+                    RvError::KeyHandleInvalid,
+                    cryptoki::context::Function::FindObjects,
+                ));
+            };
+            s.get_attributes(
+                handle,
+                &[
+                    AttributeType::Extractable,
+                    AttributeType::Sensitive,
+                    AttributeType::NeverExtractable,
+                    AttributeType::AlwaysSensitive,
+                ],
+            )
+        })?;
+        let mut flags = [true, false, false, false];
+        for a in attributes {
+            match a {
+                Attribute::Extractable(b) => flags[0] = b,
+                Attribute::Sensitive(b) => flags[1] = b,
+                Attribute::NeverExtractable(b) => flags[2] = b,
+                Attribute::AlwaysSensitive(b) => flags[3] = b,
+                _ => {}
+            }
+        }
+        Ok(flags)
+    }
+}
+
+impl KeyDevice for TokenKey {
+    fn key_type(&self) -> CaKeyType {
+        self.key_type
+    }
+
+    fn public_key(&self) -> &[u8] {
+        &self.public_key
+    }
+
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, String> {
+        use aws_lc_rs::digest;
+        let (mechanism, input) = match self.key_type {
+            CaKeyType::EcdsaP256 => (
+                Mechanism::Ecdsa,
+                digest::digest(&digest::SHA256, message).as_ref().to_vec(),
+            ),
+            CaKeyType::EcdsaP384 => (
+                Mechanism::Ecdsa,
+                digest::digest(&digest::SHA384, message).as_ref().to_vec(),
+            ),
+            CaKeyType::Ed25519 => (
+                Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
+                message.to_vec(),
+            ),
+        };
+        let raw = self
+            .token
+            .with_session("signing", |s| {
+                let Some(handle) = self.token.private_key(s, &self.id)? else {
+                    return Err(CkError::Pkcs11(
+                        RvError::KeyHandleInvalid,
+                        cryptoki::context::Function::Sign,
+                    ));
+                };
+                s.sign(&mechanism, handle, &input)
+            })
+            .map_err(|e| e.to_string())?;
+        match self.key_type {
+            CaKeyType::Ed25519 => Ok(raw),
+            _ => ecdsa_signature_der(&raw),
+        }
+    }
+}
+
+/// The DER `Ecdsa-Sig-Value` (RFC 3279: SEQUENCE { r INTEGER, s INTEGER }) of a PKCS#11
+/// ECDSA signature, which is r and s as two big-endian halves of equal length.
+fn ecdsa_signature_der(raw: &[u8]) -> Result<Vec<u8>, String> {
+    let half = raw.len() / 2;
+    if raw.is_empty() || !raw.len().is_multiple_of(2) {
+        return Err(format!(
+            "the token returned a {}-byte ECDSA signature",
+            raw.len()
+        ));
+    }
+    let (r, s) = raw.split_at(half);
+    let mut pair = SequenceOf::<UintRef<'_>, 2>::new();
+    for half in [r, s] {
+        let int = UintRef::new(half).map_err(|e| e.to_string())?;
+        pair.add(int).map_err(|e| e.to_string())?;
+    }
+    pair.to_der().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ecdsa_signature_is_reencoded_as_x509_carries_it() {
+        // r has its high bit set (a leading zero is added), s has leading zeros (dropped).
+        let mut raw = vec![0x80; 32];
+        raw.extend([0u8; 31]);
+        raw.push(0x01);
+        let der = ecdsa_signature_der(&raw).unwrap();
+        let mut expected = vec![0x30, 3 + 33 + 3, 0x02, 33, 0x00];
+        expected.extend([0x80; 32]);
+        expected.extend([0x02, 1, 0x01]);
+        assert_eq!(der, expected);
+        assert!(ecdsa_signature_der(&raw[1..]).is_err());
+    }
+
+    #[test]
+    fn a_point_is_read_wrapped_or_bare() {
+        let mut point = vec![0x04];
+        point.extend([7u8; 64]);
+        let wrapped = OctetString::new(point.clone()).unwrap().to_der().unwrap();
+        assert_eq!(
+            public_point(&wrapped, CaKeyType::EcdsaP256),
+            Some(point.clone())
+        );
+        assert_eq!(
+            public_point(&point, CaKeyType::EcdsaP256),
+            Some(point.clone())
+        );
+        assert_eq!(public_point(&point, CaKeyType::EcdsaP384), None);
+        assert_eq!(public_point(&point[1..], CaKeyType::EcdsaP256), None);
+    }
+}

@@ -1,0 +1,155 @@
+//! Where root keys are kept: in the CA Secret beside their certificate (`tls.key`, the
+//! default), or in a PKCS#11 token ([`super::pkcs11`]), where they are generated and from
+//! which they never leave.
+//!
+//! [`RootKeys`] is the one place that knows: it makes new roots ([`RootKeys::generate`]) and
+//! turns what the Secret holds into a [`Root`] ([`RootKeys::load`]). With a token, the Secret
+//! holds the root's certificate and no key, and the key is the one under the configured label
+//! whose public key is the certificate's. A root whose key is in the Secret still loads with
+//! a token configured — that is how an install moves its root into the token: the rotation
+//! replaces such a root we manage by one generated in the token ([`RootKeys::wants_rotation`]).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use signer_core::{Ca, CaError, CaPem, CaProfile, KeyDevice};
+
+use super::pkcs11::Token;
+
+/// A root as stored and as loaded: its certificate (and the roots above it, for an
+/// operator's CA), where its key is, and the CA it loads as.
+#[derive(Debug, Clone)]
+pub struct Root {
+    /// `tls.crt` (or `next.crt`).
+    pub cert_pem: String,
+    /// `ca.crt`, when given.
+    pub roots_pem: Option<String>,
+    pub key: StoredKey,
+    pub ca: Arc<Ca>,
+}
+
+/// Where a root's private key is.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoredKey {
+    /// PEM in the Secret (`tls.key` or `next.key`).
+    Secret(String),
+    /// In the PKCS#11 token; the Secret holds no key.
+    Token,
+}
+
+impl std::fmt::Debug for StoredKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoredKey::Secret(_) => f.write_str("Secret([redacted])"),
+            StoredKey::Token => f.write_str("Token"),
+        }
+    }
+}
+
+impl PartialEq for Root {
+    fn eq(&self, other: &Self) -> bool {
+        self.cert_pem == other.cert_pem
+            && self.roots_pem == other.roots_pem
+            && self.key == other.key
+    }
+}
+
+impl Root {
+    /// A root whose key is PEM (a generated or an operator's CA): loaded and checked.
+    pub fn load(pem: CaPem) -> Result<Self, CaError> {
+        let ca = pem.load()?;
+        Ok(Root {
+            cert_pem: pem.cert_pem,
+            roots_pem: pem.roots_pem,
+            key: StoredKey::Secret(pem.key_pem),
+            ca: Arc::new(ca),
+        })
+    }
+}
+
+/// Where this process keeps root keys.
+#[derive(Debug, Clone)]
+pub enum RootKeys {
+    /// In the CA Secret.
+    Secret,
+    /// In this PKCS#11 token.
+    Token(Arc<Token>),
+}
+
+impl RootKeys {
+    /// A new self-signed root of `profile`, its key made where keys are kept.
+    pub fn generate(
+        &self,
+        profile: &CaProfile,
+        validity: Duration,
+        now: SystemTime,
+    ) -> Result<Root, CaError> {
+        match self {
+            RootKeys::Secret => Root::load(profile.root(validity, now)?),
+            RootKeys::Token(token) => {
+                let key = token
+                    .generate(profile.key_type)
+                    .map_err(|e| CaError::Device(e.to_string()))?;
+                let ca = profile.root_for_device(key, validity, now)?;
+                Ok(Root {
+                    cert_pem: ca.trust_bundle_pem().to_owned(),
+                    roots_pem: Some(ca.trust_bundle_pem().to_owned()),
+                    key: StoredKey::Token,
+                    ca: Arc::new(ca),
+                })
+            }
+        }
+    }
+
+    /// The root stored as `cert_pem` (`roots_pem`) with `key_pem`, or — with no key in the
+    /// Secret — with the token's key whose public key is the certificate's. `cert_name` and
+    /// `key_name` are the Secret keys, for the error.
+    pub fn load(
+        &self,
+        cert_pem: String,
+        key_pem: Option<String>,
+        roots_pem: Option<String>,
+        (cert_name, key_name): (&str, &str),
+    ) -> Result<Root, String> {
+        if let Some(key_pem) = key_pem {
+            return Root::load(CaPem {
+                cert_pem,
+                key_pem,
+                roots_pem,
+            })
+            .map_err(|e| e.to_string());
+        }
+        let RootKeys::Token(token) = self else {
+            return Err(format!(
+                "it has no {key_name} (and no PKCS#11 token is configured to hold the key of {cert_name}: --ca-pkcs11-module)"
+            ));
+        };
+        let keys = token.keys().map_err(|e| e.to_string())?;
+        let mut last = None;
+        for key in keys {
+            let device: Arc<dyn KeyDevice> = key;
+            match Ca::from_device(&cert_pem, device, roots_pem.as_deref()) {
+                Ok(ca) => {
+                    return Ok(Root {
+                        cert_pem,
+                        roots_pem,
+                        key: StoredKey::Token,
+                        ca: Arc::new(ca),
+                    });
+                }
+                Err(CaError::Device(_)) => {}
+                // The certificate itself is at fault: no key will mend it.
+                Err(e) => last = Some(e.to_string()),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            format!("it has no {key_name}, and no key in {token} is the key of {cert_name}")
+        }))
+    }
+
+    /// Whether a root we manage, holding its key as `key`, must be replaced because its key
+    /// is not where keys are kept: a PEM key while a token is configured.
+    pub fn wants_rotation(&self, key: &StoredKey) -> bool {
+        matches!((self, key), (RootKeys::Token(_), StoredKey::Secret(_)))
+    }
+}
