@@ -203,6 +203,7 @@ async fn settle_ca(parts: &Parts, token: &CancellationToken) -> Option<LoadedCa>
                 }
                 // Another replica created it first: its CA arrives through the view.
                 Created::AlreadyExists => {
+                    parts.ca_secret.keys.discard(&generated.active);
                     info!(secret = %parts.ca_secret.name, "another replica created the CA first; waiting for it")
                 }
             }

@@ -51,18 +51,15 @@ fn a_root_key_is_generated_in_the_token_sensitive_and_never_extractable() {
             SystemTime::now(),
         )
         .unwrap();
-    assert_eq!(
-        root.key,
-        StoredKey::Token,
-        "no key is kept beside the certificate"
-    );
+    let StoredKey::Token(key) = &root.key else {
+        panic!("the key is kept beside the certificate: {:?}", root.key);
+    };
     let RootKeys::Token(t) = &keys else {
         unreachable!()
     };
-    let found = t.keys().unwrap();
-    assert_eq!(found.len(), 1);
+    assert_eq!(t.keys().unwrap().len(), 1);
     // (CKA_EXTRACTABLE, CKA_SENSITIVE, CKA_NEVER_EXTRACTABLE, CKA_ALWAYS_SENSITIVE)
-    assert_eq!(found[0].custody().unwrap(), [false, true, true, true]);
+    assert_eq!(key.custody().unwrap(), [false, true, true, true]);
 
     // Asked directly, as any other PKCS#11 application would, the token will not give the
     // private value out.
@@ -209,4 +206,25 @@ fn a_wrong_pin_or_token_label_stops_with_what_was_wrong_and_never_the_pin() {
         e.starts_with("no token labelled \"no-such-token\"") && e.contains(&token.label),
         "{e}"
     );
+}
+
+#[test]
+fn a_root_generated_but_never_stored_leaves_no_key_behind() {
+    // Two replicas race on a fresh install (or a rotation step): the loser's root never
+    // reaches the Secret, and its key must not stay in the token.
+    let token = TestToken::new("discard");
+    let token_handle = open(&token);
+    let keys = RootKeys::Token(token_handle.clone());
+    let p = profile(CaKeyType::EcdsaP256);
+    let kept = keys
+        .generate(&p, Duration::from_secs(DAY), SystemTime::now())
+        .unwrap();
+    let lost = keys
+        .generate(&p, Duration::from_secs(DAY), SystemTime::now())
+        .unwrap();
+    assert_eq!(token_handle.keys().unwrap().len(), 2);
+    keys.discard(&lost);
+    let left = token_handle.keys().unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(StoredKey::Token(left[0].clone()), kept.key);
 }

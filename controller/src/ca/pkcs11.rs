@@ -405,6 +405,34 @@ impl fmt::Debug for TokenKey {
 }
 
 impl TokenKey {
+    /// Destroys the key pair in the token (a failure is logged: the key is then left unused).
+    pub fn destroy(&self) {
+        let label = self.token.config.key_label.as_bytes().to_vec();
+        let destroyed = self
+            .token
+            .with_session("destroying an unused key pair", |s| {
+                for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY] {
+                    let template = [
+                        Attribute::Class(class),
+                        Attribute::Label(label.clone()),
+                        Attribute::Id(self.id.clone()),
+                    ];
+                    for handle in s.find_objects(&template)? {
+                        s.destroy_object(handle)?;
+                    }
+                }
+                Ok(())
+            });
+        match destroyed {
+            Ok(()) => {
+                tracing::info!(token = %self.token, "destroyed a root key that was never used")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not destroy a root key that was never used; it stays in the token, unused")
+            }
+        }
+    }
+
     /// The private key's attributes that say whether it can leave the token:
     /// (`CKA_EXTRACTABLE`, `CKA_SENSITIVE`, `CKA_NEVER_EXTRACTABLE`, `CKA_ALWAYS_SENSITIVE`).
     pub fn custody(&self) -> Result<[bool; 4], TokenError> {

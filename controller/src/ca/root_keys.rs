@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use signer_core::{Ca, CaError, CaPem, CaProfile, KeyDevice};
 
-use super::pkcs11::Token;
+use super::pkcs11::{Token, TokenKey};
 
 /// A root as stored and as loaded: its certificate (and the roots above it, for an
 /// operator's CA), where its key is, and the CA it loads as.
@@ -29,19 +29,29 @@ pub struct Root {
 }
 
 /// Where a root's private key is.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub enum StoredKey {
     /// PEM in the Secret (`tls.key` or `next.key`).
     Secret(String),
     /// In the PKCS#11 token; the Secret holds no key.
-    Token,
+    Token(Arc<TokenKey>),
+}
+
+impl PartialEq for StoredKey {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (StoredKey::Secret(a), StoredKey::Secret(b)) => a == b,
+            (StoredKey::Token(a), StoredKey::Token(b)) => a.public_key() == b.public_key(),
+            _ => false,
+        }
+    }
 }
 
 impl std::fmt::Debug for StoredKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StoredKey::Secret(_) => f.write_str("Secret([redacted])"),
-            StoredKey::Token => f.write_str("Token"),
+            StoredKey::Token(k) => f.debug_tuple("Token").field(k).finish(),
         }
     }
 }
@@ -90,11 +100,17 @@ impl RootKeys {
                 let key = token
                     .generate(profile.key_type)
                     .map_err(|e| CaError::Device(e.to_string()))?;
-                let ca = profile.root_for_device(key, validity, now)?;
+                let ca = match profile.root_for_device(key.clone(), validity, now) {
+                    Ok(ca) => ca,
+                    Err(e) => {
+                        key.destroy();
+                        return Err(e);
+                    }
+                };
                 Ok(Root {
                     cert_pem: ca.trust_bundle_pem().to_owned(),
                     roots_pem: Some(ca.trust_bundle_pem().to_owned()),
-                    key: StoredKey::Token,
+                    key: StoredKey::Token(key),
                     ca: Arc::new(ca),
                 })
             }
@@ -127,13 +143,13 @@ impl RootKeys {
         let keys = token.keys().map_err(|e| e.to_string())?;
         let mut last = None;
         for key in keys {
-            let device: Arc<dyn KeyDevice> = key;
+            let device: Arc<dyn KeyDevice> = key.clone();
             match Ca::from_device(&cert_pem, device, roots_pem.as_deref()) {
                 Ok(ca) => {
                     return Ok(Root {
                         cert_pem,
                         roots_pem,
-                        key: StoredKey::Token,
+                        key: StoredKey::Token(key),
                         ca: Arc::new(ca),
                     });
                 }
@@ -145,6 +161,15 @@ impl RootKeys {
         Err(last.unwrap_or_else(|| {
             format!("it has no {key_name}, and no key in {token} is the key of {cert_name}")
         }))
+    }
+
+    /// Destroys the key of `root`, a root this process generated that never got stored
+    /// (another replica's won the race): a key in a token would otherwise be left there,
+    /// unused, for good. A key in the Secret needs nothing: it was only ever in memory.
+    pub fn discard(&self, root: &Root) {
+        if let StoredKey::Token(key) = &root.key {
+            key.destroy();
+        }
     }
 
     /// Whether a root we manage, holding its key as `key`, must be replaced because its key

@@ -180,6 +180,9 @@ impl Rotator {
         };
         match self.store.replace(&updated).await? {
             Replaced::Conflict => {
+                if let (Step::Prepare, Some(next)) = (step, &updated.next) {
+                    self.store.keys.discard(&next.root);
+                }
                 info!(secret = %self.store.name, ?step, "the CA Secret changed meanwhile; planning again from what it holds");
                 Ok(false)
             }

@@ -65,17 +65,8 @@ async fn a_corrupt_ca_secret_is_reported_left_untouched_and_no_replica_crash_loo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_starting_together_share_one_ca() {
     let cluster = Cluster::start(ServerOptions::v1beta1()).await;
-    // Separate Leases, so both lead and both race to create the CA Secret. The shipped Role
-    // names only the default Lease: grant these two as well.
-    let grant = serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-        "metadata": {"name": "two-leases", "namespace": CA_NS},
-        "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["a", "b"], "verbs": ["get", "update"]}]});
-    cluster.server.put("roles", CA_NS, grant);
-    let binding = serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-        "metadata": {"name": "two-leases", "namespace": CA_NS},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "two-leases"},
-        "subjects": [{"kind": "ServiceAccount", "name": "podcert-signer", "namespace": CA_NS}]});
-    cluster.server.put("rolebindings", CA_NS, binding);
+    // Separate Leases, so both lead and both race to create the CA Secret.
+    grant_leases(&cluster, &["a", "b"]);
     let a = cluster.signer("a", &["--lease-name", "a"]);
     let b = cluster.signer("b", &["--lease-name", "b"]);
     a.wait_ready(Duration::from_secs(30)).await;

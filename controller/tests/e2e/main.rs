@@ -10,6 +10,7 @@ mod support;
 mod ca;
 mod chaos;
 mod faults;
+mod hsm;
 mod issuance;
 mod leadership;
 mod lifecycle;

@@ -391,11 +391,13 @@ pub fn assert_scenario_invariants(
         .server
         .get("secrets", CA_NS, CA_NAME)
         .expect("the CA Secret exists");
+    // Intact: a root certificate, and its key unless the key is in a PKCS#11 token.
+    let data = &secret["data"];
     assert!(
-        secret["data"]["tls.key"]
-            .as_str()
-            .is_some_and(|k| !k.is_empty()),
-        "CA Secret intact"
+        data["tls.crt"].as_str().is_some_and(|c| !c.is_empty())
+            && (data.get("tls.key").is_none()
+                || data["tls.key"].as_str().is_some_and(|k| !k.is_empty())),
+        "CA Secret intact: {data}"
     );
 }
 
@@ -453,6 +455,20 @@ pub async fn burst_under(cluster: &Cluster, n: usize, fault: impl AsyncFnOnce(&C
     let bundle = cluster.trust_bundle().await;
     assert_scenario_invariants(cluster, &created, &outcomes, &bundle);
     assert_eq!(count_issued(&outcomes), n);
+}
+
+/// Lets the signer's service account use the Leases `names` too (the shipped Role names only
+/// the default one), for scenarios where replicas lead at once under separate Leases.
+pub fn grant_leases(cluster: &Cluster, names: &[&str]) {
+    let grant = serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "extra-leases", "namespace": CA_NS},
+        "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": names, "verbs": ["get", "update"]}]});
+    cluster.server.put("roles", CA_NS, grant);
+    let binding = serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "extra-leases", "namespace": CA_NS},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "extra-leases"},
+        "subjects": [{"kind": "ServiceAccount", "name": "podcert-signer", "namespace": CA_NS}]});
+    cluster.server.put("rolebindings", CA_NS, binding);
 }
 
 pub async fn ready_cluster() -> (Cluster, SignerProcess) {
