@@ -170,44 +170,58 @@ async fn run_term(parts: &Arc<Parts>, token: &CancellationToken) -> TermEnd {
 async fn settle_ca(parts: &Parts, token: &CancellationToken) -> Option<LoadedCa> {
     let mut view_rx = parts.ca_view.clone();
     let ca = &parts.config.ca;
+    let keys = &parts.ca_secret.keys;
+    // Set once another replica's CA was stored first: nothing more is made, its CA comes
+    // through the view. The root this process made, if its key is new, is then discarded.
+    let mut raced = false;
+    let mut unstored: Option<Root> = None;
     loop {
         let view = view_rx.borrow_and_update().clone();
         if let Some(known) = view.known {
+            if let Some(lost) = unstored.take() {
+                let in_use = known.active.key == lost.key
+                    || known.next.as_ref().is_some_and(|n| n.root.key == lost.key);
+                if !in_use {
+                    keys.discard(&lost);
+                }
+            }
             return Some(known);
         }
-        if view.fresh_install() {
-            let generated = parts
-                .ca_secret
-                .keys
-                .generate(
-                    &ca.profile,
-                    ca.lifecycle.root_validity,
-                    parts.config.clock.now(),
-                )
-                .map(LoadedCa::generated);
-            let generated = match generated {
-                Ok(generated) => generated,
+        if view.fresh_install() && !raced {
+            let first = keys.first_root(
+                &ca.profile,
+                ca.lifecycle.root_validity,
+                parts.config.clock.now(),
+            );
+            let first = match first {
+                Ok(first) => first,
                 Err(e) => {
-                    error!(error = %e, "generating a root CA failed");
+                    error!(error = %e, "making the first root CA failed");
                     return None;
                 }
             };
+            let generated = LoadedCa::generated(first.root);
             match retry::retry("creating the CA Secret", token, || {
                 parts.ca_secret.create(&generated)
             })
             .await?
             {
                 Created::Created => {
-                    info!(secret = %parts.ca_secret.name, subject = generated.active.ca.subject(), "generated a new root CA and stored it");
+                    info!(secret = %parts.ca_secret.name, subject = generated.active.ca.subject(), new_key = first.new_key, "made a new root CA and stored it");
                     return Some(generated);
                 }
                 // Another replica created it first: its CA arrives through the view.
                 Created::AlreadyExists => {
-                    parts.ca_secret.keys.discard(&generated.active);
+                    raced = true;
+                    if first.new_key {
+                        unstored = Some(generated.active);
+                    }
                     info!(secret = %parts.ca_secret.name, "another replica created the CA first; waiting for it")
                 }
             }
-        } else if view.secret.is_some() {
+        } else if view.secret.is_some() && !(raced && view.fresh_install()) {
+            // The Secret is unusable, so this process cannot sign. (After a lost race, the
+            // winner's Secret, not yet seen, is waited for instead.)
             return None;
         }
         tokio::select! {

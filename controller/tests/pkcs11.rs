@@ -228,3 +228,41 @@ fn a_root_generated_but_never_stored_leaves_no_key_behind() {
     assert_eq!(left.len(), 1);
     assert_eq!(StoredKey::Token(left[0].clone()), kept.key);
 }
+
+#[test]
+fn a_fresh_install_adopts_the_one_key_made_beforehand_under_the_label() {
+    let token = TestToken::new("adopt");
+    let keys = RootKeys::Token(open(&token));
+    // Nothing under the label: a key is made.
+    let p = profile(CaKeyType::EcdsaP256);
+    let made = keys
+        .first_root(&p, Duration::from_secs(DAY), SystemTime::now())
+        .unwrap();
+    assert!(made.new_key);
+    // One key there already (made by the operator, e.g. in a KMS; here a P-384 key while
+    // the profile says P-256): it is adopted as it is, and no key is added.
+    let token = TestToken::new("adopt-existing");
+    let keys = RootKeys::Token(open(&token));
+    let RootKeys::Token(handle) = &keys else {
+        unreachable!()
+    };
+    let existing = handle.generate(CaKeyType::EcdsaP384).unwrap();
+    let adopted = keys
+        .first_root(&p, Duration::from_secs(DAY), SystemTime::now())
+        .unwrap();
+    assert!(!adopted.new_key);
+    assert_eq!(adopted.root.key, StoredKey::Token(existing));
+    assert_eq!(handle.keys().unwrap().len(), 1);
+    openssl_verify(&adopted.root.cert_pem, adopted.root.ca.trust_bundle_pem())
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Two: which one is meant is the operator's to say.
+    handle.generate(CaKeyType::EcdsaP256).unwrap();
+    let e = keys
+        .first_root(&p, Duration::from_secs(DAY), SystemTime::now())
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("2 keys in token")
+            && e.to_string().contains("--ca-pkcs11-key-label"),
+        "{e}"
+    );
+}

@@ -29,11 +29,15 @@ use tracing::{error, info, warn};
 
 use crate::metrics::{Metrics, RoleLabels};
 use crate::retry;
-pub use root_keys::{Root, RootKeys, StoredKey};
+pub use root_keys::{FirstRoot, Root, RootKeys, StoredKey};
 pub use rotation::{Rotator, Step};
 pub use secret::{Created, LoadedCa, NextRoot, Replaced, SecretState, SecretStore};
 pub use signing::SigningCa;
 pub use trust_bundle::{Synced, TrustBundle};
+
+/// The first and the longest wait before a Secret that may mend by itself is read again.
+const RE_READ_FIRST: std::time::Duration = std::time::Duration::from_secs(1);
+const RE_READ_MAX: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What this process knows of the CA.
 #[derive(Debug, Clone, Default)]
@@ -104,20 +108,44 @@ impl CaKeeper {
         self.view.subscribe()
     }
 
-    /// Follows the Secret until `shutdown`.
+    /// Follows the Secret until `shutdown`. A Secret whose root key is looked up in a token
+    /// and not found (yet) is read again, at growing intervals, until it loads or changes.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut states = self.store.states().boxed();
+        let mut secrets = self.store.secrets().boxed();
+        let mut last: Option<k8s_openapi::api::core::v1::Secret> = None;
+        let mut reread = RE_READ_FIRST;
+        let mut reread_at: Option<tokio::time::Instant> = None;
         loop {
-            let item = tokio::select! {
-                item = states.next() => match item { Some(i) => i, None => return },
+            let wake = async {
+                match reread_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let state = tokio::select! {
+                item = secrets.next() => match item {
+                    Some(Ok(secret)) => {
+                        last = secret;
+                        reread = RE_READ_FIRST;
+                        self.store.state_of(last.as_ref())
+                    }
+                    Some(Err(e)) => {
+                        warn!(secret = %self.store.name, error = %e, "watching the CA Secret failed; retrying");
+                        continue;
+                    }
+                    None => return,
+                },
+                () = wake => {
+                    reread = (reread * 2).min(RE_READ_MAX);
+                    self.store.state_of(last.as_ref())
+                }
                 _ = shutdown.cancelled() => return,
             };
-            match item {
-                Ok(state) => self.observe(state, &shutdown).await,
-                Err(e) => {
-                    warn!(secret = %self.store.name, error = %e, "watching the CA Secret failed; retrying")
-                }
-            }
+            reread_at = self
+                .store
+                .may_mend(&state)
+                .then(|| tokio::time::Instant::now() + reread);
+            self.observe(state, &shutdown).await;
         }
     }
 

@@ -2,8 +2,9 @@
 //! default), or in a PKCS#11 token ([`super::pkcs11`]), where they are generated and from
 //! which they never leave.
 //!
-//! [`RootKeys`] is the one place that knows: it makes new roots ([`RootKeys::generate`]) and
-//! turns what the Secret holds into a [`Root`] ([`RootKeys::load`]). With a token, the Secret
+//! [`RootKeys`] is the one place that knows: it makes new roots ([`RootKeys::generate`]; on a
+//! fresh install [`RootKeys::first_root`], which adopts a key made beforehand in the token)
+//! and turns what the Secret holds into a [`Root`] ([`RootKeys::load`]). With a token, the Secret
 //! holds the root's certificate and no key, and the key is the one under the configured label
 //! whose public key is the certificate's. A root whose key is in the Secret still loads with
 //! a token configured — that is how an install moves its root into the token: the rotation
@@ -77,6 +78,14 @@ impl Root {
     }
 }
 
+/// A fresh install's first root, and whether its key is new: made now by this process, so
+/// that it may be destroyed if another replica's root is stored instead.
+#[derive(Debug)]
+pub struct FirstRoot {
+    pub root: Root,
+    pub new_key: bool,
+}
+
 /// Where this process keeps root keys.
 #[derive(Debug, Clone)]
 pub enum RootKeys {
@@ -114,6 +123,51 @@ impl RootKeys {
                     ca: Arc::new(ca),
                 })
             }
+        }
+    }
+
+    /// The first root of a fresh install. With a token that already holds a key under the
+    /// label (one made beforehand, e.g. in a cloud KMS), that key is adopted, whatever its
+    /// curve, and the root certificate made for it; with none, a key is generated. More than
+    /// one labelled key is refused: which one is meant is the operator's to say.
+    pub fn first_root(
+        &self,
+        profile: &CaProfile,
+        validity: Duration,
+        now: SystemTime,
+    ) -> Result<FirstRoot, CaError> {
+        let RootKeys::Token(token) = self else {
+            return Ok(FirstRoot {
+                root: self.generate(profile, validity, now)?,
+                new_key: true,
+            });
+        };
+        let keys = token.keys().map_err(|e| CaError::Device(e.to_string()))?;
+        match keys.as_slice() {
+            [] => Ok(FirstRoot {
+                root: self.generate(profile, validity, now)?,
+                new_key: true,
+            }),
+            [key] => {
+                let profile = CaProfile {
+                    key_type: key.key_type(),
+                    ..profile.clone()
+                };
+                let ca = profile.root_for_device(key.clone(), validity, now)?;
+                Ok(FirstRoot {
+                    root: Root {
+                        cert_pem: ca.trust_bundle_pem().to_owned(),
+                        roots_pem: Some(ca.trust_bundle_pem().to_owned()),
+                        key: StoredKey::Token(key.clone()),
+                        ca: Arc::new(ca),
+                    },
+                    new_key: false,
+                })
+            }
+            more => Err(CaError::Device(format!(
+                "{} keys in {token} and no CA Secret: a fresh install adopts a key only when it is the one under the label; delete the others or name another with --ca-pkcs11-key-label",
+                more.len()
+            ))),
         }
     }
 
@@ -163,9 +217,10 @@ impl RootKeys {
         }))
     }
 
-    /// Destroys the key of `root`, a root this process generated that never got stored
-    /// (another replica's won the race): a key in a token would otherwise be left there,
-    /// unused, for good. A key in the Secret needs nothing: it was only ever in memory.
+    /// Destroys the key of `root`, a root whose key this process generated and that never got
+    /// stored (another replica's won the race): a key in a token would otherwise be left
+    /// there, unused, for good. A key in the Secret needs nothing: it was only ever in memory.
+    /// Never call it for an adopted key, or one the stored CA uses.
     pub fn discard(&self, root: &Root) {
         if let StoredKey::Token(key) = &root.key {
             key.destroy();

@@ -8,7 +8,7 @@
 //! such a root is rotated by us (an operator's root is rotated by replacing the Secret).
 //! Every write after the first carries the resourceVersion it was planned from.
 //!
-//! [`SecretStore::states`] follows the Secret with a watch and yields what it holds after
+//! [`SecretStore::secrets`] follows the Secret with a watch and yields what it holds after
 //! every change *and after every (re)list*: a Secret that vanished while the watch was down
 //! (410 Expired, API restart) produces no Delete event, so absence is concluded from the
 //! relist itself. [`SecretStore::create`] writes it create-only: it never overwrites a CA,
@@ -290,16 +290,25 @@ impl SecretStore {
         }
     }
 
-    /// What the Secret holds after each change and after each (re)list, forever; watch
-    /// errors are retried by kube's watcher backoff and reported as `Err`.
-    pub fn states(&self) -> impl Stream<Item = Result<SecretState, watcher::Error>> + Send + use<> {
+    /// What the Secret holds, loaded, with where root keys are kept (see [`state_of`]).
+    pub fn state_of(&self, secret: Option<&Secret>) -> SecretState {
+        match secret {
+            Some(s) => state_of(s, &self.keys),
+            None => SecretState::Absent,
+        }
+    }
+
+    /// The Secret after each change and after each (re)list (None: there is none), forever;
+    /// watch errors are retried by kube's watcher backoff and reported as `Err`.
+    pub fn secrets(
+        &self,
+    ) -> impl Stream<Item = Result<Option<Secret>, watcher::Error>> + Send + use<> {
         let config =
             watcher::Config::default().fields(&format!("metadata.name={}", self.name.name));
         let events = watcher::watcher(self.api.clone(), config).default_backoff();
-        let keys = self.keys.clone();
         // During a (re)list: the Secret listed, if any; concluded at InitDone.
         events
-            .scan(None::<Option<Secret>>, move |listing, event| {
+            .scan(None::<Option<Secret>>, |listing, event| {
                 let out = match event {
                     Err(e) => Some(Err(e)),
                     Ok(watcher::Event::Init) => {
@@ -310,16 +319,20 @@ impl SecretStore {
                         *listing = Some(Some(s));
                         None
                     }
-                    Ok(watcher::Event::InitDone) => Some(Ok(match listing.take().flatten() {
-                        Some(s) => state_of(&s, &keys),
-                        None => SecretState::Absent,
-                    })),
-                    Ok(watcher::Event::Apply(s)) => Some(Ok(state_of(&s, &keys))),
-                    Ok(watcher::Event::Delete(_)) => Some(Ok(SecretState::Absent)),
+                    Ok(watcher::Event::InitDone) => Some(Ok(listing.take().flatten())),
+                    Ok(watcher::Event::Apply(s)) => Some(Ok(Some(s))),
+                    Ok(watcher::Event::Delete(_)) => Some(Ok(None)),
                 };
                 std::future::ready(Some(out))
             })
             .filter_map(std::future::ready)
+    }
+
+    /// Whether an unusable state may mend without the Secret changing: its root key is
+    /// looked up in a token, which another replica may just have written to, or which may be
+    /// briefly unreachable.
+    pub fn may_mend(&self, state: &SecretState) -> bool {
+        matches!(state, SecretState::Unusable(_)) && matches!(self.keys, RootKeys::Token(_))
     }
 }
 
