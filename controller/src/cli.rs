@@ -485,6 +485,65 @@ mod tests {
     }
 
     #[test]
+    fn the_pkcs11_flags_are_checked_together_and_the_pin_is_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let module = dir.path().join("module.so");
+        std::fs::write(&module, b"").unwrap();
+        let pin = dir.path().join("pin");
+        std::fs::write(&pin, "s3cret-pin\n").unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        let (module, pin, empty) = (
+            module.to_str().unwrap(),
+            pin.to_str().unwrap(),
+            empty.to_str().unwrap(),
+        );
+        let missing = dir.path().join("missing");
+        let missing = missing.to_str().unwrap();
+        for (flags, setting) in [
+            (&["--ca-pkcs11-pin-file", pin][..], "ca-pkcs11-pin-file"),
+            (&["--ca-pkcs11-module", module], "ca-pkcs11-pin-file"),
+            (
+                &["--ca-pkcs11-module", missing, "--ca-pkcs11-pin-file", pin],
+                "ca-pkcs11-module",
+            ),
+            (
+                &[
+                    "--ca-pkcs11-module",
+                    module,
+                    "--ca-pkcs11-pin-file",
+                    missing,
+                ],
+                "ca-pkcs11-pin-file",
+            ),
+            (
+                &["--ca-pkcs11-module", module, "--ca-pkcs11-pin-file", empty],
+                "ca-pkcs11-pin-file",
+            ),
+            (
+                &[
+                    "--ca-pkcs11-module",
+                    module,
+                    "--ca-pkcs11-pin-file",
+                    pin,
+                    "--ca-pkcs11-token-label",
+                    "a-token-label-longer-than-32-bytes",
+                ],
+                "ca-pkcs11-token-label",
+            ),
+        ] {
+            let e = args(flags).unwrap_err();
+            assert_eq!(e.setting, setting, "{flags:?}: {e}");
+        }
+        let c = args(&["--ca-pkcs11-module", module, "--ca-pkcs11-pin-file", pin]).unwrap();
+        let token = c.ca.pkcs11.as_ref().expect("a token is configured");
+        assert_eq!(token.token_label, "podcert-signer");
+        assert_eq!(token.key_label, "podcert-signer-root");
+        assert!(!format!("{c:?}").contains("s3cret"));
+        assert!(args(&[]).unwrap().ca.pkcs11.is_none());
+    }
+
+    #[test]
     fn signer_names_follow_the_api_rules() {
         for bad in [
             "spiffe",
