@@ -541,7 +541,7 @@ mod tests {
         raw.extend([0u8; 31]);
         raw.push(0x01);
         let der = ecdsa_signature_der(&raw).unwrap();
-        let mut expected = vec![0x30, 3 + 33 + 3, 0x02, 33, 0x00];
+        let mut expected = vec![0x30, (2 + 33) + 3, 0x02, 33, 0x00];
         expected.extend([0x80; 32]);
         expected.extend([0x02, 1, 0x01]);
         assert_eq!(der, expected);
