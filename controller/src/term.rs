@@ -207,7 +207,12 @@ async fn settle_ca(parts: &Parts, token: &CancellationToken) -> Option<LoadedCa>
             .await?
             {
                 Created::Created => {
-                    info!(secret = %parts.ca_secret.name, subject = generated.active.ca.subject(), new_key = first.new_key, "made a new root CA and stored it");
+                    let subject = generated.active.ca.subject();
+                    if first.new_key {
+                        info!(secret = %parts.ca_secret.name, subject, "generated a new root CA and stored it");
+                    } else {
+                        info!(secret = %parts.ca_secret.name, subject, "made a root CA for the key found in the token and stored it");
+                    }
                     return Some(generated);
                 }
                 // Another replica created it first: its CA arrives through the view.
