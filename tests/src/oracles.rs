@@ -119,7 +119,7 @@ fn find_tool(name: &str, env_var: &str, probe: &[&str], install_hint: &str) -> P
     let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join(name);
     assert!(
         path.exists(),
-        "no {name}: {install_hint} (see .ci/run) or set ${env_var}"
+        "no {name}: {install_hint} (scripts/test installs it) or set ${env_var}"
     );
     path
 }

@@ -28,7 +28,7 @@ pub fn module() -> PathBuf {
         .find(|p| p.exists())
         .unwrap_or_else(|| {
             panic!(
-                "no SoftHSM2 module: `apt-get install softhsm2` (see .ci/run) or set $SOFTHSM2_MODULE"
+                "no SoftHSM2 module: `apt-get install softhsm2` (scripts/test installs it) or set $SOFTHSM2_MODULE"
             )
         })
 }
@@ -63,7 +63,9 @@ fn softhsm2_util(args: &[&str]) -> std::process::Output {
         .args(args)
         .env("SOFTHSM2_CONF", conf)
         .output()
-        .unwrap_or_else(|e| panic!("softhsm2-util: {e}: `apt-get install softhsm2` (see .ci/run)"))
+        .unwrap_or_else(|e| {
+            panic!("softhsm2-util: {e}: `apt-get install softhsm2` (scripts/test installs it)")
+        })
 }
 
 /// This process's handle on the SoftHSM2 module, initialised once and never dropped: a
