@@ -63,18 +63,9 @@ fn a_root_key_is_generated_in_the_token_sensitive_and_never_extractable() {
 
     // Asked directly, as any other PKCS#11 application would, the token will not give the
     // private value out.
-    let pkcs11 = podcert_tests::softhsm::pkcs11();
-    let slot = pkcs11
-        .get_slots_with_token()
-        .unwrap()
-        .into_iter()
-        .find(|s| {
-            pkcs11
-                .get_token_info(*s)
-                .is_ok_and(|i| i.label().trim_end() == token.label)
-        })
+    let session = podcert_tests::softhsm::pkcs11()
+        .open_ro_session(token.slot())
         .unwrap();
-    let session = pkcs11.open_ro_session(slot).unwrap();
     let _ = session.login(UserType::User, Some(&AuthPin::from(token.pin.as_str())));
     let private = session
         .find_objects(&[

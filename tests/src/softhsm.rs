@@ -82,6 +82,18 @@ pub fn pkcs11() -> &'static cryptoki::context::Pkcs11 {
     })
 }
 
+/// The first slot whose token `matches` (a slot whose token cannot be read is skipped).
+fn slot_where(
+    matches: impl Fn(&cryptoki::slot::TokenInfo) -> bool,
+) -> Option<cryptoki::slot::Slot> {
+    let pkcs11 = pkcs11();
+    pkcs11
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| pkcs11.get_token_info(*s).is_ok_and(|i| matches(&i)))
+}
+
 /// A SoftHSM2 token of one test's own, with a user PIN in a file; deleted on drop.
 #[derive(Debug)]
 pub struct TestToken {
@@ -110,15 +122,7 @@ impl TestToken {
         {
             let _making = MAKING.lock().unwrap_or_else(|e| e.into_inner());
             let pkcs11 = pkcs11();
-            let free = pkcs11
-                .get_slots_with_token()
-                .unwrap()
-                .into_iter()
-                .find(|s| {
-                    pkcs11
-                        .get_token_info(*s)
-                        .is_ok_and(|i| !i.token_initialized())
-                })
+            let free = slot_where(|i| !i.token_initialized())
                 .expect("SoftHSM2 always offers one free slot");
             pkcs11.init_token(free, &so_pin, &label).unwrap();
             let session = pkcs11.open_rw_session(free).unwrap();
@@ -134,6 +138,11 @@ impl TestToken {
             pin,
             pin_file,
         }
+    }
+
+    /// The slot that holds this token.
+    pub fn slot(&self) -> cryptoki::slot::Slot {
+        slot_where(|i| i.label().trim_end() == self.label).expect("the token is there")
     }
 
     /// The file holding the user PIN, for `--ca-pkcs11-pin-file`.
