@@ -13,10 +13,10 @@ use signer_core::ConfigError;
 use signer_core::names::{self, is_dns1123_label, is_dns1123_subdomain};
 use signer_core::{CaKeyType, CaProfile, KeyType, Policy, PolicyConfig};
 
-use crate::ca::pkcs11::{Pin, TokenConfig};
 use crate::clock::Clock;
 use crate::config::{
     CaConfig, CaLifecycle, ClusterConfig, Config, LeaseConfig, LogConfig, LogFormat, ObjectName,
+    Pin, TokenConfig,
 };
 
 /// Kubernetes PodCertificateRequest signer issuing SPIFFE X.509-SVIDs.

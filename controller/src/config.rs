@@ -2,7 +2,8 @@
 //!
 //! [`crate::cli`] parses flags and checks them; what comes out is a [`Config`], and nothing
 //! after start-up looks at a flag again. Each part takes only its own piece: the CA's life
-//! [`CaConfig`] (with its schedule, [`CaLifecycle`]), the election [`LeaseConfig`], the
+//! [`CaConfig`] (with its schedule, [`CaLifecycle`], and the token of root keys,
+//! [`TokenConfig`]), the election [`LeaseConfig`], the
 //! cluster connection [`ClusterConfig`].
 
 use std::net::SocketAddr;
@@ -10,9 +11,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cryptoki::types::AuthPin;
 use signer_core::{CaProfile, Policy};
 
-use crate::ca::pkcs11::TokenConfig;
 use crate::clock::Clock;
 
 /// A validated configuration.
@@ -60,6 +61,52 @@ pub struct CaLifecycle {
     /// How long a root stays in the bundle after it stopped signing: the longest leaf
     /// lifetime plus the longest a deposed leader's term may still sign (its grace).
     pub retain_retired_roots: Duration,
+}
+
+/// The PKCS#11 token that holds root keys, and how to log in to it (`--ca-pkcs11-*`; see
+/// [`crate::ca::pkcs11`]).
+#[derive(Clone)]
+pub struct TokenConfig {
+    /// The PKCS#11 module (shared library) path.
+    pub module: PathBuf,
+    /// The label of the token that holds the root keys.
+    pub token_label: String,
+    /// The label of root keys in it.
+    pub key_label: String,
+    /// The token user's PIN.
+    pub pin: Pin,
+}
+
+impl std::fmt::Debug for TokenConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenConfig")
+            .field("module", &self.module)
+            .field("token_label", &self.token_label)
+            .field("key_label", &self.key_label)
+            .field("pin", &"[redacted]")
+            .finish()
+    }
+}
+
+/// A token user's PIN; never shown.
+#[derive(Clone)]
+pub struct Pin(Arc<AuthPin>);
+
+impl std::fmt::Debug for Pin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pin([redacted])")
+    }
+}
+
+impl Pin {
+    pub fn new(pin: String) -> Self {
+        Pin(Arc::new(AuthPin::from(pin)))
+    }
+
+    /// The PIN, for the token's login only.
+    pub fn secret(&self) -> &AuthPin {
+        &self.0
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -26,50 +26,11 @@ use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
-use cryptoki::types::AuthPin;
 use der::asn1::{ObjectIdentifier, OctetString, SequenceOf, UintRef};
 use der::{Decode, Encode};
 use signer_core::{CaKeyType, KeyDevice};
 
-/// Where the token is and how to log in to it (`--ca-pkcs11-*`).
-#[derive(Clone)]
-pub struct TokenConfig {
-    /// The PKCS#11 module (shared library) path.
-    pub module: PathBuf,
-    /// The label of the token that holds the root keys.
-    pub token_label: String,
-    /// The label of root keys in it.
-    pub key_label: String,
-    /// The token user's PIN.
-    pub pin: Pin,
-}
-
-impl fmt::Debug for TokenConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TokenConfig")
-            .field("module", &self.module)
-            .field("token_label", &self.token_label)
-            .field("key_label", &self.key_label)
-            .field("pin", &"[redacted]")
-            .finish()
-    }
-}
-
-/// A token user's PIN; never shown.
-#[derive(Clone)]
-pub struct Pin(Arc<AuthPin>);
-
-impl fmt::Debug for Pin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Pin([redacted])")
-    }
-}
-
-impl Pin {
-    pub fn new(pin: String) -> Self {
-        Pin(Arc::new(AuthPin::from(pin)))
-    }
-}
+pub use crate::config::{Pin, TokenConfig};
 
 /// Why the token cannot be used. Never includes the PIN or key material.
 #[derive(Debug, thiserror::Error)]
@@ -204,7 +165,7 @@ impl Token {
             .open_rw_session(slot)
             .map_err(|e| TokenError::Login(config.token_label.clone(), e))?;
         // The login state is the application's, shared by its sessions.
-        match session.login(UserType::User, Some(&config.pin.0)) {
+        match session.login(UserType::User, Some(config.pin.secret())) {
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
             Err(e) => Err(TokenError::Login(config.token_label.clone(), e)),
         }
