@@ -57,8 +57,6 @@ pub fn kubelet_keys() -> Vec<KubeletKey> {
     serde_json::from_str(&text).expect("kubelet-keys.json parses")
 }
 
-/// A CA as cert-manager gives a BYO user: a P-384 root and a P-256 intermediate (path length
-/// 0) below it, as (`tls.crt` = the intermediate, `tls.key`, `ca.crt` = the root) PEM.
 /// A root as wave 1 generated it (`tls.crt`/`ca.crt` PEM, `tls.key` PEM): path length 0, so
 /// it cannot sign a signing intermediate and signs leaves itself until it is rotated out.
 pub fn single_tier_root_pem() -> (String, String) {
@@ -72,6 +70,8 @@ pub fn single_tier_root_pem() -> (String, String) {
     (p.self_signed(&key).unwrap().pem(), key.serialize_pem())
 }
 
+/// A CA as cert-manager gives a BYO user: a P-384 root and a P-256 intermediate (path length
+/// 0) below it, as (`tls.crt` = the intermediate, `tls.key`, `ca.crt` = the root) PEM.
 pub fn intermediate_ca_pem(name: &str) -> (String, String, String) {
     use rcgen::{
         BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
@@ -102,7 +102,7 @@ pub fn intermediate_ca_pem(name: &str) -> (String, String, String) {
 
 /// One signer for a test binary: the default policy and a fresh P-256 CA valid 30 days.
 pub fn test_signer() -> &'static signer_core::Signer {
-    use signer_core::{Ca, CaKeyType, CaPem, Policy, PolicyConfig, Signer};
+    use signer_core::{CaKeyType, CaPem, Policy, PolicyConfig, Signer};
     use std::sync::{Arc, OnceLock};
     static SIGNER: OnceLock<Signer> = OnceLock::new();
     SIGNER.get_or_init(|| {
@@ -114,8 +114,7 @@ pub fn test_signer() -> &'static signer_core::Signer {
             std::time::SystemTime::now(),
         )
         .unwrap();
-        let ca = Ca::from_pem(&pem.cert_pem, &pem.key_pem, None).unwrap();
-        Signer::new(Arc::new(policy), Arc::new(ca))
+        Signer::new(Arc::new(policy), Arc::new(pem.load().unwrap()))
     })
 }
 

@@ -34,13 +34,12 @@ pub fn module() -> PathBuf {
 }
 
 /// Writes SoftHSM2's configuration, once per process, and returns its path.
-fn config() -> PathBuf {
-    static WRITTEN: Mutex<bool> = Mutex::new(false);
-    let conf = PathBuf::from(std::env::var_os("SOFTHSM2_CONF").expect(
-        "$SOFTHSM2_CONF is set by .cargo/config.toml; run the tests with cargo from the workspace",
-    ));
-    let mut written = WRITTEN.lock().unwrap_or_else(|e| e.into_inner());
-    if !*written {
+fn config() -> &'static Path {
+    static CONF: OnceLock<PathBuf> = OnceLock::new();
+    CONF.get_or_init(|| {
+        let conf = PathBuf::from(std::env::var_os("SOFTHSM2_CONF").expect(
+            "$SOFTHSM2_CONF is set by .cargo/config.toml; run the tests with cargo from the workspace",
+        ));
         let dir = conf.parent().expect("the config has a directory");
         let tokens = dir.join("tokens");
         std::fs::create_dir_all(&tokens).unwrap();
@@ -52,20 +51,8 @@ fn config() -> PathBuf {
         let tmp = dir.join(format!("softhsm2.conf.{}", std::process::id()));
         std::fs::write(&tmp, text).unwrap();
         std::fs::rename(&tmp, &conf).unwrap();
-        *written = true;
-    }
-    conf
-}
-
-fn softhsm2_util(args: &[&str]) -> std::process::Output {
-    let conf = config();
-    Command::new("softhsm2-util")
-        .args(args)
-        .env("SOFTHSM2_CONF", conf)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("softhsm2-util: {e}: `apt-get install softhsm2` (scripts/test installs it)")
-        })
+        conf
+    })
 }
 
 /// This process's handle on the SoftHSM2 module, initialised once and never dropped: a
@@ -113,7 +100,6 @@ impl TestToken {
         use cryptoki::types::AuthPin;
         // One token is made at a time: each takes the one free slot.
         static MAKING: Mutex<()> = Mutex::new(());
-        config();
         let module = module();
         let suffix = &crate::random_uid()[..8];
         let label = format!("{}-{suffix}", &prefix[..prefix.len().min(23)]);
@@ -153,6 +139,10 @@ impl TestToken {
 
 impl Drop for TestToken {
     fn drop(&mut self) {
-        let _ = softhsm2_util(&["--delete-token", "--token", &self.label]);
+        // Best effort: a token left behind is only a few files under target/softhsm2.
+        let _ = Command::new("softhsm2-util")
+            .args(["--delete-token", "--token", &self.label])
+            .env("SOFTHSM2_CONF", config())
+            .output();
     }
 }

@@ -124,20 +124,16 @@ impl Token {
     /// Loads the module, finds the token labelled `config.token_label` and logs in.
     pub fn open(config: TokenConfig) -> Result<Arc<Token>, TokenError> {
         let pkcs11 = module(&config.module)?;
-        let call = |what| {
-            let token = config.token_label.clone();
-            move |source| TokenError::Call {
-                token,
-                what,
+        let slots = pkcs11
+            .get_slots_with_token()
+            .map_err(|source| TokenError::Call {
+                token: config.token_label.clone(),
+                what: "listing the slots",
                 source,
-            }
-        };
+            })?;
         let mut labels = Vec::new();
         let mut found = None;
-        for slot in pkcs11
-            .get_slots_with_token()
-            .map_err(call("listing the slots"))?
-        {
+        for slot in slots {
             // A slot whose token cannot be read (removed meanwhile) is not the one.
             let Ok(info) = pkcs11.get_token_info(slot) else {
                 continue;
@@ -309,14 +305,21 @@ impl Token {
         }))
     }
 
-    /// The private key object with `id` under the key label.
-    fn private_key(&self, s: &Session, id: &[u8]) -> Result<Option<ObjectHandle>, CkError> {
+    /// The private key object with `id` under the key label; `CKR_KEY_HANDLE_INVALID` when
+    /// it is gone (deleted from the token meanwhile).
+    fn private_key(&self, s: &Session, id: &[u8]) -> Result<ObjectHandle, CkError> {
         let template = [
             Attribute::Class(ObjectClass::PRIVATE_KEY),
             Attribute::Label(self.config.key_label.as_bytes().to_vec()),
             Attribute::Id(id.to_vec()),
         ];
-        Ok(s.find_objects(&template)?.first().copied())
+        s.find_objects(&template)?
+            .first()
+            .copied()
+            .ok_or(CkError::Pkcs11(
+                RvError::KeyHandleInvalid,
+                cryptoki::context::Function::FindObjects,
+            ))
     }
 }
 
@@ -393,39 +396,6 @@ impl TokenKey {
             }
         }
     }
-
-    /// The private key's attributes that say whether it can leave the token:
-    /// (`CKA_EXTRACTABLE`, `CKA_SENSITIVE`, `CKA_NEVER_EXTRACTABLE`, `CKA_ALWAYS_SENSITIVE`).
-    pub fn custody(&self) -> Result<[bool; 4], TokenError> {
-        let attributes = self.token.with_session("reading a key's attributes", |s| {
-            let Some(handle) = self.token.private_key(s, &self.id)? else {
-                return Err(CkError::Pkcs11(
-                    RvError::KeyHandleInvalid,
-                    cryptoki::context::Function::FindObjects,
-                ));
-            };
-            s.get_attributes(
-                handle,
-                &[
-                    AttributeType::Extractable,
-                    AttributeType::Sensitive,
-                    AttributeType::NeverExtractable,
-                    AttributeType::AlwaysSensitive,
-                ],
-            )
-        })?;
-        let mut flags = [true, false, false, false];
-        for a in attributes {
-            match a {
-                Attribute::Extractable(b) => flags[0] = b,
-                Attribute::Sensitive(b) => flags[1] = b,
-                Attribute::NeverExtractable(b) => flags[2] = b,
-                Attribute::AlwaysSensitive(b) => flags[3] = b,
-                _ => {}
-            }
-        }
-        Ok(flags)
-    }
 }
 
 impl KeyDevice for TokenKey {
@@ -456,12 +426,7 @@ impl KeyDevice for TokenKey {
         let raw = self
             .token
             .with_session("signing", |s| {
-                let Some(handle) = self.token.private_key(s, &self.id)? else {
-                    return Err(CkError::Pkcs11(
-                        RvError::KeyHandleInvalid,
-                        cryptoki::context::Function::Sign,
-                    ));
-                };
+                let handle = self.token.private_key(s, &self.id)?;
                 s.sign(&mechanism, handle, &input)
             })
             .map_err(|e| e.to_string())?;

@@ -66,6 +66,22 @@ impl PartialEq for Root {
 }
 
 impl Root {
+    /// A new self-signed root of `profile` for `key`, which is in the token and signs it.
+    fn in_token(
+        profile: &CaProfile,
+        key: Arc<TokenKey>,
+        validity: Duration,
+        now: SystemTime,
+    ) -> Result<Self, CaError> {
+        let ca = profile.root_for_device(key.clone(), validity, now)?;
+        Ok(Root {
+            cert_pem: ca.trust_bundle_pem().to_owned(),
+            roots_pem: Some(ca.trust_bundle_pem().to_owned()),
+            key: StoredKey::Token(key),
+            ca: Arc::new(ca),
+        })
+    }
+
     /// A root whose key is PEM (a generated or an operator's CA): loaded and checked.
     pub fn load(pem: CaPem) -> Result<Self, CaError> {
         let ca = pem.load()?;
@@ -109,19 +125,7 @@ impl RootKeys {
                 let key = token
                     .generate(profile.key_type)
                     .map_err(|e| CaError::Device(e.to_string()))?;
-                let ca = match profile.root_for_device(key.clone(), validity, now) {
-                    Ok(ca) => ca,
-                    Err(e) => {
-                        key.destroy();
-                        return Err(e);
-                    }
-                };
-                Ok(Root {
-                    cert_pem: ca.trust_bundle_pem().to_owned(),
-                    roots_pem: Some(ca.trust_bundle_pem().to_owned()),
-                    key: StoredKey::Token(key),
-                    ca: Arc::new(ca),
-                })
+                Root::in_token(profile, key.clone(), validity, now).inspect_err(|_| key.destroy())
             }
         }
     }
@@ -153,14 +157,8 @@ impl RootKeys {
                     key_type: key.key_type(),
                     ..profile.clone()
                 };
-                let ca = profile.root_for_device(key.clone(), validity, now)?;
                 Ok(FirstRoot {
-                    root: Root {
-                        cert_pem: ca.trust_bundle_pem().to_owned(),
-                        roots_pem: Some(ca.trust_bundle_pem().to_owned()),
-                        key: StoredKey::Token(key.clone()),
-                        ca: Arc::new(ca),
-                    },
+                    root: Root::in_token(&profile, key.clone(), validity, now)?,
                     new_key: false,
                 })
             }
