@@ -136,6 +136,11 @@ pub struct Args {
     #[arg(long, env = "PODCERT_CONCURRENCY", default_value_t = 16)]
     pub concurrency: u16,
 
+    /// A request still without a status after this long gets a Warning Event `StillPending`
+    /// (and counts towards the PodcertRequestsStuck alert's metric).
+    #[arg(long, env = "PODCERT_PENDING_WARNING_AFTER", default_value = "60s", value_parser = parse_duration)]
+    pub pending_warning_after: Duration,
+
     /// Address of the admin HTTP server (/live, /ready, /metrics).
     #[arg(long, env = "PODCERT_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
     pub admin_addr: SocketAddr,
@@ -263,6 +268,9 @@ impl Args {
         if self.concurrency == 0 {
             return Err(err("concurrency", "must be at least 1"));
         }
+        if self.pending_warning_after < Duration::from_secs(1) {
+            return Err(err("pending-warning-after", "must be at least 1s"));
+        }
         let lease_namespace = self
             .lease_namespace
             .clone()
@@ -300,6 +308,7 @@ impl Args {
                 trust_bundle_resync: self.trust_bundle_resync.max(Duration::from_secs(1)),
             },
             concurrency: self.concurrency,
+            pending_warning_after: self.pending_warning_after,
             admin_addr: self.admin_addr,
             lease: LeaseConfig {
                 name: lease_name,
@@ -467,6 +476,7 @@ mod tests {
             (&["--refresh-fraction", "0"], "refresh-fraction"),
             (&["--ca-secret", "no-slash"], "ca-secret"),
             (&["--concurrency", "0"], "concurrency"),
+            (&["--pending-warning-after", "0s"], "pending-warning-after"),
             (&["--lease-renew-interval", "10s"], "lease-renew-interval"),
             (&["--log-level", "a=b=c"], "log-level"),
             (&["--intermediate-validity", "36h"], "intermediate-validity"),

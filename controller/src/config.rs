@@ -24,6 +24,8 @@ pub struct Config {
     pub policy: Arc<Policy>,
     pub ca: CaConfig,
     pub concurrency: u16,
+    /// A request waiting longer than this gets a `StillPending` Warning Event.
+    pub pending_warning_after: Duration,
     pub admin_addr: SocketAddr,
     pub lease: LeaseConfig,
     pub cluster: ClusterConfig,

@@ -21,6 +21,7 @@ pub mod leader;
 pub mod leadership;
 pub mod metrics;
 pub mod pcr;
+pub mod pending;
 pub mod reconcile;
 pub mod retry;
 pub mod supervisor;

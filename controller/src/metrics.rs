@@ -2,9 +2,11 @@
 //!
 //! | metric | labels | meaning |
 //! |---|---|---|
-//! | `podcert_requests_total` | `outcome` (issued, denied), `key_type`, `reason` | status writes that landed |
-//! | `podcert_request_age_seconds` | | from the PCR's creationTimestamp to our status write |
-//! | `podcert_reconcile_errors_total` | `error` | transient failures, retried |
+//! | `podcert_requests_total` | `outcome` (issued, denied), `key_type`, `reason` | status writes that landed; `key_type` is the requested key's type, for denials too (`unknown` only when the key cannot be read) |
+//! | `podcert_request_latency_seconds` | `outcome` | from the PCR's creationTimestamp to our status write landing |
+//! | `podcert_pending_requests` | | requests for our signer still waiting for a status (leader only; 0 elsewhere) |
+//! | `podcert_oldest_pending_request_seconds` | | age of the oldest of them (0 when none waits) |
+//! | `podcert_reconcile_errors_total` | `error` (issue, write_status, sign_forbidden) | transient failures, retried; `sign_forbidden`: status writes refused for lack of the `sign` grant |
 //! | `podcert_ca_not_after_seconds` | `role` (root, next_root, intermediate) | each CA's notAfter, Unix seconds: the active root, the root prepared to replace it (during a rotation), the signing intermediate (on the leader) |
 //! | `podcert_ca_rotations_total` | `role` (root, intermediate) | roots activated and intermediates made by this process |
 //! | `podcert_leader` | | 1 while this replica holds the Lease |
@@ -30,8 +32,18 @@ pub struct OutcomeLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LatencyLabels {
+    pub outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub error: &'static str,
+}
+
+impl ErrorLabels {
+    /// Every `error` label value ([`crate::reconcile::Error::metric_label`]).
+    pub const ALL: [&'static str; 3] = ["issue", "write_status", "sign_forbidden"];
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -62,7 +74,9 @@ pub struct TaskLabels {
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<OutcomeLabels, Counter>,
-    pub request_age: Histogram,
+    pub request_latency: Family<LatencyLabels, Histogram>,
+    pub pending: Gauge<i64, AtomicI64>,
+    pub oldest_pending: Gauge<i64, AtomicI64>,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub ca_not_after: Family<RoleLabels, Gauge<i64, AtomicI64>>,
     pub ca_rotations: Family<RoleLabels, Counter>,
@@ -83,13 +97,32 @@ impl Default for Metrics {
             requests.clone(),
         );
         // creationTimestamp has whole-second resolution; buckets from 0.25 s to ~17 min.
-        let request_age = Histogram::new(exponential_buckets(0.25, 2.0, 13));
+        let request_latency =
+            Family::<LatencyLabels, Histogram>::new_with_constructor(|| -> Histogram {
+                Histogram::new(exponential_buckets(0.25, 2.0, 13))
+            });
         registry.register(
-            "request_age_seconds",
-            "Age of the request (from creationTimestamp) when its status was written",
-            request_age.clone(),
+            "request_latency_seconds",
+            "From the request's creationTimestamp to its status write landing, by outcome",
+            request_latency.clone(),
+        );
+        let pending = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "pending_requests",
+            "Requests for this signer waiting for a status (reported by the leader)",
+            pending.clone(),
+        );
+        let oldest_pending = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "oldest_pending_request_seconds",
+            "Age of the oldest request waiting for a status (reported by the leader)",
+            oldest_pending.clone(),
         );
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
+        // Every error series exists from the start, so rates and alerts see a zero, not nothing.
+        for error in ErrorLabels::ALL {
+            let _ = reconcile_errors.get_or_create(&ErrorLabels { error });
+        }
         registry.register(
             "reconcile_errors",
             "Transient reconcile failures (retried)",
@@ -102,6 +135,9 @@ impl Default for Metrics {
             ca_not_after.clone(),
         );
         let ca_rotations = Family::<RoleLabels, Counter>::default();
+        for role in [RoleLabels::ROOT, RoleLabels::INTERMEDIATE] {
+            let _ = ca_rotations.get_or_create(&role);
+        }
         registry.register(
             "ca_rotations",
             "Roots activated and signing intermediates made, by role",
@@ -144,7 +180,9 @@ impl Default for Metrics {
             ca_secret_usable,
             task_failures,
             requests,
-            request_age,
+            request_latency,
+            pending,
+            oldest_pending,
             reconcile_errors,
             ca_not_after,
             ca_rotations,
@@ -189,13 +227,19 @@ mod tests {
             })
             .inc();
         m.ca_not_after.get_or_create(&RoleLabels::ROOT).set(7);
+        m.request_latency
+            .get_or_create(&LatencyLabels { outcome: "issued" })
+            .observe(0.3);
         m.ca_rotations
             .get_or_create(&RoleLabels::INTERMEDIATE)
             .inc();
         let text = m.encode();
         for name in [
             "podcert_requests_total{outcome=\"issued\",key_type=\"ECDSAP256\",reason=\"Issued\"} 1",
-            "podcert_request_age_seconds_bucket",
+            "podcert_request_latency_seconds_bucket",
+            "podcert_pending_requests 0",
+            "podcert_oldest_pending_request_seconds 0",
+            "podcert_reconcile_errors_total{error=\"sign_forbidden\"} 0",
             "podcert_reconcile_errors_total{error=\"write_status\"} 1",
             "podcert_ca_not_after_seconds{role=\"root\"} 7",
             "podcert_ca_rotations_total{role=\"intermediate\"} 1",

@@ -19,11 +19,11 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
-use signer_core::{Decision, IssueError, Signer};
+use signer_core::{Decision, IssueError, KeyType, Signer};
 use tokio::sync::watch;
 use tracing::{debug, info, instrument, warn};
 
-use crate::metrics::{ErrorLabels, Metrics, OutcomeLabels};
+use crate::metrics::{ErrorLabels, LatencyLabels, Metrics, OutcomeLabels};
 use crate::pcr::{Pcr, Unreadable, is_terminal, status_for, to_request};
 use crate::retry::Failures;
 
@@ -50,7 +50,7 @@ pub struct Context {
 }
 
 impl Context {
-    fn key(pcr: &Pcr) -> RequestKey {
+    pub fn key(pcr: &Pcr) -> RequestKey {
         (
             pcr.namespace().unwrap_or_default(),
             pcr.name_any(),
@@ -113,9 +113,13 @@ pub async fn reconcile(pcr: Arc<Pcr>, ctx: Arc<Context>) -> Result<Action, Error
     }
     let signer = ctx.signer.borrow().clone();
     let now = ctx.clock.now();
-    let decision = match to_request(&pcr, &ctx.pcr_resource.version) {
-        Ok(request) => signer.decide(&request, now)?,
-        Err(Unreadable::Deny(denial)) => Decision::Deny(denial),
+    // The requested key's type labels the decision's metric, denials included.
+    let (decision, key_type) = match to_request(&pcr, &ctx.pcr_resource.version) {
+        Ok(request) => (
+            signer.decide(&request, now)?,
+            request.key_material.claimed_key_type(),
+        ),
+        Err(Unreadable::Deny(denial)) => (Decision::Deny(denial), None),
         Err(Unreadable::KeyMaterialNotServed) => {
             not_served(&pcr, &ctx).await;
             return Ok(Action::await_change());
@@ -171,28 +175,27 @@ pub async fn reconcile(pcr: Arc<Pcr>, ctx: Arc<Context>) -> Result<Action, Error
         .creation_timestamp()
         .map(|t| (k8s_openapi::jiff::Timestamp::now() - t.0).get_milliseconds() as f64 / 1000.0)
         .unwrap_or(0.0);
-    ctx.metrics.request_age.observe(age.max(0.0));
+    let (outcome, reason) = match &decision {
+        Decision::Issue(_) => ("issued", "Issued"),
+        Decision::Deny(d) => ("denied", d.reason.as_str()),
+    };
+    ctx.metrics
+        .request_latency
+        .get_or_create(&LatencyLabels { outcome })
+        .observe(age.max(0.0));
+    ctx.metrics
+        .requests
+        .get_or_create(&OutcomeLabels {
+            outcome,
+            key_type: key_type.map_or("unknown", KeyType::as_str),
+            reason,
+        })
+        .inc();
     match &decision {
         Decision::Issue(i) => {
-            ctx.metrics
-                .requests
-                .get_or_create(&OutcomeLabels {
-                    outcome: "issued",
-                    key_type: i.key_type.as_str(),
-                    reason: "Issued",
-                })
-                .inc();
             info!(key_type = %i.key_type, spiffe_id = %i.spiffe_id, serial = %i.serial_hex, outcome = "issued", "issued");
         }
         Decision::Deny(d) => {
-            ctx.metrics
-                .requests
-                .get_or_create(&OutcomeLabels {
-                    outcome: "denied",
-                    key_type: "unknown",
-                    reason: d.reason.as_str(),
-                })
-                .inc();
             info!(reason = %d.reason, message = %d.message, outcome = "denied", "denied");
             publish(
                 &ctx,
@@ -239,7 +242,13 @@ async fn not_served(pcr: &Pcr, ctx: &Context) {
     .await;
 }
 
-async fn publish(ctx: &Context, pcr: &Pcr, type_: EventType, reason: &str, note: String) {
+pub(crate) async fn publish(
+    ctx: &Context,
+    pcr: &Pcr,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
     let event = Event {
         type_,
         reason: reason.into(),

@@ -105,6 +105,15 @@ impl<K: Hash + Eq + Clone> Failures<K> {
             .remove(key);
     }
 
+    /// Whether `key` failed and has not succeeded or been forgotten since.
+    pub fn contains(&self, key: &K) -> bool {
+        self.state
+            .lock()
+            .expect("failures lock")
+            .backoffs
+            .contains_key(key)
+    }
+
     pub fn len(&self) -> usize {
         self.state.lock().expect("failures lock").backoffs.len()
     }

@@ -4,11 +4,12 @@
 //! [`run`] first settles the CA: the root this process holds, or — on a fresh install only —
 //! a new one it generates and stores create-only (see [`crate::ca`]). It publishes the roots
 //! in the trust bundle before anything is signed under them, makes the term's own signing
-//! intermediate in memory ([`SigningCa`]), then runs three tasks: `ca` (renew the
+//! intermediate in memory ([`SigningCa`]), then runs four tasks: `ca` (renew the
 //! intermediate half-way through its life; follow the [`CaView`]: publish new roots and then
 //! sign under them, put a missing Secret back from memory; take the root rotation's steps
 //! ([`crate::ca::rotation`]); repair trust-bundle drift), `readiness` (report ready once the
-//! request cache has synced) and `controller` (kube-runtime's `Controller` driving
+//! request cache has synced), `pending` (count the requests waiting and warn on those waiting
+//! too long, [`crate::pending`]) and `controller` (kube-runtime's `Controller` driving
 //! [`crate::reconcile`]). The term ends when its token is cancelled (leadership lost, or
 //! shutdown) or when a task fails; either way every task stops within [`GRACE`], so a term
 //! can never outlive its leadership.
@@ -146,6 +147,11 @@ async fn run_term(parts: &Arc<Parts>, token: &CancellationToken) -> TermEnd {
         "readiness",
         Lifetime::OneShot,
         report_ready(cache, parts.health.clone(), token.clone()),
+    );
+    tasks.spawn(
+        "pending",
+        Lifetime::UntilCancelled,
+        crate::pending::watch(context.clone(), config.pending_warning_after, token.clone()),
     );
     tasks.spawn(
         "controller",

@@ -84,6 +84,22 @@ fn verify_proof<'a>(
     }
 }
 
+impl KeyMaterial {
+    /// The key type the request names, read without verifying anything: for metrics and logs
+    /// of requests that are denied (a denied request's key may be of any type, or unreadable:
+    /// then `None`). Never a basis for a decision — [`verify_possession`] is.
+    pub fn claimed_key_type(&self) -> Option<KeyType> {
+        check_sizes(self).ok()?;
+        let spki_der = match self {
+            KeyMaterial::Pkix { spki_der, .. } => spki_der.as_slice(),
+            KeyMaterial::StubCsr { der } => StubCsr::decode(der).ok()?.spki_der,
+        };
+        SubjectKey::from_spki_der(spki_der)
+            .ok()
+            .map(|k| k.key_type())
+    }
+}
+
 fn classify<'a>(
     key: Result<SubjectKey<'a>, key::UnsupportedKey>,
     allowed: &[KeyType],

@@ -50,6 +50,8 @@ fn request(ns: &str, sa: &str, key_material: KeyMaterial) -> Request {
 }
 
 fn assert_denied(req: &Request) {
+    // Metrics read the claimed key type of every denied request: it must never panic either.
+    let _ = req.key_material.claimed_key_type();
     match signer().decide(req, SystemTime::now()) {
         Ok(Decision::Deny(_)) => {}
         other => panic!("expected a denial, got {other:?}"),
@@ -69,6 +71,27 @@ fn the_valid_csr_used_below_is_issued() {
         signer().decide(&req, SystemTime::now()),
         Ok(Decision::Issue(_))
     ));
+}
+
+#[test]
+fn a_denied_request_still_names_its_key_type_when_its_key_is_readable() {
+    // Denied for its service account name, before the proof is checked.
+    let req = request(
+        "ns",
+        "Not_A_Name",
+        KeyMaterial::StubCsr {
+            der: valid_csr().to_vec(),
+        },
+    );
+    assert_denied(&req);
+    assert_eq!(
+        req.key_material.claimed_key_type(),
+        Some(KeyType::EcdsaP256)
+    );
+    let garbage = KeyMaterial::StubCsr {
+        der: b"not a CSR".to_vec(),
+    };
+    assert_eq!(garbage.claimed_key_type(), None);
 }
 
 proptest! {

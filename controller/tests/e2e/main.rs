@@ -14,6 +14,7 @@ mod hsm;
 mod issuance;
 mod leadership;
 mod lifecycle;
+mod observability;
 mod refresh;
 mod reliability;
 mod versions;

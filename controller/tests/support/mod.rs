@@ -508,3 +508,6 @@ pub async fn heavy_scenario() -> tokio::sync::MutexGuard<'static, ()> {
     static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     HEAVY.lock().await
 }
+
+/// How often the leader looks at its waiting requests (`podcert_signer::pending::EVERY`).
+pub const PENDING_LOOK: Duration = podcert_signer::pending::EVERY;

@@ -1,0 +1,81 @@
+//! Requests still waiting: how many, how old the oldest, and a word on each that waits too long.
+//!
+//! The leader's term runs [`watch`]: every [`EVERY`] it reads the request cache, sets
+//! `podcert_pending_requests` and `podcert_oldest_pending_request_seconds`, and puts a Warning
+//! Event `StillPending` on each request still without a status after
+//! `--pending-warning-after` — once per request per term — saying whether the signer is
+//! retrying it after errors or has not reached it yet. That is what `kubectl describe
+//! podcertificaterequest` and `podcert-signer status` show an operator whose pod waits. Both
+//! gauges drop to 0 when the term ends: only a leader knows.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::runtime::events::EventType;
+use tokio_util::sync::CancellationToken;
+
+use crate::pcr::is_terminal;
+use crate::reconcile::{Context, publish};
+
+/// How often the cache is read.
+pub const EVERY: Duration = Duration::from_secs(2);
+
+/// Runs until `token` is cancelled.
+pub async fn watch(ctx: Arc<Context>, warn_after: Duration, token: CancellationToken) {
+    let mut warned = HashSet::new();
+    let mut tick = tokio::time::interval(EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = token.cancelled() => break,
+        }
+        look(&ctx, warn_after, &mut warned).await;
+    }
+    ctx.metrics.pending.set(0);
+    ctx.metrics.oldest_pending.set(0);
+}
+
+/// One look at the cache: the gauges, and an Event for each request newly waiting too long.
+async fn look(ctx: &Context, warn_after: Duration, warned: &mut HashSet<String>) {
+    let now = Timestamp::now();
+    let mut waiting = 0;
+    let mut oldest = Duration::ZERO;
+    let mut overdue = Vec::new();
+    let mut seen = HashSet::new();
+    for pcr in ctx.cache.state() {
+        if is_terminal(&pcr) || pcr.spec.signer_name != ctx.signer_name {
+            continue;
+        }
+        waiting += 1;
+        let age = pcr
+            .creation_timestamp()
+            .and_then(|t| Duration::try_from(now - t.0).ok())
+            .unwrap_or_default();
+        oldest = oldest.max(age);
+        let uid = pcr.uid().unwrap_or_default();
+        if age >= warn_after && !warned.contains(&uid) {
+            overdue.push((pcr, age));
+        }
+        seen.insert(uid);
+    }
+    ctx.metrics.pending.set(waiting);
+    ctx.metrics
+        .oldest_pending
+        .set(i64::try_from(oldest.as_secs()).unwrap_or(i64::MAX));
+    // Requests that were answered or deleted are forgotten.
+    warned.retain(|uid| seen.contains(uid));
+    for (pcr, age) in overdue {
+        let why = if ctx.failures.contains(&Context::key(&pcr)) {
+            "the signer is retrying it after transient errors (see podcert_reconcile_errors_total and the signer's log)"
+        } else {
+            "the leader has it queued but has not decided it yet (a backlog: see podcert_pending_requests)"
+        };
+        let note = format!("no status after {}s: {why}", age.as_secs());
+        publish(ctx, &pcr, EventType::Warning, "StillPending", note).await;
+        warned.insert(pcr.uid().unwrap_or_default());
+    }
+}

@@ -1,0 +1,250 @@
+//! What an operator watches, proven with the real tools: the alert rules pass `promtool`'s
+//! own checks and unit tests (one firing and one quiet case per alert); a real Prometheus
+//! scrapes a working signer and every query of the Grafana dashboard returns data; requests
+//! that wait too long are counted and get a `StillPending` Event.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use podcert_tests::apiserver::ServerOptions;
+use podcert_tests::kubelet::{Format, PodRequest, Tamper};
+use podcert_tests::oracles::promtool_binary;
+use podcert_tests::prometheus::Prometheus;
+use serde_json::Value;
+
+use crate::support::*;
+
+fn monitoring(file: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../monitoring")
+        .join(file)
+}
+
+fn yaml(file: &str) -> Value {
+    serde_saphyr::from_str(&std::fs::read_to_string(monitoring(file)).unwrap()).unwrap()
+}
+
+fn promtool(args: &[&str]) {
+    let out = Command::new(promtool_binary())
+        .args(args)
+        .current_dir(monitoring(""))
+        .output()
+        .expect("promtool runs");
+    assert!(
+        out.status.success(),
+        "promtool {args:?}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn every_alert_passes_promtool_and_has_a_firing_and_a_quiet_unit_test() {
+    promtool(&["check", "rules", "alerts.yaml"]);
+    promtool(&["test", "rules", "alerts_test.yaml"]);
+
+    let alerts: BTreeSet<String> = yaml("alerts.yaml")["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap())
+        .filter_map(|r| r["alert"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(alerts.len(), 5, "{alerts:?}");
+    let tests = yaml("alerts_test.yaml");
+    let cases: Vec<(String, bool)> = tests["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["alert_rule_test"].as_array().unwrap())
+        .map(|c| {
+            let fires = c["exp_alerts"].as_array().is_some_and(|a| !a.is_empty());
+            (c["alertname"].as_str().unwrap().to_string(), fires)
+        })
+        .collect();
+    for alert in &alerts {
+        for fires in [true, false] {
+            assert!(
+                cases.contains(&(alert.clone(), fires)),
+                "alerts_test.yaml has no case where {alert} {}",
+                if fires { "fires" } else { "stays quiet" }
+            );
+        }
+    }
+}
+
+/// Every panel query of the dashboard, with Grafana's `$__rate_interval` as Grafana would
+/// set it for this test's 1 s scrape interval.
+fn dashboard_queries() -> Vec<(String, String)> {
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string(monitoring("dashboard.json")).unwrap())
+            .unwrap();
+    dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| {
+            let title = p["title"].as_str().unwrap().to_string();
+            p["targets"].as_array().unwrap().iter().map(move |t| {
+                (
+                    title.clone(),
+                    t["expr"]
+                        .as_str()
+                        .unwrap()
+                        .replace("$__rate_interval", "1m"),
+                )
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_prometheus_scrapes_the_signer_and_every_dashboard_query_returns_data() {
+    let (cluster, signer) = ready_cluster().await;
+    let prometheus = Prometheus::start(
+        &[format!("127.0.0.1:{}", signer.admin_port)],
+        &[&monitoring("alerts.yaml")],
+    )
+    .await;
+    let tracker = cluster.tracker("v1beta1");
+
+    // Issued for every key type in both formats, and denied for several reasons — with a
+    // readable key of a known type, and with a key of a type the API does not admit.
+    let issued = all_key_types("observed");
+    let denied: Vec<PodRequest> = [
+        ("ECDSAP256", Format::Pkix, Tamper::ForgedProof),
+        ("ED25519", Format::Csr, Tamper::UnknownAnnotation),
+        ("RSA2048", Format::Pkix, Tamper::None),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, (kt, format, tamper))| {
+        let mut p = PodRequest::new("observed", &format!("bad-{i}"), "sa", kt, format);
+        p.tamper = tamper;
+        p
+    })
+    .collect();
+    let mut created = cluster
+        .kubelet("v1beta1")
+        .create_all(&issued, 4)
+        .await
+        .unwrap();
+    created.extend(
+        cluster
+            .unchecked_kubelet("v1beta1")
+            .create_all(&denied, 4)
+            .await
+            .unwrap(),
+    );
+    let outcomes = tracker.wait_all(&created, Duration::from_secs(60)).await;
+    assert_eq!(count_issued(&outcomes), issued.len());
+
+    // Prometheus has scraped the signer since every decision landed.
+    let total = created.len() as f64;
+    let mut seen = 0.0;
+    for _ in 0..100 {
+        let r = prometheus.query("sum(podcert_requests_total)").await;
+        seen = r[0]["value"][1]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        if seen == total {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(seen, total, "log:\n{}", prometheus.log());
+    // Two more scrapes, so every rate has samples on both sides of the traffic.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let queries = dashboard_queries();
+    assert!(queries.len() >= 12, "{queries:?}");
+    for (panel, expr) in &queries {
+        let result = prometheus.query(expr).await;
+        assert!(
+            result.as_array().is_some_and(|r| !r.is_empty()),
+            "dashboard panel {panel:?}: {expr} returned no data"
+        );
+    }
+
+    // Denials carry the requested key type whenever the key can be read.
+    let denial = |labels: &str| format!("podcert_requests_total{{outcome=\"denied\",{labels}}}");
+    for labels in [
+        "key_type=\"ECDSAP256\",reason=\"InvalidProofOfPossession\"",
+        "key_type=\"ED25519\",reason=\"InvalidUnverifiedUserAnnotations\"",
+        "key_type=\"unknown\",reason=\"UnsupportedKeyType\"",
+    ] {
+        let r = prometheus.query(&denial(labels)).await;
+        assert_eq!(r[0]["value"][1], "1", "{labels}: {r}");
+    }
+    // Nothing waits, and exactly one replica leads.
+    for (expr, want) in [
+        ("max(podcert_pending_requests)", "0"),
+        ("sum(podcert_leader)", "1"),
+    ] {
+        assert_eq!(prometheus.query(expr).await[0]["value"][1], want, "{expr}");
+    }
+    // Prometheus loaded every alert rule and evaluates it without error.
+    let rules = prometheus.api("rules").await;
+    let health: Vec<(String, String)> = rules["groups"][0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().into(),
+                r["health"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(health.len(), 5, "{rules:#}");
+    assert!(health.iter().all(|(_, h)| h == "ok"), "{health:?}");
+}
+
+/// Requests the signer cannot answer (key material a v1-only cluster does not serve) are
+/// counted as pending with the age of the oldest, and each gets one `StillPending` Event once
+/// it has waited longer than `--pending-warning-after`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_waiting_too_long_are_counted_and_get_a_still_pending_event() {
+    let cluster = Cluster::start(ServerOptions::v1_only()).await;
+    let signer = cluster.signer("a", &["--pending-warning-after", "2s"]);
+    signer.wait_ready(Duration::from_secs(30)).await;
+    let stuck: Vec<_> = all_key_types("stuck")
+        .into_iter()
+        .filter(|p| p.format == Format::Pkix)
+        .take(2)
+        .collect();
+    for (i, (mut body, _)) in cluster
+        .kubelet("v1beta1")
+        .bodies(&stuck)
+        .into_iter()
+        .enumerate()
+    {
+        body["metadata"]["name"] = format!("req-stuck-{i}").into();
+        body["metadata"]["uid"] = format!("uid-stuck-{i}").into();
+        cluster.server.put("podcertificaterequests", "stuck", body);
+    }
+    let events = cluster
+        .wait_for_events("StillPending", 2, Duration::from_secs(20))
+        .await;
+    for e in &events {
+        assert_eq!(e["type"], "Warning", "{e:#}");
+        assert!(
+            e["note"].as_str().unwrap().starts_with("no status after "),
+            "{e:#}"
+        );
+        assert_eq!(e["regarding"]["namespace"], "stuck", "{e:#}");
+    }
+    assert_eq!(signer.metric("podcert_pending_requests").await, Some(2.0));
+    assert!(
+        signer
+            .metric("podcert_oldest_pending_request_seconds")
+            .await
+            .is_some_and(|age| age >= 2.0)
+    );
+    // Once per request: a few more looks add no Event.
+    tokio::time::sleep(crate::support::PENDING_LOOK * 2).await;
+    assert_eq!(cluster.occurrences("StillPending"), 2);
+}
