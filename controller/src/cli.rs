@@ -19,10 +19,23 @@ use crate::config::{
     Pin, TokenConfig,
 };
 
+/// What to do besides signing.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Why is my pod stuck? Lists PodCertificateRequests (of a namespace, or one pod) with
+    /// their state, age, reason and message, then the signer's leader, CA Secret and trust
+    /// bundle. Reads the cluster the signer's flags name; writes nothing.
+    Status(crate::status::Query),
+}
+
 /// Kubernetes PodCertificateRequest signer issuing SPIFFE X.509-SVIDs.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "podcert-signer", version, about)]
 pub struct Args {
+    /// Run the signer (no subcommand), or a subcommand with the same settings.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// The signerName this signer serves, `<domain>/<path>` (not under kubernetes.io).
     #[arg(long, env = "PODCERT_SIGNER_NAME")]
     pub signer_name: String,

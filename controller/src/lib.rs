@@ -9,7 +9,8 @@
 //! a time while elected. A term settles the CA, publishes its roots and drives the
 //! kube-runtime `Controller`, whose [`reconcile`] turns each request ([`pcr`]) into one
 //! status write. [`supervisor`] and [`retry`] are the two mechanisms everything shares;
-//! [`clock`] is the certificate clock (compressed only in lifecycle tests).
+//! [`clock`] is the certificate clock (compressed only in lifecycle tests). [`status`] is
+//! the `status` subcommand: an operator's view of waiting requests and of the signer.
 
 pub mod admin;
 pub mod ca;
@@ -24,6 +25,7 @@ pub mod pcr;
 pub mod pending;
 pub mod reconcile;
 pub mod retry;
+pub mod status;
 pub mod supervisor;
 pub mod telemetry;
 pub mod term;
@@ -58,6 +60,9 @@ pub enum Error {
 
 /// Parses, validates and runs; the exit code is 2 for a bad flag, 1 for a failure.
 pub async fn run(args: Args) -> ExitCode {
+    if let Some(cli::Command::Status(query)) = &args.command {
+        return status(&args, query).await;
+    }
     let config = match args
         .config()
         .and_then(|c| telemetry::init_logging(&c.log).map(|()| c))
@@ -73,6 +78,27 @@ pub async fn run(args: Args) -> ExitCode {
         Err(e) => {
             error!(error = %e, "podcert-signer stopped");
             eprintln!("podcert-signer: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `podcert-signer status`: prints the report; 1 if the cluster cannot be read.
+async fn status(args: &Args, query: &status::Query) -> ExitCode {
+    let config = match args.config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("podcert-signer: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match status::report(&config, query).await {
+        Ok(report) => {
+            print!("{}", report.render());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("podcert-signer status: {e}");
             ExitCode::FAILURE
         }
     }

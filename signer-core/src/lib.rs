@@ -55,7 +55,7 @@ pub mod spiffe;
 pub mod time;
 pub mod x509;
 
-pub use ca::{Ca, CaError, CaKey, CaKeyType, CaPem, CaProfile, KeyDevice};
+pub use ca::{Ca, CaError, CaKey, CaKeyType, CaPem, CaProfile, CertSummary, KeyDevice};
 pub use key::{KeyType, SubjectKey};
 pub use pem_reader::PemProblem;
 pub use policy::{ConfigError, Policy, PolicyConfig, Validity};

@@ -248,3 +248,99 @@ async fn requests_waiting_too_long_are_counted_and_get_a_still_pending_event() {
     tokio::time::sleep(crate::support::PENDING_LOOK * 2).await;
     assert_eq!(cluster.occurrences("StillPending"), 2);
 }
+
+/// `podcert-signer status`, run as an operator would with the signer's flags and an admin
+/// kubeconfig: one pod's requests, each with its state and why, then the signer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_says_why_a_pods_requests_wait_and_how_the_signer_is() {
+    let cluster = Cluster::start(ServerOptions::v1_only()).await;
+    let mut signer = cluster.signer("a", &[]);
+    signer.wait_ready(Duration::from_secs(30)).await;
+    let tracker = cluster.tracker("v1");
+    // Pod `web`: one request issued, one denied; one a 1.35 kubelet filed, which a v1-only
+    // cluster does not serve the key material of (it waits). Pod `other` is not asked about.
+    let issued = PodRequest::new("shop", "web", "web", "ECDSAP256", Format::Csr);
+    let mut denied = PodRequest::new("shop", "web", "web", "ED25519", Format::Csr);
+    denied.tamper = Tamper::UnknownAnnotation;
+    let other = PodRequest::new("shop", "other", "other", "ECDSAP256", Format::Csr);
+    let mut created = cluster
+        .kubelet("v1")
+        .create_all(&[issued, other], 2)
+        .await
+        .unwrap();
+    created.extend(
+        cluster
+            .unchecked_kubelet("v1")
+            .create_all(&[denied], 1)
+            .await
+            .unwrap(),
+    );
+    let waiting = PodRequest::new("shop", "web", "web", "ED25519", Format::Pkix);
+    let (mut body, _) = cluster.kubelet("v1beta1").bodies(&[waiting]).remove(0);
+    body["metadata"]["name"] = "web-waiting".into();
+    body["metadata"]["uid"] = "uid-web-waiting".into();
+    cluster.server.put("podcertificaterequests", "shop", body);
+    tracker.wait_all(&created, Duration::from_secs(30)).await;
+    cluster
+        .wait_for_event("KeyMaterialNotServed", Duration::from_secs(20))
+        .await;
+
+    let status = |query: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_podcert-signer"))
+            .args(["--signer-name", SIGNER, "--kubeconfig"])
+            .arg(&cluster.kubeconfig)
+            .arg("status")
+            .args(query)
+            .env_remove("KUBECONFIG")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = status(&["--namespace", "shop", "--pod", "web"]);
+    let row = |state: &str| {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("shop ") && l.contains(&format!(" {state} ")))
+            .unwrap_or_else(|| panic!("no {state} row in\n{text}"));
+        line.split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(row("Issued")[2..5], ["web", SIGNER, "Issued"], "{text}");
+    assert_eq!(
+        row("Denied")[6],
+        "InvalidUnverifiedUserAnnotations",
+        "{text}"
+    );
+    assert_eq!(row("Pending")[6], "KeyMaterialNotServed", "{text}");
+    // The message under the waiting request says what to do.
+    assert!(
+        text.contains("Enable certificates.k8s.io/v1beta1"),
+        "{text}"
+    );
+    assert!(
+        !text.contains(" other "),
+        "another pod's request shown:\n{text}"
+    );
+    for line in [
+        "  leader:       signer-a (Lease podcert-signer/podcert-signer, renewed ",
+        "  CA Secret:    podcert-signer/podcert-signer-ca: present; no rotation under way",
+        "  trust bundle: example.com:spiffe:ca: 1 root(s)",
+    ] {
+        assert!(text.contains(line), "{line:?} missing from\n{text}");
+    }
+
+    // With the signer gone, its Lease runs out and status says there is no leader.
+    signer.kill();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let text = status(&[]);
+    assert!(
+        text.contains(
+            "  leader:       none: signer-a's Lease podcert-signer/podcert-signer expired"
+        ),
+        "{text}"
+    );
+    // Every namespace: pod `other` too.
+    assert!(text.contains(" other "), "{text}");
+}

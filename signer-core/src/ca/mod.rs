@@ -156,6 +156,31 @@ impl fmt::Debug for Ca {
     }
 }
 
+/// What an operator reads of a published CA certificate: its subject and validity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertSummary {
+    pub subject: String,
+    /// notBefore, Unix seconds.
+    pub not_before: i64,
+    /// notAfter, Unix seconds.
+    pub not_after: i64,
+}
+
+/// Every certificate of `pem_text` (a trust bundle, a `tls.crt`), in order, summarised.
+pub fn summarize(pem_text: &str) -> Result<Vec<CertSummary>, CaError> {
+    parse_certs(pem_text, CaError::Certificate)?
+        .iter()
+        .map(|c| {
+            let x = c.parse()?;
+            Ok(CertSummary {
+                subject: x.subject().to_string(),
+                not_before: x.validity().not_before.timestamp(),
+                not_after: x.validity().not_after.timestamp(),
+            })
+        })
+        .collect()
+}
+
 struct ParsedCert {
     der: Vec<u8>,
 }
@@ -463,6 +488,21 @@ mod tests {
             assert!(ca.intermediates_pem().is_empty());
             assert!(!format!("{pem:?}{ca:?}").contains("PRIVATE"));
         }
+    }
+
+    #[test]
+    fn a_bundle_is_summarised_certificate_by_certificate() {
+        let (a, b) = (new_ca(CaKeyType::EcdsaP256), new_ca(CaKeyType::Ed25519));
+        let ca = Ca::from_pem(&a.cert_pem, &a.key_pem, None).unwrap();
+        let summary = summarize(&format!("{}{}", a.cert_pem, b.cert_pem)).unwrap();
+        assert_eq!(summary.len(), 2);
+        assert_eq!(summary[0].subject, ca.subject());
+        assert_eq!(summary[0].not_after, ca.not_after_unix());
+        assert!(summary[0].not_before < summary[0].not_after);
+        assert!(matches!(
+            summarize(&a.key_pem),
+            Err(CaError::Certificate(_))
+        ));
     }
 
     #[test]
