@@ -1,5 +1,7 @@
-//! manifests/: what `kubectl apply -k manifests/` would create is well-formed, and its RBAC
-//! allows exactly the calls the controller makes.
+//! manifests/ and charts/podcert-signer: what `kubectl apply -k manifests/` and `helm install`
+//! would create is well-formed and the same with the chart's default values, the chart's
+//! values reach the objects they name, and the RBAC of both allows exactly the calls the
+//! controller makes.
 
 mod support;
 
@@ -13,6 +15,96 @@ use support::*;
 
 fn rendered() -> Vec<Value> {
     rendered_manifests().to_vec()
+}
+
+/// Both ways to install, rendered with their defaults: kustomize and real Helm.
+fn renderings() -> [(&'static str, Vec<Value>); 2] {
+    [
+        ("manifests/", rendered()),
+        ("charts/podcert-signer", rendered_chart(&[])),
+    ]
+}
+
+fn by_kind_and_name(mut objects: Vec<Value>) -> Vec<Value> {
+    objects.sort_by_key(|o| (o["kind"].to_string(), o["metadata"]["name"].to_string()));
+    objects
+}
+
+#[test]
+fn the_chart_with_default_values_renders_exactly_the_kustomize_base() {
+    let kustomized = by_kind_and_name(rendered());
+    let charted = by_kind_and_name(rendered_chart(&[]));
+    assert_eq!(kustomized.len(), charted.len());
+    for (k, h) in kustomized.iter().zip(&charted) {
+        assert_eq!(
+            k, h,
+            "{} {}: manifests/ and the chart differ",
+            k["kind"], k["metadata"]["name"]
+        );
+    }
+}
+
+#[test]
+fn the_charts_values_reach_the_objects_they_name() {
+    let objects = rendered_chart(&[
+        ("signerName", "pki.example.net/workloads"),
+        ("trustDomain", "prod.example.net"),
+        ("replicas", "3"),
+        ("image.repository", "registry.example.net/podcert-signer"),
+        ("image.tag", "9.9.9"),
+        ("resources.limits.memory", "256Mi"),
+        ("ca.secretName", "root-ca"),
+        ("ca.nameConstraints", "false"),
+        ("ca.validity", "730d"),
+        ("namespace.create", "false"),
+    ]);
+    let find = |kind: &str| objects.iter().find(|o| o["kind"] == kind).unwrap();
+    let config = &find("ConfigMap")["data"];
+    assert_eq!(config["PODCERT_SIGNER_NAME"], "pki.example.net/workloads");
+    assert_eq!(config["PODCERT_TRUST_DOMAIN"], "prod.example.net");
+    assert_eq!(config["PODCERT_CA_NAME_CONSTRAINTS"], "false");
+    assert_eq!(config["PODCERT_CA_VALIDITY"], "730d");
+    assert!(config.get("PODCERT_CA_ROTATE_BEFORE").is_none(), "{config}");
+    // Another content, another name: the Deployment rolls when a setting changes.
+    let default_name = rendered_chart(&[])
+        .into_iter()
+        .find(|o| o["kind"] == "ConfigMap")
+        .unwrap()["metadata"]["name"]
+        .clone();
+    assert_ne!(find("ConfigMap")["metadata"]["name"], default_name);
+    let deploy = find("Deployment");
+    let c = &deploy["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(deploy["spec"]["replicas"], 3);
+    assert_eq!(c["image"], "registry.example.net/podcert-signer:9.9.9");
+    assert_eq!(c["resources"]["limits"]["memory"], "256Mi");
+    assert_eq!(c["resources"]["requests"]["memory"], "32Mi");
+    assert_eq!(
+        c["envFrom"][0]["configMapRef"]["name"],
+        find("ConfigMap")["metadata"]["name"]
+    );
+    assert!(
+        c["args"]
+            .as_array()
+            .unwrap()
+            .contains(&"--ca-secret=podcert-signer/root-ca".into()),
+        "{c}"
+    );
+    let signers = find("ClusterRole")["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["resources"][0] == "signers")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        signers["resourceNames"],
+        serde_json::json!(["pki.example.net/workloads"])
+    );
+    assert_eq!(
+        find("Role")["rules"][0]["resourceNames"],
+        serde_json::json!(["root-ca"])
+    );
+    assert!(objects.iter().all(|o| o["kind"] != "Namespace"));
 }
 
 /// Deserializes `obj` as `T` and back: a field the typed struct does not know (a typo, a wrong
@@ -30,10 +122,15 @@ fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(obj: &Value) {
 
 #[test]
 fn every_rendered_object_is_a_valid_typed_kubernetes_object() {
+    for (_, objects) in renderings() {
+        assert_typed(objects);
+    }
+}
+
+fn assert_typed(objects: Vec<Value>) {
     use k8s_openapi::api::{
         apps::v1 as apps, core::v1 as core, policy::v1 as policy, rbac::v1 as rbac,
     };
-    let objects = rendered();
     let mut kinds: Vec<&str> = objects
         .iter()
         .map(|o| o["kind"].as_str().unwrap())
@@ -73,7 +170,12 @@ fn every_rendered_object_is_a_valid_typed_kubernetes_object() {
 
 #[test]
 fn the_deployment_is_locked_down_and_configured_from_config_env() {
-    let objects = rendered();
+    for (_, objects) in renderings() {
+        assert_locked_down_and_configured(objects);
+    }
+}
+
+fn assert_locked_down_and_configured(objects: Vec<Value>) {
     let deploy = objects.iter().find(|o| o["kind"] == "Deployment").unwrap();
     let pod = &deploy["spec"]["template"]["spec"];
     let c = &pod["containers"][0];
@@ -272,8 +374,6 @@ fn single_tier_root_secret() -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rbac_allows_every_call_the_controller_makes_and_nothing_it_does_not() {
-    let objects = rendered();
-    let rbac = rules(&objects);
     // A run that exercises every path: CA creation, trust bundle, leader election, issuing,
     // denying (Event), then CA Secret deletion (recreate), trust-bundle drift (update), and
     // two root rotations (Secret updates; the second one's Events recur, so are patched).
@@ -322,74 +422,78 @@ async fn the_rbac_allows_every_call_the_controller_makes_and_nothing_it_does_not
         }
     }
 
-    let signer_name =
-        objects.iter().find(|o| o["kind"] == "ConfigMap").unwrap()["data"]["PODCERT_SIGNER_NAME"]
-            .as_str()
-            .unwrap()
-            .to_string();
-    let mut used: std::collections::BTreeSet<(String, String, String)> = Default::default();
-    for r in cluster
-        .server
-        .requests()
-        .iter()
-        .filter(|r| r.user == SIGNER_USER)
-    {
-        let Some(Attributes {
-            group,
-            resource,
-            verb,
-            namespace: ns,
-            name,
-        }) = attributes(&r.method, &r.path, &r.query)
-        else {
-            continue;
-        };
-        assert!(
-            allowed(
-                &rbac,
-                &group,
-                &resource,
-                &verb,
-                ns.as_deref(),
-                name.as_deref()
-            ),
-            "manifests/ do not allow {verb} {group}/{resource} {ns:?} {name:?} ({} {}?{})",
-            r.method,
-            r.path,
-            r.query
-        );
-        // The API server's own checks behind these writes (contract §4, §6).
-        if resource == "podcertificaterequests/status" {
-            assert!(allowed(
-                &rbac,
-                "certificates.k8s.io",
-                "signers",
-                "sign",
-                None,
-                Some(&signer_name)
-            ));
+    // Both ways to install must allow exactly these calls.
+    for (source, objects) in renderings() {
+        let rbac = rules(&objects);
+        let signer_name =
+            objects.iter().find(|o| o["kind"] == "ConfigMap").unwrap()["data"]["PODCERT_SIGNER_NAME"]
+                .as_str()
+                .unwrap()
+                .to_string();
+        let mut used: std::collections::BTreeSet<(String, String, String)> = Default::default();
+        for r in cluster
+            .server
+            .requests()
+            .iter()
+            .filter(|r| r.user == SIGNER_USER)
+        {
+            let Some(Attributes {
+                group,
+                resource,
+                verb,
+                namespace: ns,
+                name,
+            }) = attributes(&r.method, &r.path, &r.query)
+            else {
+                continue;
+            };
+            assert!(
+                allowed(
+                    &rbac,
+                    &group,
+                    &resource,
+                    &verb,
+                    ns.as_deref(),
+                    name.as_deref()
+                ),
+                "{source} does not allow {verb} {group}/{resource} {ns:?} {name:?} ({} {}?{})",
+                r.method,
+                r.path,
+                r.query
+            );
+            // The API server's own checks behind these writes (contract §4, §6).
+            if resource == "podcertificaterequests/status" {
+                assert!(allowed(
+                    &rbac,
+                    "certificates.k8s.io",
+                    "signers",
+                    "sign",
+                    None,
+                    Some(&signer_name)
+                ));
+            }
+            if resource == "clustertrustbundles" && (verb == "create" || verb == "update") {
+                assert!(allowed(
+                    &rbac,
+                    "certificates.k8s.io",
+                    "signers",
+                    "attest",
+                    None,
+                    Some(&signer_name)
+                ));
+            }
+            used.insert((group, resource, verb));
         }
-        if resource == "clustertrustbundles" && (verb == "create" || verb == "update") {
-            assert!(allowed(
-                &rbac,
-                "certificates.k8s.io",
-                "signers",
-                "attest",
-                None,
-                Some(&signer_name)
-            ));
-        }
-        used.insert((group, resource, verb));
-    }
-    // And nothing granted goes unused (apart from watch on the same resources as list).
-    for rule in &rbac {
-        for g in &rule.groups {
-            for res in rule.resources.iter().filter(|r| *r != "signers") {
-                for v in &rule.verbs {
-                    assert!(
-                        used.contains(&(g.clone(), res.clone(), v.clone())),
-                        "manifests/ grant {v} {g}/{res}, which the controller never used"
-                    );
+        // And nothing granted goes unused (apart from watch on the same resources as list).
+        for rule in &rbac {
+            for g in &rule.groups {
+                for res in rule.resources.iter().filter(|r| *r != "signers") {
+                    for v in &rule.verbs {
+                        assert!(
+                            used.contains(&(g.clone(), res.clone(), v.clone())),
+                            "{source} grants {v} {g}/{res}, which the controller never used"
+                        );
+                    }
                 }
             }
         }

