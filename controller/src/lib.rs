@@ -73,11 +73,17 @@ pub async fn run(args: Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let no_cluster_named = config.cluster.kubeconfig.is_none() && config.cluster.context.is_none();
     match run_with(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!(error = %e, "podcert-signer stopped");
             eprintln!("podcert-signer: {e}");
+            if matches!(e, Error::Start(StartError::Client(_))) && no_cluster_named {
+                eprintln!(
+                    "podcert-signer: no cluster is configured here; `scripts/demo` shows the signer at work against an in-process API server"
+                );
+            }
             ExitCode::FAILURE
         }
     }

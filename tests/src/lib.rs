@@ -3,9 +3,11 @@
 //! [`fixtures`] loads keys, proofs and stub CSRs that Go's standard library made exactly as the
 //! kubelet does; [`oracles`] runs independent verifiers over what we issue — Go's
 //! `crypto/x509` (the API server's and kubelet's parser), `openssl verify` and py-spiffe;
-//! [`prometheus`] runs a real Prometheus server over a signer's metrics.
+//! [`prometheus`] runs a real Prometheus server over a signer's metrics; [`demo`] shows the
+//! signer's main job with no cluster (`scripts/demo`).
 
 pub mod apiserver;
+pub mod demo;
 pub mod fixtures;
 pub mod kubelet;
 pub mod oracles;

@@ -9,6 +9,7 @@ mod support;
 
 mod ca;
 mod chaos;
+mod demo;
 mod faults;
 mod hsm;
 mod issuance;
