@@ -3,8 +3,8 @@
 //! The leader's term runs [`watch`]: every [`EVERY`] it reads the request cache, sets
 //! `podcert_pending_requests` and `podcert_oldest_pending_request_seconds`, and puts a Warning
 //! Event `StillPending` on each request still without a status after
-//! `--pending-warning-after` — once per request per term — saying whether the signer is
-//! retrying it after errors or has not reached it yet. That is what `kubectl describe
+//! `--pending-warning-after` — once per request per term, at most [`MAX_EVENTS_PER_LOOK`] at a
+//! time — saying whether the signer is retrying it after errors or has not reached it yet. That is what `kubectl describe
 //! podcertificaterequest` and `podcert-signer status` show an operator whose pod waits. Both
 //! gauges drop to 0 when the term ends: only a leader knows.
 
@@ -23,6 +23,10 @@ use crate::reconcile::{Context, publish};
 /// How often the cache is read.
 pub const EVERY: Duration = Duration::from_secs(2);
 
+/// At most this many `StillPending` Events per look: a signer far behind is already loading
+/// the API server, and the rest are warned about at the next looks.
+pub const MAX_EVENTS_PER_LOOK: usize = 10;
+
 /// Runs until `token` is cancelled.
 pub async fn watch(ctx: Arc<Context>, warn_after: Duration, token: CancellationToken) {
     let mut warned = HashSet::new();
@@ -33,7 +37,11 @@ pub async fn watch(ctx: Arc<Context>, warn_after: Duration, token: CancellationT
             _ = tick.tick() => {}
             _ = token.cancelled() => break,
         }
-        look(&ctx, warn_after, &mut warned).await;
+        // Publishing may wait on a slow API server: the term's end must not.
+        tokio::select! {
+            _ = look(&ctx, warn_after, &mut warned) => {}
+            _ = token.cancelled() => break,
+        }
     }
     ctx.metrics.pending.set(0);
     ctx.metrics.oldest_pending.set(0);
@@ -57,7 +65,7 @@ async fn look(ctx: &Context, warn_after: Duration, warned: &mut HashSet<String>)
             .unwrap_or_default();
         oldest = oldest.max(age);
         let uid = pcr.uid().unwrap_or_default();
-        if age >= warn_after && !warned.contains(&uid) {
+        if age >= warn_after && !warned.contains(&uid) && overdue.len() < MAX_EVENTS_PER_LOOK {
             overdue.push((pcr, age));
         }
         seen.insert(uid);
