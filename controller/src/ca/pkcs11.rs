@@ -17,7 +17,8 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError, RwLock};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
@@ -55,6 +56,10 @@ pub enum TokenError {
 /// initialised once per process and never finalised: two [`Token`]s of one module share it.
 static MODULES: LazyLock<Mutex<HashMap<PathBuf, Pkcs11>>> = LazyLock::new(Default::default);
 
+/// Every call this process makes into a module holds this for reading; [`Token::reload`]
+/// holds it for writing, so no call is under way while a module starts over.
+static CALLS: RwLock<()> = RwLock::new(());
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -83,6 +88,9 @@ pub struct Token {
     slot: Slot,
     config: TokenConfig,
     session: Mutex<Session>,
+    /// Set when this process generated or destroyed a key since the module last read the
+    /// token afresh (see [`Token::reload_if_written`]).
+    wrote: AtomicBool,
 }
 
 impl fmt::Debug for Token {
@@ -124,6 +132,7 @@ impl Token {
     /// Loads the module, finds the token labelled `config.token_label` and logs in.
     pub fn open(config: TokenConfig) -> Result<Arc<Token>, TokenError> {
         let pkcs11 = module(&config.module)?;
+        let _calls = CALLS.read().unwrap_or_else(PoisonError::into_inner);
         let slots = pkcs11
             .get_slots_with_token()
             .map_err(|source| TokenError::Call {
@@ -153,6 +162,7 @@ impl Token {
             slot,
             config,
             session: Mutex::new(session),
+            wrote: AtomicBool::new(false),
         }))
     }
 
@@ -174,6 +184,7 @@ impl Token {
         what: &'static str,
         f: impl Fn(&Session) -> Result<T, CkError>,
     ) -> Result<T, TokenError> {
+        let _calls = CALLS.read().unwrap_or_else(PoisonError::into_inner);
         let mut session = lock(&self.session);
         let result = match f(&session) {
             Err(e) if session_lost(&e) => {
@@ -187,6 +198,32 @@ impl Token {
             what,
             source,
         })
+    }
+
+    /// Makes the module read the token afresh if this process wrote to it (generated or
+    /// destroyed a key) since it last did; whether it did. A module may cache a token's
+    /// objects per process: SoftHSM2's file store, when it writes its own change, takes
+    /// another process's change made just before as seen and never indexes it — two replicas
+    /// racing on a fresh install each write a key, and the loser would not find the winner's.
+    /// `C_Finalize` and `C_Initialize` are the standard's way to start over; every session of
+    /// the module closes and is reopened at its next call.
+    pub fn reload_if_written(&self) -> Result<bool, TokenError> {
+        if !self.wrote.swap(false, Ordering::SeqCst) {
+            return Ok(false);
+        }
+        let _calls = CALLS.write().unwrap_or_else(PoisonError::into_inner);
+        let mut session = lock(&self.session);
+        let failed = |source| TokenError::Module {
+            module: self.config.module.clone(),
+            source,
+        };
+        // The library stays loaded: MODULES keeps its handle.
+        self.pkcs11.clone().finalize().map_err(failed)?;
+        self.pkcs11
+            .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+            .map_err(failed)?;
+        *session = Self::login(&self.pkcs11, self.slot, &self.config)?;
+        Ok(true)
     }
 
     /// Generates a new root key pair of `key_type` in the token, under the key label and a
@@ -220,6 +257,7 @@ impl Token {
             Attribute::Label(label),
             Attribute::Id(id.clone()),
         ];
+        self.wrote.store(true, Ordering::SeqCst);
         self.with_session("generating a key pair", |s| {
             s.generate_key_pair(&mechanism, &public, &private)
         })?;
@@ -372,6 +410,7 @@ impl TokenKey {
     /// Destroys the key pair in the token (a failure is logged: the key is then left unused).
     pub fn destroy(&self) {
         let label = self.token.config.key_label.as_bytes().to_vec();
+        self.token.wrote.store(true, Ordering::SeqCst);
         let destroyed = self
             .token
             .with_session("destroying an unused key pair", |s| {

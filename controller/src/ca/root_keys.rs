@@ -192,27 +192,36 @@ impl RootKeys {
                 "it has no {key_name} (and no PKCS#11 token is configured to hold the key of {cert_name}: --ca-pkcs11-module)"
             ));
         };
-        let keys = token.keys().map_err(|e| e.to_string())?;
-        let mut last = None;
-        for key in keys {
-            let device: Arc<dyn KeyDevice> = key.clone();
-            match Ca::from_device(&cert_pem, device, roots_pem.as_deref()) {
-                Ok(ca) => {
-                    return Ok(Root {
-                        cert_pem,
-                        roots_pem,
-                        key: StoredKey::Token(key),
-                        ca: Arc::new(ca),
-                    });
+        // Looked for again after the module has read the token afresh, if this process wrote
+        // to it: it may have missed a key another replica generated meanwhile
+        // ([`Token::reload_if_written`]).
+        for attempt in 0..2 {
+            if attempt == 1 {
+                if !token.reload_if_written().map_err(|e| e.to_string())? {
+                    break;
                 }
-                Err(CaError::Device(_)) => {}
-                // The certificate itself is at fault: no key will mend it.
-                Err(e) => last = Some(e.to_string()),
+                tracing::info!(%token, "the root's key was not among the token's keys as this process saw them; read the token afresh");
+            }
+            for key in token.keys().map_err(|e| e.to_string())? {
+                let device: Arc<dyn KeyDevice> = key.clone();
+                match Ca::from_device(&cert_pem, device, roots_pem.as_deref()) {
+                    Ok(ca) => {
+                        return Ok(Root {
+                            cert_pem,
+                            roots_pem,
+                            key: StoredKey::Token(key),
+                            ca: Arc::new(ca),
+                        });
+                    }
+                    Err(CaError::Device(_)) => {}
+                    // The certificate itself is at fault: no key will mend it.
+                    Err(e) => return Err(e.to_string()),
+                }
             }
         }
-        Err(last.unwrap_or_else(|| {
-            format!("it has no {key_name}, and no key in {token} is the key of {cert_name}")
-        }))
+        Err(format!(
+            "it has no {key_name}, and no key in {token} is the key of {cert_name}"
+        ))
     }
 
     /// Destroys the key of `root`, a root whose key this process generated and that never got
