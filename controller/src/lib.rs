@@ -8,9 +8,11 @@
 //! follows the CA), the [`leader`] election, and [`leadership`], which runs one [`term`] at
 //! a time while elected. A term settles the CA, publishes its roots and drives the
 //! kube-runtime `Controller`, whose [`reconcile`] turns each request ([`pcr`]) into one
-//! status write. [`supervisor`] and [`retry`] are the two mechanisms everything shares;
-//! [`clock`] is the certificate clock (compressed only in lifecycle tests). [`status`] is
-//! the `status` subcommand: an operator's view of waiting requests and of the signer.
+//! status write; the term's [`pending`] task watches the requests still waiting.
+//! [`supervisor`] and [`retry`] are the two mechanisms everything shares, and [`events`] the
+//! one way Events are written; [`clock`] is the certificate clock (compressed only in
+//! lifecycle tests). [`status`] is the `status` subcommand: an operator's view of waiting
+//! requests and of the signer.
 
 pub mod admin;
 pub mod ca;
@@ -18,6 +20,7 @@ pub mod cli;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod events;
 pub mod leader;
 pub mod leadership;
 pub mod metrics;

@@ -42,8 +42,11 @@ pub struct ErrorLabels {
 }
 
 impl ErrorLabels {
-    /// Every `error` label value ([`crate::reconcile::Error::metric_label`]).
-    pub const ALL: [&'static str; 3] = ["issue", "write_status", "sign_forbidden"];
+    pub const ISSUE: &'static str = "issue";
+    pub const WRITE_STATUS: &'static str = "write_status";
+    pub const SIGN_FORBIDDEN: &'static str = "sign_forbidden";
+    /// Every `error` label value ([`crate::reconcile::Error::metric_label`] names one each).
+    pub const ALL: [&'static str; 3] = [Self::ISSUE, Self::WRITE_STATUS, Self::SIGN_FORBIDDEN];
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -59,16 +59,21 @@ pub async fn discover(
 /// Whether the request already has a terminal status (a chain, or Issued/Denied/Failed):
 /// the API server freezes such a status, so we never touch it again.
 pub fn is_terminal(pcr: &Pcr) -> bool {
-    let Some(status) = &pcr.status else {
-        return false;
-    };
-    status
-        .certificate_chain
-        .as_deref()
+    pcr.status
+        .as_ref()
+        .and_then(|s| s.certificate_chain.as_deref())
         .is_some_and(|c| !c.is_empty())
-        || status.conditions.iter().flatten().any(|c| {
-            c.status == "True" && matches!(c.type_.as_str(), "Issued" | "Denied" | "Failed")
-        })
+        || terminal_condition(pcr).is_some()
+}
+
+/// The request's terminal condition (Issued, Denied or Failed, status True), if it has one.
+pub fn terminal_condition(pcr: &Pcr) -> Option<&Condition> {
+    pcr.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.status == "True" && matches!(c.type_.as_str(), "Issued" | "Denied" | "Failed"))
 }
 
 /// Why a request cannot become a signer-core [`Request`].

@@ -16,7 +16,7 @@ use std::time::Duration;
 use kube::api::PostParams;
 use kube::core::ApiResource;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
 use signer_core::{Decision, IssueError, KeyType, Signer};
@@ -97,9 +97,9 @@ impl Error {
     /// The `error` label of `podcert_reconcile_errors_total`.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Error::Issue(_) => "issue",
-            Error::WriteStatus(_) => "write_status",
-            Error::SignForbidden { .. } => "sign_forbidden",
+            Error::Issue(_) => ErrorLabels::ISSUE,
+            Error::WriteStatus(_) => ErrorLabels::WRITE_STATUS,
+            Error::SignForbidden { .. } => ErrorLabels::SIGN_FORBIDDEN,
         }
     }
 }
@@ -113,12 +113,17 @@ pub async fn reconcile(pcr: Arc<Pcr>, ctx: Arc<Context>) -> Result<Action, Error
     }
     let signer = ctx.signer.borrow().clone();
     let now = ctx.clock.now();
-    // The requested key's type labels the decision's metric, denials included.
+    // The requested key's type labels the decision's metric, denials included: an issued
+    // certificate knows it; only a denial reads it again from the request.
     let (decision, key_type) = match to_request(&pcr, &ctx.pcr_resource.version) {
-        Ok(request) => (
-            signer.decide(&request, now)?,
-            request.key_material.claimed_key_type(),
-        ),
+        Ok(request) => {
+            let decision = signer.decide(&request, now)?;
+            let key_type = match &decision {
+                Decision::Issue(i) => Some(i.key_type),
+                Decision::Deny(_) => request.key_material.claimed_key_type(),
+            };
+            (decision, key_type)
+        }
         Err(Unreadable::Deny(denial)) => (Decision::Deny(denial), None),
         Err(Unreadable::KeyMaterialNotServed) => {
             not_served(&pcr, &ctx).await;
@@ -249,17 +254,9 @@ pub(crate) async fn publish(
     reason: &str,
     note: String,
 ) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: "Sign".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx
-        .recorder
-        .publish(&event, &pcr.object_ref(&ctx.pcr_resource))
-        .await
+    let regarding = pcr.object_ref(&ctx.pcr_resource);
+    if let Err(e) =
+        crate::events::publish(&ctx.recorder, &regarding, type_, "Sign", reason, note).await
     {
         debug!(error = %e, reason, "could not publish an Event");
     }

@@ -24,7 +24,7 @@ use crate::ca::secret::NEXT_PUBLISHED_AT;
 use crate::ca::trust_bundle::Ctb;
 use crate::cluster::{self, Cluster, StartError};
 use crate::config::Config;
-use crate::pcr::Pcr;
+use crate::pcr::{Pcr, terminal_condition};
 
 /// Which requests to show.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -162,16 +162,7 @@ fn request_line(p: &Pcr, events: &[Event], now: Timestamp) -> RequestLine {
         .creation_timestamp()
         .and_then(|t| Duration::try_from(now - t.0).ok())
         .unwrap_or_default();
-    let condition = p
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|cs| {
-            cs.iter().find(|c| {
-                c.status == "True" && matches!(c.type_.as_str(), "Issued" | "Denied" | "Failed")
-            })
-        });
-    let (state, reason, message) = match condition {
+    let (state, reason, message) = match terminal_condition(p) {
         Some(c) => (c.type_.clone(), c.reason.clone(), c.message.clone()),
         None => {
             // Still waiting: the last word anyone said about it.

@@ -25,6 +25,16 @@ fn renderings() -> [(&'static str, Vec<Value>); 2] {
     ]
 }
 
+/// The ClusterRole's rule on `signers` (sign and attest).
+fn signers_rule(objects: &[Value]) -> &Value {
+    objects.iter().find(|o| o["kind"] == "ClusterRole").unwrap()["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["resources"][0] == "signers")
+        .unwrap()
+}
+
 fn by_kind_and_name(mut objects: Vec<Value>) -> Vec<Value> {
     objects.sort_by_key(|o| (o["kind"].to_string(), o["metadata"]["name"].to_string()));
     objects
@@ -89,13 +99,7 @@ fn the_charts_values_reach_the_objects_they_name() {
             .contains(&"--ca-secret=podcert-signer/root-ca".into()),
         "{c}"
     );
-    let signers = find("ClusterRole")["rules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["resources"][0] == "signers")
-        .unwrap()
-        .clone();
+    let signers = signers_rule(&objects);
     assert_eq!(
         signers["resourceNames"],
         serde_json::json!(["pki.example.net/workloads"])
@@ -233,13 +237,7 @@ fn assert_locked_down_and_configured(objects: Vec<Value>) {
         "only the signer's pods get a token"
     );
     assert_eq!(pod["automountServiceAccountToken"], true);
-    let signers_rule = objects.iter().find(|o| o["kind"] == "ClusterRole").unwrap()["rules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["resources"][0] == "signers")
-        .unwrap()
-        .clone();
+    let signers_rule = signers_rule(&objects);
     assert_eq!(
         signers_rule["resourceNames"],
         serde_json::json!([config["data"]["PODCERT_SIGNER_NAME"]]),

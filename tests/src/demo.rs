@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use kube::api::{Api, DynamicObject, PostParams};
 use rcgen::{CertificateParams, DistinguishedName, KeyPair, PublicKeyData, RsaKeySize, SigningKey};
 use serde_json::json;
-use x509_parser::prelude::{FromDer, GeneralName, ParsedExtension, X509Certificate};
+use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::apiserver::{ServerOptions, TestApiServer};
 use crate::kubelet::{Created, Format, PodRequest, Tracker, pcr_resource};
@@ -142,14 +142,14 @@ pub async fn run(options: &Options) -> Result<Demo, String> {
     let server = TestApiServer::start(ServerOptions::v1_and_v1beta1());
     let kubeconfig = server.write_kubeconfig(&options.out);
     let signer_log = options.out.join("signer.log");
-    let signer = start_signer(options, &kubeconfig, &signer_log)?;
+    let mut signer = start_signer(options, &kubeconfig, &signer_log)?;
     let client = crate::kube_client(&kubeconfig).await;
     // Follow every request, as the kubelet does, from before the first is filed.
     let tracker = Tracker::start(client.clone(), "v1beta1");
 
     let mut progress = Progress::new(options.progress, WORKLOADS.len());
     progress.say("starting the signer");
-    wait_for(&signer, Duration::from_secs(30), || {
+    wait_for(&mut signer, Duration::from_secs(30), || {
         server
             .get("clustertrustbundles", "", TRUST_BUNDLE)
             .is_some()
@@ -158,7 +158,6 @@ pub async fn run(options: &Options) -> Result<Demo, String> {
     .map_err(|e| format!("{e}; see {}", signer_log.display()))?;
 
     progress.say("making keys and filing requests");
-    let api: Api<DynamicObject> = Api::all_with(client.clone(), &pcr_resource("v1beta1"));
     let mut filed = Vec::new();
     for (i, w) in WORKLOADS.iter().enumerate() {
         let key = make_key(w.key_type)?;
@@ -184,7 +183,6 @@ pub async fn run(options: &Options) -> Result<Demo, String> {
             key,
         ));
     }
-    drop(api);
 
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -285,14 +283,14 @@ fn start_signer(options: &Options, kubeconfig: &Path, log: &Path) -> Result<Sign
 
 /// Waits until `ready` holds, or the signer exits, or `timeout` passes.
 async fn wait_for(
-    signer: &SignerProcess,
+    signer: &mut SignerProcess,
     timeout: Duration,
     ready: impl Fn() -> bool,
 ) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
     while !ready() {
-        if std::fs::metadata(format!("/proc/{}", signer.0.id())).is_err() {
-            return Err("the signer exited".into());
+        if let Ok(Some(status)) = signer.0.try_wait() {
+            return Err(format!("the signer exited ({status})"));
         }
         if Instant::now() > deadline {
             return Err(format!(
@@ -363,28 +361,17 @@ fn request_body(
     }))
 }
 
-/// The leaf's SPIFFE ID, serial (hex) and lifetime.
+/// The leaf's SPIFFE ID (read as the example workload reads it), serial (hex) and lifetime.
 fn describe_leaf(chain_pem: &str) -> Result<(String, String, Duration), String> {
     let leaf = pem::parse_many(chain_pem)
         .map_err(|e| format!("the chain is not PEM: {e}"))?
         .into_iter()
         .next()
         .ok_or("an empty chain")?;
+    let spiffe_id = spiffe_mtls::spiffe_id(&leaf.contents().to_vec().into())
+        .map_err(|e| format!("the leaf: {e}"))?;
     let (_, cert) = X509Certificate::from_der(leaf.contents())
         .map_err(|e| format!("the leaf does not parse: {e}"))?;
-    let spiffe_id = cert
-        .extensions()
-        .iter()
-        .find_map(|e| match e.parsed_extension() {
-            ParsedExtension::SubjectAlternativeName(san) => {
-                san.general_names.iter().find_map(|n| match n {
-                    GeneralName::URI(u) => Some(u.to_string()),
-                    _ => None,
-                })
-            }
-            _ => None,
-        })
-        .ok_or("the leaf has no URI SAN")?;
     let validity = cert.validity();
     let lifetime = (validity.not_after.timestamp() - validity.not_before.timestamp()).max(0);
     Ok((

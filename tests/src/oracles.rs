@@ -385,28 +385,24 @@ pub fn helm_template(chart: &Path, release: &str, namespace: &str, set: &[(&str,
     for (k, v) in set {
         cmd.arg("--set").arg(format!("{k}={v}"));
     }
-    let out = cmd.output().expect("helm runs");
-    assert!(
-        out.status.success(),
-        "helm template {}: {}",
-        chart.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    stdout_of(&mut cmd)
 }
 
 /// `kubectl kustomize <dir>`: the rendered YAML.
 pub fn kustomize(dir: &Path) -> String {
-    let out = Command::new(kubectl_binary())
-        .arg("kustomize")
-        .arg(dir)
+    stdout_of(Command::new(kubectl_binary()).arg("kustomize").arg(dir))
+}
+
+/// Runs `cmd` and returns its stdout; panics with the command and all it said if it fails.
+pub fn stdout_of(cmd: &mut Command) -> String {
+    let out = cmd
         .output()
-        .expect("kubectl runs");
+        .unwrap_or_else(|e| panic!("{cmd:?} does not run: {e}"));
     assert!(
         out.status.success(),
-        "kubectl kustomize {}: {}",
-        dir.display(),
+        "{cmd:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).unwrap()
+    String::from_utf8(out.stdout).expect("UTF-8 output")
 }

@@ -192,36 +192,27 @@ impl RootKeys {
                 "it has no {key_name} (and no PKCS#11 token is configured to hold the key of {cert_name}: --ca-pkcs11-module)"
             ));
         };
-        // Looked for again after the module has read the token afresh, if this process wrote
-        // to it: it may have missed a key another replica generated meanwhile
-        // ([`Token::reload_if_written`]).
-        for attempt in 0..2 {
-            if attempt == 1 {
-                if !token.reload_if_written().map_err(|e| e.to_string())? {
-                    break;
-                }
+        let found = match token_ca(token, &cert_pem, roots_pem.as_deref())? {
+            // Looked for again after the module has read the token afresh, if this process
+            // wrote to it: it may have missed a key another replica generated meanwhile
+            // ([`Token::reload_if_written`]).
+            None if token.reload_if_written().map_err(|e| e.to_string())? => {
                 tracing::info!(%token, "the root's key was not among the token's keys as this process saw them; read the token afresh");
+                token_ca(token, &cert_pem, roots_pem.as_deref())?
             }
-            for key in token.keys().map_err(|e| e.to_string())? {
-                let device: Arc<dyn KeyDevice> = key.clone();
-                match Ca::from_device(&cert_pem, device, roots_pem.as_deref()) {
-                    Ok(ca) => {
-                        return Ok(Root {
-                            cert_pem,
-                            roots_pem,
-                            key: StoredKey::Token(key),
-                            ca: Arc::new(ca),
-                        });
-                    }
-                    Err(CaError::Device(_)) => {}
-                    // The certificate itself is at fault: no key will mend it.
-                    Err(e) => return Err(e.to_string()),
-                }
-            }
-        }
-        Err(format!(
-            "it has no {key_name}, and no key in {token} is the key of {cert_name}"
-        ))
+            found => found,
+        };
+        let Some((key, ca)) = found else {
+            return Err(format!(
+                "it has no {key_name}, and no key in {token} is the key of {cert_name}"
+            ));
+        };
+        Ok(Root {
+            cert_pem,
+            roots_pem,
+            key: StoredKey::Token(key),
+            ca: Arc::new(ca),
+        })
     }
 
     /// Destroys the key of `root`, a root whose key this process generated and that never got
@@ -239,4 +230,22 @@ impl RootKeys {
     pub fn wants_rotation(&self, key: &StoredKey) -> bool {
         matches!((self, key), (RootKeys::Token(_), StoredKey::Secret(_)))
     }
+}
+
+/// The token's key whose public key is `cert_pem`'s, with the CA it makes; None if no key is.
+fn token_ca(
+    token: &Arc<Token>,
+    cert_pem: &str,
+    roots_pem: Option<&str>,
+) -> Result<Option<(Arc<TokenKey>, Ca)>, String> {
+    for key in token.keys().map_err(|e| e.to_string())? {
+        let device: Arc<dyn KeyDevice> = key.clone();
+        match Ca::from_device(cert_pem, device, roots_pem) {
+            Ok(ca) => return Ok(Some((key, ca))),
+            Err(CaError::Device(_)) => {}
+            // The certificate itself is at fault: no key will mend it.
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(None)
 }

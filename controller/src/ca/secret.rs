@@ -22,7 +22,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ObjectMeta, PostParams};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 
@@ -246,14 +246,10 @@ impl SecretStore {
         reason: &str,
         note: String,
     ) {
-        let event = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: action.into(),
-            secondary: None,
-        };
-        if let Err(e) = recorder.publish(&event, &self.object_ref()).await {
+        let regarding = self.object_ref();
+        if let Err(e) =
+            crate::events::publish(recorder, &regarding, type_, action, reason, note).await
+        {
             tracing::warn!(%reason, error = %e, "could not publish an Event about the CA Secret");
         }
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use podcert_tests::apiserver::ServerOptions;
 use podcert_tests::kubelet::{Format, PodRequest, Tamper};
-use podcert_tests::oracles::promtool_binary;
+use podcert_tests::oracles::{promtool_binary, stdout_of};
 use podcert_tests::prometheus::Prometheus;
 use serde_json::Value;
 
@@ -27,16 +27,10 @@ fn yaml(file: &str) -> Value {
 }
 
 fn promtool(args: &[&str]) {
-    let out = Command::new(promtool_binary())
-        .args(args)
-        .current_dir(monitoring(""))
-        .output()
-        .expect("promtool runs");
-    assert!(
-        out.status.success(),
-        "promtool {args:?}:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    stdout_of(
+        Command::new(promtool_binary())
+            .args(args)
+            .current_dir(monitoring("")),
     );
 }
 
