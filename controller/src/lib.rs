@@ -32,6 +32,7 @@ pub mod status;
 pub mod supervisor;
 pub mod telemetry;
 pub mod term;
+pub mod waiting;
 
 use std::process::ExitCode;
 use std::sync::Arc;

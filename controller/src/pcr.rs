@@ -169,6 +169,20 @@ pub(crate) mod tests_support {
             plural: "podcertificaterequests".into(),
         }
     }
+
+    /// A waiting v1beta1 request named `name`, with a stub CSR.
+    pub fn pcr(name: &str) -> super::Pcr {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "certificates.k8s.io/v1beta1", "kind": "PodCertificateRequest",
+            "metadata": {"name": name, "namespace": "ns", "uid": format!("uid-{name}"), "resourceVersion": "7"},
+            "spec": {
+                "signerName": "example.com/spiffe", "podName": "p", "podUID": "pod-uid",
+                "serviceAccountName": "sa", "serviceAccountUID": "sau", "nodeName": "n", "nodeUID": "nu",
+                "maxExpirationSeconds": 3600, "stubPKCS10Request": "AAEC"
+            }
+        }))
+        .expect("a valid request")
+    }
 }
 
 #[cfg(test)]

@@ -17,7 +17,6 @@ use kube::ResourceExt;
 use kube::runtime::events::EventType;
 use tokio_util::sync::CancellationToken;
 
-use crate::pcr::is_terminal;
 use crate::reconcile::{Context, publish};
 
 /// How often the cache is read.
@@ -55,9 +54,7 @@ async fn look(ctx: &Context, warn_after: Duration, warned: &mut HashSet<String>)
     let mut overdue = Vec::new();
     let mut seen = HashSet::new();
     for pcr in ctx.cache.state() {
-        if is_terminal(&pcr) || pcr.spec.signer_name != ctx.signer_name {
-            continue;
-        }
+        // The cache holds only waiting requests, all this signer's (crate::waiting).
         waiting += 1;
         let age = pcr
             .creation_timestamp()

@@ -43,7 +43,7 @@ pub struct Context {
     pub recorder: Recorder,
     /// Backoff state of requests whose last reconcile failed transiently.
     pub failures: Failures<RequestKey>,
-    /// The controller's cache, to tell which failing requests are still waiting.
+    /// The controller's cache of waiting requests, to tell which failing ones still wait.
     pub cache: Store<Pcr>,
     /// The time certificates are issued at.
     pub clock: crate::clock::Clock,
@@ -58,12 +58,13 @@ impl Context {
         )
     }
 
-    /// Whether `key` is still a request waiting for an answer.
+    /// Whether `key` is still a request waiting for an answer: the cache holds only those
+    /// ([`crate::waiting`]).
     fn is_waiting(&self, (namespace, name, uid): &RequestKey) -> bool {
         let at = ObjectRef::new_with(name, self.pcr_resource.clone()).within(namespace);
         self.cache
             .get(&at)
-            .is_some_and(|p| p.uid().as_deref() == Some(uid.as_str()) && !is_terminal(&p))
+            .is_some_and(|p| p.uid().as_deref() == Some(uid.as_str()))
     }
 }
 

@@ -23,7 +23,6 @@ use kube::runtime::Controller;
 use kube::runtime::controller::Config as ControllerConfig;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
 use signer_core::Signer;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -119,11 +118,9 @@ async fn run_term(parts: &Arc<Parts>, token: &CancellationToken) -> TermEnd {
         cluster, config, ..
     } = parts.as_ref();
     let api = Api::<Pcr>::all_with(cluster.client.clone(), &cluster.pcr);
-    let watch_config =
-        watcher::Config::default().fields(&format!("spec.signerName={}", config.signer_name));
-    let controller = Controller::new_with(api, watch_config, cluster.pcr.clone())
+    let (cache, waiting) = crate::waiting::watch(api, &cluster.pcr, &config.signer_name);
+    let controller = Controller::for_stream_with(waiting, cache.clone(), cluster.pcr.clone())
         .with_config(ControllerConfig::default().concurrency(config.concurrency));
-    let cache = controller.store();
     let context = Arc::new(Context {
         client: cluster.client.clone(),
         pcr_resource: cluster.pcr.clone(),

@@ -4,7 +4,10 @@
 //! binary against it, files N requests with at most C in flight (or at a steady `--rate`),
 //! waits until each is terminal, and prints one JSON report: counts, throughput, latency
 //! percentiles (create sent → terminal status seen by the watching kubelet), and the signer
-//! process's CPU time and peak RSS.
+//! process's CPU time (user and kernel) and peak RSS. With `--restart` it then starts a second
+//! signer against the same API server (CA stored, every request decided) and reports its
+//! start-to-first-issuance time and peak RSS. The signer is stopped with SIGTERM, so a
+//! profiler wrapped around it (`--signer-bin` a script) writes its data.
 //!
 //! ```text
 //! cargo build --release -p podcert-signer -p podcert-tests
@@ -25,12 +28,13 @@ struct Args {
     key_types: Vec<String>,
     format: String,
     signer_concurrency: String,
+    restart: bool,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: podcert-load --signer-bin PATH [--requests N] [--concurrency C] [--rate PER_SECOND] \
-         [--key-types ECDSAP256,ED25519] [--format csr|pkix|mixed] [--signer-concurrency N]"
+         [--key-types ECDSAP256,ED25519] [--format csr|pkix|mixed] [--signer-concurrency N] [--restart]"
     );
     std::process::exit(2)
 }
@@ -44,6 +48,7 @@ fn parse_args() -> Args {
         key_types: vec!["ECDSAP256".into()],
         format: "csr".into(),
         signer_concurrency: "16".into(),
+        restart: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -56,14 +61,24 @@ fn parse_args() -> Args {
             "--key-types" => a.key_types = value().split(',').map(str::to_string).collect(),
             "--format" => a.format = value(),
             "--signer-concurrency" => a.signer_concurrency = value(),
+            "--restart" => a.restart = true,
             _ => usage(),
         }
     }
     a
 }
 
-/// (CPU seconds, peak RSS in KiB) of a process, from /proc.
-fn process_usage(pid: u32) -> (f64, u64) {
+/// What /proc says a process has used so far.
+#[derive(Clone, Copy, Default)]
+struct Usage {
+    /// CPU seconds in user space and in the kernel.
+    user: f64,
+    system: f64,
+    /// Peak resident set, KiB.
+    peak_rss_kib: u64,
+}
+
+fn process_usage(pid: u32) -> Usage {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
     let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
@@ -75,7 +90,6 @@ fn process_usage(pid: u32) -> (f64, u64) {
             .unwrap_or(0)
     };
     // USER_HZ is 100 on Linux.
-    let cpu = (ticks(11) + ticks(12)) as f64 / 100.0;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let hwm = status
         .lines()
@@ -83,17 +97,37 @@ fn process_usage(pid: u32) -> (f64, u64) {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    (cpu, hwm)
+    Usage {
+        user: ticks(11) as f64 / 100.0,
+        system: ticks(12) as f64 / 100.0,
+        peak_rss_kib: hwm,
+    }
 }
 
-#[tokio::main]
-async fn main() {
-    let args = parse_args();
-    let server = TestApiServer::start(ServerOptions::v1beta1());
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = server.write_kubeconfig(dir.path());
+/// Stops the signer as Kubernetes would (SIGTERM, then SIGKILL after a grace period), so a
+/// wrapper such as a profiler sees a normal exit.
+fn stop(signer: &mut std::process::Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &signer.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = signer.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = signer.kill();
+    let _ = signer.wait();
+}
+
+fn mib(kib: u64) -> f64 {
+    (kib as f64 / 1024.0 * 10.0).round() / 10.0
+}
+
+fn spawn_signer(args: &Args, kubeconfig: &std::path::Path) -> std::process::Child {
     let admin_port = podcert_tests::free_port();
-    let mut signer = Command::new(&args.signer_bin)
+    Command::new(&args.signer_bin)
         .args([
             "--signer-name",
             "example.com/spiffe",
@@ -103,7 +137,7 @@ async fn main() {
             "warn",
         ])
         .arg("--kubeconfig")
-        .arg(&kubeconfig)
+        .arg(kubeconfig)
         .args([
             "--admin-addr",
             &format!("127.0.0.1:{admin_port}"),
@@ -117,7 +151,47 @@ async fn main() {
                 "{}: {e} (build it with cargo build --release -p podcert-signer)",
                 args.signer_bin
             )
-        });
+        })
+}
+
+/// A second signer started against the same API server, its CA already stored and every
+/// request of the run decided: the time from its start to its first issuance (a request
+/// filed as it starts), and its peak RSS once that request is issued, which is what holding
+/// the run's decided requests costs it.
+async fn restart(
+    args: &Args,
+    kubeconfig: &std::path::Path,
+    kubelet: &Kubelet,
+    tracker: &Tracker,
+) -> serde_json::Value {
+    let pod = PodRequest::new("restart", "pod-restart", "sa", "ECDSAP256", Format::Csr);
+    let started = Instant::now();
+    let mut signer = spawn_signer(args, kubeconfig);
+    let created = kubelet.create_all(&[pod], 1).await.unwrap();
+    let outcome = tracker.wait_all(&created, Duration::from_secs(60)).await;
+    let first_issuance = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let used = process_usage(signer.id());
+    stop(&mut signer);
+    let issued = outcome[0]
+        .as_ref()
+        .is_some_and(|t| t.condition() == "Issued");
+    serde_json::json!({
+        "issued": issued,
+        "start_to_first_issuance_ms": (first_issuance.as_secs_f64() * 1000.0).round(),
+        "decided_requests_listed": args.requests,
+        "cpu_ms": ((used.user + used.system) * 1000.0).round(),
+        "peak_rss_mib": mib(used.peak_rss_kib),
+    })
+}
+
+#[tokio::main]
+async fn main() {
+    let args = parse_args();
+    let server = TestApiServer::start(ServerOptions::v1beta1());
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = server.write_kubeconfig(dir.path());
+    let mut signer = spawn_signer(&args, &kubeconfig);
 
     let client = podcert_tests::kube_client(&kubeconfig).await;
     // Ready once the CA exists and the watch has synced.
@@ -130,7 +204,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (cpu_idle, _) = process_usage(signer.id());
+    let idle = process_usage(signer.id());
 
     let pods: Vec<PodRequest> = (0..args.requests)
         .map(|i| {
@@ -167,16 +241,26 @@ async fn main() {
     };
     let outcomes = tracker.wait_all(&created, Duration::from_secs(300)).await;
     let report = Report::new(&created, &outcomes, started);
-    let (cpu, rss_kib) = process_usage(signer.id());
-    let _ = signer.kill();
-    let _ = signer.wait();
+    let used = process_usage(signer.id());
+    stop(&mut signer);
+    let restart = if args.restart {
+        Some(restart(&args, &kubeconfig, &kubelet, &tracker).await)
+    } else {
+        None
+    };
+    let round2 = |x: f64| (x * 100.0).round() / 100.0;
+    let (user, system) = (used.user - idle.user, used.system - idle.system);
+    let per_request_ms = |seconds: f64| round2(seconds * 1000.0 / args.requests as f64);
     let out = serde_json::json!({
         "report": report,
         "load": {"requests": args.requests, "concurrency": args.concurrency, "rate": args.rate,
                  "key_types": args.key_types, "format": args.format, "signer_concurrency": args.signer_concurrency},
-        "signer": {"cpu_seconds": ((cpu - cpu_idle) * 100.0).round() / 100.0,
-                   "cpu_ms_per_request": ((cpu - cpu_idle) * 1000.0 / args.requests as f64 * 100.0).round() / 100.0,
-                   "peak_rss_mib": (rss_kib as f64 / 1024.0 * 10.0).round() / 10.0},
+        "signer": {"cpu_seconds": round2(user + system),
+                   "cpu_ms_per_request": per_request_ms(user + system),
+                   "user_ms_per_request": per_request_ms(user),
+                   "system_ms_per_request": per_request_ms(system),
+                   "peak_rss_mib": mib(used.peak_rss_kib)},
+        "restart": restart,
     });
     println!("{}", serde_json::to_string_pretty(&out).unwrap());
     if report.pending > 0 || report.issued != args.requests {
