@@ -42,6 +42,7 @@
 
 pub mod ca;
 mod csr;
+pub mod identity;
 pub mod key;
 pub mod names;
 mod pem_reader;
@@ -49,6 +50,7 @@ pub mod policy;
 pub mod proof;
 pub mod request;
 mod rsa;
+pub mod selector;
 pub mod signature;
 pub mod signer;
 pub mod spiffe;
@@ -56,9 +58,10 @@ pub mod time;
 pub mod x509;
 
 pub use ca::{Ca, CaError, CaKey, CaKeyType, CaPem, CaProfile, CertSummary, KeyDevice};
+pub use identity::{DnsNames, Grant, IdentityPolicy, PolicyError, Subject};
 pub use key::{KeyType, SubjectKey};
 pub use pem_reader::PemProblem;
 pub use policy::{ConfigError, Policy, PolicyConfig, Validity};
 pub use request::{Decision, Denial, DenyReason, Issued, KeyMaterial, Request};
-pub use signer::{IssueError, Signer};
+pub use signer::{IssueError, Placement, Signer};
 pub use spiffe::{SpiffeId, SpiffeIdTemplate, TrustDomain};

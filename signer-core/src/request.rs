@@ -162,10 +162,13 @@ pub enum DenyReason {
     /// The pod UID is missing, or the namespace or service account is not a valid Kubernetes
     /// name.
     InvalidIdentity,
+    /// The identity policy (`--identity-policy`) gives this namespace and service account
+    /// no identity from this signer.
+    NotAllowedByPolicy,
 }
 
 impl DenyReason {
-    pub const ALL: [DenyReason; 7] = [
+    pub const ALL: [DenyReason; 8] = [
         DenyReason::UnsupportedKeyType,
         DenyReason::InvalidUnverifiedUserAnnotations,
         DenyReason::InvalidProofOfPossession,
@@ -173,6 +176,7 @@ impl DenyReason {
         DenyReason::InvalidKeyMaterial,
         DenyReason::InvalidMaxExpirationSeconds,
         DenyReason::InvalidIdentity,
+        DenyReason::NotAllowedByPolicy,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -184,6 +188,7 @@ impl DenyReason {
             DenyReason::InvalidKeyMaterial => "InvalidKeyMaterial",
             DenyReason::InvalidMaxExpirationSeconds => "InvalidMaxExpirationSeconds",
             DenyReason::InvalidIdentity => "InvalidIdentity",
+            DenyReason::NotAllowedByPolicy => "NotAllowedByPolicy",
         }
     }
 }

@@ -6,6 +6,7 @@
 //! the request's fault (the CA expires too soon, signing failed): the controller retries
 //! those and never writes them as `Denied` or `Failed`.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -14,6 +15,7 @@ use rcgen::{
 };
 
 use crate::ca::Ca;
+use crate::identity::Grant;
 use crate::key::SubjectKey;
 use crate::policy::{MIN_LIFETIME_SECONDS, Policy, Validity};
 use crate::proof::verify_possession;
@@ -21,6 +23,15 @@ use crate::request::{Decision, Denial, DenyReason, Issued, Request};
 use crate::spiffe::SpiffeId;
 use crate::time::{from_unix_seconds, to_offset};
 use crate::x509::random_serial;
+
+/// What the controller found live about a request's pod, for a grant that asks for names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// DNS names of the Services in the pod's namespace whose selectors match its labels.
+    pub service_dns_names: Vec<String>,
+    /// The pod's IP addresses.
+    pub pod_ips: Vec<IpAddr>,
+}
 
 /// Why a request could not be decided now; never the request's fault, so retried.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,12 +62,24 @@ impl Signer {
         &self.ca
     }
 
-    /// Decides `request` as of `now`.
+    /// Decides `request` as of `now`, with the signer's own settings (no identity policy).
     pub fn decide(&self, request: &Request, now: SystemTime) -> Result<Decision, IssueError> {
-        match self.check(request, now) {
-            Ok((key, spiffe_id, validity)) => {
-                self.issue(&key, spiffe_id, validity).map(Decision::Issue)
-            }
+        self.decide_under(None, request, &Placement::default(), now)
+    }
+
+    /// Decides `request` under the identity policy's `grant` (None: no policy), with the
+    /// names found for its pod.
+    pub fn decide_under(
+        &self,
+        grant: Option<&Grant>,
+        request: &Request,
+        placement: &Placement,
+        now: SystemTime,
+    ) -> Result<Decision, IssueError> {
+        match self.check(grant, request, placement, now) {
+            Ok((key, spiffe_id, names, validity)) => self
+                .issue(&key, spiffe_id, names, validity)
+                .map(Decision::Issue),
             Err(Checked::Deny(d)) => Ok(Decision::Deny(d)),
             Err(Checked::Error(e)) => Err(e),
         }
@@ -64,23 +87,32 @@ impl Signer {
 
     fn check<'r>(
         &self,
+        grant: Option<&Grant>,
         request: &'r Request,
+        placement: &Placement,
         now: SystemTime,
-    ) -> Result<(SubjectKey<'r>, SpiffeId, Validity), Checked> {
+    ) -> Result<(SubjectKey<'r>, SpiffeId, Vec<SanType>, Validity), Checked> {
         check_pod_uid(&request.pod_uid)?;
         self.policy
             .check_annotations(&request.unverified_user_annotations)?;
-        let spiffe_id = self
-            .policy
-            .template()
+        let template = grant
+            .and_then(|g| g.template.as_ref())
+            .unwrap_or(self.policy.template());
+        let spiffe_id = template
             .render(&request.namespace, &request.service_account_name)
             .map_err(|e| Denial::new(DenyReason::InvalidIdentity, e.to_string()))?;
-        let key = verify_possession(
-            &request.key_material,
-            &request.pod_uid,
-            self.policy.allowed_key_types(),
-        )?;
-        let mut validity = self.policy.validity(request.max_expiration_seconds, now)?;
+        let key_types = grant
+            .and_then(|g| g.key_types.as_deref())
+            .unwrap_or(self.policy.allowed_key_types());
+        let key = verify_possession(&request.key_material, &request.pod_uid, key_types)?;
+        let names = grant.map_or(Ok(Vec::new()), |g| extra_names(g, placement))?;
+        // A rule's lifetime only shortens (identity.rs refuses one above the signer's).
+        let cap = grant
+            .and_then(|g| g.lifetime)
+            .map_or(i64::MAX, |l| i64::try_from(l.as_secs()).unwrap_or(i64::MAX));
+        let mut validity = self
+            .policy
+            .validity(request.max_expiration_seconds.min(cap), now)?;
 
         // A leaf must not outlive its CA; shorten it, but never below the API's minimum.
         if validity.not_before < self.ca.not_before_unix() {
@@ -97,22 +129,25 @@ impl Signer {
             }
             validity = self.policy.window(validity.not_before, not_after);
         }
-        Ok((key, spiffe_id, validity))
+        Ok((key, spiffe_id, names, validity))
     }
 
     fn issue(
         &self,
         key: &SubjectKey<'_>,
         spiffe_id: SpiffeId,
+        names: Vec<SanType>,
         v: Validity,
     ) -> Result<Issued, IssueError> {
         let sign_err = |e: rcgen::Error| IssueError::Sign(e.to_string());
         let mut params = CertificateParams::default();
-        // contract §7: empty subject, so rcgen marks the (single, URI) SAN extension critical.
+        // contract §7: empty subject, so rcgen marks the SAN extension critical; exactly one
+        // URI SAN, then any DNS and IP names the grant asked for.
         params.distinguished_name = DistinguishedName::new();
         params.subject_alt_names = vec![SanType::URI(
             spiffe_id.as_str().try_into().map_err(sign_err)?,
         )];
+        params.subject_alt_names.extend(names);
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = if key.is_rsa() {
             vec![
@@ -181,6 +216,34 @@ fn check_pod_uid(pod_uid: &str) -> Result<(), Denial> {
         ));
     }
     Ok(())
+}
+
+/// The SANs beside the SPIFFE ID that `grant` asks for, from what the controller found. A
+/// name that is not a valid DNS name is the controller's bug or a hostile Service name: the
+/// request is denied rather than issued with a name the API server or a client would reject.
+fn extra_names(grant: &Grant, placement: &Placement) -> Result<Vec<SanType>, Denial> {
+    let mut names = Vec::new();
+    if grant.dns_names.services {
+        for name in &placement.service_dns_names {
+            if !crate::names::is_dns1123_subdomain(name) {
+                return Err(Denial::new(
+                    DenyReason::InvalidIdentity,
+                    format!("the Service DNS name {name:?} is not a valid DNS name"),
+                ));
+            }
+            let ia5 = name.as_str().try_into().map_err(|_| {
+                Denial::new(
+                    DenyReason::InvalidIdentity,
+                    format!("the Service DNS name {name:?} is not ASCII"),
+                )
+            })?;
+            names.push(SanType::DnsName(ia5));
+        }
+    }
+    if grant.dns_names.pod_ip {
+        names.extend(placement.pod_ips.iter().copied().map(SanType::IpAddress));
+    }
+    Ok(names)
 }
 
 /// Upstream `validation.ValidatePodCertificateRequest`: UIDs are at most 128 characters.

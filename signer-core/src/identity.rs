@@ -1,0 +1,524 @@
+//! The identity policy: which namespaces and service accounts may get an SVID from this
+//! signer, and with which settings.
+//!
+//! An operator writes it as a YAML file (usually a mounted ConfigMap); [`IdentityPolicy::parse`]
+//! reads and validates all of it, and any mistake comes back as a [`PolicyError`] naming the
+//! line. A policy is an ordered list of rules. For each request the first rule whose
+//! `namespaces` select the request's namespace (by name, by label selector, or both — each
+//! given part must hold) and whose `serviceAccounts.allow` includes its service account (all
+//! when omitted) applies; a service account in a namespace-matching rule's
+//! `serviceAccounts.deny` is refused at once, never passed on to a later rule. No applicable
+//! rule is a denial ([`DenyReason::NotAllowedByPolicy`]). A rule may narrow the signer's
+//! settings: its own SPIFFE ID template, a shorter lifetime, fewer key types; and may ask for
+//! DNS names of the Services that select the pod and for the pod's IPs, which the controller
+//! looks up live and signer-core puts beside the one URI SAN.
+//!
+//! ```yaml
+//! rules:
+//!   - name: payments
+//!     namespaces:
+//!       selector: {matchLabels: {team: payments}}
+//!     serviceAccounts: {deny: [default]}
+//!     lifetime: 6h
+//!     keyTypes: [ECDSAP256]
+//!     dnsNames: {services: true}
+//!   - name: everyone-else
+//!     namespaces: {names: [web, batch]}
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use crate::key::KeyType;
+use crate::policy::MIN_LIFETIME_SECONDS;
+use crate::request::{Denial, DenyReason};
+use crate::selector::{LabelSelector, LabelSelectorSpec};
+use crate::spiffe::{SpiffeIdTemplate, TrustDomain};
+
+/// Why a policy file cannot be used: the line (1-based, 0 when unknown) and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {message}")]
+pub struct PolicyError {
+    pub line: usize,
+    pub message: String,
+}
+
+/// What a request is, as far as the policy is concerned; every field is verified (the
+/// namespace's labels are read live from the API server).
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    pub namespace: &'a str,
+    pub namespace_labels: &'a BTreeMap<String, String>,
+    pub service_account: &'a str,
+}
+
+/// What the applicable rule asks of a certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// The rule's name, for messages and logs.
+    pub rule: String,
+    /// Its SPIFFE ID template, if it has its own.
+    pub template: Option<SpiffeIdTemplate>,
+    /// Its lifetime cap, if it has one (never above the signer's `--default-lifetime`).
+    pub lifetime: Option<Duration>,
+    /// Its key types, if it narrows them.
+    pub key_types: Option<Vec<KeyType>>,
+    pub dns_names: DnsNames,
+}
+
+/// Which names beside the SPIFFE ID a rule asks for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DnsNames {
+    /// `<svc>.<ns>.svc` and `<svc>.<ns>.svc.<cluster domain>` for each Service in the pod's
+    /// namespace whose selector matches the pod's labels.
+    #[serde(default)]
+    pub services: bool,
+    /// The pod's own IP addresses as IP SANs.
+    #[serde(default, rename = "podIP")]
+    pub pod_ip: bool,
+}
+
+impl DnsNames {
+    /// Whether the pod must be looked up at all.
+    pub fn any(&self) -> bool {
+        self.services || self.pod_ip
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Rule {
+    namespace_names: Option<BTreeSet<String>>,
+    namespace_selector: Option<LabelSelector>,
+    allow: Option<BTreeSet<String>>,
+    deny: BTreeSet<String>,
+    grant: Grant,
+}
+
+/// A validated identity policy.
+#[derive(Debug, Clone)]
+pub struct IdentityPolicy {
+    rules: Vec<Rule>,
+}
+
+// The file as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    rules: Vec<Spanned<RuleSpec>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RuleSpec {
+    name: String,
+    namespaces: NamespacesSpec,
+    #[serde(default)]
+    service_accounts: AccountsSpec,
+    spiffe_id_template: Option<String>,
+    lifetime: Option<String>,
+    key_types: Option<Vec<String>>,
+    #[serde(default)]
+    dns_names: DnsNames,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NamespacesSpec {
+    names: Option<Vec<String>>,
+    selector: Option<LabelSelectorSpec>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccountsSpec {
+    allow: Option<Vec<String>>,
+    #[serde(default)]
+    deny: Vec<String>,
+}
+
+impl IdentityPolicy {
+    /// Reads and validates a policy file. `trust_domain` fills rules' templates; a rule's
+    /// lifetime may not exceed `max_lifetime` (the signer's `--default-lifetime`, which the
+    /// CA's planning assumes is the longest any leaf lives).
+    pub fn parse(
+        yaml: &str,
+        trust_domain: &TrustDomain,
+        max_lifetime: Duration,
+    ) -> Result<Self, PolicyError> {
+        let file: File = serde_saphyr::from_str(yaml).map_err(|e| PolicyError {
+            line: e.location().map_or(0, |l| l.line() as usize),
+            message: e.to_string(),
+        })?;
+        if file.rules.is_empty() {
+            return Err(PolicyError {
+                line: 1,
+                message: "the policy has no rules, so it would deny every request; list at least one rule".into(),
+            });
+        }
+        let mut names = BTreeSet::new();
+        let mut rules = Vec::with_capacity(file.rules.len());
+        for spec in file.rules {
+            let line = spec.referenced.line() as usize;
+            let at = |message: String| PolicyError { line, message };
+            let s = spec.value;
+            let rule_err = |m: String| at(format!("rule {:?}: {m}", s.name));
+            if s.name.is_empty() {
+                return Err(at("a rule needs a name".into()));
+            }
+            if !names.insert(s.name.clone()) {
+                return Err(rule_err("another rule has this name".into()));
+            }
+            if s.namespaces.names.is_none() && s.namespaces.selector.is_none() {
+                return Err(rule_err(
+                    "namespaces needs names, a selector or both (use selector: {} for every namespace)"
+                        .into(),
+                ));
+            }
+            let namespace_selector = s
+                .namespaces
+                .selector
+                .as_ref()
+                .map(LabelSelector::new)
+                .transpose()
+                .map_err(|m| rule_err(format!("namespaces.selector: {m}")))?;
+            let template = s
+                .spiffe_id_template
+                .as_deref()
+                .map(|t| SpiffeIdTemplate::new(t, trust_domain))
+                .transpose()
+                .map_err(|e| rule_err(format!("spiffeIdTemplate: {e}")))?;
+            let lifetime = s
+                .lifetime
+                .as_deref()
+                .map(|l| lifetime(l, max_lifetime))
+                .transpose()
+                .map_err(|m| rule_err(format!("lifetime: {m}")))?;
+            let key_types = s
+                .key_types
+                .as_ref()
+                .map(|kts| {
+                    if kts.is_empty() {
+                        return Err("at least one key type (or leave keyTypes out)".to_string());
+                    }
+                    kts.iter()
+                        .map(|k| {
+                            k.parse::<KeyType>().map_err(|_| {
+                                format!(
+                                    "unknown key type {k:?} (one of {})",
+                                    KeyType::ALL.map(KeyType::as_str).join(", ")
+                                )
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .transpose()
+                .map_err(|m| rule_err(format!("keyTypes: {m}")))?;
+            rules.push(Rule {
+                namespace_names: s.namespaces.names.map(|n| n.into_iter().collect()),
+                namespace_selector,
+                allow: s.service_accounts.allow.map(|a| a.into_iter().collect()),
+                deny: s.service_accounts.deny.into_iter().collect(),
+                grant: Grant {
+                    rule: s.name,
+                    template,
+                    lifetime,
+                    key_types,
+                    dns_names: s.dns_names,
+                },
+            });
+        }
+        Ok(IdentityPolicy { rules })
+    }
+
+    /// Whether any rule selects namespaces by label (the controller then watches them).
+    pub fn reads_namespace_labels(&self) -> bool {
+        self.rules.iter().any(|r| r.namespace_selector.is_some())
+    }
+
+    /// Whether any rule asks for Service DNS names (the controller then watches Services).
+    pub fn reads_services(&self) -> bool {
+        self.rules.iter().any(|r| r.grant.dns_names.services)
+    }
+
+    /// The grant of the rule that applies to `subject`, or the denial.
+    pub fn decide(&self, subject: &Subject<'_>) -> Result<&Grant, Denial> {
+        for rule in &self.rules {
+            let by_name = rule
+                .namespace_names
+                .as_ref()
+                .is_none_or(|n| n.contains(subject.namespace));
+            let by_label = rule
+                .namespace_selector
+                .as_ref()
+                .is_none_or(|s| s.matches(subject.namespace_labels));
+            if !(by_name && by_label) {
+                continue;
+            }
+            if rule.deny.contains(subject.service_account) {
+                return Err(Denial::new(
+                    DenyReason::NotAllowedByPolicy,
+                    format!(
+                        "service account {:?} in namespace {:?} is denied by rule {:?} of the identity policy",
+                        subject.service_account, subject.namespace, rule.grant.rule
+                    ),
+                ));
+            }
+            if rule
+                .allow
+                .as_ref()
+                .is_none_or(|a| a.contains(subject.service_account))
+            {
+                return Ok(&rule.grant);
+            }
+        }
+        Err(Denial::new(
+            DenyReason::NotAllowedByPolicy,
+            format!(
+                "no rule of the identity policy allows service account {:?} in namespace {:?}",
+                subject.service_account, subject.namespace
+            ),
+        ))
+    }
+}
+
+fn lifetime(text: &str, max: Duration) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    if d.as_secs() < MIN_LIFETIME_SECONDS.unsigned_abs() {
+        return Err(format!(
+            "{text} is shorter than the {MIN_LIFETIME_SECONDS}s every certificate must last"
+        ));
+    }
+    if d > max {
+        return Err(format!(
+            "{text} is longer than the signer's --default-lifetime ({}s); a rule can only shorten it",
+            max.as_secs()
+        ));
+    }
+    Ok(d)
+}
+
+/// `90m`, `6h`, `1d`, `3600s`, `1h 30m`: humantime's durations.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{text:?} is not a duration such as 6h, 90m or 1d ({e})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    fn td() -> TrustDomain {
+        TrustDomain::new("example.org").unwrap()
+    }
+
+    fn policy(yaml: &str) -> IdentityPolicy {
+        IdentityPolicy::parse(yaml, &td(), DAY).unwrap()
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn decide<'p>(
+        p: &'p IdentityPolicy,
+        namespace: &str,
+        namespace_labels: &[(&str, &str)],
+        service_account: &str,
+    ) -> Result<&'p Grant, Denial> {
+        p.decide(&Subject {
+            namespace,
+            namespace_labels: &labels(namespace_labels),
+            service_account,
+        })
+    }
+
+    const POLICY: &str = "\
+rules:
+  - name: payments
+    namespaces:
+      selector: {matchLabels: {team: payments}}
+    serviceAccounts: {deny: [default]}
+    spiffeIdTemplate: spiffe://{trust_domain}/pay/{namespace}/{service_account}
+    lifetime: 6h
+    keyTypes: [ECDSAP256]
+    dnsNames: {services: true}
+  - name: web
+    namespaces: {names: [web]}
+    serviceAccounts: {allow: [frontend, api]}
+";
+
+    #[test]
+    fn a_namespace_selected_by_label_gets_its_rules_settings() {
+        let p = policy(POLICY);
+        let g = decide(&p, "checkout", &[("team", "payments")], "api").unwrap();
+        assert_eq!(g.rule, "payments");
+        assert_eq!(g.lifetime, Some(Duration::from_secs(6 * 3600)));
+        assert_eq!(g.key_types, Some(vec![KeyType::EcdsaP256]));
+        assert!(g.dns_names.services && !g.dns_names.pod_ip);
+        let id = g
+            .template
+            .as_ref()
+            .unwrap()
+            .render("checkout", "api")
+            .unwrap();
+        assert_eq!(id.as_str(), "spiffe://example.org/pay/checkout/api");
+    }
+
+    #[test]
+    fn a_namespace_without_the_label_is_denied() {
+        let p = policy(POLICY);
+        let d = decide(&p, "checkout", &[("team", "search")], "api").unwrap_err();
+        assert_eq!(d.reason, DenyReason::NotAllowedByPolicy);
+        assert!(d.message.contains("no rule of the identity policy allows service account \"api\" in namespace \"checkout\""), "{}", d.message);
+    }
+
+    #[test]
+    fn a_denied_service_account_is_refused_and_not_passed_to_later_rules() {
+        let p = policy(&format!(
+            "{POLICY}  - name: fallback\n    namespaces: {{selector: {{}}}}\n"
+        ));
+        let d = decide(&p, "checkout", &[("team", "payments")], "default").unwrap_err();
+        assert_eq!(d.reason, DenyReason::NotAllowedByPolicy);
+        assert!(
+            d.message.contains("denied by rule \"payments\""),
+            "{}",
+            d.message
+        );
+        // Another namespace's default service account falls through to the fallback rule.
+        assert_eq!(decide(&p, "misc", &[], "default").unwrap().rule, "fallback");
+    }
+
+    #[test]
+    fn an_allow_list_admits_only_its_service_accounts() {
+        let p = policy(POLICY);
+        assert_eq!(decide(&p, "web", &[], "frontend").unwrap().rule, "web");
+        let d = decide(&p, "web", &[], "batch").unwrap_err();
+        assert_eq!(d.reason, DenyReason::NotAllowedByPolicy);
+        // Names select namespaces exactly.
+        assert!(decide(&p, "web2", &[], "frontend").is_err());
+    }
+
+    #[test]
+    fn names_and_selector_together_must_both_hold() {
+        let p = policy(
+            "rules:\n  - name: r\n    namespaces:\n      names: [a, b]\n      selector: {matchLabels: {env: prod}}\n",
+        );
+        assert!(decide(&p, "a", &[("env", "prod")], "sa").is_ok());
+        assert!(decide(&p, "a", &[("env", "dev")], "sa").is_err());
+        assert!(decide(&p, "c", &[("env", "prod")], "sa").is_err());
+    }
+
+    #[test]
+    fn a_rule_without_settings_keeps_the_signers() {
+        let p = policy("rules:\n  - name: all\n    namespaces: {selector: {}}\n");
+        let g = decide(&p, "x", &[], "y").unwrap();
+        assert_eq!(
+            (g.template.as_ref(), g.lifetime, g.key_types.as_ref()),
+            (None, None, None)
+        );
+        assert!(!g.dns_names.any());
+        assert!(!p.reads_namespace_labels() || p.rules[0].namespace_selector.is_some());
+        assert!(!p.reads_services());
+    }
+
+    #[test]
+    fn what_the_controller_must_watch_follows_the_rules() {
+        let p = policy(POLICY);
+        assert!(p.reads_namespace_labels() && p.reads_services());
+        let p = policy(
+            "rules:\n  - name: r\n    namespaces: {names: [a]}\n    dnsNames: {podIP: true}\n",
+        );
+        assert!(!p.reads_namespace_labels() && !p.reads_services());
+        assert!(decide(&p, "a", &[], "s").unwrap().dns_names.pod_ip);
+    }
+
+    #[test]
+    fn every_mistake_names_its_line() {
+        for (yaml, line, says) in [
+            (
+                "rules:\n  - name: a\n    namespaces: {names: [x]}\n    lifetime: 2d\n",
+                2,
+                "longer than the signer's --default-lifetime",
+            ),
+            (
+                "rules:\n  - name: a\n    namespaces: {names: [x]}\n  - name: b\n    namespaces: {names: [x]}\n    lifetime: 30m\n",
+                4,
+                "shorter than the 3600s",
+            ),
+            (
+                "rules:\n  - name: a\n    namespaces: {names: [x]}\n    lifetime: soon\n",
+                2,
+                "not a duration",
+            ),
+            (
+                "rules:\n  - name: a\n    namespaces: {names: [x]}\n    keyTypes: [DSA]\n",
+                2,
+                "unknown key type \"DSA\"",
+            ),
+            (
+                "rules:\n  - name: a\n    namespaces: {names: [x]}\n    spiffeIdTemplate: spiffe://{trust_domain}/{namespace}\n",
+                2,
+                "must use both",
+            ),
+            (
+                "rules:\n  - name: a\n    namespaces: {}\n",
+                2,
+                "namespaces needs names, a selector or both",
+            ),
+            (
+                "rules:\n  - name: a\n    namespaces: {selector: {matchExpressions: [{key: k, operator: In}]}}\n",
+                2,
+                "needs at least one value",
+            ),
+            (
+                "rules:\n  - name: a\n    namespaces: {names: [x]}\n  - name: a\n    namespaces: {names: [y]}\n",
+                4,
+                "another rule has this name",
+            ),
+            (
+                "rules:\n  - name: a\n    namespaces: {names: [x]}\n    dnsNames: {service: true}\n",
+                4,
+                "service",
+            ),
+            (
+                "rules:\n  - name: a\n    namespace: {names: [x]}\n",
+                3,
+                "namespace",
+            ),
+            ("rules: []\n", 1, "no rules"),
+        ] {
+            let e = IdentityPolicy::parse(yaml, &td(), DAY).unwrap_err();
+            assert_eq!(e.line, line, "{yaml}: {e}");
+            assert!(e.to_string().contains(says), "{yaml}: {e}");
+        }
+    }
+
+    #[test]
+    fn durations_read_as_written() {
+        for (text, secs) in [
+            ("3600s", 3600),
+            ("90m", 5400),
+            ("6h", 21_600),
+            ("1d", 86_400),
+            ("1h 30m", 5400),
+        ] {
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_secs(secs)),
+                "{text}"
+            );
+        }
+        for text in ["", "6", "h", "6x", "-1h", "99999999999999999999d"] {
+            assert!(parse_duration(text).is_err(), "{text}");
+        }
+    }
+}
