@@ -154,6 +154,17 @@ pub struct Args {
     #[arg(long, env = "PODCERT_PENDING_WARNING_AFTER", default_value = "60s", value_parser = parse_duration)]
     pub pending_warning_after: Duration,
 
+    /// The identity policy file (YAML): which namespaces and service accounts get an SVID,
+    /// with which settings, and which names beside it. Read again when it changes; see the
+    /// README's "Identity policy". Without it every namespace and service account gets one.
+    #[arg(long, env = "PODCERT_IDENTITY_POLICY")]
+    pub identity_policy: Option<std::path::PathBuf>,
+
+    /// The cluster's DNS domain, for the long form of Service DNS names
+    /// (`<svc>.<ns>.svc.<cluster-domain>`).
+    #[arg(long, env = "PODCERT_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    pub cluster_domain: String,
+
     /// Address of the admin HTTP server (/live, /ready, /metrics).
     #[arg(long, env = "PODCERT_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
     pub admin_addr: SocketAddr,
@@ -304,7 +315,23 @@ impl Args {
             return Err(err("log-level", e.to_string()));
         }
         let identity = self.identity.clone().unwrap_or_else(default_identity);
+        let identity_policy = self
+            .identity_policy
+            .as_deref()
+            .map(|path| {
+                crate::identity::IdentityFile::load(path, &trust_domain, policy.max_leaf_lifetime())
+            })
+            .transpose()
+            .map_err(|e| err("identity-policy", e))?;
+        if !names::is_dns1123_subdomain(&self.cluster_domain) {
+            return Err(err(
+                "cluster-domain",
+                format!("{:?} is not a DNS name", self.cluster_domain),
+            ));
+        }
         Ok(Config {
+            identity_policy,
+            cluster_domain: self.cluster_domain.clone(),
             signer_name: self.signer_name.clone(),
             clock,
             policy: std::sync::Arc::new(policy),

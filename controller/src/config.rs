@@ -26,6 +26,10 @@ pub struct Config {
     pub concurrency: u16,
     /// A request waiting longer than this gets a `StillPending` Warning Event.
     pub pending_warning_after: Duration,
+    /// The identity policy file, loaded (`--identity-policy`); None: everyone gets an SVID.
+    pub identity_policy: Option<crate::identity::IdentityFile>,
+    /// For `<svc>.<ns>.svc.<cluster-domain>`.
+    pub cluster_domain: String,
     pub admin_addr: SocketAddr,
     pub lease: LeaseConfig,
     pub cluster: ClusterConfig,

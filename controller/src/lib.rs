@@ -21,11 +21,13 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod events;
+pub mod identity;
 pub mod leader;
 pub mod leadership;
 pub mod metrics;
 pub mod pcr;
 pub mod pending;
+pub mod placement;
 pub mod reconcile;
 pub mod retry;
 pub mod status;
@@ -176,6 +178,10 @@ async fn run_with(config: Config) -> Result<(), Error> {
     let ca_view = keeper.subscribe();
     let (leader_tx, leader_rx) = watch::channel(false);
     let elector = Elector::new(client, config.lease.clone());
+    let identity_file = config.identity_policy.clone();
+    let identity = identity_file
+        .as_ref()
+        .map(|file| watch::channel(file.initial.clone()));
     let term_parts = Arc::new(term::Parts {
         cluster,
         config,
@@ -185,14 +191,22 @@ async fn run_with(config: Config) -> Result<(), Error> {
         ca_secret,
         trust_bundle,
         recorder,
+        identity: identity.as_ref().map(|(_, rx)| rx.clone()),
     });
 
     let mut tasks = Supervisor::new("process", shutdown.clone(), metrics.clone());
     tasks.spawn(
         "admin",
         Lifetime::UntilCancelled,
-        admin::serve(admin, health.clone(), metrics, shutdown.clone()),
+        admin::serve(admin, health.clone(), metrics.clone(), shutdown.clone()),
     );
+    if let (Some(file), Some((tx, _))) = (identity_file, identity) {
+        tasks.spawn(
+            "identity-policy",
+            Lifetime::UntilCancelled,
+            identity::follow(file, tx, metrics.clone(), shutdown.clone()),
+        );
+    }
     tasks.spawn(
         "ca-keeper",
         Lifetime::UntilCancelled,

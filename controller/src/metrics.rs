@@ -6,13 +6,15 @@
 //! | `podcert_request_latency_seconds` | `outcome` | from the PCR's creationTimestamp to our status write landing |
 //! | `podcert_pending_requests` | | requests for our signer still waiting for a status (leader only; 0 elsewhere) |
 //! | `podcert_oldest_pending_request_seconds` | | age of the oldest of them (0 when none waits) |
-//! | `podcert_reconcile_errors_total` | `error` (issue, write_status, sign_forbidden) | transient failures, retried; `sign_forbidden`: status writes refused for lack of the `sign` grant |
+//! | `podcert_reconcile_errors_total` | `error` (issue, write_status, sign_forbidden, lookup) | transient failures, retried; `sign_forbidden`: status writes refused for lack of the `sign` grant; `lookup`: what the identity policy needs could not be read yet (the namespace, the pod, a Service that selects it) |
 //! | `podcert_ca_not_after_seconds` | `role` (root, next_root, intermediate) | each CA's notAfter, Unix seconds: the active root, the root prepared to replace it (during a rotation), the signing intermediate (on the leader) |
 //! | `podcert_ca_rotations_total` | `role` (root, intermediate) | roots activated and intermediates made by this process |
 //! | `podcert_leader` | | 1 while this replica holds the Lease |
 //! | `podcert_ca_loaded` | | 1 while this process holds a usable CA |
 //! | `podcert_ca_secret_usable` | | 1 while the CA Secret holds a usable CA (0: missing or unusable) |
 //! | `podcert_unreadable_requests_total` | `reason` (KeyMaterialNotServed) | requests left pending because the served version lacks their key material |
+//! | `podcert_identity_policy_loaded` | | with `--identity-policy`: 1 while the policy in use is the file's current content, 0 after a reload failed (the last good policy stays in use) |
+//! | `podcert_identity_policy_reloads_total` | `result` (ok, error) | reloads of the identity policy file after it changed |
 //! | `podcert_task_failures_total` | `group` (process, term), `task` | supervised tasks that ended unexpectedly or panicked |
 
 use std::sync::atomic::AtomicI64;
@@ -45,8 +47,24 @@ impl ErrorLabels {
     pub const ISSUE: &'static str = "issue";
     pub const WRITE_STATUS: &'static str = "write_status";
     pub const SIGN_FORBIDDEN: &'static str = "sign_forbidden";
+    pub const LOOKUP: &'static str = "lookup";
     /// Every `error` label value ([`crate::reconcile::Error::metric_label`] names one each).
-    pub const ALL: [&'static str; 3] = [Self::ISSUE, Self::WRITE_STATUS, Self::SIGN_FORBIDDEN];
+    pub const ALL: [&'static str; 4] = [
+        Self::ISSUE,
+        Self::WRITE_STATUS,
+        Self::SIGN_FORBIDDEN,
+        Self::LOOKUP,
+    ];
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+impl ResultLabels {
+    pub const OK: ResultLabels = ResultLabels { result: "ok" };
+    pub const ERROR: ResultLabels = ResultLabels { result: "error" };
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -88,6 +106,8 @@ pub struct Metrics {
     pub ca_secret_usable: Gauge<i64, AtomicI64>,
     pub task_failures: Family<TaskLabels, Counter>,
     pub unreadable: Family<ReasonLabels, Counter>,
+    pub identity_policy_loaded: Gauge<i64, AtomicI64>,
+    pub identity_policy_reloads: Family<ResultLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -176,9 +196,23 @@ impl Default for Metrics {
             "Requests left pending because the served API version lacks their key material",
             unreadable.clone(),
         );
+        let identity_policy_loaded = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "identity_policy_loaded",
+            "1 while the identity policy in use is the file's current content",
+            identity_policy_loaded.clone(),
+        );
+        let identity_policy_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "identity_policy_reloads",
+            "Reloads of the identity policy file after it changed, by result",
+            identity_policy_reloads.clone(),
+        );
         Metrics {
             registry,
             unreadable,
+            identity_policy_loaded,
+            identity_policy_reloads,
             ca_loaded,
             ca_secret_usable,
             task_failures,

@@ -19,12 +19,13 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
-use signer_core::{Decision, IssueError, KeyType, Signer};
+use signer_core::{Decision, IdentityPolicy, IssueError, KeyType, Placement, Signer, Subject};
 use tokio::sync::watch;
 use tracing::{debug, info, instrument, warn};
 
 use crate::metrics::{ErrorLabels, LatencyLabels, Metrics, OutcomeLabels};
 use crate::pcr::{Pcr, Unreadable, is_terminal, status_for, to_request};
+use crate::placement::{Lookups, Wait};
 use crate::retry::Failures;
 
 /// A request as the per-request backoff knows it: namespace, name and UID (a request
@@ -47,6 +48,10 @@ pub struct Context {
     pub cache: Store<Pcr>,
     /// The time certificates are issued at.
     pub clock: crate::clock::Clock,
+    /// The identity policy in use (`--identity-policy`), if any.
+    pub identity: Option<watch::Receiver<Arc<IdentityPolicy>>>,
+    /// What the policy reads live: namespace labels, the pod, the Services selecting it.
+    pub lookups: Lookups,
 }
 
 impl Context {
@@ -81,6 +86,9 @@ impl std::fmt::Debug for Context {
 pub enum Error {
     #[error("cannot issue now: {0}")]
     Issue(#[from] IssueError),
+    /// What the identity policy needs cannot be read yet.
+    #[error("cannot decide yet: {0}")]
+    Lookup(#[from] Wait),
     #[error("writing the status failed: {0}")]
     WriteStatus(#[source] kube::Error),
     /// The API server refused the status write because this signer's identity lacks the
@@ -99,6 +107,7 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::Issue(_) => ErrorLabels::ISSUE,
+            Error::Lookup(_) => ErrorLabels::LOOKUP,
             Error::WriteStatus(_) => ErrorLabels::WRITE_STATUS,
             Error::SignForbidden { .. } => ErrorLabels::SIGN_FORBIDDEN,
         }
@@ -118,7 +127,13 @@ pub async fn reconcile(pcr: Arc<Pcr>, ctx: Arc<Context>) -> Result<Action, Error
     // certificate knows it; only a denial reads it again from the request.
     let (decision, key_type) = match to_request(&pcr, &ctx.pcr_resource.version) {
         Ok(request) => {
-            let decision = signer.decide(&request, now)?;
+            let decision = match &ctx.identity {
+                None => signer.decide(&request, now)?,
+                Some(identity) => {
+                    let identity = identity.borrow().clone();
+                    decide_under_policy(&ctx, &identity, &signer, &pcr, &request, now).await?
+                }
+            };
             let key_type = match &decision {
                 Decision::Issue(i) => Some(i.key_type),
                 Decision::Deny(_) => request.key_material.claimed_key_type(),
@@ -214,6 +229,41 @@ pub async fn reconcile(pcr: Arc<Pcr>, ctx: Arc<Context>) -> Result<Action, Error
         }
     }
     Ok(Action::await_change())
+}
+
+/// The decision under the identity policy: the rule that applies (or its denial), the names
+/// it asks for, looked up live, then signer-core.
+async fn decide_under_policy(
+    ctx: &Context,
+    identity: &IdentityPolicy,
+    signer: &Signer,
+    pcr: &Pcr,
+    request: &signer_core::Request,
+    now: std::time::SystemTime,
+) -> Result<Decision, Error> {
+    let labels = if identity.reads_namespace_labels() {
+        ctx.lookups.namespace_labels(&request.namespace).await?
+    } else {
+        Default::default()
+    };
+    let subject = Subject {
+        namespace: &request.namespace,
+        namespace_labels: &labels,
+        service_account: &request.service_account_name,
+    };
+    let grant = match identity.decide(&subject) {
+        Ok(grant) => grant,
+        Err(denial) => return Ok(Decision::Deny(denial)),
+    };
+    let placement = if grant.dns_names.any() {
+        match ctx.lookups.placement(pcr, grant).await? {
+            Ok(placement) => placement,
+            Err(denial) => return Ok(Decision::Deny(denial)),
+        }
+    } else {
+        Placement::default()
+    };
+    Ok(signer.decide_under(Some(grant), request, &placement, now)?)
 }
 
 /// A status write refused with `Forbidden` on `spec.signerName`: kube-apiserver's answer
@@ -326,6 +376,12 @@ mod tests {
                     instance: None,
                 },
             ),
+            lookups: crate::placement::Lookups::new(
+                client.clone(),
+                "cluster.local".into(),
+                tokio_util::sync::CancellationToken::new(),
+            ),
+            identity: None,
             client,
             pcr_resource: resource.clone(),
             signer_name: "example.com/spiffe".into(),

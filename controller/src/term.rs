@@ -55,6 +55,8 @@ pub struct Parts {
     pub ca_secret: SecretStore,
     pub trust_bundle: Option<TrustBundle>,
     pub recorder: Recorder,
+    /// The identity policy in use, when `--identity-policy` is set.
+    pub identity: Option<watch::Receiver<Arc<signer_core::IdentityPolicy>>>,
 }
 
 impl std::fmt::Debug for Parts {
@@ -131,6 +133,12 @@ async fn run_term(parts: &Arc<Parts>, token: &CancellationToken) -> TermEnd {
         failures: Failures::default(),
         cache: cache.clone(),
         clock: parts.config.clock,
+        identity: parts.identity.clone(),
+        lookups: crate::placement::Lookups::new(
+            cluster.client.clone(),
+            config.cluster_domain.clone(),
+            token.clone(),
+        ),
     });
 
     let mut tasks = Supervisor::new("term", token.clone(), parts.metrics.clone())

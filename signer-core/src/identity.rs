@@ -118,9 +118,9 @@ struct RuleSpec {
     namespaces: NamespacesSpec,
     #[serde(default)]
     service_accounts: AccountsSpec,
-    spiffe_id_template: Option<String>,
-    lifetime: Option<String>,
-    key_types: Option<Vec<String>>,
+    spiffe_id_template: Option<Spanned<String>>,
+    lifetime: Option<Spanned<String>>,
+    key_types: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     dns_names: DnsNames,
 }
@@ -129,7 +129,7 @@ struct RuleSpec {
 #[serde(deny_unknown_fields)]
 struct NamespacesSpec {
     names: Option<Vec<String>>,
-    selector: Option<LabelSelectorSpec>,
+    selector: Option<Spanned<LabelSelectorSpec>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -166,6 +166,11 @@ impl IdentityPolicy {
             let at = |message: String| PolicyError { line, message };
             let s = spec.value;
             let rule_err = |m: String| at(format!("rule {:?}: {m}", s.name));
+            // A field's own line, when it has one.
+            let field_err = |l: u64, m: String| PolicyError {
+                line: l as usize,
+                message: format!("rule {:?}: {m}", s.name),
+            };
             if s.name.is_empty() {
                 return Err(at("a rule needs a name".into()));
             }
@@ -182,24 +187,34 @@ impl IdentityPolicy {
                 .namespaces
                 .selector
                 .as_ref()
-                .map(LabelSelector::new)
-                .transpose()
-                .map_err(|m| rule_err(format!("namespaces.selector: {m}")))?;
+                .map(|sel| {
+                    LabelSelector::new(&sel.value).map_err(|m| {
+                        field_err(sel.referenced.line(), format!("namespaces.selector: {m}"))
+                    })
+                })
+                .transpose()?;
             let template = s
                 .spiffe_id_template
-                .as_deref()
-                .map(|t| SpiffeIdTemplate::new(t, trust_domain))
-                .transpose()
-                .map_err(|e| rule_err(format!("spiffeIdTemplate: {e}")))?;
+                .as_ref()
+                .map(|t| {
+                    SpiffeIdTemplate::new(&t.value, trust_domain).map_err(|e| {
+                        field_err(t.referenced.line(), format!("spiffeIdTemplate: {e}"))
+                    })
+                })
+                .transpose()?;
             let lifetime = s
                 .lifetime
-                .as_deref()
-                .map(|l| lifetime(l, max_lifetime))
-                .transpose()
-                .map_err(|m| rule_err(format!("lifetime: {m}")))?;
+                .as_ref()
+                .map(|l| {
+                    lifetime(&l.value, max_lifetime)
+                        .map_err(|m| field_err(l.referenced.line(), format!("lifetime: {m}")))
+                })
+                .transpose()?;
+            let key_types_line = s.key_types.as_ref().map_or(0, |k| k.referenced.line());
             let key_types = s
                 .key_types
                 .as_ref()
+                .map(|kts| &kts.value)
                 .map(|kts| {
                     if kts.is_empty() {
                         return Err("at least one key type (or leave keyTypes out)".to_string());
@@ -216,7 +231,7 @@ impl IdentityPolicy {
                         .collect::<Result<Vec<_>, _>>()
                 })
                 .transpose()
-                .map_err(|m| rule_err(format!("keyTypes: {m}")))?;
+                .map_err(|m| field_err(key_types_line, format!("keyTypes: {m}")))?;
             rules.push(Rule {
                 namespace_names: s.namespaces.names.map(|n| n.into_iter().collect()),
                 namespace_selector,
@@ -446,27 +461,27 @@ rules:
         for (yaml, line, says) in [
             (
                 "rules:\n  - name: a\n    namespaces: {names: [x]}\n    lifetime: 2d\n",
-                2,
+                4,
                 "longer than the signer's --default-lifetime",
             ),
             (
                 "rules:\n  - name: a\n    namespaces: {names: [x]}\n  - name: b\n    namespaces: {names: [x]}\n    lifetime: 30m\n",
-                4,
+                6,
                 "shorter than the 3600s",
             ),
             (
                 "rules:\n  - name: a\n    namespaces: {names: [x]}\n    lifetime: soon\n",
-                2,
+                4,
                 "not a duration",
             ),
             (
                 "rules:\n  - name: a\n    namespaces: {names: [x]}\n    keyTypes: [DSA]\n",
-                2,
+                4,
                 "unknown key type \"DSA\"",
             ),
             (
                 "rules:\n  - name: a\n    namespaces: {names: [x]}\n    spiffeIdTemplate: spiffe://{trust_domain}/{namespace}\n",
-                2,
+                4,
                 "must use both",
             ),
             (
@@ -476,7 +491,7 @@ rules:
             ),
             (
                 "rules:\n  - name: a\n    namespaces: {selector: {matchExpressions: [{key: k, operator: In}]}}\n",
-                2,
+                3,
                 "needs at least one value",
             ),
             (

@@ -147,6 +147,10 @@ type Issued struct {
 	MaxExpirationSeconds int64  `json:"max_expiration_seconds"`
 	// At is the Unix time to verify at (0: now), for chains issued on a compressed clock.
 	At int64 `json:"at"`
+	// DNSNames and IPs are the names expected beside the SPIFFE ID (an identity-policy rule
+	// asking for Service DNS names and pod IPs); none by default.
+	DNSNames []string `json:"dns_names"`
+	IPs      []string `json:"ips"`
 }
 
 // Verdict is the oracle's answer for one chain: Error is empty when every check passed.
@@ -223,8 +227,15 @@ func judge(in Issued) error {
 	if len(leaf.URIs) != 1 || leaf.URIs[0].String() != in.SpiffeID {
 		return fmt.Errorf("URI SANs %v, want [%s]", leaf.URIs, in.SpiffeID)
 	}
-	if len(leaf.DNSNames)+len(leaf.EmailAddresses)+len(leaf.IPAddresses) != 0 {
-		return fmt.Errorf("unexpected SANs")
+	if len(leaf.EmailAddresses) != 0 || fmt.Sprint(leaf.DNSNames) != fmt.Sprint(in.DNSNames) {
+		return fmt.Errorf("DNS SANs %v, want %v (and no email SANs)", leaf.DNSNames, in.DNSNames)
+	}
+	ips := make([]string, 0, len(leaf.IPAddresses))
+	for _, ip := range leaf.IPAddresses {
+		ips = append(ips, ip.String())
+	}
+	if fmt.Sprint(ips) != fmt.Sprint(in.IPs) {
+		return fmt.Errorf("IP SANs %v, want %v", ips, in.IPs)
 	}
 	if !leaf.BasicConstraintsValid || leaf.IsCA {
 		return fmt.Errorf("leaf is not CA:FALSE")

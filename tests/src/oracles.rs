@@ -25,6 +25,10 @@ pub struct IssuedCase {
     pub not_after: i64,
     pub begin_refresh_at: i64,
     pub max_expiration_seconds: i64,
+    /// Names expected beside the SPIFFE ID (an identity-policy rule's Service DNS names and
+    /// pod IPs); none by default.
+    pub dns_names: Vec<String>,
+    pub ips: Vec<String>,
     /// The Unix time to verify at; 0 for now (a chain issued on a compressed clock is
     /// verified at the time it was issued).
     pub at: i64,
@@ -54,6 +58,8 @@ impl IssuedCase {
             not_after: unix_seconds(issued.not_after),
             begin_refresh_at: unix_seconds(issued.begin_refresh_at),
             max_expiration_seconds,
+            dns_names: Vec::new(),
+            ips: Vec::new(),
             at: 0,
         }
     }
@@ -84,6 +90,8 @@ impl IssuedCase {
             not_after: time("notAfter"),
             begin_refresh_at: time("beginRefreshAt"),
             max_expiration_seconds,
+            dns_names: Vec::new(),
+            ips: Vec::new(),
             at: 0,
         }
     }

@@ -12,6 +12,7 @@ mod chaos;
 mod demo;
 mod faults;
 mod hsm;
+mod identity;
 mod issuance;
 mod leadership;
 mod lifecycle;

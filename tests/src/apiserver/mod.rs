@@ -147,6 +147,21 @@ impl ServerOptions {
                 has_status: false,
             },
         ];
+        // What the identity policy reads: namespace labels, pods, Services.
+        for (plural, kind, namespaced) in [
+            ("namespaces", "Namespace", false),
+            ("pods", "Pod", true),
+            ("services", "Service", true),
+        ] {
+            r.push(ResourceType {
+                group: "",
+                versions: vec!["v1"],
+                plural,
+                kind,
+                namespaced,
+                has_status: plural != "namespaces",
+            });
+        }
         for (plural, kind, namespaced) in [
             ("roles", "Role", true),
             ("rolebindings", "RoleBinding", true),

@@ -1,0 +1,191 @@
+//! The identity policy file (`--identity-policy`): loaded at start, followed while running.
+//!
+//! [`IdentityFile::load`] reads and validates the file once at start; a bad policy stops the
+//! signer with the file and line (exit code 2), like a bad flag. [`follow`] then reads it
+//! again every [`RELOAD_EVERY`] — a ConfigMap mounted as a volume changes by a symlink swap,
+//! which polling sees without inotify — and publishes each new valid policy. A reload that
+//! fails keeps the last good policy, logs the file and line, and counts in
+//! `podcert_identity_policy_reloads_total{result="error"}`; `podcert_identity_policy_loaded`
+//! says whether the policy in use is the file's current content.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use signer_core::{IdentityPolicy, TrustDomain};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use crate::metrics::{Metrics, ResultLabels};
+
+/// How often the file is read again.
+pub const RELOAD_EVERY: Duration = Duration::from_secs(5);
+
+/// The policy file and what it is validated against.
+#[derive(Debug, Clone)]
+pub struct IdentityFile {
+    pub path: PathBuf,
+    trust_domain: TrustDomain,
+    max_lifetime: Duration,
+    /// The policy as loaded at start, and the text it came from.
+    pub initial: Arc<IdentityPolicy>,
+    initial_text: String,
+}
+
+impl IdentityFile {
+    /// Reads and validates `path`; the error names the file and the line.
+    pub fn load(
+        path: &Path,
+        trust_domain: &TrustDomain,
+        max_lifetime: Duration,
+    ) -> Result<Self, String> {
+        let text = read(path)?;
+        let initial = parse(path, &text, trust_domain, max_lifetime)?;
+        Ok(IdentityFile {
+            path: path.to_owned(),
+            trust_domain: trust_domain.clone(),
+            max_lifetime,
+            initial: Arc::new(initial),
+            initial_text: text,
+        })
+    }
+}
+
+fn read(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn parse(
+    path: &Path,
+    text: &str,
+    trust_domain: &TrustDomain,
+    max_lifetime: Duration,
+) -> Result<IdentityPolicy, String> {
+    IdentityPolicy::parse(text, trust_domain, max_lifetime)
+        .map_err(|e| format!("{} {e}", path.display()))
+}
+
+/// Follows the file until `token` is cancelled, sending each new valid policy on `tx`.
+pub async fn follow(
+    file: IdentityFile,
+    tx: watch::Sender<Arc<IdentityPolicy>>,
+    metrics: Arc<Metrics>,
+    token: CancellationToken,
+) {
+    let mut last_text = file.initial_text.clone();
+    metrics.identity_policy_loaded.set(1);
+    let mut tick = tokio::time::interval(RELOAD_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = token.cancelled() => return,
+        }
+        let outcome = read(&file.path).and_then(|text| {
+            if text == last_text {
+                return Ok(None);
+            }
+            let policy = parse(&file.path, &text, &file.trust_domain, file.max_lifetime);
+            last_text = text;
+            policy.map(Some)
+        });
+        match outcome {
+            Ok(None) => {}
+            Ok(Some(policy)) => {
+                info!(path = %file.path.display(), "identity policy reloaded");
+                tx.send_replace(Arc::new(policy));
+                metrics.identity_policy_loaded.set(1);
+                metrics
+                    .identity_policy_reloads
+                    .get_or_create(&ResultLabels::OK)
+                    .inc();
+            }
+            Err(e) => {
+                error!(error = %e, "the identity policy file cannot be used; keeping the last good policy");
+                metrics.identity_policy_loaded.set(0);
+                metrics
+                    .identity_policy_reloads
+                    .get_or_create(&ResultLabels::ERROR)
+                    .inc();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "rules:\n  - name: a\n    namespaces: {names: [a]}\n";
+    const OTHER: &str = "rules:\n  - name: b\n    namespaces: {names: [b]}\n";
+    const BAD: &str = "rules:\n  - name: a\n    namespaces: {names: [a]}\n    lifetime: forever\n";
+
+    fn td() -> TrustDomain {
+        TrustDomain::new("example.org").unwrap()
+    }
+
+    fn allows(policy: &IdentityPolicy, namespace: &str) -> bool {
+        policy
+            .decide(&signer_core::Subject {
+                namespace,
+                namespace_labels: &Default::default(),
+                service_account: "sa",
+            })
+            .is_ok()
+    }
+
+    #[test]
+    fn a_bad_file_at_start_names_the_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.yaml");
+        std::fs::write(&path, BAD).unwrap();
+        let e = IdentityFile::load(&path, &td(), Duration::from_secs(86_400)).unwrap_err();
+        assert!(
+            e.starts_with(&format!("{} line 2: rule \"a\": lifetime:", path.display())),
+            "{e}"
+        );
+        let missing =
+            IdentityFile::load(&dir.path().join("none"), &td(), Duration::from_secs(86_400));
+        assert!(missing.unwrap_err().contains("No such file"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_bad_reload_keeps_the_last_good_policy_and_a_good_one_replaces_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.yaml");
+        std::fs::write(&path, GOOD).unwrap();
+        let file = IdentityFile::load(&path, &td(), Duration::from_secs(86_400)).unwrap();
+        let (tx, mut rx) = watch::channel(file.initial.clone());
+        let metrics = Arc::new(Metrics::default());
+        let token = CancellationToken::new();
+        let task = tokio::spawn(follow(file, tx, metrics.clone(), token.clone()));
+
+        std::fs::write(&path, BAD).unwrap();
+        tokio::time::sleep(RELOAD_EVERY * 2).await;
+        assert!(!rx.has_changed().unwrap(), "a bad file is not published");
+        assert!(
+            allows(&rx.borrow(), "a"),
+            "the last good policy stays in use"
+        );
+        assert_eq!(metrics.identity_policy_loaded.get(), 0);
+        assert_eq!(
+            metrics
+                .identity_policy_reloads
+                .get_or_create(&ResultLabels::ERROR)
+                .get(),
+            1,
+            "one error per bad content, not per look"
+        );
+
+        std::fs::write(&path, OTHER).unwrap();
+        tokio::time::timeout(RELOAD_EVERY * 2, rx.changed())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(allows(&rx.borrow_and_update(), "b") && !allows(&rx.borrow(), "a"));
+        assert_eq!(metrics.identity_policy_loaded.get(), 1);
+        token.cancel();
+        task.await.unwrap();
+    }
+}
