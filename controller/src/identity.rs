@@ -142,7 +142,7 @@ mod tests {
         std::fs::write(&path, BAD).unwrap();
         let e = IdentityFile::load(&path, &td(), Duration::from_secs(86_400)).unwrap_err();
         assert!(
-            e.starts_with(&format!("{} line 2: rule \"a\": lifetime:", path.display())),
+            e.starts_with(&format!("{} line 4: rule \"a\": lifetime:", path.display())),
             "{e}"
         );
         let missing =

@@ -101,9 +101,15 @@ impl Signer {
         let spiffe_id = template
             .render(&request.namespace, &request.service_account_name)
             .map_err(|e| Denial::new(DenyReason::InvalidIdentity, e.to_string()))?;
-        let key_types = grant
-            .and_then(|g| g.key_types.as_deref())
-            .unwrap_or(self.policy.allowed_key_types());
+        // A rule's key types only narrow the signer's (`--allowed-key-types`).
+        let allowed = self.policy.allowed_key_types();
+        let narrowed: Option<Vec<_>> = grant.and_then(|g| g.key_types.as_ref()).map(|kts| {
+            kts.iter()
+                .copied()
+                .filter(|k| allowed.contains(k))
+                .collect()
+        });
+        let key_types = narrowed.as_deref().unwrap_or(allowed);
         let key = verify_possession(&request.key_material, &request.pod_uid, key_types)?;
         let names = grant.map_or(Ok(Vec::new()), |g| extra_names(g, placement))?;
         // A rule's lifetime only shortens (identity.rs refuses one above the signer's).

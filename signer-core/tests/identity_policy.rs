@@ -27,8 +27,13 @@ rules:
 ";
 
 fn signer() -> Signer {
+    signer_allowing(KeyType::ALL.to_vec())
+}
+
+fn signer_allowing(allowed_key_types: Vec<KeyType>) -> Signer {
     let policy = Policy::new(&PolicyConfig {
         trust_domain: "example.org".into(),
+        allowed_key_types,
         ..PolicyConfig::default()
     })
     .unwrap();
@@ -195,4 +200,27 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn a_rules_key_types_never_widen_the_signers() {
+    let signer = signer_allowing(vec![KeyType::EcdsaP256]);
+    // The payments rule lists ED25519; the signer does not issue for it.
+    let identity = identity();
+    let labels = BTreeMap::new();
+    let grant = identity
+        .decide(&Subject {
+            namespace: "payments",
+            namespace_labels: &labels,
+            service_account: "api",
+        })
+        .unwrap();
+    let request = request("payments", &rcgen::PKCS_ED25519);
+    let decision = signer
+        .decide_under(Some(grant), &request, &placement(), SystemTime::now())
+        .unwrap();
+    let Decision::Deny(d) = decision else {
+        panic!("a rule must not widen --allowed-key-types");
+    };
+    assert_eq!(d.reason, DenyReason::UnsupportedKeyType);
 }
