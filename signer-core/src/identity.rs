@@ -166,11 +166,6 @@ impl IdentityPolicy {
             let at = |message: String| PolicyError { line, message };
             let s = spec.value;
             let rule_err = |m: String| at(format!("rule {:?}: {m}", s.name));
-            // A field's own line, when it has one.
-            let field_err = |l: u64, m: String| PolicyError {
-                line: l as usize,
-                message: format!("rule {:?}: {m}", s.name),
-            };
             if s.name.is_empty() {
                 return Err(at("a rule needs a name".into()));
             }
@@ -183,55 +178,23 @@ impl IdentityPolicy {
                         .into(),
                 ));
             }
-            let namespace_selector = s
-                .namespaces
-                .selector
-                .as_ref()
-                .map(|sel| {
-                    LabelSelector::new(&sel.value).map_err(|m| {
-                        field_err(sel.referenced.line(), format!("namespaces.selector: {m}"))
-                    })
-                })
-                .transpose()?;
-            let template = s
-                .spiffe_id_template
-                .as_ref()
-                .map(|t| {
-                    SpiffeIdTemplate::new(&t.value, trust_domain).map_err(|e| {
-                        field_err(t.referenced.line(), format!("spiffeIdTemplate: {e}"))
-                    })
-                })
-                .transpose()?;
-            let lifetime = s
-                .lifetime
-                .as_ref()
-                .map(|l| {
-                    lifetime(&l.value, max_lifetime)
-                        .map_err(|m| field_err(l.referenced.line(), format!("lifetime: {m}")))
-                })
-                .transpose()?;
-            let key_types_line = s.key_types.as_ref().map_or(0, |k| k.referenced.line());
-            let key_types = s
-                .key_types
-                .as_ref()
-                .map(|kts| &kts.value)
-                .map(|kts| {
-                    if kts.is_empty() {
-                        return Err("at least one key type (or leave keyTypes out)".to_string());
-                    }
-                    kts.iter()
-                        .map(|k| {
-                            k.parse::<KeyType>().map_err(|_| {
-                                format!(
-                                    "unknown key type {k:?} (one of {})",
-                                    KeyType::ALL.map(KeyType::as_str).join(", ")
-                                )
-                            })
-                        })
-                        .collect::<Result<Vec<_>, _>>()
-                })
-                .transpose()
-                .map_err(|m| field_err(key_types_line, format!("keyTypes: {m}")))?;
+            let name = &s.name;
+            let namespace_selector = field(
+                name,
+                "namespaces.selector",
+                s.namespaces.selector.as_ref(),
+                LabelSelector::new,
+            )?;
+            let template = field(
+                name,
+                "spiffeIdTemplate",
+                s.spiffe_id_template.as_ref(),
+                |t| SpiffeIdTemplate::new(t, trust_domain).map_err(|e| e.to_string()),
+            )?;
+            let lifetime = field(name, "lifetime", s.lifetime.as_ref(), |l| {
+                lifetime(l, max_lifetime)
+            })?;
+            let key_types = field(name, "keyTypes", s.key_types.as_ref(), |k| key_types(k))?;
             rules.push(Rule {
                 namespace_names: s.namespaces.names.map(|n| n.into_iter().collect()),
                 namespace_selector,
@@ -249,9 +212,12 @@ impl IdentityPolicy {
         Ok(IdentityPolicy { rules })
     }
 
-    /// Whether any rule selects namespaces by label (the controller then watches them).
+    /// Whether any rule selects namespaces by label (the controller then watches them); an
+    /// empty selector (`selector: {}`, every namespace) needs no labels.
     pub fn reads_namespace_labels(&self) -> bool {
-        self.rules.iter().any(|r| r.namespace_selector.is_some())
+        self.rules
+            .iter()
+            .any(|r| r.namespace_selector.as_ref().is_some_and(|s| !s.is_empty()))
     }
 
     /// Whether any rule asks for Service DNS names (the controller then watches Services).
@@ -298,6 +264,40 @@ impl IdentityPolicy {
             ),
         ))
     }
+}
+
+/// `check` applied to an optional field; its error names the field's own line.
+fn field<T, U>(
+    rule: &str,
+    what: &str,
+    value: Option<&Spanned<T>>,
+    check: impl FnOnce(&T) -> Result<U, String>,
+) -> Result<Option<U>, PolicyError> {
+    value
+        .map(|v| {
+            check(&v.value).map_err(|m| PolicyError {
+                line: v.referenced.line() as usize,
+                message: format!("rule {rule:?}: {what}: {m}"),
+            })
+        })
+        .transpose()
+}
+
+fn key_types(names: &[String]) -> Result<Vec<KeyType>, String> {
+    if names.is_empty() {
+        return Err("at least one key type (or leave keyTypes out)".into());
+    }
+    names
+        .iter()
+        .map(|k| {
+            k.parse::<KeyType>().map_err(|_| {
+                format!(
+                    "unknown key type {k:?} (one of {})",
+                    KeyType::ALL.map(KeyType::as_str).join(", ")
+                )
+            })
+        })
+        .collect()
 }
 
 fn lifetime(text: &str, max: Duration) -> Result<Duration, String> {
@@ -441,7 +441,10 @@ rules:
             (None, None, None)
         );
         assert!(!g.dns_names.any());
-        assert!(!p.reads_namespace_labels() || p.rules[0].namespace_selector.is_some());
+        assert!(
+            !p.reads_namespace_labels(),
+            "selector: {{}} selects every namespace without reading labels"
+        );
         assert!(!p.reads_services());
     }
 

@@ -94,6 +94,11 @@ impl LabelSelector {
         Ok(LabelSelector { requirements })
     }
 
+    /// Whether it has no requirement, so it selects everything without reading labels.
+    pub fn is_empty(&self) -> bool {
+        self.requirements.is_empty()
+    }
+
     /// Whether `labels` satisfy every requirement.
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         self.requirements.iter().all(|r| match r {
@@ -123,6 +128,7 @@ mod tests {
     #[test]
     fn an_empty_selector_selects_everything() {
         let s = selector("{}").unwrap();
+        assert!(s.is_empty());
         assert!(s.matches(&labels(&[])));
         assert!(s.matches(&labels(&[("team", "pay")])));
     }
@@ -130,6 +136,7 @@ mod tests {
     #[test]
     fn match_labels_needs_every_pair() {
         let s = selector("matchLabels: {team: pay, tier: prod}").unwrap();
+        assert!(!s.is_empty());
         assert!(s.matches(&labels(&[("team", "pay"), ("tier", "prod"), ("x", "y")])));
         assert!(!s.matches(&labels(&[("team", "pay")])));
         assert!(!s.matches(&labels(&[("team", "pay"), ("tier", "dev")])));

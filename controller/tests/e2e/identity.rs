@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use kube::Api;
 use kube::api::{DynamicObject, PostParams};
 use podcert_tests::kubelet::{Created, Format, PodRequest, Terminal};
@@ -40,32 +41,34 @@ fn install_component_rbac(cluster: &Cluster) {
     }
 }
 
-/// Creates `object`; its UID, as the API server assigned it.
-async fn create(api: Api<DynamicObject>, object: Value) -> String {
-    let object: DynamicObject = serde_json::from_value(object).unwrap();
+/// Creates `object` through `api`; its UID, as the API server assigned it.
+async fn create<K>(api: Api<K>, object: Value) -> String
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned,
+{
+    let object: K = serde_json::from_value(object).unwrap();
     let made = api.create(&PostParams::default(), &object).await.unwrap();
-    made.metadata.uid.unwrap()
+    made.meta().uid.clone().unwrap()
 }
 
 async fn namespace(cluster: &Cluster, name: &str, labels: Value) {
-    let api = Api::all_with(
-        cluster.client.clone(),
-        &kube::discovery::ApiResource::erase::<k8s_openapi::api::core::v1::Namespace>(&()),
-    );
-    create(api, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}})).await;
+    create(
+        Api::<Namespace>::all(cluster.client.clone()),
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}),
+    )
+    .await;
 }
 
-async fn namespaced<K: kube::Resource<DynamicType = ()>>(
-    cluster: &Cluster,
-    ns: &str,
-    object: Value,
-) -> String {
-    let api = Api::namespaced_with(
-        cluster.client.clone(),
-        ns,
-        &kube::discovery::ApiResource::erase::<K>(&()),
-    );
-    create(api, object).await
+/// Creates a Pod or Service in `shop`; its UID.
+async fn in_shop<K>(cluster: &Cluster, object: Value) -> String
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::Serialize
+        + serde::de::DeserializeOwned,
+{
+    create(Api::<K>::namespaced(cluster.client.clone(), "shop"), object).await
 }
 
 async fn outcomes(cluster: &Cluster, pods: &[PodRequest]) -> Vec<(Created, Terminal)> {
@@ -185,14 +188,13 @@ async fn the_policy_decides_who_gets_which_identity_and_a_bad_reload_keeps_the_l
 
     // A broken file: the signer says so and keeps deciding under the last good policy.
     std::fs::write(&policy, POLICY.replace("lifetime: 6h", "lifetime: forever")).unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while signer.metric("podcert_identity_policy_loaded").await != Some(0.0) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the bad reload was not noticed"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    signer
+        .wait_metric(
+            "podcert_identity_policy_loaded",
+            0.0,
+            Duration::from_secs(20),
+        )
+        .await;
     let log = signer.log_text();
     assert!(
         log.contains("the identity policy file cannot be used")
@@ -218,14 +220,13 @@ async fn the_policy_decides_who_gets_which_identity_and_a_bad_reload_keeps_the_l
         POLICY.replace("allow: [frontend]", "allow: [frontend, batch]"),
     )
     .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while signer.metric("podcert_identity_policy_loaded").await != Some(1.0) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the good reload was not taken"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    signer
+        .wait_metric(
+            "podcert_identity_policy_loaded",
+            1.0,
+            Duration::from_secs(20),
+        )
+        .await;
     let last = outcomes(&cluster, &[request("web", "batch")]).await;
     assert_eq!(last[0].1.condition(), "Issued");
 }
@@ -241,7 +242,7 @@ fn pod(name: &str, sa: &str, labels: Value) -> Value {
 
 /// Gives pod `name` in `shop` an IP, as the kubelet reports it through the status.
 async fn pod_ip(cluster: &Cluster, name: &str, ip: &str) {
-    use k8s_openapi::api::core::v1::{Pod, PodIP, PodStatus};
+    use k8s_openapi::api::core::v1::{PodIP, PodStatus};
     let api = Api::<Pod>::namespaced(cluster.client.clone(), "shop");
     let mut pod = api.get(name).await.unwrap();
     pod.status = Some(PodStatus {
@@ -263,7 +264,6 @@ fn service(name: &str, selector: Value) -> Value {
 
 #[tokio::test]
 async fn service_dns_names_come_from_services_that_select_the_pod_and_nowhere_else() {
-    use k8s_openapi::api::core::v1::{Pod, Service};
     let cluster = Cluster::start(podcert_tests::apiserver::ServerOptions::v1beta1()).await;
     install_component_rbac(&cluster);
     namespace(&cluster, "shop", json!({})).await;
@@ -272,16 +272,15 @@ async fn service_dns_names_come_from_services_that_select_the_pod_and_nowhere_el
     let signer = cluster.signer("a", &["--identity-policy", policy.to_str().unwrap()]);
     signer.wait_ready(Duration::from_secs(30)).await;
 
-    let api_uid = namespaced::<Pod>(
+    let api_uid = in_shop::<Pod>(
         &cluster,
-        "shop",
         pod("api-0", "api", json!({"app": "api", "tier": "web"})),
     )
     .await;
     pod_ip(&cluster, "api-0", "10.4.0.7").await;
-    namespaced::<Service>(&cluster, "shop", service("api", json!({"app": "api"}))).await;
-    namespaced::<Service>(&cluster, "shop", service("web", json!({"tier": "web"}))).await;
-    namespaced::<Service>(&cluster, "shop", service("db", json!({"app": "db"}))).await;
+    in_shop::<Service>(&cluster, service("api", json!({"app": "api"}))).await;
+    in_shop::<Service>(&cluster, service("web", json!({"tier": "web"}))).await;
+    in_shop::<Service>(&cluster, service("db", json!({"app": "db"}))).await;
 
     // A request whose metadata names another Service: the names still come from selectors.
     let kubelet = cluster.kubelet("v1beta1");
@@ -347,12 +346,7 @@ async fn service_dns_names_come_from_services_that_select_the_pod_and_nowhere_el
     assert_go_accepts(&[case]);
 
     // A pod no Service selects yet waits, and is issued once one does.
-    let cron_uid = namespaced::<Pod>(
-        &cluster,
-        "shop",
-        pod("cron-0", "cron", json!({"app": "cron"})),
-    )
-    .await;
+    let cron_uid = in_shop::<Pod>(&cluster, pod("cron-0", "cron", json!({"app": "cron"}))).await;
     let mut cron = PodRequest::new("shop", "cron-0", "cron", "ECDSAP256", Format::Csr);
     cron.pod_uid = Some(cron_uid);
     let tracker = cluster.tracker("v1beta1");
@@ -365,7 +359,7 @@ async fn service_dns_names_come_from_services_that_select_the_pod_and_nowhere_el
         early[0].is_none(),
         "no Service selects the pod yet: it waits, never denied"
     );
-    namespaced::<Service>(&cluster, "shop", service("cron", json!({"app": "cron"}))).await;
+    in_shop::<Service>(&cluster, service("cron", json!({"app": "cron"}))).await;
     let done = tracker.wait_all(&created, Duration::from_secs(60)).await;
     let t = done[0]
         .as_ref()

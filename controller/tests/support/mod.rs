@@ -257,6 +257,19 @@ impl SignerProcess {
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
     }
 
+    /// Waits until the unlabelled metric `name` reads `value`; panics with the log if not.
+    pub async fn wait_metric(&self, name: &str, value: f64, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.metric(name).await != Some(value) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name} did not reach {value} within {timeout:?}; log:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     pub async fn wait_ready(&self, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
         while tokio::time::Instant::now() < deadline {
