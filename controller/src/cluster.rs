@@ -1,8 +1,10 @@
 //! Start-up: the Kubernetes client and which API versions the cluster serves.
 //!
 //! [`connect`] builds the client from `--kubeconfig`/`--context`, or infers it the way kubectl
-//! does (kube reads a multi-file `KUBECONFIG` itself). [`Cluster::discover`] then finds the
-//! served PodCertificateRequest and ClusterTrustBundle versions; a transient discovery
+//! does (kube reads a multi-file `KUBECONFIG` itself), without kube's own retry layer: every
+//! failed call reaches its caller, which retries on its own schedule ([`crate::retry`]'s
+//! backoff, the lease loop's renew interval, the watchers' backoff). [`Cluster::discover`]
+//! then finds the served PodCertificateRequest and ClusterTrustBundle versions; a transient discovery
 //! failure is retried with the controller's backoff, so an API brownout at start never
 //! becomes a crash loop. Only answers that need an operator end the process: no client
 //! configuration, or no PodCertificateRequest API at all.
@@ -62,7 +64,7 @@ pub async fn connect(config: &ClusterConfig) -> Result<Client, StartError> {
         context: config.context.clone(),
         ..Default::default()
     };
-    let kube_config = match &config.kubeconfig {
+    let mut kube_config = match &config.kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)
                 .map_err(|e| StartError::Client(format!("--kubeconfig {}: {e}", path.display())))?;
@@ -75,6 +77,11 @@ pub async fn connect(config: &ClusterConfig) -> Result<Client, StartError> {
             .map_err(|e| client_err(&e))?,
         None => kube::Config::infer().await.map_err(|e| client_err(&e))?,
     };
+    // kube's client would otherwise retry 429, 503 and 504 inside one call, up to 15 times
+    // with a backoff that grows to minutes: a request could hang through an outage unseen
+    // (no error counted, a leader's round or a term's shutdown held up). Those answers come
+    // back to the caller instead, which counts them and retries on its own schedule.
+    kube_config.default_retry = false;
     Client::try_from(kube_config).map_err(|e| client_err(&e))
 }
 

@@ -626,3 +626,44 @@ async fn authorization_and_update_rules_are_kube_apiservers() {
         "the admin acting as nobody has nobody's grants: {body}"
     );
 }
+
+/// API Priority and Fairness: a saturated priority level answers 429 with Retry-After, but
+/// `system:masters` is in the mandatory `exempt` FlowSchema and is never throttled
+/// (apiserver/pkg/apis/flowcontrol/bootstrap/default.go, `MandatoryFlowSchemaExempt`).
+#[tokio::test]
+async fn throttling_falls_on_limited_flows_never_on_system_masters() {
+    let f = fixture().await;
+    let sa = "system:serviceaccount:podcert-signer:podcert-signer";
+    grant(
+        &f,
+        "read-namespaces",
+        sa,
+        json!([{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list"]}]),
+    );
+    let limited = client_as(&f, sa, None).await;
+    f.server
+        .faults()
+        .throttle_next
+        .store(2, std::sync::atomic::Ordering::SeqCst);
+    let path = "/api/v1/namespaces";
+    let (admin, _) = send(&f.client, "GET", path, &Value::Null).await;
+    // kube's client waits out Retry-After and tries again, as client-go does.
+    let (service_account, _) = send(&limited, "GET", path, &Value::Null).await;
+    assert_eq!((admin, service_account), (200, 200));
+    let throttled: Vec<(String, u16)> = f
+        .server
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == path)
+        .map(|r| (r.user, r.status))
+        .collect();
+    assert_eq!(
+        throttled,
+        [
+            (podcert_tests::apiserver::authz::ADMIN.to_string(), 200),
+            (sa.to_string(), 429),
+            (sa.to_string(), 429),
+            (sa.to_string(), 200),
+        ]
+    );
+}

@@ -97,8 +97,8 @@ async fn two_replicas_under_random_faults_kills_and_stops_lose_nothing_and_keep_
                 tokio::time::sleep(hold).await;
                 faults.stall_watches.store(false, Ordering::SeqCst);
             }
-            3 => faults.throttle_next.store(30, Ordering::SeqCst),
-            4 => faults.error_next.store(30, Ordering::SeqCst),
+            3 => faults.throttle_for(hold),
+            4 => faults.fail_for(hold),
             5 => {
                 faults.refuse_writes.store(true, Ordering::SeqCst);
                 tokio::time::sleep(hold).await;

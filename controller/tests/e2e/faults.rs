@@ -186,3 +186,40 @@ async fn requests_garbage_collected_before_signing_end_quietly() {
     assert_eq!(count_issued(&outcomes), 5);
     drop(created);
 }
+
+/// The signer's client gives a throttled or unavailable answer back to its caller at once,
+/// which counts it and retries on the controller's own schedule. (kube's default client
+/// would retry inside the call, up to 15 times with a backoff growing to minutes, so one
+/// request could hang through an outage unseen.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_signers_client_hands_throttling_and_outages_back_at_once() {
+    let cluster = Cluster::start(ServerOptions::v1beta1()).await;
+    let client = podcert_signer::cluster::connect(&podcert_signer::config::ClusterConfig {
+        kubeconfig: Some(cluster.signer_kubeconfig.clone()),
+        context: None,
+    })
+    .await
+    .unwrap();
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(client, CA_NS);
+    let code = |r: Result<_, kube::Error>| match r {
+        Err(kube::Error::Api(s)) => s.code,
+        other => panic!("expected an API error, got {other:?}"),
+    };
+    cluster
+        .server
+        .faults()
+        .throttle_next
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(code(leases.get("podcert-signer").await), 429);
+    cluster.server.restart(Duration::from_secs(5));
+    assert_eq!(code(leases.get("podcert-signer").await), 503);
+    let asked: Vec<u16> = cluster
+        .server
+        .requests()
+        .iter()
+        .filter(|r| r.user == SIGNER_USER)
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(asked, [429, 503], "one request each, none retried inside");
+}

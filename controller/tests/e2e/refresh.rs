@@ -7,7 +7,6 @@
 //! its first one.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use podcert_tests::apiserver::ServerOptions;
@@ -113,11 +112,14 @@ async fn two_hundred_1_37_kubelet_pods_refresh_five_times_through_faults_without
         }
         let restart = once(2, 60, t);
         restarted |= restart;
+        // Faults last a fixed wall time, not a number of requests: how long "the next 30
+        // requests" lasts depends on how busy the signers are, and on this clock every wall
+        // second is half a virtual hour.
         if once(3, 80, t) {
-            faults.throttle_next.store(30, Ordering::SeqCst);
+            faults.throttle_for(Duration::from_secs(2));
         }
         if once(4, 90, t) {
-            faults.error_next.store(30, Ordering::SeqCst);
+            faults.fail_for(Duration::from_secs(2));
         }
         if once(5, 100, t) {
             a.kill();

@@ -61,12 +61,20 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// Where `PODCERT_E2E_KEEP` keeps a finished scenario's kubeconfigs and signer logs.
+    fn kept_dir(port: u16) -> PathBuf {
+        std::env::temp_dir().join(format!("podcert-e2e-{port}"))
+    }
+
     pub async fn start(options: ServerOptions) -> Cluster {
         let server = TestApiServer::start(options);
         install_shipped_rbac(&server);
         let dir = tempfile::tempdir().unwrap();
         if std::env::var_os("PODCERT_E2E_KEEP").is_some() {
-            eprintln!("keeping e2e files in {}", dir.path().display());
+            eprintln!(
+                "the e2e files will be kept in {}",
+                Self::kept_dir(server.port).display()
+            );
         }
         let kubeconfig = server.write_kubeconfig(dir.path());
         let signer_kubeconfig = server.write_kubeconfig_as(dir.path(), SIGNER_USER);
@@ -320,8 +328,7 @@ impl SignerProcess {
 impl Drop for Cluster {
     fn drop(&mut self) {
         if std::env::var_os("PODCERT_E2E_KEEP").is_some() {
-            let keep = std::env::temp_dir().join(format!("podcert-e2e-{}", self.server.port));
-            let _ = std::fs::rename(self.dir.path(), &keep);
+            let _ = std::fs::rename(self.dir.path(), Self::kept_dir(self.server.port));
         }
     }
 }

@@ -290,7 +290,10 @@ impl Shared {
         }
         let is_watch = matches!(query_param(query, "watch").as_deref(), Some("true" | "1"));
         let is_write = !matches!(*method, Method::GET | Method::HEAD);
-        if self.faults.take(&self.faults.throttle_next) {
+        // API Priority and Fairness: `system:masters` is in the mandatory `exempt` FlowSchema
+        // (apiserver/pkg/apis/flowcontrol/bootstrap/default.go) and is never answered 429;
+        // the throttle falls on everyone else, as a saturated priority level's does.
+        if !user.is_master() && self.faults.throttles() {
             let mut r = status_error(
                 429,
                 "TooManyRequests",
@@ -301,7 +304,7 @@ impl Shared {
                 .insert("retry-after", http::HeaderValue::from_static("1"));
             return r;
         }
-        if !is_watch && self.faults.take(&self.faults.error_next) {
+        if !is_watch && self.faults.fails() {
             return status_error(500, "InternalError", "injected internal error", &[]);
         }
         if is_write && self.faults.refuse_writes.load(Ordering::Relaxed) {

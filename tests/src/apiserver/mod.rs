@@ -213,7 +213,8 @@ pub enum ResourceFault {
 /// Faults to inject; counters are consumed one per request.
 #[derive(Debug)]
 pub struct Faults {
-    /// Answer the next N requests 429 Too Many Requests with Retry-After: 1.
+    /// Answer the next N requests 429 Too Many Requests with Retry-After: 1 (`system:masters`
+    /// is exempt, as API Priority and Fairness exempts it).
     pub throttle_next: AtomicU32,
     /// Answer the next N non-watch requests 500.
     pub error_next: AtomicU32,
@@ -229,6 +230,8 @@ pub struct Faults {
     /// storage times out on one resource does.
     pub fail_resource: Mutex<Option<ResourceFault>>,
     down_until: Mutex<Option<Instant>>,
+    throttled_until: Mutex<Option<Instant>>,
+    failing_until: Mutex<Option<Instant>>,
     watch_epoch: tokio::sync::watch::Sender<u64>,
 }
 
@@ -243,6 +246,8 @@ impl Default for Faults {
             delay_ms: AtomicU64::new(0),
             fail_resource: Mutex::new(None),
             down_until: Mutex::new(None),
+            throttled_until: Mutex::new(None),
+            failing_until: Mutex::new(None),
             watch_epoch: tokio::sync::watch::channel(0).0,
         }
     }
@@ -256,10 +261,34 @@ impl Faults {
     }
 
     fn is_down(&self) -> bool {
-        self.down_until
-            .lock()
-            .unwrap()
-            .is_some_and(|t| Instant::now() < t)
+        Self::before(&self.down_until)
+    }
+
+    fn before(until: &Mutex<Option<Instant>>) -> bool {
+        until.lock().unwrap().is_some_and(|t| Instant::now() < t)
+    }
+
+    /// Whether this request is throttled: one of [`Faults::throttle_next`], or within a
+    /// [`Faults::throttle_for`] window.
+    fn throttles(&self) -> bool {
+        self.take(&self.throttle_next) || Self::before(&self.throttled_until)
+    }
+
+    /// Whether this (non-watch) request fails 500: one of [`Faults::error_next`], or within a
+    /// [`Faults::fail_for`] window.
+    fn fails(&self) -> bool {
+        self.take(&self.error_next) || Self::before(&self.failing_until)
+    }
+
+    /// Throttles (as [`Faults::throttle_next`] does) every request for `period` from now, however
+    /// many arrive: a fault whose length does not depend on how busy the clients are.
+    pub fn throttle_for(&self, period: Duration) {
+        *self.throttled_until.lock().unwrap() = Some(Instant::now() + period);
+    }
+
+    /// Answers 500 (as [`Faults::error_next`] does) to every non-watch request for `period`.
+    pub fn fail_for(&self, period: Duration) {
+        *self.failing_until.lock().unwrap() = Some(Instant::now() + period);
     }
 
     /// Ends every open watch (clients re-watch from their last resourceVersion).
