@@ -54,6 +54,72 @@ fn the_chart_with_default_values_renders_exactly_the_kustomize_base() {
     }
 }
 
+/// The identity policy switched on both ways: the two kustomize components added to the base,
+/// and the chart given the same policy file with `identityPolicy.serviceDnsNames`. Each
+/// renders the same objects, and the RBAC grows only when switched on.
+#[test]
+fn the_chart_with_an_identity_policy_renders_exactly_the_kustomize_components() {
+    let components = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../manifests/components");
+    let policy = components.join("identity-policy/policy.yaml");
+    for (parts, dns) in [
+        (&["identity-policy"][..], "false"),
+        (&["identity-policy", "service-dns-names"][..], "true"),
+    ] {
+        let kustomized = by_kind_and_name(rendered_manifests_with(parts));
+        let charted = by_kind_and_name(rendered_chart_with(
+            &[("identityPolicy.serviceDnsNames", dns)],
+            &[("identityPolicy.policy", &policy)],
+        ));
+        let names = |objects: &[Value]| -> Vec<String> {
+            objects
+                .iter()
+                .map(|o| format!("{} {}", o["kind"], o["metadata"]["name"]))
+                .collect()
+        };
+        assert_eq!(names(&kustomized), names(&charted), "{parts:?}");
+        for (k, h) in kustomized.iter().zip(&charted) {
+            assert_eq!(
+                k, h,
+                "{parts:?}: {} {}: the components and the chart differ",
+                k["kind"], k["metadata"]["name"]
+            );
+        }
+        let roles = names(&charted)
+            .into_iter()
+            .filter(|n| n.starts_with("\"ClusterRole\""))
+            .count();
+        assert_eq!(roles, parts.len() + 1, "one ClusterRole per component");
+        assert_typed(charted);
+    }
+    let deploy = rendered_chart(&[])
+        .into_iter()
+        .find(|o| o["kind"] == "Deployment")
+        .unwrap();
+    assert!(
+        deploy["spec"]["template"]["spec"]["volumes"].is_null(),
+        "no policy, no volume: {deploy}"
+    );
+}
+
+/// Service DNS names are asked for by a policy rule: without a policy the chart says so.
+#[test]
+fn the_chart_refuses_service_dns_names_without_a_policy() {
+    let chart = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../charts/podcert-signer");
+    let out = std::process::Command::new(podcert_tests::oracles::helm_binary())
+        .arg("template")
+        .arg("podcert-signer")
+        .arg(&chart)
+        .args(["--set", "identityPolicy.serviceDnsNames=true"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("identityPolicy.serviceDnsNames needs identityPolicy.policy"),
+        "{said}"
+    );
+}
+
 #[test]
 fn the_charts_values_reach_the_objects_they_name() {
     let objects = rendered_chart(&[
@@ -140,6 +206,7 @@ fn assert_typed(objects: Vec<Value>) {
         .map(|o| o["kind"].as_str().unwrap())
         .collect();
     kinds.sort();
+    kinds.dedup();
     assert_eq!(
         kinds,
         [

@@ -280,6 +280,29 @@ impl Terminal {
             .as_str()
             .unwrap_or("")
     }
+
+    /// The issued leaf's subject alternative names: (URIs, DNS names, IPv4 addresses).
+    pub fn sans(&self) -> (Vec<String>, Vec<String>, Vec<String>) {
+        let chain = self.status["certificateChain"].as_str().expect("a chain");
+        let leaf = pem::parse_many(chain).expect("PEM").remove(0);
+        let (_, cert) = X509Certificate::from_der(leaf.contents()).expect("a certificate");
+        let san = cert.subject_alternative_name().expect("one SAN extension");
+        let (mut uris, mut dns, mut ips) = (vec![], vec![], vec![]);
+        for n in san
+            .map(|s| s.value.general_names.clone())
+            .unwrap_or_default()
+        {
+            match n {
+                GeneralName::URI(u) => uris.push(u.to_string()),
+                GeneralName::DNSName(d) => dns.push(d.to_string()),
+                GeneralName::IPAddress(b) if b.len() == 4 => {
+                    ips.push(format!("{}.{}.{}.{}", b[0], b[1], b[2], b[3]))
+                }
+                other => panic!("unexpected SAN {other:?}"),
+            }
+        }
+        (uris, dns, ips)
+    }
 }
 
 /// Follows every PCR (a watch, as the kubelet has) and records when each became terminal.

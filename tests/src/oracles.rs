@@ -384,7 +384,13 @@ pub fn helm_binary() -> PathBuf {
 }
 
 /// `helm template <release> <chart> --namespace <namespace> --set k=v…`: the rendered YAML.
-pub fn helm_template(chart: &Path, release: &str, namespace: &str, set: &[(&str, &str)]) -> String {
+pub fn helm_template(
+    chart: &Path,
+    release: &str,
+    namespace: &str,
+    set: &[(&str, &str)],
+    set_file: &[(&str, &Path)],
+) -> String {
     let mut cmd = Command::new(helm_binary());
     cmd.arg("template")
         .arg(release)
@@ -392,6 +398,9 @@ pub fn helm_template(chart: &Path, release: &str, namespace: &str, set: &[(&str,
         .args(["--namespace", namespace]);
     for (k, v) in set {
         cmd.arg("--set").arg(format!("{k}={v}"));
+    }
+    for (k, path) in set_file {
+        cmd.arg("--set-file").arg(format!("{k}={}", path.display()));
     }
     stdout_of(&mut cmd)
 }

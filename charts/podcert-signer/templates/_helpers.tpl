@@ -13,11 +13,21 @@ app.kubernetes.io/part-of: podcert-signer
 {{- toJson $c -}}
 {{- end -}}
 
-{{/* The ConfigMap's name: suffixed with kustomize's content hash (sha256 of
-     {"data":…,"kind":"ConfigMap","name":""}, 10 hex digits with 0,1,3,a,e written g,h,k,m,t),
-     so a changed setting rolls the Deployment exactly as with kustomize. */}}
-{{- define "podcert-signer.configName" -}}
-{{- $hashed := dict "data" (include "podcert-signer.config" . | fromJson) "kind" "ConfigMap" "name" "" -}}
+{{/* A generated ConfigMap's name, as kustomize's configMapGenerator makes it: the name
+     suffixed with kustomize's content hash (sha256 of {"data":…,"kind":"ConfigMap","name":""},
+     10 hex digits with 0,1,3,a,e written g,h,k,m,t), so a changed setting rolls the
+     Deployment exactly as with kustomize. Takes (dict "name" … "data" …). */}}
+{{- define "podcert-signer.generatedName" -}}
+{{- $hashed := dict "data" .data "kind" "ConfigMap" "name" "" -}}
 {{- $h := toJson $hashed | sha256sum | trunc 10 -}}
-podcert-signer-config-{{ $h | replace "0" "g" | replace "1" "h" | replace "3" "k" | replace "a" "m" | replace "e" "t" }}
+{{ .name }}-{{ $h | replace "0" "g" | replace "1" "h" | replace "3" "k" | replace "a" "m" | replace "e" "t" }}
+{{- end -}}
+
+{{- define "podcert-signer.configName" -}}
+{{- include "podcert-signer.generatedName" (dict "name" "podcert-signer-config" "data" (include "podcert-signer.config" . | fromJson)) -}}
+{{- end -}}
+
+{{/* The identity policy's ConfigMap (manifests/components/identity-policy). */}}
+{{- define "podcert-signer.identityPolicyName" -}}
+{{- include "podcert-signer.generatedName" (dict "name" "podcert-signer-identity-policy" "data" (dict "policy.yaml" .Values.identityPolicy.policy)) -}}
 {{- end -}}

@@ -10,8 +10,6 @@ use kube::api::{DynamicObject, PostParams};
 use podcert_tests::kubelet::{Created, Format, PodRequest, Terminal};
 use podcert_tests::oracles::{IssuedCase, assert_go_accepts, openssl_verify};
 use serde_json::{Value, json};
-use x509_parser::extensions::GeneralName;
-use x509_parser::prelude::*;
 
 use crate::support::{self, Cluster, TRUST_DOMAIN};
 
@@ -94,26 +92,6 @@ fn request(ns: &str, sa: &str) -> PodRequest {
     PodRequest::new(ns, &format!("{sa}-pod"), sa, "ECDSAP256", Format::Csr)
 }
 
-/// (URIs, DNS names, IPs) of the leaf in `status`.
-fn sans(status: &Value) -> (Vec<String>, Vec<String>, Vec<String>) {
-    let chain = status["certificateChain"].as_str().unwrap();
-    let leaf = ::pem::parse_many(chain).unwrap().remove(0);
-    let (_, cert) = X509Certificate::from_der(leaf.contents()).unwrap();
-    let san = cert.subject_alternative_name().unwrap().unwrap();
-    let (mut uris, mut dns, mut ips) = (vec![], vec![], vec![]);
-    for n in &san.value.general_names {
-        match n {
-            GeneralName::URI(u) => uris.push(u.to_string()),
-            GeneralName::DNSName(d) => dns.push(d.to_string()),
-            GeneralName::IPAddress(b) if b.len() == 4 => {
-                ips.push(format!("{}.{}.{}.{}", b[0], b[1], b[2], b[3]))
-            }
-            other => panic!("unexpected SAN {other:?}"),
-        }
-    }
-    (uris, dns, ips)
-}
-
 #[tokio::test]
 async fn the_policy_decides_who_gets_which_identity_and_a_bad_reload_keeps_the_last_good_one() {
     let cluster = Cluster::start(podcert_tests::apiserver::ServerOptions::v1beta1()).await;
@@ -153,7 +131,7 @@ async fn the_policy_decides_who_gets_which_identity_and_a_bad_reload_keeps_the_l
     );
     let (_, pay) = &answers[0];
     assert_eq!(
-        sans(&pay.status).0,
+        pay.sans().0,
         [format!("spiffe://{TRUST_DOMAIN}/pay/checkout/api")]
     );
     let lifetime = |s: &Value| {
@@ -173,7 +151,7 @@ async fn the_policy_decides_who_gets_which_identity_and_a_bad_reload_keeps_the_l
         "the signer's lifetime"
     );
     assert_eq!(
-        sans(&answers[3].1.status).0,
+        answers[3].1.sans().0,
         [format!("spiffe://{TRUST_DOMAIN}/ns/web/sa/frontend")]
     );
     let denied = answers[2].1.status["conditions"][0]["message"]
@@ -315,7 +293,7 @@ async fn service_dns_names_come_from_services_that_select_the_pod_and_nowhere_el
         .as_ref()
         .unwrap_or_else(|| panic!("no answer; the signer said:\n{}", signer.log_text()));
     assert_eq!(issued.condition(), "Issued", "{}", issued.status);
-    let (uris, dns, ips) = sans(&issued.status);
+    let (uris, dns, ips) = issued.sans();
     assert_eq!(
         uris,
         [format!("spiffe://{TRUST_DOMAIN}/ns/shop/sa/api")],
@@ -345,6 +323,26 @@ async fn service_dns_names_come_from_services_that_select_the_pod_and_nowhere_el
     (case.dns_names, case.ips) = (dns, ips);
     assert_go_accepts(&[case]);
 
+    // The pod's labels change: its next request (a refresh) names the Services that select
+    // it now.
+    let pods = Api::<Pod>::namespaced(cluster.client.clone(), "shop");
+    let mut relabelled = pods.get("api-0").await.unwrap();
+    relabelled.metadata.labels = Some([("app".to_string(), "db".to_string())].into());
+    pods.replace("api-0", &PostParams::default(), &relabelled)
+        .await
+        .unwrap();
+    let refresh = kubelet
+        .create_all(std::slice::from_ref(&p), 1)
+        .await
+        .unwrap();
+    let done = tracker.wait_all(&refresh, Duration::from_secs(30)).await;
+    let refreshed = done[0].as_ref().expect("the refresh is answered");
+    assert_eq!(refreshed.condition(), "Issued", "{}", refreshed.status);
+    assert_eq!(
+        refreshed.sans().1,
+        ["db.shop.svc", "db.shop.svc.cluster.local"]
+    );
+
     // A pod no Service selects yet waits, and is issued once one does.
     let cron_uid = in_shop::<Pod>(&cluster, pod("cron-0", "cron", json!({"app": "cron"}))).await;
     let mut cron = PodRequest::new("shop", "cron-0", "cron", "ECDSAP256", Format::Csr);
@@ -364,10 +362,7 @@ async fn service_dns_names_come_from_services_that_select_the_pod_and_nowhere_el
     let t = done[0]
         .as_ref()
         .expect("issued once a Service selects the pod");
-    assert_eq!(
-        sans(&t.status).1,
-        ["cron.shop.svc", "cron.shop.svc.cluster.local"]
-    );
+    assert_eq!(t.sans().1, ["cron.shop.svc", "cron.shop.svc.cluster.local"]);
 
     // A request for a pod that is not the live one (another UID) is denied.
     let mut stale = PodRequest::new("shop", "api-0", "api", "ECDSAP256", Format::Csr);

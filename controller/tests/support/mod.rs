@@ -29,11 +29,43 @@ pub fn rendered_manifests() -> &'static [serde_json::Value] {
     })
 }
 
+/// What `kubectl kustomize manifests/` renders once `components` (under
+/// manifests/components/) are added to its kustomization.yaml, as their headers tell users to.
+pub fn rendered_manifests_with(components: &[&str]) -> Vec<serde_json::Value> {
+    let manifests = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../manifests");
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("manifests");
+    podcert_tests::oracles::stdout_of(
+        std::process::Command::new("cp")
+            .arg("-r")
+            .arg(&manifests)
+            .arg(&copy),
+    );
+    let kustomization = copy.join("kustomization.yaml");
+    let mut text = std::fs::read_to_string(&kustomization).unwrap();
+    text.push_str("components:\n");
+    for c in components {
+        text.push_str(&format!("  - components/{c}\n"));
+    }
+    std::fs::write(&kustomization, text).unwrap();
+    serde_saphyr::from_multiple::<serde_json::Value>(&podcert_tests::oracles::kustomize(&copy))
+        .expect("kustomize output is YAML")
+}
+
 /// What `helm template podcert-signer charts/podcert-signer --namespace podcert-signer`
 /// renders with `set` (`--set` pairs).
 pub fn rendered_chart(set: &[(&str, &str)]) -> Vec<serde_json::Value> {
+    rendered_chart_with(set, &[])
+}
+
+/// [`rendered_chart`] with `--set-file` pairs too.
+pub fn rendered_chart_with(
+    set: &[(&str, &str)],
+    set_file: &[(&str, &std::path::Path)],
+) -> Vec<serde_json::Value> {
     let chart = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../charts/podcert-signer");
-    let yaml = podcert_tests::oracles::helm_template(&chart, "podcert-signer", CA_NS, set);
+    let yaml =
+        podcert_tests::oracles::helm_template(&chart, "podcert-signer", CA_NS, set, set_file);
     serde_saphyr::from_multiple::<serde_json::Value>(&yaml)
         .expect("helm output is YAML")
         .into_iter()

@@ -6,8 +6,11 @@
 //! percentiles (create sent → terminal status seen by the watching kubelet), and the signer
 //! process's CPU time (user and kernel) and peak RSS. With `--restart` it then starts a second
 //! signer against the same API server (CA stored, every request decided) and reports its
-//! start-to-first-issuance time and peak RSS. The signer is stopped with SIGTERM, so a
-//! profiler wrapped around it (`--signer-bin` a script) writes its data.
+//! start-to-first-issuance time and peak RSS. With `--services N` the cluster also holds N
+//! Services and 2N pods in ten labelled namespaces, and the signer runs an identity policy
+//! that selects namespaces by label and asks for Service DNS names and pod IPs: every request
+//! names one of those pods, which exactly one Service selects. The signer is stopped with
+//! SIGTERM, so a profiler wrapped around it (`--signer-bin` a script) writes its data.
 //!
 //! ```text
 //! cargo build --release -p podcert-signer -p podcert-tests
@@ -29,12 +32,13 @@ struct Args {
     format: String,
     signer_concurrency: String,
     restart: bool,
+    services: usize,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: podcert-load --signer-bin PATH [--requests N] [--concurrency C] [--rate PER_SECOND] \
-         [--key-types ECDSAP256,ED25519] [--format csr|pkix|mixed] [--signer-concurrency N] [--restart]"
+         [--key-types ECDSAP256,ED25519] [--format csr|pkix|mixed] [--signer-concurrency N] [--restart] [--services N]"
     );
     std::process::exit(2)
 }
@@ -49,6 +53,7 @@ fn parse_args() -> Args {
         format: "csr".into(),
         signer_concurrency: "16".into(),
         restart: false,
+        services: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -62,6 +67,7 @@ fn parse_args() -> Args {
             "--format" => a.format = value(),
             "--signer-concurrency" => a.signer_concurrency = value(),
             "--restart" => a.restart = true,
+            "--services" => a.services = value().parse().unwrap_or_else(|_| usage()),
             _ => usage(),
         }
     }
@@ -125,33 +131,107 @@ fn mib(kib: u64) -> f64 {
     (kib as f64 / 1024.0 * 10.0).round() / 10.0
 }
 
+const NAMESPACES: usize = 10;
+
+/// Request `i`'s namespace, pod and service account.
+fn names(i: usize) -> (String, String, String) {
+    (
+        format!("ns-{}", i % NAMESPACES),
+        format!("pod-{i}"),
+        format!("sa-{}", i % 20),
+    )
+}
+
+fn pod_uid(i: usize) -> String {
+    format!("00000000-0000-4000-8000-{i:012}")
+}
+
+/// The identity policy of a `--services` run.
+const POLICY: &str = "\
+rules:
+  - name: load
+    namespaces:
+      selector: {matchLabels: {podcert: enabled}}
+    dnsNames: {services: true, podIP: true}
+";
+
+/// Stores `services` Services and twice as many pods (pod `i` as [`names`] says, labelled
+/// `app: app-<i mod services>`, so exactly the Service of that number selects it) in ten
+/// labelled namespaces, straight into the API server's storage. Objects carry what real
+/// ones carry that the signer must not keep: ports, cluster IPs, a last-applied annotation.
+fn populate(server: &TestApiServer, services: usize) {
+    let applied = "x".repeat(600);
+    for n in 0..NAMESPACES {
+        server.put(
+            "namespaces",
+            "",
+            serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": format!("ns-{n}"), "uid": format!("ns-uid-{n}"),
+                             "labels": {"podcert": "enabled", "kubernetes.io/metadata.name": format!("ns-{n}")}}}),
+        );
+    }
+    for j in 0..services {
+        let ns = format!("ns-{}", j % NAMESPACES);
+        server.put(
+            "services",
+            &ns,
+            serde_json::json!({"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": format!("svc-{j}"), "namespace": ns, "uid": format!("svc-uid-{j}"),
+                             "labels": {"app": format!("app-{j}")},
+                             "annotations": {"kubectl.kubernetes.io/last-applied-configuration": applied}},
+                "spec": {"selector": {"app": format!("app-{j}")}, "type": "ClusterIP",
+                         "clusterIP": format!("10.96.{}.{}", j / 250, j % 250),
+                         "ports": [{"name": "https", "port": 443, "targetPort": 8443, "protocol": "TCP"}]}}),
+        );
+    }
+    for i in 0..2 * services {
+        let (ns, pod, sa) = names(i);
+        server.put(
+            "pods",
+            &ns,
+            serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": pod, "namespace": ns, "uid": pod_uid(i),
+                             "labels": {"app": format!("app-{}", i % services)}},
+                "spec": {"serviceAccountName": sa, "nodeName": "node-1",
+                         "containers": [{"name": "app", "image": "registry.example/app:1"}]},
+                "status": {"phase": "Running", "podIP": format!("10.{}.{}.{}", 1 + i / 65536, (i / 256) % 256, i % 256),
+                           "podIPs": [{"ip": format!("10.{}.{}.{}", 1 + i / 65536, (i / 256) % 256, i % 256)}]}}),
+        );
+    }
+}
+
 fn spawn_signer(args: &Args, kubeconfig: &std::path::Path) -> std::process::Child {
     let admin_port = podcert_tests::free_port();
-    Command::new(&args.signer_bin)
-        .args([
-            "--signer-name",
-            "example.com/spiffe",
-            "--trust-domain",
-            "example.org",
-            "--log-level",
-            "warn",
-        ])
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args([
-            "--admin-addr",
-            &format!("127.0.0.1:{admin_port}"),
-            "--concurrency",
-            &args.signer_concurrency,
-        ])
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "{}: {e} (build it with cargo build --release -p podcert-signer)",
-                args.signer_bin
-            )
-        })
+    let mut cmd = Command::new(&args.signer_bin);
+    if args.services > 0 {
+        let policy = kubeconfig.with_file_name("identity-policy.yaml");
+        std::fs::write(&policy, POLICY).expect("the policy file is written");
+        cmd.arg("--identity-policy").arg(policy);
+    }
+    cmd.args([
+        "--signer-name",
+        "example.com/spiffe",
+        "--trust-domain",
+        "example.org",
+        "--log-level",
+        "warn",
+    ])
+    .arg("--kubeconfig")
+    .arg(kubeconfig)
+    .args([
+        "--admin-addr",
+        &format!("127.0.0.1:{admin_port}"),
+        "--concurrency",
+        &args.signer_concurrency,
+    ])
+    .stdin(Stdio::null())
+    .spawn()
+    .unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (build it with cargo build --release -p podcert-signer)",
+            args.signer_bin
+        )
+    })
 }
 
 /// A second signer started against the same API server, its CA already stored and every
@@ -189,6 +269,13 @@ async fn restart(
 async fn main() {
     let args = parse_args();
     let server = TestApiServer::start(ServerOptions::v1beta1());
+    if args.services > 0 {
+        if args.requests > 2 * args.services {
+            eprintln!("--requests must not exceed twice --services (one request per pod)");
+            std::process::exit(2);
+        }
+        populate(&server, args.services);
+    }
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = server.write_kubeconfig(dir.path());
     let mut signer = spawn_signer(&args, &kubeconfig);
@@ -214,13 +301,12 @@ async fn main() {
                 "mixed" if i % 2 == 0 => Format::Pkix,
                 _ => Format::Csr,
             };
-            PodRequest::new(
-                &format!("ns-{}", i % 10),
-                &format!("pod-{i}"),
-                &format!("sa-{}", i % 20),
-                kt,
-                format,
-            )
+            let (ns, pod, sa) = names(i);
+            let mut request = PodRequest::new(&ns, &pod, &sa, kt, format);
+            if args.services > 0 {
+                request.pod_uid = Some(pod_uid(i));
+            }
+            request
         })
         .collect();
     let kubelet = Kubelet::new(client.clone(), "v1beta1", "example.com/spiffe");
@@ -241,6 +327,23 @@ async fn main() {
     };
     let outcomes = tracker.wait_all(&created, Duration::from_secs(300)).await;
     let report = Report::new(&created, &outcomes, started);
+    // With `--services`, every leaf must name the one Service that selects its pod.
+    let wrong_names = if args.services > 0 {
+        created
+            .iter()
+            .zip(&outcomes)
+            .filter(|(c, t)| {
+                let i: usize = c.request.pod_name["pod-".len()..].parse().expect("pod-<i>");
+                let svc = format!("svc-{}.{}.svc", i % args.services, c.request.namespace);
+                t.as_ref().is_none_or(|t| {
+                    t.condition() != "Issued"
+                        || t.sans().1 != [svc.clone(), format!("{svc}.cluster.local")]
+                })
+            })
+            .count()
+    } else {
+        0
+    };
     let used = process_usage(signer.id());
     stop(&mut signer);
     let restart = if args.restart {
@@ -254,16 +357,18 @@ async fn main() {
     let out = serde_json::json!({
         "report": report,
         "load": {"requests": args.requests, "concurrency": args.concurrency, "rate": args.rate,
-                 "key_types": args.key_types, "format": args.format, "signer_concurrency": args.signer_concurrency},
+                 "key_types": args.key_types, "format": args.format, "signer_concurrency": args.signer_concurrency,
+                 "services": args.services, "pods": 2 * args.services},
         "signer": {"cpu_seconds": round2(user + system),
                    "cpu_ms_per_request": per_request_ms(user + system),
                    "user_ms_per_request": per_request_ms(user),
                    "system_ms_per_request": per_request_ms(system),
                    "peak_rss_mib": mib(used.peak_rss_kib)},
         "restart": restart,
+        "leaves_without_their_service_names": wrong_names,
     });
     println!("{}", serde_json::to_string_pretty(&out).unwrap());
-    if report.pending > 0 || report.issued != args.requests {
+    if report.pending > 0 || report.issued != args.requests || wrong_names > 0 {
         std::process::exit(1);
     }
 }
