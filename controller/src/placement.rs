@@ -4,10 +4,11 @@
 //! Nothing here trusts the request beyond its verified fields: the pod is read by name and
 //! must have the request's UID, service account and node (otherwise the request is denied:
 //! it does not describe a live pod), and Service names come from Services whose selector
-//! matches the pod's labels — never from annotations. Each cache starts the first time a
-//! policy needs it and lives for the term, holding only what decisions read:
-//! - namespaces: a metadata-only watch (name and labels);
-//! - Services: name, namespace and selector;
+//! matches the pod's labels — never from annotations. Each cache is an [`Index`] that starts
+//! the first time a policy needs it and lives for the term, holding only what decisions read,
+//! by namespace (a request looks only at its own namespace's Services):
+//! - namespaces: name → labels (a metadata-only read of each);
+//! - Services: namespace → name → selector;
 //! - pods: not cached; one GET per request whose rule asks for names (a cache of every pod
 //!   would grow with the cluster, and a pod asks for a certificate about twice a day).
 //!
@@ -16,18 +17,18 @@
 //! controller's backoff, never denied. A pod without an IP yet (the kubelet mounts volumes
 //! before the pod's network exists) gets a certificate without IP SANs; its refresh has them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt, future};
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service, ServiceSpec};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use signer_core::{Denial, DenyReason, Grant, Placement};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::pcr::Pcr;
@@ -65,9 +66,13 @@ pub struct Lookups {
     client: Client,
     cluster_domain: String,
     token: CancellationToken,
-    namespaces: OnceLock<Store<PartialObjectMeta<Namespace>>>,
-    services: OnceLock<Store<Service>>,
+    /// Namespace labels, under the namespace "" (namespaces are cluster-scoped).
+    namespaces: OnceLock<Arc<Index<Labels>>>,
+    /// Service selectors.
+    services: OnceLock<Arc<Index<Labels>>>,
 }
+
+type Labels = BTreeMap<String, String>;
 
 impl std::fmt::Debug for Lookups {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -93,17 +98,14 @@ impl Lookups {
         &self,
         namespace: &str,
     ) -> Result<BTreeMap<String, String>, Wait> {
-        let store = self.namespaces.get_or_init(|| {
-            // Metadata-only: name and labels, whatever else a namespace carries.
+        let index = self.namespaces.get_or_init(|| {
+            // Metadata only: name and labels, whatever else a namespace carries.
             let api = Api::<PartialObjectMeta<Namespace>>::all(self.client.clone());
-            let stream = watcher(api, watcher::Config::default())
-                .map_ok(|e| e.modify(|ns| ns.metadata.managed_fields = None));
-            run_cache(stream, (), &self.token)
+            Index::follow(api, |ns| Some(ns.labels().clone()), &self.token)
         });
-        synced(store, "namespace").await?;
-        store
-            .get(&ObjectRef::new(namespace))
-            .map(|ns| ns.metadata.labels.clone().unwrap_or_default())
+        index.synced("namespace").await?;
+        index
+            .read("", |names| names.get(namespace).cloned())
             .ok_or_else(|| Wait::NamespaceUnknown(namespace.to_owned()))
     }
 
@@ -130,16 +132,20 @@ impl Lookups {
         }
         let mut placement = Placement::default();
         if grant.dns_names.services {
-            let labels = pod.metadata.labels.clone().unwrap_or_default();
-            let store = self.services();
-            synced(store, "Service").await?;
-            let mut selecting: Vec<String> = store
-                .state()
-                .iter()
-                .filter(|svc| svc.metadata.namespace.as_deref() == Some(namespace.as_str()))
-                .filter(|svc| selects(svc, &labels))
-                .filter_map(|svc| svc.metadata.name.clone())
-                .collect();
+            let labels = pod.labels();
+            let index = self.services.get_or_init(|| {
+                let api = Api::<Service>::all(self.client.clone());
+                Index::follow(api, |svc| svc.spec.as_ref()?.selector.clone(), &self.token)
+            });
+            index.synced("Service").await?;
+            // In name order: the names go into the certificate in a stable order.
+            let selecting: Vec<String> = index.read(&namespace, |services| {
+                services
+                    .iter()
+                    .filter(|(_, selector)| selects(selector, labels))
+                    .map(|(name, _)| name.clone())
+                    .collect()
+            });
             if selecting.is_empty() {
                 return Err(Wait::NoService {
                     namespace,
@@ -147,7 +153,6 @@ impl Lookups {
                     rule: grant.rule.clone(),
                 });
             }
-            selecting.sort();
             for svc in selecting {
                 placement
                     .service_dns_names
@@ -167,36 +172,12 @@ impl Lookups {
         }
         Ok(Ok(placement))
     }
-
-    fn services(&self) -> &Store<Service> {
-        self.services.get_or_init(|| {
-            let api = Api::<Service>::all(self.client.clone());
-            let stream =
-                watcher(api, watcher::Config::default()).map_ok(|e| e.modify(trim_service));
-            run_cache(stream, (), &self.token)
-        })
-    }
 }
 
-/// A Service as the decision needs it: name, namespace, selector.
-fn trim_service(svc: &mut Service) {
-    let selector = svc.spec.as_ref().and_then(|s| s.selector.clone());
-    svc.metadata.managed_fields = None;
-    svc.metadata.annotations = None;
-    svc.metadata.labels = None;
-    svc.spec = Some(ServiceSpec {
-        selector,
-        ..ServiceSpec::default()
-    });
-    svc.status = None;
-}
-
-/// Whether `svc` selects a pod with `labels`: a Service without a selector selects nothing.
-fn selects(svc: &Service, labels: &BTreeMap<String, String>) -> bool {
-    svc.spec
-        .as_ref()
-        .and_then(|s| s.selector.as_ref())
-        .is_some_and(|sel| !sel.is_empty() && sel.iter().all(|(k, v)| labels.get(k) == Some(v)))
+/// Whether a Service with `selector` selects a pod with `labels`: an empty selector selects
+/// nothing (a Service without one has its endpoints managed by hand).
+fn selects(selector: &Labels, labels: &Labels) -> bool {
+    !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
 /// Why the pod named by the request is not the pod it was made for, if it is not.
@@ -228,38 +209,122 @@ fn mismatch(pod: &Pod, pcr: &Pcr) -> Option<Denial> {
     })
 }
 
-/// Runs a reflector over `stream` until `token` is cancelled; its store.
-fn run_cache<K, S>(stream: S, dyntype: K::DynamicType, token: &CancellationToken) -> Store<K>
-where
-    K: kube::Resource + Clone + Send + Sync + 'static,
-    K::DynamicType: std::hash::Hash + Eq + Clone + Send + Sync,
-    S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
-{
-    let writer = reflector::store::Writer::new(dyntype);
-    let store = writer.as_reader();
-    let token = token.clone();
-    // A watch recovers by itself (kube's watcher relists after errors, with backoff); it ends
-    // only with the term.
-    let drive = reflector::reflector(writer, stream)
-        .default_backoff()
-        .for_each(|_| future::ready(()));
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = drive => {}
-            _ = token.cancelled() => {}
-        }
-    });
-    store
+/// One watched resource, kept as only what decisions read: namespace → name → `V`, for the
+/// objects `project` keeps (a Service without a selector selects nothing and is not kept).
+///
+/// Ready once the first list is complete. Every waiter sees that at once, through a `watch`
+/// channel: kube's `Store::wait_until_ready` wakes only the last of several concurrent
+/// waiters (a `futures` oneshot holds one waker), so the others slept until their timeout.
+#[derive(Debug)]
+pub struct Index<V> {
+    objects: RwLock<HashMap<String, BTreeMap<String, V>>>,
+    ready: watch::Sender<bool>,
 }
 
-async fn synced<K>(store: &Store<K>, what: &'static str) -> Result<(), Wait>
-where
-    K: kube::Resource + Clone + 'static,
-    K::DynamicType: std::hash::Hash + Eq + Clone,
-{
-    match tokio::time::timeout(SYNC_WAIT, store.wait_until_ready()).await {
-        Ok(Ok(())) => Ok(()),
-        _ => Err(Wait::NotSynced(what)),
+impl<V: Send + Sync + 'static> Index<V> {
+    fn new() -> Self {
+        Index {
+            objects: RwLock::default(),
+            ready: watch::Sender::new(false),
+        }
+    }
+
+    /// Starts following `api` until `token` is cancelled. A watch recovers by itself (kube's
+    /// watcher lists again after errors, with backoff); it ends only with the term.
+    fn follow<K>(
+        api: Api<K>,
+        project: fn(&K) -> Option<V>,
+        token: &CancellationToken,
+    ) -> Arc<Index<V>>
+    where
+        K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+        K::DynamicType: Default,
+    {
+        let index = Arc::new(Index::new());
+        let events = watcher(api, watcher::Config::default()).default_backoff();
+        let (writer, token) = (index.clone(), token.clone());
+        tokio::spawn(async move {
+            let mut events = std::pin::pin!(events);
+            let mut relisted = None;
+            loop {
+                let event = tokio::select! {
+                    e = events.next() => e,
+                    _ = token.cancelled() => return,
+                };
+                match event {
+                    Some(Ok(event)) => writer.apply(event, project, &mut relisted),
+                    Some(Err(_)) => {} // retried by the watcher's backoff
+                    None => return,
+                }
+            }
+        });
+        index
+    }
+
+    /// Applies one watch event. A (re)list builds a fresh map in `relisted` and swaps it in
+    /// whole when done, so a lookup never sees half a list.
+    fn apply<K: kube::Resource>(
+        &self,
+        event: watcher::Event<K>,
+        project: fn(&K) -> Option<V>,
+        relisted: &mut Option<HashMap<String, BTreeMap<String, V>>>,
+    ) {
+        let key = |o: &K| {
+            (
+                o.meta().namespace.clone().unwrap_or_default(),
+                o.meta().name.clone().unwrap_or_default(),
+            )
+        };
+        let insert = |map: &mut HashMap<String, BTreeMap<String, V>>, o: &K| {
+            let (ns, name) = key(o);
+            match project(o) {
+                Some(v) => {
+                    map.entry(ns).or_default().insert(name, v);
+                }
+                None => {
+                    if let Some(names) = map.get_mut(&ns) {
+                        names.remove(&name);
+                    }
+                }
+            }
+        };
+        match event {
+            watcher::Event::Init => *relisted = Some(HashMap::new()),
+            watcher::Event::InitApply(o) => insert(relisted.get_or_insert_default(), &o),
+            watcher::Event::InitDone => {
+                *self.objects.write().unwrap() = relisted.take().unwrap_or_default();
+                self.ready.send_replace(true);
+            }
+            watcher::Event::Apply(o) => insert(&mut self.objects.write().unwrap(), &o),
+            watcher::Event::Delete(o) => {
+                let (ns, name) = key(&o);
+                let mut objects = self.objects.write().unwrap();
+                if let Some(names) = objects.get_mut(&ns) {
+                    names.remove(&name);
+                    if names.is_empty() {
+                        objects.remove(&ns);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits (at most [`SYNC_WAIT`]) for the first list to complete.
+    async fn synced(&self, what: &'static str) -> Result<(), Wait> {
+        let mut ready = self.ready.subscribe();
+        match tokio::time::timeout(SYNC_WAIT, ready.wait_for(|r| *r)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(Wait::NotSynced(what)),
+        }
+    }
+
+    /// `f` over what is kept for `namespace` (empty if nothing is).
+    fn read<R>(&self, namespace: &str, f: impl FnOnce(&BTreeMap<String, V>) -> R) -> R {
+        let objects = self.objects.read().unwrap();
+        match objects.get(namespace) {
+            Some(names) => f(names),
+            None => f(&BTreeMap::new()),
+        }
     }
 }
 
@@ -267,54 +332,115 @@ where
 mod tests {
     use super::*;
 
-    fn svc(selector: &[(&str, &str)]) -> Service {
-        Service {
-            spec: Some(ServiceSpec {
-                selector: Some(
-                    selector
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                ),
-                ..Default::default()
-            }),
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn svc(ns: &str, name: &str, selector: Option<&[(&str, &str)]>) -> Service {
+        let mut s = Service::default();
+        s.metadata.namespace = Some(ns.into());
+        s.metadata.name = Some(name.into());
+        s.spec = Some(k8s_openapi::api::core::v1::ServiceSpec {
+            selector: selector.map(labels),
+            cluster_ip: Some("10.0.0.1".into()),
             ..Default::default()
-        }
+        });
+        s
+    }
+
+    fn selector(svc: &Service) -> Option<Labels> {
+        svc.spec.as_ref()?.selector.clone()
     }
 
     #[test]
     fn a_service_selects_a_pod_only_when_every_selector_pair_matches() {
-        let labels: BTreeMap<String, String> = [("app", "api"), ("tier", "web")]
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .into();
-        assert!(selects(&svc(&[("app", "api")]), &labels));
-        assert!(selects(&svc(&[("app", "api"), ("tier", "web")]), &labels));
-        assert!(!selects(&svc(&[("app", "api"), ("tier", "db")]), &labels));
+        let pod = labels(&[("app", "api"), ("tier", "web")]);
+        assert!(selects(&labels(&[("app", "api")]), &pod));
+        assert!(selects(&labels(&[("app", "api"), ("tier", "web")]), &pod));
+        assert!(!selects(&labels(&[("app", "api"), ("tier", "db")]), &pod));
         assert!(
-            !selects(&svc(&[]), &labels),
+            !selects(&labels(&[]), &pod),
             "an empty selector selects nothing"
-        );
-        assert!(
-            !selects(&Service::default(), &labels),
-            "no selector selects nothing"
         );
     }
 
+    fn names(index: &Index<Labels>, ns: &str) -> Vec<String> {
+        index.read(ns, |m| m.keys().cloned().collect())
+    }
+
     #[test]
-    fn a_trimmed_service_keeps_only_its_selector() {
-        let mut s = svc(&[("app", "api")]);
-        s.metadata.name = Some("api".into());
-        s.metadata.annotations = Some([("a".to_string(), "b".to_string())].into());
-        s.spec.as_mut().unwrap().cluster_ip = Some("10.0.0.1".into());
-        trim_service(&mut s);
-        assert_eq!(s.metadata.name.as_deref(), Some("api"));
-        assert_eq!(s.metadata.annotations, None);
-        assert_eq!(
-            s.spec,
-            Some(ServiceSpec {
-                selector: svc(&[("app", "api")]).spec.unwrap().selector,
-                ..Default::default()
-            })
+    fn the_index_keeps_selectors_by_namespace_and_swaps_a_relist_in_whole() {
+        use watcher::Event::*;
+        let index = Index::new();
+        let mut relisted = None;
+        for e in [
+            Init,
+            InitApply(svc("shop", "api", Some(&[("app", "api")]))),
+            InitApply(svc("shop", "manual", None)),
+            InitApply(svc("bank", "db", Some(&[("app", "db")]))),
+        ] {
+            index.apply(e, selector, &mut relisted);
+        }
+        assert!(
+            names(&index, "shop").is_empty(),
+            "half a list is never seen"
         );
+        index.apply(InitDone, selector, &mut relisted);
+        assert_eq!(names(&index, "shop"), ["api"], "no selector, not kept");
+        assert_eq!(names(&index, "bank"), ["db"]);
+        assert_eq!(
+            index.read("shop", |m| m["api"].clone()),
+            labels(&[("app", "api")]),
+            "only the selector is kept"
+        );
+        index.apply(
+            Apply(svc("shop", "web", Some(&[("tier", "web")]))),
+            selector,
+            &mut relisted,
+        );
+        index.apply(Delete(svc("bank", "db", None)), selector, &mut relisted);
+        // A selector removed: the Service selects nothing any more.
+        index.apply(Apply(svc("shop", "api", None)), selector, &mut relisted);
+        assert_eq!(names(&index, "shop"), ["web"]);
+        assert!(names(&index, "bank").is_empty());
+        // A relist replaces everything: what it no longer has is gone.
+        for e in [
+            Init,
+            InitApply(svc("bank", "ledger", Some(&[("app", "ledger")]))),
+            InitDone,
+        ] {
+            index.apply(e, selector, &mut relisted);
+        }
+        assert!(names(&index, "shop").is_empty());
+        assert_eq!(names(&index, "bank"), ["ledger"]);
+    }
+
+    /// Every request waiting for the first list goes on the moment it completes: none sleeps
+    /// until its own timeout (as with kube's `Store::wait_until_ready`, which wakes only the
+    /// last of several waiters).
+    #[tokio::test(start_paused = true)]
+    async fn every_waiter_goes_on_when_the_first_list_completes() {
+        let index = Arc::new(Index::<Labels>::new());
+        let started = tokio::time::Instant::now();
+        let waiters: Vec<_> = (0..16)
+            .map(|_| {
+                let index = index.clone();
+                tokio::spawn(
+                    async move { index.synced("Service").await.map(|()| started.elapsed()) },
+                )
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut relisted = None;
+        for e in [watcher::Event::Init, watcher::Event::InitDone] {
+            index.apply::<Service>(e, selector, &mut relisted);
+        }
+        for w in waiters {
+            let waited = w.await.unwrap().expect("synced");
+            assert_eq!(waited, Duration::from_millis(100));
+        }
     }
 }
