@@ -69,10 +69,14 @@ pub struct Lookups {
     /// Namespace labels, under the namespace "" (namespaces are cluster-scoped).
     namespaces: OnceLock<Arc<Index<Labels>>>,
     /// Service selectors.
-    services: OnceLock<Arc<Index<Labels>>>,
+    services: OnceLock<Arc<Index<Selector>>>,
 }
 
 type Labels = BTreeMap<String, String>;
+
+/// A Service's selector as kept: its pairs in one allocation (a `BTreeMap` node holds room for
+/// eleven pairs, most of it empty for the usual one or two).
+type Selector = Box<[(String, String)]>;
 
 impl std::fmt::Debug for Lookups {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -135,7 +139,17 @@ impl Lookups {
             let labels = pod.labels();
             let index = self.services.get_or_init(|| {
                 let api = Api::<Service>::all(self.client.clone());
-                Index::follow(api, |svc| svc.spec.as_ref()?.selector.clone(), &self.token)
+                Index::follow(
+                    api,
+                    |svc| {
+                        svc.spec
+                            .as_ref()?
+                            .selector
+                            .clone()
+                            .map(|s| s.into_iter().collect())
+                    },
+                    &self.token,
+                )
             });
             index.synced("Service").await?;
             // In name order: the names go into the certificate in a stable order.
@@ -176,7 +190,7 @@ impl Lookups {
 
 /// Whether a Service with `selector` selects a pod with `labels`: an empty selector selects
 /// nothing (a Service without one has its endpoints managed by hand).
-fn selects(selector: &Labels, labels: &Labels) -> bool {
+fn selects(selector: &[(String, String)], labels: &Labels) -> bool {
     !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
@@ -241,7 +255,11 @@ impl<V: Send + Sync + 'static> Index<V> {
         K::DynamicType: Default,
     {
         let index = Arc::new(Index::new());
-        let events = watcher(api, watcher::Config::default()).default_backoff();
+        let events = watcher(
+            api,
+            watcher::Config::default().page_size(crate::waiting::LIST_PAGE),
+        )
+        .default_backoff();
         let (writer, token) = (index.clone(), token.clone());
         tokio::spawn(async move {
             let mut events = std::pin::pin!(events);
@@ -351,23 +369,27 @@ mod tests {
         s
     }
 
-    fn selector(svc: &Service) -> Option<Labels> {
-        svc.spec.as_ref()?.selector.clone()
+    fn selector(svc: &Service) -> Option<Selector> {
+        Some(svc.spec.as_ref()?.selector.clone()?.into_iter().collect())
+    }
+
+    fn pairs(p: &[(&str, &str)]) -> Selector {
+        labels(p).into_iter().collect()
     }
 
     #[test]
     fn a_service_selects_a_pod_only_when_every_selector_pair_matches() {
         let pod = labels(&[("app", "api"), ("tier", "web")]);
-        assert!(selects(&labels(&[("app", "api")]), &pod));
-        assert!(selects(&labels(&[("app", "api"), ("tier", "web")]), &pod));
-        assert!(!selects(&labels(&[("app", "api"), ("tier", "db")]), &pod));
+        assert!(selects(&pairs(&[("app", "api")]), &pod));
+        assert!(selects(&pairs(&[("app", "api"), ("tier", "web")]), &pod));
+        assert!(!selects(&pairs(&[("app", "api"), ("tier", "db")]), &pod));
         assert!(
-            !selects(&labels(&[]), &pod),
+            !selects(&pairs(&[]), &pod),
             "an empty selector selects nothing"
         );
     }
 
-    fn names(index: &Index<Labels>, ns: &str) -> Vec<String> {
+    fn names(index: &Index<Selector>, ns: &str) -> Vec<String> {
         index.read(ns, |m| m.keys().cloned().collect())
     }
 
@@ -393,7 +415,7 @@ mod tests {
         assert_eq!(names(&index, "bank"), ["db"]);
         assert_eq!(
             index.read("shop", |m| m["api"].clone()),
-            labels(&[("app", "api")]),
+            pairs(&[("app", "api")]),
             "only the selector is kept"
         );
         index.apply(
@@ -423,7 +445,7 @@ mod tests {
     /// last of several waiters).
     #[tokio::test(start_paused = true)]
     async fn every_waiter_goes_on_when_the_first_list_completes() {
-        let index = Arc::new(Index::<Labels>::new());
+        let index = Arc::new(Index::<Selector>::new());
         let started = tokio::time::Instant::now();
         let waiters: Vec<_> = (0..16)
             .map(|_| {

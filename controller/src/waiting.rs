@@ -20,10 +20,12 @@ use kube::runtime::watcher::{self, Event};
 
 use crate::pcr::{Pcr, is_terminal};
 
-/// Requests per page of the initial (and any re-) list. kube's default is 500: a page is
-/// read whole and then parsed, so a smaller one keeps the transient memory of listing tens
-/// of thousands of decided requests small, at the price of more round trips.
-const LIST_PAGE: u32 = 100;
+/// Objects per page of a cache's initial (and any re-) list — requests here, Services and
+/// namespaces in `placement`. kube's default is 500: a page is read whole and then parsed,
+/// so a smaller one keeps the transient memory of listing tens of thousands of objects
+/// small, at the price of more round trips (measured in README "Load": a list of 5,000
+/// Services peaks 5 MiB lower).
+pub const LIST_PAGE: u32 = 100;
 
 /// Watches `signer_name`'s requests through `api`: the cache of waiting requests, and the
 /// stream of waiting requests to reconcile (each time one is added or changes).
