@@ -40,6 +40,7 @@
 )]
 #![cfg_attr(test, allow(clippy::disallowed_macros))]
 
+pub mod bundle;
 pub mod ca;
 mod csr;
 pub mod identity;
