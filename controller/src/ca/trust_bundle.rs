@@ -31,6 +31,11 @@ pub const LABEL_TRUST_DOMAIN: &str = "podcert-signer/trust-domain";
 /// JSON object: SHA-256 (hex) of each root we publish → 0 while current, else the Unix time
 /// until which the retired root is kept.
 pub const RETAINED_ANNOTATION: &str = "podcert-signer/retained-roots";
+/// The bundle's SPIFFE sequence number (`spiffe_sequence` of the SPIFFE bundle served to
+/// federated trust domains): changed with every change of the roots, never going back — kept
+/// in the bundle itself, like the retention record, so every leader after any restart
+/// continues it (see [`next_sequence`]).
+pub const SEQUENCE_ANNOTATION: &str = "podcert-signer/spiffe-sequence";
 
 #[derive(Debug, Clone)]
 pub struct TrustBundle {
@@ -114,6 +119,21 @@ pub fn desired(
     )
 }
 
+/// The sequence number to publish: `recorded` (the annotation's, if any) while the roots
+/// are unchanged; when they change (or nothing was recorded), the Unix time now, or one more
+/// than `recorded` if the clock reads earlier — so it only ever grows, whichever replica
+/// writes, and a recreated bundle starts above a deleted one's.
+pub fn next_sequence(recorded: Option<&str>, roots_changed: bool, now: i64) -> String {
+    let recorded: Option<u64> = recorded.and_then(|r| r.parse().ok());
+    let now = u64::try_from(now).unwrap_or(0);
+    match recorded {
+        Some(r) if !roots_changed => r,
+        Some(r) => now.max(r.saturating_add(1)),
+        None => now,
+    }
+    .to_string()
+}
+
 impl TrustBundle {
     pub fn new(
         client: Client,
@@ -179,10 +199,13 @@ impl TrustBundle {
                 };
                 let mut ctb = Ctb::new(&self.name, &self.resource, spec);
                 ctb.metadata.labels = Some(self.labels.clone());
-                ctb.metadata.annotations = Some(BTreeMap::from([(
-                    RETAINED_ANNOTATION.to_string(),
-                    annotation,
-                )]));
+                ctb.metadata.annotations = Some(BTreeMap::from([
+                    (RETAINED_ANNOTATION.to_string(), annotation),
+                    (
+                        SEQUENCE_ANNOTATION.to_string(),
+                        next_sequence(None, true, now),
+                    ),
+                ]));
                 match self.api.create(&PostParams::default(), &ctb).await {
                     Ok(_) => Ok(Synced::Created),
                     // Created meanwhile (by another leader): the next sync reconciles it.
@@ -205,14 +228,21 @@ impl TrustBundle {
                     signer_name: Some(self.signer_name.clone()),
                     trust_bundle: bundle,
                 };
+                let sequence = next_sequence(
+                    annotations.get(SEQUENCE_ANNOTATION).map(String::as_str),
+                    ctb.spec.trust_bundle != spec.trust_bundle,
+                    now,
+                );
                 if ctb.spec == spec
                     && labels_ok
                     && annotations.get(RETAINED_ANNOTATION) == Some(&annotation)
+                    && annotations.get(SEQUENCE_ANNOTATION) == Some(&sequence)
                 {
                     return Ok(Synced::Unchanged);
                 }
                 labels.extend(self.labels.clone());
                 annotations.insert(RETAINED_ANNOTATION.to_string(), annotation);
+                annotations.insert(SEQUENCE_ANNOTATION.to_string(), sequence);
                 ctb.spec = spec;
                 ctb.metadata.managed_fields = None;
                 self.api
@@ -241,6 +271,36 @@ mod tests {
 
     fn record(ann: &str) -> BTreeMap<String, i64> {
         serde_json::from_str(ann).unwrap()
+    }
+
+    #[test]
+    fn the_sequence_changes_with_the_roots_and_never_goes_back() {
+        assert_eq!(next_sequence(None, true, 1_000), "1000", "a first bundle");
+        assert_eq!(
+            next_sequence(Some("1000"), false, 5_000),
+            "1000",
+            "same roots"
+        );
+        assert_eq!(
+            next_sequence(Some("1000"), true, 5_000),
+            "5000",
+            "new roots"
+        );
+        assert_eq!(
+            next_sequence(Some("5000"), true, 4_000),
+            "5001",
+            "a clock behind the last writer's still moves it forward"
+        );
+        assert_eq!(
+            next_sequence(Some("garbage"), false, 6_000),
+            "6000",
+            "an edited annotation starts again from now"
+        );
+        assert_eq!(
+            next_sequence(None, false, 6_000),
+            "6000",
+            "a bundle from before"
+        );
     }
 
     #[test]

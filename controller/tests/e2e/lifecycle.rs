@@ -67,6 +67,8 @@ fn signer(cluster: &Cluster, name: &str, flags: &[String]) -> SignerProcess {
 #[derive(Default)]
 struct History {
     bundles: Vec<(i64, String)>,
+    /// The bundle's SPIFFE sequence with each distinct bundle: (trust bundle, sequence).
+    sequences: Vec<(String, u64)>,
     /// (time, tls.crt, next.crt)
     secrets: Vec<(i64, String, Option<String>)>,
     secret_missing: bool,
@@ -86,11 +88,23 @@ fn follow(cluster: &Cluster, clock: Clock) -> (Arc<Mutex<History>>, tokio::task:
                     .get(&(plural.into(), ns.into(), name.into()))
                     .cloned()
             };
-            let bundle = get("clustertrustbundles", "", CTB_NAME)
+            let ctb = get("clustertrustbundles", "", CTB_NAME);
+            let bundle = ctb
+                .as_ref()
                 .map(|b| b["spec"]["trustBundle"].as_str().unwrap_or("").to_owned());
+            let sequence = ctb.as_ref().and_then(|b| {
+                b["metadata"]["annotations"]["podcert-signer/spiffe-sequence"]
+                    .as_str()
+                    .and_then(|s| s.parse::<u64>().ok())
+            });
             let secret = get("secrets", CA_NS, CA_NAME);
             {
                 let mut h = h.lock().unwrap();
+                if let (Some(b), Some(seq)) = (&bundle, sequence)
+                    && h.sequences.last() != Some(&(b.clone(), seq))
+                {
+                    h.sequences.push((b.clone(), seq));
+                }
                 if let Some(b) = bundle
                     && h.bundles.last().is_none_or(|(_, last)| *last != b)
                 {
@@ -276,6 +290,14 @@ fn assert_lifecycle(history: &History, issued: &[(Created, Terminal)]) -> (usize
         "the first root never left the bundle"
     );
     assert!(ders(last).len() <= 3, "{} roots remain", ders(last).len());
+    // The SPIFFE sequence federated domains read: it changed with every change of the roots
+    // and never went back.
+    assert!(history.sequences.len() >= history.bundles.len());
+    for pair in history.sequences.windows(2) {
+        let ((b0, s0), (b1, s1)) = (&pair[0], &pair[1]);
+        assert!(s1 >= s0, "the sequence went back from {s0} to {s1}");
+        assert!(b0 == b1 || s1 > s0, "the roots changed under sequence {s0}");
+    }
     (actives.len() - 1, intermediates.len())
 }
 
