@@ -318,6 +318,65 @@ json.dump(out, sys.stdout)
         .collect()
 }
 
+/// Reads each JWK of a SPIFFE bundle document with Python's `cryptography` — the public key
+/// its parameters describe (EC `crv`/`x`/`y`, OKP `x`, RSA `n`/`e`) — and says whether it is
+/// the public key of the certificate in its `x5c`: `Ok(kty)` or the mismatch.
+pub fn py_jwk_matches_x5c(bundle_json: &str) -> Vec<Result<String, String>> {
+    const SCRIPT: &str = r#"
+import base64, json, sys
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+def b64url(s): return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+def num(s): return int.from_bytes(b64url(s), "big")
+curves = {"P-256": ec.SECP256R1(), "P-384": ec.SECP384R1(), "P-521": ec.SECP521R1()}
+spki = lambda k: k.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+out = []
+for k in json.load(sys.stdin)["keys"]:
+    try:
+        if k["kty"] == "EC":
+            key = ec.EllipticCurvePublicNumbers(num(k["x"]), num(k["y"]), curves[k["crv"]]).public_key()
+        elif k["kty"] == "OKP" and k["crv"] == "Ed25519":
+            key = ed25519.Ed25519PublicKey.from_public_bytes(b64url(k["x"]))
+        elif k["kty"] == "RSA":
+            key = rsa.RSAPublicNumbers(num(k["e"]), num(k["n"])).public_key()
+        else:
+            raise ValueError("unknown kty " + k["kty"])
+        cert = x509.load_der_x509_certificate(base64.b64decode(k["x5c"][0]))
+        if spki(key) != spki(cert.public_key()):
+            raise ValueError("the JWK's key is not the certificate's")
+        out.append({"ok": k["kty"]})
+    except Exception as e:
+        out.append({"err": f"{type(e).__name__}: {e}"})
+json.dump(out, sys.stdout)
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", SCRIPT])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 starts");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(bundle_json.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the JWK script failed (is `cryptography` installed? it comes with py-spiffe)"
+    );
+    let results: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    results
+        .into_iter()
+        .map(|r| match r.get("ok") {
+            Some(kty) => Ok(kty.as_str().unwrap().to_owned()),
+            None => Err(r["err"].as_str().unwrap_or("?").to_owned()),
+        })
+        .collect()
+}
+
 /// Runs `oracle <mode>` over (PKCS#8 key, `field`) pairs and decodes the bytes it makes for
 /// each; one oracle process for the whole batch.
 fn made_with_keys(mode: &str, field: &str, requests: &[(&[u8], &str)]) -> Vec<Vec<u8>> {
