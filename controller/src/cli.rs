@@ -165,6 +165,23 @@ pub struct Args {
     #[arg(long, env = "PODCERT_CLUSTER_DOMAIN", default_value = "cluster.local")]
     pub cluster_domain: String,
 
+    /// Serve our trust domain's SPIFFE bundle here (HTTPS, the `https_web` profile), for
+    /// federated trust domains to import; see the README's "Federation". Off when unset.
+    #[arg(long, env = "PODCERT_BUNDLE_ENDPOINT_ADDR")]
+    pub bundle_endpoint_addr: Option<SocketAddr>,
+
+    /// The bundle endpoint's server certificate chain (PEM), read again when it changes.
+    #[arg(long, env = "PODCERT_BUNDLE_ENDPOINT_CERT")]
+    pub bundle_endpoint_cert: Option<std::path::PathBuf>,
+
+    /// The bundle endpoint's private key (PEM), read again when it changes.
+    #[arg(long, env = "PODCERT_BUNDLE_ENDPOINT_KEY")]
+    pub bundle_endpoint_key: Option<std::path::PathBuf>,
+
+    /// `spiffe_refresh_hint` of the served bundle: how often importers should fetch it again.
+    #[arg(long, env = "PODCERT_BUNDLE_REFRESH_HINT", default_value = "5m", value_parser = parse_duration)]
+    pub bundle_refresh_hint: Duration,
+
     /// Address of the admin HTTP server (/live, /ready, /metrics).
     #[arg(long, env = "PODCERT_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
     pub admin_addr: SocketAddr,
@@ -329,7 +346,9 @@ impl Args {
                 format!("{:?} is not a DNS name", self.cluster_domain),
             ));
         }
+        let bundle_endpoint = self.bundle_endpoint()?;
         Ok(Config {
+            bundle_endpoint,
             identity_policy,
             cluster_domain: self.cluster_domain.clone(),
             signer_name: self.signer_name.clone(),
@@ -369,6 +388,52 @@ impl Args {
 }
 
 impl Args {
+    /// The bundle endpoint, if one is configured: its certificate pair loads.
+    fn bundle_endpoint(
+        &self,
+    ) -> Result<Option<crate::federation::endpoint::EndpointConfig>, ConfigError> {
+        let (cert, key) = (&self.bundle_endpoint_cert, &self.bundle_endpoint_key);
+        let Some(addr) = self.bundle_endpoint_addr else {
+            if cert.is_some() {
+                return Err(err(
+                    "bundle-endpoint-cert",
+                    "is only used with --bundle-endpoint-addr",
+                ));
+            }
+            if key.is_some() {
+                return Err(err(
+                    "bundle-endpoint-key",
+                    "is only used with --bundle-endpoint-addr",
+                ));
+            }
+            return Ok(None);
+        };
+        let cert = cert.clone().ok_or_else(|| {
+            err(
+                "bundle-endpoint-cert",
+                "is needed with --bundle-endpoint-addr (the https_web profile)",
+            )
+        })?;
+        let key = key.clone().ok_or_else(|| {
+            err(
+                "bundle-endpoint-key",
+                "is needed with --bundle-endpoint-addr (the https_web profile)",
+            )
+        })?;
+        if self.bundle_refresh_hint < Duration::from_secs(1) {
+            return Err(err("bundle-refresh-hint", "must be at least 1s"));
+        }
+        let initial = crate::federation::endpoint::load_tls(&cert, &key)
+            .map_err(|e| err("bundle-endpoint-cert", e))?;
+        Ok(Some(crate::federation::endpoint::EndpointConfig {
+            addr,
+            cert,
+            key,
+            refresh_hint: self.bundle_refresh_hint,
+            initial: std::sync::Arc::new(initial),
+        }))
+    }
+
     /// The token that holds root keys, if one is configured: the module exists and the PIN
     /// file is read (its content is never shown).
     fn pkcs11(&self) -> Result<Option<TokenConfig>, ConfigError> {

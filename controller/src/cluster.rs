@@ -33,6 +33,14 @@ pub enum StartError {
     PcrNotServed,
     #[error("cannot listen on the admin address: {0}")]
     Admin(#[source] std::io::Error),
+    #[error("cannot listen on --bundle-endpoint-addr: {0}")]
+    BundleEndpoint(#[source] std::io::Error),
+    #[error(
+        "--bundle-endpoint-addr serves the bundle this signer publishes in a ClusterTrustBundle, \
+         and this cluster serves no ClusterTrustBundle API (certificates.k8s.io v1beta1, or v1alpha1 \
+         with the ClusterTrustBundle feature gate)"
+    )]
+    BundleEndpointWithoutCtb,
     #[error("the PKCS#11 token for root keys (--ca-pkcs11-*): {0}")]
     Token(#[source] crate::ca::pkcs11::TokenError),
     #[error("stopped before start-up finished")]

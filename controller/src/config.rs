@@ -31,6 +31,8 @@ pub struct Config {
     /// For `<svc>.<ns>.svc.<cluster-domain>`.
     pub cluster_domain: String,
     pub admin_addr: SocketAddr,
+    /// The SPIFFE bundle endpoint (`--bundle-endpoint-addr`); None: not served.
+    pub bundle_endpoint: Option<crate::federation::endpoint::EndpointConfig>,
     pub lease: LeaseConfig,
     pub cluster: ClusterConfig,
     pub log: LogConfig,

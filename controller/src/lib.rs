@@ -21,6 +21,7 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod events;
+pub mod federation;
 pub mod identity;
 pub mod leader;
 pub mod leadership;
@@ -149,6 +150,18 @@ async fn run_with(config: Config) -> Result<(), Error> {
     let admin = admin::bind(config.admin_addr)
         .await
         .map_err(StartError::Admin)?;
+    let bundle_endpoint = match &config.bundle_endpoint {
+        None => None,
+        Some(e) => {
+            if cluster.ctb.is_none() {
+                return Err(StartError::BundleEndpointWithoutCtb.into());
+            }
+            let listener = federation::endpoint::bind(e)
+                .await
+                .map_err(StartError::BundleEndpoint)?;
+            Some((listener, e.clone()))
+        }
+    };
 
     let recorder = Recorder::new(
         client.clone(),
@@ -168,6 +181,7 @@ async fn run_with(config: Config) -> Result<(), Error> {
             config.clock,
         )
     });
+    let trust_domain = config.policy.trust_domain().clone();
     let ca_secret = SecretStore::new(client.clone(), config.ca.secret.clone(), root_keys);
     let keeper = CaKeeper::new(
         ca_secret.clone(),
@@ -200,6 +214,15 @@ async fn run_with(config: Config) -> Result<(), Error> {
         Lifetime::UntilCancelled,
         admin::serve(admin, health.clone(), metrics.clone(), shutdown.clone()),
     );
+    if let (Some((listener, endpoint)), Some(bundle)) =
+        (bundle_endpoint, term_parts.trust_bundle.clone())
+    {
+        tasks.spawn(
+            "bundle-endpoint",
+            Lifetime::UntilCancelled,
+            federation::endpoint::serve(listener, endpoint, bundle, trust_domain, shutdown.clone()),
+        );
+    }
     if let (Some(file), Some((tx, _))) = (identity_file, identity) {
         tasks.spawn(
             "identity-policy",

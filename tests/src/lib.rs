@@ -9,6 +9,7 @@
 pub mod apiserver;
 pub mod demo;
 pub mod fixtures;
+pub mod https;
 pub mod kubelet;
 pub mod oracles;
 pub mod podcertificate;

@@ -182,6 +182,30 @@ impl TrustBundle {
         Ok(recorded.values().any(|until| *until == 0))
     }
 
+    /// The published bundle as a SPIFFE bundle of `trust_domain` (its roots and sequence),
+    /// for federated domains; None while nothing is published.
+    pub async fn spiffe_bundle(
+        &self,
+        trust_domain: &signer_core::TrustDomain,
+        refresh_hint: std::time::Duration,
+    ) -> Result<Option<signer_core::bundle::SpiffeBundle>, kube::Error> {
+        Ok(self
+            .api
+            .get_opt(&self.name)
+            .await?
+            .map(|ctb| signer_core::bundle::SpiffeBundle {
+                trust_domain: trust_domain.clone(),
+                sequence: ctb
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(SEQUENCE_ANNOTATION))
+                    .and_then(|s| s.parse().ok()),
+                refresh_hint: Some(refresh_hint),
+                x509_authorities: ders(&ctb.spec.trust_bundle),
+            }))
+    }
+
     /// Makes the published bundle hold the roots `ca` publishes as current (see
     /// [`LoadedCa::roots_to_publish`]) plus the retired roots still within their retention,
     /// with our signer name and labels.

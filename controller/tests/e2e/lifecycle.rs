@@ -29,7 +29,7 @@ const HOUR: i64 = 3600;
 const KUBELET_LAG: i64 = HOUR;
 
 /// A test API server and signer flags sharing one compressed clock.
-async fn compressed() -> (Cluster, Clock, Vec<String>) {
+pub(crate) async fn compressed() -> (Cluster, Clock, Vec<String>) {
     let origin = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()

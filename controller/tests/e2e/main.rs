@@ -11,6 +11,7 @@ mod ca;
 mod chaos;
 mod demo;
 mod faults;
+mod federation;
 mod hsm;
 mod identity;
 mod issuance;
