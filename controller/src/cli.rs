@@ -389,9 +389,7 @@ impl Args {
 
 impl Args {
     /// The bundle endpoint, if one is configured: its certificate pair loads.
-    fn bundle_endpoint(
-        &self,
-    ) -> Result<Option<crate::federation::endpoint::EndpointConfig>, ConfigError> {
+    fn bundle_endpoint(&self) -> Result<Option<crate::config::BundleEndpointConfig>, ConfigError> {
         let (cert, key) = (&self.bundle_endpoint_cert, &self.bundle_endpoint_key);
         let Some(addr) = self.bundle_endpoint_addr else {
             if cert.is_some() {
@@ -425,7 +423,7 @@ impl Args {
         }
         let initial = crate::federation::endpoint::load_tls(&cert, &key)
             .map_err(|e| err("bundle-endpoint-cert", e))?;
-        Ok(Some(crate::federation::endpoint::EndpointConfig {
+        Ok(Some(crate::config::BundleEndpointConfig {
             addr,
             cert,
             key,

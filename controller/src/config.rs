@@ -32,12 +32,25 @@ pub struct Config {
     pub cluster_domain: String,
     pub admin_addr: SocketAddr,
     /// The SPIFFE bundle endpoint (`--bundle-endpoint-addr`); None: not served.
-    pub bundle_endpoint: Option<crate::federation::endpoint::EndpointConfig>,
+    pub bundle_endpoint: Option<BundleEndpointConfig>,
     pub lease: LeaseConfig,
     pub cluster: ClusterConfig,
     pub log: LogConfig,
     /// The wall clock: the system's, or compressed for tests (see [`Clock`]).
     pub clock: Clock,
+}
+
+/// The SPIFFE bundle endpoint (`crate::federation::endpoint`), as configured and checked at
+/// start.
+#[derive(Debug, Clone)]
+pub struct BundleEndpointConfig {
+    pub addr: SocketAddr,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    /// `spiffe_refresh_hint` of the served bundle.
+    pub refresh_hint: Duration,
+    /// The certificate pair as read at start (a bad one is a flag error).
+    pub initial: Arc<rustls::ServerConfig>,
 }
 
 /// The CA Secret, how the CAs we make look and live, and the trust bundle.

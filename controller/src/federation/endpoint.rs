@@ -10,8 +10,7 @@
 //! (cert-manager renews them in place); a pair that does not load keeps the last good one and
 //! says so in the log.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -30,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::ca::trust_bundle::TrustBundle;
+use crate::config::BundleEndpointConfig;
 
 /// How often the published bundle is read again.
 pub const POLL: Duration = Duration::from_secs(2);
@@ -37,18 +37,6 @@ pub const POLL: Duration = Duration::from_secs(2);
 pub const RELOAD: Duration = Duration::from_secs(5);
 /// A client that has not finished its TLS handshake by then is dropped.
 const HANDSHAKE: Duration = Duration::from_secs(10);
-
-/// The endpoint as configured and checked at start.
-#[derive(Debug, Clone)]
-pub struct EndpointConfig {
-    pub addr: SocketAddr,
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    /// `spiffe_refresh_hint` of the served bundle.
-    pub refresh_hint: Duration,
-    /// The certificate pair as read at start (a bad one is a flag error).
-    pub initial: Arc<ServerConfig>,
-}
 
 /// Reads the `https_web` certificate chain and key; an error names the flag and the file.
 pub fn load_tls(cert: &Path, key: &Path) -> Result<ServerConfig, String> {
@@ -87,14 +75,14 @@ pub fn load_tls(cert: &Path, key: &Path) -> Result<ServerConfig, String> {
 }
 
 /// Binds the endpoint's address.
-pub async fn bind(config: &EndpointConfig) -> std::io::Result<TcpListener> {
+pub async fn bind(config: &BundleEndpointConfig) -> std::io::Result<TcpListener> {
     TcpListener::bind(config.addr).await
 }
 
 /// Serves until `token` is cancelled.
 pub async fn serve(
     listener: TcpListener,
-    config: EndpointConfig,
+    config: BundleEndpointConfig,
     bundle: TrustBundle,
     trust_domain: TrustDomain,
     token: CancellationToken,
@@ -227,11 +215,11 @@ async fn follow_bundle(
 
 /// Reads the certificate pair again every [`RELOAD`] and swaps it in when it changed and loads.
 async fn follow_files(
-    config: EndpointConfig,
+    config: BundleEndpointConfig,
     tls: Arc<RwLock<Arc<ServerConfig>>>,
     token: CancellationToken,
 ) {
-    let read = |c: &EndpointConfig| (std::fs::read(&c.cert).ok(), std::fs::read(&c.key).ok());
+    let read = |c: &BundleEndpointConfig| (std::fs::read(&c.cert).ok(), std::fs::read(&c.key).ok());
     let mut last = read(&config);
     let mut tick = tokio::time::interval(RELOAD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
