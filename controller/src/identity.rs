@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use crate::metrics::{Metrics, ResultLabels};
+use crate::supervisor::Ticks;
 
 /// How often the file is read again.
 pub const RELOAD_EVERY: Duration = Duration::from_secs(5);
@@ -75,13 +76,8 @@ pub async fn follow(
 ) {
     let mut last_text = file.initial_text.clone();
     metrics.identity_policy_loaded.set(1);
-    let mut tick = tokio::time::interval(RELOAD_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = token.cancelled() => return,
-        }
+    let mut ticks = Ticks::every(RELOAD_EVERY);
+    while ticks.next(&token).await {
         let outcome = read(&file.path).and_then(|text| {
             if text == last_text {
                 return Ok(None);
@@ -90,26 +86,22 @@ pub async fn follow(
             last_text = text;
             policy.map(Some)
         });
-        match outcome {
-            Ok(None) => {}
+        let result = match outcome {
+            Ok(None) => continue,
             Ok(Some(policy)) => {
                 info!(path = %file.path.display(), "identity policy reloaded");
                 tx.send_replace(Arc::new(policy));
-                metrics.identity_policy_loaded.set(1);
-                metrics
-                    .identity_policy_reloads
-                    .get_or_create(&ResultLabels::OK)
-                    .inc();
+                ResultLabels::OK
             }
             Err(e) => {
                 error!(error = %e, "the identity policy file cannot be used; keeping the last good policy");
-                metrics.identity_policy_loaded.set(0);
-                metrics
-                    .identity_policy_reloads
-                    .get_or_create(&ResultLabels::ERROR)
-                    .inc();
+                ResultLabels::ERROR
             }
-        }
+        };
+        metrics
+            .identity_policy_loaded
+            .set(i64::from(result == ResultLabels::OK));
+        metrics.identity_policy_reloads.get_or_create(&result).inc();
     }
 }
 

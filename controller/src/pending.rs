@@ -18,6 +18,7 @@ use kube::runtime::events::EventType;
 use tokio_util::sync::CancellationToken;
 
 use crate::reconcile::{Context, publish};
+use crate::supervisor::Ticks;
 
 /// How often the cache is read.
 pub const EVERY: Duration = Duration::from_secs(2);
@@ -29,17 +30,15 @@ pub const MAX_EVENTS_PER_LOOK: usize = 10;
 /// Runs until `token` is cancelled.
 pub async fn watch(ctx: Arc<Context>, warn_after: Duration, token: CancellationToken) {
     let mut warned = HashSet::new();
-    let mut tick = tokio::time::interval(EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = token.cancelled() => break,
-        }
+    let mut ticks = Ticks::every(EVERY);
+    while ticks.next(&token).await {
         // Publishing may wait on a slow API server: the term's end must not.
-        tokio::select! {
-            _ = look(&ctx, warn_after, &mut warned) => {}
-            _ = token.cancelled() => break,
+        if token
+            .run_until_cancelled(look(&ctx, warn_after, &mut warned))
+            .await
+            .is_none()
+        {
+            break;
         }
     }
     ctx.metrics.pending.set(0);

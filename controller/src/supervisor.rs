@@ -5,7 +5,8 @@
 //! process's own). [`Supervisor::watch`] waits until the group's token is cancelled or a task
 //! ends unexpectedly; either way it then cancels the token and gives the rest a bounded grace
 //! to stop before aborting them, so no group can hang its owner (the zombie-leader bug: a
-//! term whose controller waited forever for a cache that could never sync).
+//! term whose controller waited forever for a cache that could never sync). [`Ticks`] is the
+//! one shape of a periodic task's loop.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,6 +18,26 @@ use tracing::{error, warn};
 
 use crate::admin::{Health, Loop};
 use crate::metrics::{Metrics, TaskLabels};
+
+/// The ticks of a periodic task: `while ticks.next(&token).await { … }` runs its body every
+/// period — the first at once, a late one delayed rather than bunched — until `token` is
+/// cancelled. A body that may wait on a slow API server runs under
+/// `token.run_until_cancelled`, so it cannot hold up its group's end.
+#[derive(Debug)]
+pub struct Ticks(tokio::time::Interval);
+
+impl Ticks {
+    pub fn every(period: Duration) -> Self {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Ticks(tick)
+    }
+
+    /// Waits for the next tick: true, or false once `token` is cancelled.
+    pub async fn next(&mut self, token: &CancellationToken) -> bool {
+        token.run_until_cancelled(self.0.tick()).await.is_some()
+    }
+}
 
 /// How a supervised task is expected to end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -192,11 +192,14 @@ fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(obj: &Value) {
 
 #[test]
 fn every_rendered_object_is_a_valid_typed_kubernetes_object() {
-    for (_, objects) in renderings() {
+    for (from, objects) in renderings() {
+        assert_eq!(objects.len(), 10, "{from}: one object of each kind");
         assert_typed(objects);
     }
 }
 
+/// Every object is one of the kinds we ship, each kind is there, and each is a valid typed
+/// Kubernetes object.
 fn assert_typed(objects: Vec<Value>) {
     use k8s_openapi::api::{
         apps::v1 as apps, core::v1 as core, policy::v1 as policy, rbac::v1 as rbac,

@@ -102,6 +102,9 @@ struct Rule {
 #[derive(Debug, Clone)]
 pub struct IdentityPolicy {
     rules: Vec<Rule>,
+    /// Whether any rule selects namespaces by a non-empty label selector: settled once when
+    /// the file is read, asked on every request.
+    reads_namespace_labels: bool,
 }
 
 // The file as written.
@@ -209,20 +212,19 @@ impl IdentityPolicy {
                 },
             });
         }
-        Ok(IdentityPolicy { rules })
+        let reads_namespace_labels = rules
+            .iter()
+            .any(|r| r.namespace_selector.as_ref().is_some_and(|s| !s.is_empty()));
+        Ok(IdentityPolicy {
+            rules,
+            reads_namespace_labels,
+        })
     }
 
-    /// Whether any rule selects namespaces by label (the controller then watches them); an
+    /// Whether any rule selects namespaces by label (the controller then reads them); an
     /// empty selector (`selector: {}`, every namespace) needs no labels.
     pub fn reads_namespace_labels(&self) -> bool {
-        self.rules
-            .iter()
-            .any(|r| r.namespace_selector.as_ref().is_some_and(|s| !s.is_empty()))
-    }
-
-    /// Whether any rule asks for Service DNS names (the controller then watches Services).
-    pub fn reads_services(&self) -> bool {
-        self.rules.iter().any(|r| r.grant.dns_names.services)
+        self.reads_namespace_labels
     }
 
     /// The grant of the rule that applies to `subject`, or the denial.
@@ -445,17 +447,16 @@ rules:
             !p.reads_namespace_labels(),
             "selector: {{}} selects every namespace without reading labels"
         );
-        assert!(!p.reads_services());
     }
 
     #[test]
     fn what_the_controller_must_watch_follows_the_rules() {
         let p = policy(POLICY);
-        assert!(p.reads_namespace_labels() && p.reads_services());
+        assert!(p.reads_namespace_labels());
         let p = policy(
             "rules:\n  - name: r\n    namespaces: {names: [a]}\n    dnsNames: {podIP: true}\n",
         );
-        assert!(!p.reads_namespace_labels() && !p.reads_services());
+        assert!(!p.reads_namespace_labels());
         assert!(decide(&p, "a", &[], "s").unwrap().dns_names.pod_ip);
     }
 

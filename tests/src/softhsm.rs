@@ -1,5 +1,5 @@
 //! Real PKCS#11 tokens for the HSM tests: SoftHSM2 (Debian `softhsm2`, installed by
-//! `.ci/run`).
+//! `scripts/test`, the README's test command).
 //!
 //! SoftHSM2 reads its configuration from `$SOFTHSM2_CONF`, which `.cargo/config.toml` points
 //! at `target/softhsm2/softhsm2.conf`; [`TestToken::new`] writes that file (tokens under

@@ -30,6 +30,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::ca::trust_bundle::TrustBundle;
 use crate::config::BundleEndpointConfig;
+use crate::supervisor::Ticks;
 
 /// How often the published bundle is read again.
 pub const POLL: Duration = Duration::from_secs(2);
@@ -90,14 +91,21 @@ pub async fn serve(
     info!(addr = %config.addr, "serving the SPIFFE bundle endpoint (https_web)");
     let (doc_tx, doc_rx) = watch::channel::<Option<Bytes>>(None);
     let tls = Arc::new(RwLock::new(config.initial.clone()));
-    tokio::spawn(follow_bundle(
-        bundle,
-        trust_domain,
-        config.refresh_hint,
-        doc_tx,
-        token.clone(),
-    ));
-    tokio::spawn(follow_files(config.clone(), tls.clone(), token.clone()));
+    // One task: the followers end with the endpoint, and a panic in either is its supervisor's.
+    tokio::join!(
+        follow_bundle(&bundle, &trust_domain, config.refresh_hint, &doc_tx, &token),
+        follow_files(&config, &tls, &token),
+        accept(listener, &tls, doc_rx, &token),
+    );
+}
+
+/// Accepts connections until `token` is cancelled; each is served on its own.
+async fn accept(
+    listener: TcpListener,
+    tls: &RwLock<Arc<ServerConfig>>,
+    doc_rx: watch::Receiver<Option<Bytes>>,
+    token: &CancellationToken,
+) {
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -171,20 +179,21 @@ fn answer(req: &Request<Incoming>, doc: Option<Bytes>) -> Response<Full<Bytes>> 
 /// Keeps `doc` the published bundle's document, read every [`POLL`]; a failed read keeps the
 /// last document (the roots it lists are still ours).
 async fn follow_bundle(
-    bundle: TrustBundle,
-    trust_domain: TrustDomain,
+    bundle: &TrustBundle,
+    trust_domain: &TrustDomain,
     refresh_hint: Duration,
-    doc: watch::Sender<Option<Bytes>>,
-    token: CancellationToken,
+    doc: &watch::Sender<Option<Bytes>>,
+    token: &CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(POLL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = token.cancelled() => return,
-        }
-        match bundle.spiffe_bundle(&trust_domain, refresh_hint).await {
+    let mut ticks = Ticks::every(POLL);
+    while ticks.next(token).await {
+        let Some(read) = token
+            .run_until_cancelled(bundle.spiffe_bundle(trust_domain, refresh_hint))
+            .await
+        else {
+            return;
+        };
+        match read {
             Ok(Some(b)) => match b.to_json() {
                 Ok(json) => {
                     let json = Bytes::from(json);
@@ -215,20 +224,20 @@ async fn follow_bundle(
 
 /// Reads the certificate pair again every [`RELOAD`] and swaps it in when it changed and loads.
 async fn follow_files(
-    config: BundleEndpointConfig,
-    tls: Arc<RwLock<Arc<ServerConfig>>>,
-    token: CancellationToken,
+    config: &BundleEndpointConfig,
+    tls: &RwLock<Arc<ServerConfig>>,
+    token: &CancellationToken,
 ) {
-    let read = |c: &BundleEndpointConfig| (std::fs::read(&c.cert).ok(), std::fs::read(&c.key).ok());
-    let mut last = read(&config);
-    let mut tick = tokio::time::interval(RELOAD);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = token.cancelled() => return,
-        }
-        let now = read(&config);
+    let read = || {
+        (
+            std::fs::read(&config.cert).ok(),
+            std::fs::read(&config.key).ok(),
+        )
+    };
+    let mut last = read();
+    let mut ticks = Ticks::every(RELOAD);
+    while ticks.next(token).await {
+        let now = read();
         if now == last {
             continue;
         }

@@ -29,14 +29,11 @@ rules:
     dnsNames: {services: true, podIP: true}
 ";
 
-/// Installs the RBAC the two kustomize components add, as `kubectl apply -k` would.
+/// Installs the RBAC of the base with the two kustomize components added, as
+/// `kubectl apply -k` would.
 fn install_component_rbac(cluster: &Cluster) {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/components");
-    for component in ["identity-policy", "service-dns-names"] {
-        let yaml = std::fs::read_to_string(dir.join(component).join("clusterrole.yaml")).unwrap();
-        let objects: Vec<Value> = serde_saphyr::from_multiple(&yaml).unwrap();
-        cluster.server.install_rbac(&objects);
-    }
+    let rendered = support::rendered_manifests_with(&["identity-policy", "service-dns-names"]);
+    cluster.server.install_rbac(&rendered);
 }
 
 /// Creates `object` through `api`; its UID, as the API server assigned it.

@@ -423,40 +423,25 @@ pub struct TestApiServer {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// The server's TLS: a certificate for `localhost` and 127.0.0.1 from a CA of its own, whose
+/// PEM the kubeconfigs carry.
 fn tls_config() -> (Arc<rustls::ServerConfig>, String) {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-        SanType,
-    };
-    let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.distinguished_name
-        .push(DnType::CommonName, "podcert test apiserver CA");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    leaf.subject_alt_names
-        .push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
-    leaf.distinguished_name
-        .push(DnType::CommonName, "kube-apiserver");
-    let leaf_cert = leaf.signed_by(&key, &Issuer::new(ca, &ca_key)).unwrap();
+    use rustls::pki_types::pem::PemObject;
+    let web = crate::https::WebCert::generate("podcert test apiserver CA");
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
         .with_single_cert(
-            vec![leaf_cert.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            vec![
+                rustls::pki_types::CertificateDer::from_pem_slice(web.cert_pem.as_bytes()).unwrap(),
+            ],
+            rustls::pki_types::PrivateKeyDer::from_pem_slice(web.key_pem.as_bytes()).unwrap(),
         )
         .unwrap();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    (Arc::new(config), ca_cert.pem())
+    (Arc::new(config), web.ca_pem)
 }
 
 impl TestApiServer {
