@@ -182,6 +182,12 @@ pub struct Args {
     #[arg(long, env = "PODCERT_BUNDLE_REFRESH_HINT", default_value = "5m", value_parser = parse_duration)]
     pub bundle_refresh_hint: Duration,
 
+    /// The federation file (YAML): foreign trust domains whose bundles this signer imports
+    /// and publishes as ClusterTrustBundles, each with its bundle endpoint and profile; see
+    /// the README's "Federation". Read at start.
+    #[arg(long, env = "PODCERT_FEDERATION_CONFIG")]
+    pub federation_config: Option<std::path::PathBuf>,
+
     /// Address of the admin HTTP server (/live, /ready, /metrics).
     #[arg(long, env = "PODCERT_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
     pub admin_addr: SocketAddr,
@@ -347,8 +353,21 @@ impl Args {
             ));
         }
         let bundle_endpoint = self.bundle_endpoint()?;
+        let federation = self
+            .federation_config
+            .as_deref()
+            .map(|path| {
+                crate::federation::peers::FederationFile::load(
+                    path,
+                    &self.signer_name,
+                    &trust_domain,
+                )
+            })
+            .transpose()
+            .map_err(|e| err("federation-config", e))?;
         Ok(Config {
             bundle_endpoint,
+            federation,
             identity_policy,
             cluster_domain: self.cluster_domain.clone(),
             signer_name: self.signer_name.clone(),

@@ -41,6 +41,12 @@ pub enum StartError {
          with the ClusterTrustBundle feature gate)"
     )]
     BundleEndpointWithoutCtb,
+    #[error(
+        "--federation-config publishes each imported bundle in a ClusterTrustBundle, and this \
+         cluster serves no ClusterTrustBundle API (certificates.k8s.io v1beta1, or v1alpha1 with \
+         the ClusterTrustBundle feature gate)"
+    )]
+    FederationWithoutCtb,
     #[error("the PKCS#11 token for root keys (--ca-pkcs11-*): {0}")]
     Token(#[source] crate::ca::pkcs11::TokenError),
     #[error("stopped before start-up finished")]

@@ -33,6 +33,8 @@ pub struct Config {
     pub admin_addr: SocketAddr,
     /// The SPIFFE bundle endpoint (`--bundle-endpoint-addr`); None: not served.
     pub bundle_endpoint: Option<BundleEndpointConfig>,
+    /// The foreign trust domains to import (`--federation-config`); None: none.
+    pub federation: Option<crate::federation::peers::FederationFile>,
     pub lease: LeaseConfig,
     pub cluster: ClusterConfig,
     pub log: LogConfig,

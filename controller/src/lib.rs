@@ -150,6 +150,9 @@ async fn run_with(config: Config) -> Result<(), Error> {
     let admin = admin::bind(config.admin_addr)
         .await
         .map_err(StartError::Admin)?;
+    if config.federation.is_some() && cluster.ctb.is_none() {
+        return Err(StartError::FederationWithoutCtb.into());
+    }
     let bundle_endpoint = match &config.bundle_endpoint {
         None => None,
         Some(e) => {

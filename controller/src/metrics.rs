@@ -15,6 +15,9 @@
 //! | `podcert_unreadable_requests_total` | `reason` (KeyMaterialNotServed) | requests left pending because the served version lacks their key material |
 //! | `podcert_identity_policy_loaded` | | with `--identity-policy`: 1 while the policy in use is the file's current content, 0 after a reload failed (the last good policy stays in use) |
 //! | `podcert_identity_policy_reloads_total` | `result` (ok, error) | reloads of the identity policy file after it changed |
+//! | `podcert_federation_fetches_total` | `trust_domain`, `result` (ok, connect, tls, http, timeout, bundle, publish) | fetches of a federated domain's bundle (leader only); anything but `ok` kept the last good bundle |
+//! | `podcert_federation_bundle_current` | `trust_domain` | 1 while the last fetch of the domain's bundle succeeded and is published; 0 while the last good one is kept after a failure |
+//! | `podcert_federation_bundle_updated_seconds` | `trust_domain` | Unix time of the last successful fetch (alert on `time() - …` above a few refresh hints) |
 //! | `podcert_task_failures_total` | `group` (process, term), `task` | supervised tasks that ended unexpectedly or panicked |
 
 use std::sync::atomic::AtomicI64;
@@ -85,6 +88,34 @@ impl RoleLabels {
     };
 }
 
+/// One federated trust domain.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DomainLabels {
+    pub trust_domain: String,
+}
+
+impl DomainLabels {
+    pub fn new(trust_domain: &signer_core::TrustDomain) -> Self {
+        DomainLabels {
+            trust_domain: trust_domain.as_str().to_owned(),
+        }
+    }
+
+    /// The labels of one fetch's result.
+    pub fn result(&self, result: &'static str) -> FetchLabels {
+        FetchLabels {
+            trust_domain: self.trust_domain.clone(),
+            result,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FetchLabels {
+    pub trust_domain: String,
+    pub result: &'static str,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TaskLabels {
     pub group: &'static str,
@@ -108,6 +139,9 @@ pub struct Metrics {
     pub unreadable: Family<ReasonLabels, Counter>,
     pub identity_policy_loaded: Gauge<i64, AtomicI64>,
     pub identity_policy_reloads: Family<ResultLabels, Counter>,
+    pub federation_fetches: Family<FetchLabels, Counter>,
+    pub federation_current: Family<DomainLabels, Gauge<i64, AtomicI64>>,
+    pub federation_updated: Family<DomainLabels, Gauge<i64, AtomicI64>>,
 }
 
 impl Default for Metrics {
@@ -208,8 +242,29 @@ impl Default for Metrics {
             "Reloads of the identity policy file after it changed, by result",
             identity_policy_reloads.clone(),
         );
+        let federation_fetches = Family::<FetchLabels, Counter>::default();
+        registry.register(
+            "federation_fetches",
+            "Fetches of federated trust domains' bundles, by domain and result",
+            federation_fetches.clone(),
+        );
+        let federation_current = Family::<DomainLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "federation_bundle_current",
+            "1 while the last fetch of a federated domain's bundle succeeded and is published",
+            federation_current.clone(),
+        );
+        let federation_updated = Family::<DomainLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "federation_bundle_updated_seconds",
+            "Unix time of the last successful fetch of a federated domain's bundle",
+            federation_updated.clone(),
+        );
         Metrics {
             registry,
+            federation_fetches,
+            federation_current,
+            federation_updated,
             unreadable,
             identity_policy_loaded,
             identity_policy_reloads,

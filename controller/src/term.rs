@@ -170,6 +170,22 @@ async fn run_term(parts: &Arc<Parts>, token: &CancellationToken) -> TermEnd {
                 }
             }),
     );
+    if let (Some(file), Some(ctb)) = (&config.federation, &cluster.ctb) {
+        let importer = Arc::new(crate::federation::import::Importer {
+            published: crate::federation::import::Published::new(
+                cluster.client.clone(),
+                ctb.clone(),
+                config.signer_name.clone(),
+            ),
+            recorder: parts.recorder.clone(),
+            metrics: parts.metrics.clone(),
+        });
+        tasks.spawn(
+            "federation",
+            Lifetime::UntilCancelled,
+            crate::federation::import::run(importer, file.peers.clone(), token.clone()),
+        );
+    }
     match tasks.watch(GRACE).await {
         Ended::Cancelled => TermEnd::Stopped,
         failed => TermEnd::Failed(failed),

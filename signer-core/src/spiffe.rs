@@ -105,6 +105,40 @@ impl SpiffeId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The trust domain: the authority between `spiffe://` and the path.
+    pub fn trust_domain(&self) -> &str {
+        let rest = &self.0["spiffe://".len()..];
+        rest.split('/').next().unwrap_or(rest)
+    }
+}
+
+/// The SPIFFE ID of an X.509-SVID (X509-SVID §2): its one URI SAN, a valid SPIFFE ID. Says
+/// nothing of the chain; verify that first.
+pub fn svid_id(der: &[u8]) -> Result<SpiffeId, SpiffeError> {
+    use x509_parser::prelude::{FromDer, GeneralName, ParsedExtension, X509Certificate};
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|e| err(format!("not a certificate: {e}")))?;
+    let uris: Vec<&str> = cert
+        .extensions()
+        .iter()
+        .filter_map(|e| match e.parsed_extension() {
+            ParsedExtension::SubjectAlternativeName(san) => Some(&san.general_names),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|n| match n {
+            GeneralName::URI(u) => Some(*u),
+            _ => None,
+        })
+        .collect();
+    match uris.as_slice() {
+        [id] => SpiffeId::parse(id),
+        _ => Err(err(format!(
+            "not an X.509-SVID: it has {} URI SANs, not one",
+            uris.len()
+        ))),
+    }
 }
 
 impl fmt::Display for SpiffeId {

@@ -1,0 +1,257 @@
+//! Fetching one foreign bundle: an HTTPS GET of the peer's bundle endpoint, authenticated by
+//! its profile, and the document read as that trust domain's bundle.
+//!
+//! `https_web`: the server certificate must be valid for the URL's host under Web PKI (the
+//! system's roots, or the `caFile` of the federation file). `https_spiffe`: the server must
+//! present an X.509-SVID that chains to the domain's *last good* bundle — what we imported
+//! last, or at first the bootstrap bundle — and carries exactly the configured SPIFFE ID; the
+//! URL's host is not checked (SPIFFE Federation §5.2.2). Every fetch is bounded: [`TIMEOUT`]
+//! for the whole exchange and `signer_core::bundle::MAX_BUNDLE_BYTES` for the body.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::{CertificateDer, ServerName, TrustAnchor, UnixTime};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, OtherError, RootCertStore,
+    SignatureScheme,
+};
+use signer_core::SpiffeId;
+use signer_core::bundle::{BundleError, MAX_BUNDLE_BYTES, SpiffeBundle};
+
+use super::peers::{Peer, Profile};
+
+/// The longest one fetch may take, connection to last byte.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a fetch did not yield a bundle; the last good one stays.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("connecting to {0}")]
+    Connect(String),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("HTTP: {0}")]
+    Http(String),
+    #[error("no answer within {}s", TIMEOUT.as_secs())]
+    Timeout,
+    #[error("the bundle is refused: {0}")]
+    Bundle(#[from] BundleError),
+}
+
+impl FetchError {
+    /// The `reason` label of `podcert_federation_fetches_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            FetchError::Connect(_) => "connect",
+            FetchError::Tls(_) => "tls",
+            FetchError::Http(_) => "http",
+            FetchError::Timeout => "timeout",
+            FetchError::Bundle(_) => "bundle",
+        }
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// The TLS client configuration `peer`'s profile asks for, given its last good bundle.
+pub fn client_config(peer: &Peer, last_good: Option<&SpiffeBundle>) -> Result<ClientConfig, String> {
+    let provider = provider();
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let config = match &peer.profile {
+        Profile::HttpsWeb { roots } => {
+            let mut store = RootCertStore::empty();
+            match roots {
+                Some(roots) => {
+                    for r in roots {
+                        store.add(r.clone()).map_err(|e| format!("caFile: {e}"))?;
+                    }
+                }
+                None => {
+                    let native = rustls_native_certs::load_native_certs();
+                    store.add_parsable_certificates(native.certs);
+                }
+            }
+            if store.is_empty() {
+                return Err("no root certificates to check the endpoint with (the system has none; set caFile)".into());
+            }
+            builder.with_root_certificates(store).with_no_client_auth()
+        }
+        Profile::HttpsSpiffe {
+            endpoint_id,
+            bootstrap,
+        } => {
+            let bundle = last_good.unwrap_or(bootstrap);
+            let verifier = SvidVerifier::new(bundle, endpoint_id.clone(), &provider)?;
+            builder
+                .dangerous() // an SVID names a SPIFFE ID, not the host we dialled
+                .with_custom_certificate_verifier(Arc::new(verifier))
+                .with_no_client_auth()
+        }
+    };
+    Ok(config)
+}
+
+/// Fetches and reads `peer`'s bundle, authenticating the endpoint with `tls`.
+pub async fn fetch(peer: &Peer, tls: Arc<ClientConfig>) -> Result<SpiffeBundle, FetchError> {
+    let body = tokio::time::timeout(TIMEOUT, get(&peer.url, tls))
+        .await
+        .map_err(|_| FetchError::Timeout)??;
+    Ok(SpiffeBundle::parse(&body, &peer.trust_domain)?)
+}
+
+async fn get(url: &http::Uri, tls: Arc<ClientConfig>) -> Result<Bytes, FetchError> {
+    let host = url.host().unwrap_or_default();
+    // An IPv6 literal comes bracketed in the URL.
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let port = url.port_u16().unwrap_or(443);
+    let tcp = tokio::net::TcpStream::connect((bare, port))
+        .await
+        .map_err(|e| FetchError::Connect(format!("{bare}:{port}: {e}")))?;
+    let name = ServerName::try_from(bare.to_owned())
+        .map_err(|e| FetchError::Connect(format!("{bare}: {e}")))?;
+    let stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| FetchError::Tls(e.to_string()))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| FetchError::Http(e.to_string()))?;
+    let driver = tokio::spawn(conn);
+    let authority = url.authority().map(|a| a.as_str()).unwrap_or(host);
+    let request = Request::get(url.path_and_query().map_or("/", |p| p.as_str()))
+        .header(http::header::HOST, authority)
+        .header(http::header::ACCEPT, "application/json")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| FetchError::Http(e.to_string()))?;
+    let result = async {
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| FetchError::Http(e.to_string()))?;
+        if response.status() != StatusCode::OK {
+            return Err(FetchError::Http(format!(
+                "the endpoint answered {}",
+                response.status()
+            )));
+        }
+        Limited::new(response.into_body(), MAX_BUNDLE_BYTES)
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .map_err(|e| FetchError::Http(format!("reading the body: {e}")))
+    }
+    .await;
+    driver.abort();
+    result
+}
+
+/// Accepts a server whose certificate is an X.509-SVID for `id` chaining to `anchors`.
+#[derive(Debug)]
+struct SvidVerifier {
+    anchors: Vec<TrustAnchor<'static>>,
+    id: SpiffeId,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+fn reject(message: String) -> rustls::Error {
+    #[derive(Debug, thiserror::Error)]
+    #[error("{0}")]
+    struct Rejected(String);
+    rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(Rejected(
+        message,
+    )))))
+}
+
+impl SvidVerifier {
+    fn new(bundle: &SpiffeBundle, id: SpiffeId, provider: &CryptoProvider) -> Result<Self, String> {
+        let anchors = bundle
+            .x509_authorities
+            .iter()
+            .map(|der| {
+                webpki::anchor_from_trusted_cert(&CertificateDer::from(der.as_slice()))
+                    .map(|a| a.to_owned())
+                    .map_err(|e| format!("an authority of the last good bundle: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(SvidVerifier {
+            anchors,
+            id,
+            algorithms: provider.signature_verification_algorithms,
+        })
+    }
+}
+
+impl ServerCertVerifier for SvidVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let cert = webpki::EndEntityCert::try_from(end_entity)
+            .map_err(|e| reject(format!("the endpoint's certificate: {e}")))?;
+        cert.verify_for_usage(
+            self.algorithms.all,
+            &self.anchors,
+            intermediates,
+            now,
+            webpki::KeyUsage::server_auth(),
+            None,
+            None,
+        )
+        .map_err(|e| {
+            let hint = if matches!(e, webpki::Error::NameConstraintViolation) {
+                " (rustls-webpki refuses chains with URI name constraints: the peer's signer must run with --ca-name-constraints=false, or use https_web)"
+            } else {
+                ""
+            };
+            reject(format!(
+                "the endpoint's SVID does not chain to the trust domain's last good bundle: {e}{hint}"
+            ))
+        })?;
+        let id = signer_core::spiffe::svid_id(end_entity)
+            .map_err(|e| reject(format!("the endpoint's certificate: {e}")))?;
+        if id != self.id {
+            return Err(reject(format!(
+                "the endpoint presents {id}, not the configured {}",
+                self.id
+            )));
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}

@@ -1,0 +1,292 @@
+//! Importing foreign trust domains' bundles (`--federation-config`): each is fetched from its
+//! bundle endpoint ([`super::fetch`]), checked, and published as a ClusterTrustBundle of our
+//! signer name labelled with its trust domain, so a pod mounts it with a `clusterTrustBundle`
+//! projection selecting `podcert-signer/trust-domain: <domain>`.
+//!
+//! The leader runs one loop per domain in its term ([`run`]). A loop starts from the domain's
+//! *last good* bundle — the one its ClusterTrustBundle holds (roots and sequence, so any
+//! leader after any restart continues from it), else the bootstrap bundle of an
+//! `https_spiffe` entry — and fetches again after the refresh hint the domain gives (clamped
+//! to [`MIN_REFRESH`]..[`MAX_REFRESH`], [`DEFAULT_REFRESH`] without one). A fetched bundle
+//! replaces the last good one only if it is a valid bundle of that domain (only CA
+//! certificates, all of the domain; see `SpiffeBundle::parse`) and its sequence does not go
+//! back (`SpiffeBundle::may_replace`). Anything else — no connection, a TLS failure, an HTTP
+//! error, garbage, a wrong domain, a lower sequence — keeps the last good bundle published,
+//! counts in `podcert_federation_fetches_total{result=<why>}`, sets
+//! `podcert_federation_bundle_current` to 0 and says why in a Warning Event on the domain's
+//! ClusterTrustBundle; the next try follows the controller's one backoff, never later than
+//! the refresh interval.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::certificates::v1beta1::ClusterTrustBundleSpec;
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::api::PostParams;
+use kube::core::ApiResource;
+use kube::runtime::events::{EventType, Recorder};
+use kube::{Api, Client};
+use signer_core::bundle::SpiffeBundle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::fetch::{self, FetchError};
+use super::peers::{Peer, Profile};
+use crate::ca::trust_bundle::{
+    Ctb, LABEL_MANAGED_BY, LABEL_NAME, LABEL_TRUST_DOMAIN, SEQUENCE_ANNOTATION,
+};
+use crate::metrics::{DomainLabels, Metrics};
+use crate::retry;
+
+/// Without a refresh hint, a bundle is fetched again after this long.
+pub const DEFAULT_REFRESH: Duration = Duration::from_secs(300);
+/// A hint below this is read as this (a peer cannot make us fetch in a loop).
+pub const MIN_REFRESH: Duration = Duration::from_secs(1);
+/// A hint above this is read as this (a rotation must reach us within a day at worst).
+pub const MAX_REFRESH: Duration = Duration::from_secs(24 * 3600);
+/// Marks a ClusterTrustBundle that carries an imported bundle (value `"true"`).
+pub const LABEL_FEDERATED: &str = "podcert-signer/federated";
+/// The bundle endpoint an imported bundle was fetched from.
+pub const ENDPOINT_ANNOTATION: &str = "podcert-signer/bundle-endpoint";
+
+/// The ClusterTrustBundles imported bundles are published in.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub api: Api<Ctb>,
+    pub resource: ApiResource,
+    pub signer_name: String,
+}
+
+impl Published {
+    pub fn new(client: Client, resource: ApiResource, signer_name: String) -> Self {
+        Published {
+            api: Api::all_with(client, &resource),
+            resource,
+            signer_name,
+        }
+    }
+
+    /// The bundle published for `peer`, if any (its roots and sequence).
+    pub async fn read(&self, peer: &Peer) -> Result<Option<SpiffeBundle>, kube::Error> {
+        Ok(self.api.get_opt(&peer.bundle_name).await?.map(|ctb| {
+            let sequence = ctb
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(SEQUENCE_ANNOTATION))
+                .and_then(|s| s.parse().ok());
+            SpiffeBundle {
+                trust_domain: peer.trust_domain.clone(),
+                sequence,
+                refresh_hint: None,
+                x509_authorities: pem::parse_many(&ctb.spec.trust_bundle)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|p| p.tag() == "CERTIFICATE")
+                    .map(|p| p.into_contents())
+                    .collect(),
+            }
+        }))
+    }
+
+    /// Publishes `bundle` as `peer`'s ClusterTrustBundle.
+    pub async fn write(&self, peer: &Peer, bundle: &SpiffeBundle) -> Result<(), kube::Error> {
+        let labels = BTreeMap::from([
+            (LABEL_NAME.to_string(), "podcert-signer".to_string()),
+            (LABEL_MANAGED_BY.to_string(), "podcert-signer".to_string()),
+            (
+                LABEL_TRUST_DOMAIN.to_string(),
+                peer.trust_domain.as_str().to_string(),
+            ),
+            (LABEL_FEDERATED.to_string(), "true".to_string()),
+        ]);
+        let mut annotations =
+            BTreeMap::from([(ENDPOINT_ANNOTATION.to_string(), peer.url.to_string())]);
+        if let Some(s) = bundle.sequence {
+            annotations.insert(SEQUENCE_ANNOTATION.to_string(), s.to_string());
+        }
+        let spec = ClusterTrustBundleSpec {
+            signer_name: Some(self.signer_name.clone()),
+            trust_bundle: bundle.to_pem(),
+        };
+        match self.api.get_opt(&peer.bundle_name).await? {
+            None => {
+                let mut ctb = Ctb::new(&peer.bundle_name, &self.resource, spec);
+                ctb.metadata.labels = Some(labels);
+                ctb.metadata.annotations = Some(annotations);
+                self.api.create(&PostParams::default(), &ctb).await?;
+            }
+            Some(mut ctb) => {
+                ctb.metadata
+                    .labels
+                    .get_or_insert_with(BTreeMap::new)
+                    .extend(labels);
+                let a = ctb.metadata.annotations.get_or_insert_with(BTreeMap::new);
+                a.remove(SEQUENCE_ANNOTATION);
+                a.extend(annotations);
+                ctb.spec = spec;
+                ctb.metadata.managed_fields = None;
+                self.api
+                    .replace(&peer.bundle_name, &PostParams::default(), &ctb)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn reference(&self, peer: &Peer) -> ObjectReference {
+        ObjectReference {
+            api_version: Some(self.resource.api_version.clone()),
+            kind: Some(self.resource.kind.clone()),
+            name: Some(peer.bundle_name.clone()),
+            ..Default::default()
+        }
+    }
+}
+
+/// What one domain's loop needs.
+#[derive(Debug)]
+pub struct Importer {
+    pub published: Published,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Follows every peer until `token` is cancelled.
+pub async fn run(importer: Arc<Importer>, peers: Vec<Peer>, token: CancellationToken) {
+    futures::future::join_all(
+        peers
+            .into_iter()
+            .map(|peer| follow(importer.clone(), peer, token.clone())),
+    )
+    .await;
+}
+
+/// How long to wait for the next fetch after a good one.
+pub fn refresh_interval(hint: Option<Duration>) -> Duration {
+    hint.unwrap_or(DEFAULT_REFRESH)
+        .clamp(MIN_REFRESH, MAX_REFRESH)
+}
+
+async fn follow(importer: Arc<Importer>, peer: Peer, token: CancellationToken) {
+    let labels = DomainLabels::new(&peer.trust_domain);
+    let metrics = &importer.metrics;
+    let what = format!("reading the imported bundle of {}", peer.trust_domain);
+    let Some(published) = retry::retry(&what, &token, || importer.published.read(&peer)).await
+    else {
+        return;
+    };
+    let mut last_good = published.clone().or_else(|| match &peer.profile {
+        Profile::HttpsSpiffe { bootstrap, .. } => Some(bootstrap.clone()),
+        Profile::HttpsWeb { .. } => None,
+    });
+    // Whether the last good bundle is the one published (not only the bootstrap).
+    let mut in_sync = published.is_some();
+    let mut interval = refresh_interval(None);
+    let mut backoff = retry::backoff();
+    loop {
+        let outcome = match fetch::client_config(&peer, last_good.as_ref()) {
+            Err(e) => Err(FetchError::Tls(e)),
+            Ok(tls) => token
+                .run_until_cancelled(fetch::fetch(&peer, Arc::new(tls)))
+                .await
+                .unwrap_or(Err(FetchError::Timeout)),
+        };
+        if token.is_cancelled() {
+            return;
+        }
+        let checked = outcome.and_then(|b| match &last_good {
+            Some(last) => b.may_replace(last).map(|()| b).map_err(FetchError::from),
+            None => Ok(b),
+        });
+        let wait = match checked {
+            Ok(bundle) => {
+                interval = refresh_interval(bundle.refresh_hint);
+                let changed = last_good.as_ref().is_none_or(|l| {
+                    l.x509_authorities != bundle.x509_authorities || l.sequence != bundle.sequence
+                });
+                let written = if changed || !in_sync {
+                    importer.published.write(&peer, &bundle).await
+                } else {
+                    Ok(())
+                };
+                match written {
+                    Ok(()) => {
+                        if changed || !in_sync {
+                            info!(trust_domain = %peer.trust_domain, sequence = ?bundle.sequence, roots = bundle.x509_authorities.len(), bundle = %peer.bundle_name, "published the federated trust domain's bundle");
+                            importer.event(&peer, EventType::Normal, "FederatedBundleUpdated", format!(
+                                "published the bundle of {} from {} (sequence {}, {} authorities)",
+                                peer.trust_domain, peer.url, bundle.sequence.map_or("none".into(), |s| s.to_string()), bundle.x509_authorities.len()
+                            )).await;
+                        }
+                        metrics.federation_fetches.get_or_create(&labels.result("ok")).inc();
+                        metrics.federation_current.get_or_create(&labels).set(1);
+                        metrics
+                            .federation_updated
+                            .get_or_create(&labels)
+                            .set(unix_now());
+                        last_good = Some(bundle);
+                        in_sync = true;
+                        backoff = retry::backoff();
+                        interval
+                    }
+                    Err(e) => {
+                        // Fetched and good, but not published: try again soon.
+                        warn!(trust_domain = %peer.trust_domain, error = %e, "publishing the federated bundle failed");
+                        metrics.federation_fetches.get_or_create(&labels.result("publish")).inc();
+                        backoff.next().unwrap_or(interval).min(interval)
+                    }
+                }
+            }
+            Err(e) => {
+                warn!(trust_domain = %peer.trust_domain, endpoint = %peer.url, error = %e, "fetching the federated bundle failed; keeping the last good one");
+                metrics.federation_fetches.get_or_create(&labels.result(e.reason())).inc();
+                metrics.federation_current.get_or_create(&labels).set(0);
+                let kept = if in_sync {
+                    "the last good bundle stays published"
+                } else {
+                    "nothing is published for it yet"
+                };
+                importer
+                    .event(
+                        &peer,
+                        EventType::Warning,
+                        "FederatedBundleFetchFailed",
+                        format!("fetching the bundle of {} from {} failed: {e}; {kept}", peer.trust_domain, peer.url),
+                    )
+                    .await;
+                backoff.next().unwrap_or(interval).min(interval)
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = token.cancelled() => return,
+        }
+    }
+}
+
+impl Importer {
+    async fn event(&self, peer: &Peer, type_: EventType, reason: &str, note: String) {
+        let regarding = self.published.reference(peer);
+        if let Err(e) = crate::events::publish(
+            &self.recorder,
+            &regarding,
+            type_,
+            "ImportBundle",
+            reason,
+            note,
+        )
+        .await
+        {
+            warn!(error = %e, bundle = %peer.bundle_name, "could not publish an Event");
+        }
+    }
+}
+
+/// The wall clock's Unix time, for the metric alerts compare with `time()`.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
