@@ -146,7 +146,6 @@ impl Published {
 }
 
 /// What one domain's loop needs.
-#[derive(Debug)]
 pub struct Importer {
     pub published: Published,
     pub recorder: Recorder,
@@ -263,6 +262,14 @@ async fn follow(importer: Arc<Importer>, peer: Peer, token: CancellationToken) {
             _ = tokio::time::sleep(wait) => {}
             _ = token.cancelled() => return,
         }
+    }
+}
+
+impl std::fmt::Debug for Importer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Importer")
+            .field("published", &self.published)
+            .finish_non_exhaustive()
     }
 }
 
