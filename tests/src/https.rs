@@ -94,3 +94,95 @@ pub async fn get(addr: SocketAddr, ca_pem: &str, path: &str) -> Result<(u16, Vec
         .to_vec();
     Ok((code, body))
 }
+
+/// What a [`StaticServer`] answers: a status and body, over a certificate.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Vec<u8>,
+    /// The certificate pair it presents (PEM), e.g. one its clients do not trust.
+    pub cert: WebCert,
+}
+
+/// An HTTPS server on 127.0.0.1 answering every request with the current [`Answer`], which the
+/// test changes at will ([`StaticServer::set`]): a bundle endpoint that serves what a test
+/// needs it to, good or bad. Stops when dropped.
+#[derive(Debug)]
+pub struct StaticServer {
+    pub addr: SocketAddr,
+    answer: Arc<std::sync::Mutex<Answer>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StaticServer {
+    pub async fn start(answer: Answer) -> StaticServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let answer = Arc::new(std::sync::Mutex::new(answer));
+        let current = answer.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let now = current.lock().unwrap().clone();
+                tokio::spawn(async move {
+                    use rustls::pki_types::pem::PemObject;
+                    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(
+                        now.cert.cert_pem.as_bytes(),
+                    )
+                    .collect::<Result<Vec<_>, _>>()
+                    .unwrap();
+                    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(
+                        now.cert.key_pem.as_bytes(),
+                    )
+                    .unwrap();
+                    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+                        rustls::crypto::aws_lc_rs::default_provider(),
+                    ))
+                    .with_safe_default_protocol_versions()
+                    .unwrap()
+                    .with_no_client_auth()
+                    .with_single_cert(certs, key)
+                    .unwrap();
+                    let Ok(tls) = tokio_rustls::TlsAcceptor::from(Arc::new(config))
+                        .accept(tcp)
+                        .await
+                    else {
+                        return;
+                    };
+                    let service = hyper::service::service_fn(move |_req| {
+                        let now = now.clone();
+                        async move {
+                            let mut r = http::Response::new(http_body_util::Full::new(
+                                Bytes::from(now.body),
+                            ));
+                            *r.status_mut() = http::StatusCode::from_u16(now.status).unwrap();
+                            Ok::<_, std::convert::Infallible>(r)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        StaticServer { addr, answer, task }
+    }
+
+    /// What every later request is answered.
+    pub fn set(&self, answer: Answer) {
+        *self.answer.lock().unwrap() = answer;
+    }
+
+    /// The `https://` URL it serves.
+    pub fn url(&self) -> String {
+        format!("https://{}/", self.addr)
+    }
+}
+
+impl Drop for StaticServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -63,7 +63,10 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 /// The TLS client configuration `peer`'s profile asks for, given its last good bundle.
-pub fn client_config(peer: &Peer, last_good: Option<&SpiffeBundle>) -> Result<ClientConfig, String> {
+pub fn client_config(
+    peer: &Peer,
+    last_good: Option<&SpiffeBundle>,
+) -> Result<ClientConfig, String> {
     let provider = provider();
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()

@@ -219,7 +219,10 @@ async fn follow(importer: Arc<Importer>, peer: Peer, token: CancellationToken) {
                                 peer.trust_domain, peer.url, bundle.sequence.map_or("none".into(), |s| s.to_string()), bundle.x509_authorities.len()
                             )).await;
                         }
-                        metrics.federation_fetches.get_or_create(&labels.result("ok")).inc();
+                        metrics
+                            .federation_fetches
+                            .get_or_create(&labels.result("ok"))
+                            .inc();
                         metrics.federation_current.get_or_create(&labels).set(1);
                         metrics
                             .federation_updated
@@ -233,14 +236,20 @@ async fn follow(importer: Arc<Importer>, peer: Peer, token: CancellationToken) {
                     Err(e) => {
                         // Fetched and good, but not published: try again soon.
                         warn!(trust_domain = %peer.trust_domain, error = %e, "publishing the federated bundle failed");
-                        metrics.federation_fetches.get_or_create(&labels.result("publish")).inc();
+                        metrics
+                            .federation_fetches
+                            .get_or_create(&labels.result("publish"))
+                            .inc();
                         backoff.next().unwrap_or(interval).min(interval)
                     }
                 }
             }
             Err(e) => {
                 warn!(trust_domain = %peer.trust_domain, endpoint = %peer.url, error = %e, "fetching the federated bundle failed; keeping the last good one");
-                metrics.federation_fetches.get_or_create(&labels.result(e.reason())).inc();
+                metrics
+                    .federation_fetches
+                    .get_or_create(&labels.result(e.reason()))
+                    .inc();
                 metrics.federation_current.get_or_create(&labels).set(0);
                 let kept = if in_sync {
                     "the last good bundle stays published"
@@ -252,7 +261,10 @@ async fn follow(importer: Arc<Importer>, peer: Peer, token: CancellationToken) {
                         &peer,
                         EventType::Warning,
                         "FederatedBundleFetchFailed",
-                        format!("fetching the bundle of {} from {} failed: {e}; {kept}", peer.trust_domain, peer.url),
+                        format!(
+                            "fetching the bundle of {} from {} failed: {e}; {kept}",
+                            peer.trust_domain, peer.url
+                        ),
                     )
                     .await;
                 backoff.next().unwrap_or(interval).min(interval)

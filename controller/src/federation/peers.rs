@@ -187,10 +187,7 @@ impl Entry {
                             .collect::<Result<Vec<_>, _>>()
                             .map_err(|e| format!("caFile: {}: {e}", f.display()))?;
                         if roots.is_empty() {
-                            return Err(format!(
-                                "caFile: {}: no CERTIFICATE block",
-                                f.display()
-                            ));
+                            return Err(format!("caFile: {}: no CERTIFICATE block", f.display()));
                         }
                         Some(roots)
                     }

@@ -235,8 +235,13 @@ impl SignerProcess {
         let log = cluster.dir.path().join(format!("{name}.log"));
         let identity = format!("signer-{name}");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_podcert-signer"));
-        cmd.args(["--signer-name", SIGNER, "--trust-domain", TRUST_DOMAIN])
-            .arg("--kubeconfig")
+        // A test's own signer name or trust domain wins (federation runs two domains).
+        for (flag, value) in [("--signer-name", SIGNER), ("--trust-domain", TRUST_DOMAIN)] {
+            if !extra.contains(&flag) {
+                cmd.args([flag, value]);
+            }
+        }
+        cmd.arg("--kubeconfig")
             .arg(&cluster.signer_kubeconfig)
             .args(["--admin-addr", &format!("127.0.0.1:{admin_port}")])
             .args(["--identity", &identity]);
@@ -295,6 +300,15 @@ impl SignerProcess {
         let (_, text) = self.admin("/metrics").await?;
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
+    /// The value of the series of `name` whose labels are exactly `labels` (as exposed, e.g.
+    /// `trust_domain="b.example.net",result="ok"`), if exposed.
+    pub async fn labelled_metric(&self, name: &str, labels: &str) -> Option<f64> {
+        let (_, text) = self.admin("/metrics").await?;
+        let series = format!("{name}{{{labels}}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&series)?.trim().parse().ok())
     }
 
     /// Waits until the unlabelled metric `name` reads `value`; panics with the log if not.
