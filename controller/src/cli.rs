@@ -15,8 +15,8 @@ use signer_core::{CaKeyType, CaProfile, KeyType, Policy, PolicyConfig};
 
 use crate::clock::Clock;
 use crate::config::{
-    CaConfig, CaLifecycle, ClusterConfig, Config, LeaseConfig, LogConfig, LogFormat, ObjectName,
-    Pin, TokenConfig,
+    CaConfig, CaLifecycle, ClusterConfig, Config, EndpointIdentity, EndpointTls, LeaseConfig,
+    LogConfig, LogFormat, ObjectName, Pin, TokenConfig,
 };
 
 /// What to do besides signing.
@@ -178,6 +178,22 @@ pub struct Args {
     #[arg(long, env = "PODCERT_BUNDLE_ENDPOINT_KEY")]
     pub bundle_endpoint_key: Option<std::path::PathBuf>,
 
+    /// How the bundle endpoint authenticates itself: `https_web`, with the certificate pair
+    /// of --bundle-endpoint-cert/--bundle-endpoint-key; or `https_spiffe`, with an X.509-SVID
+    /// the signer issues itself for --service-account in its namespace (renewed half-way
+    /// through its life and kept in the Secret `<ca-secret>-bundle-endpoint`).
+    #[arg(long, env = "PODCERT_BUNDLE_ENDPOINT_PROFILE", value_enum, default_value_t = EndpointProfile::HttpsWeb)]
+    pub bundle_endpoint_profile: EndpointProfile,
+
+    /// The signer's own service account (in the CA Secret's namespace): the identity of the
+    /// `https_spiffe` bundle endpoint's SVID.
+    #[arg(
+        long,
+        env = "PODCERT_SERVICE_ACCOUNT",
+        default_value = "podcert-signer"
+    )]
+    pub service_account: String,
+
     /// `spiffe_refresh_hint` of the served bundle: how often importers should fetch it again.
     #[arg(long, env = "PODCERT_BUNDLE_REFRESH_HINT", default_value = "5m", value_parser = parse_duration)]
     pub bundle_refresh_hint: Duration,
@@ -228,6 +244,15 @@ pub struct Args {
     /// kubeconfig context to use.
     #[arg(long, env = "PODCERT_CONTEXT")]
     pub context: Option<String>,
+}
+
+/// The bundle endpoint's profile (SPIFFE Federation §5.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EndpointProfile {
+    #[value(name = "https_web")]
+    HttpsWeb,
+    #[value(name = "https_spiffe")]
+    HttpsSpiffe,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -352,7 +377,7 @@ impl Args {
                 format!("{:?} is not a DNS name", self.cluster_domain),
             ));
         }
-        let bundle_endpoint = self.bundle_endpoint()?;
+        let bundle_endpoint = self.bundle_endpoint(&ca_secret)?;
         let federation = self
             .federation_config
             .as_deref()
@@ -407,8 +432,12 @@ impl Args {
 }
 
 impl Args {
-    /// The bundle endpoint, if one is configured: its certificate pair loads.
-    fn bundle_endpoint(&self) -> Result<Option<crate::config::BundleEndpointConfig>, ConfigError> {
+    /// The bundle endpoint, if one is configured: with `https_web`, its certificate pair
+    /// loads; with `https_spiffe`, no pair is given (the signer issues its own SVID).
+    fn bundle_endpoint(
+        &self,
+        ca_secret: &ObjectName,
+    ) -> Result<Option<crate::config::BundleEndpointConfig>, ConfigError> {
         let (cert, key) = (&self.bundle_endpoint_cert, &self.bundle_endpoint_key);
         let Some(addr) = self.bundle_endpoint_addr else {
             if cert.is_some() {
@@ -425,29 +454,62 @@ impl Args {
             }
             return Ok(None);
         };
-        let cert = cert.clone().ok_or_else(|| {
-            err(
-                "bundle-endpoint-cert",
-                "is needed with --bundle-endpoint-addr (the https_web profile)",
-            )
-        })?;
-        let key = key.clone().ok_or_else(|| {
-            err(
-                "bundle-endpoint-key",
-                "is needed with --bundle-endpoint-addr (the https_web profile)",
-            )
-        })?;
         if self.bundle_refresh_hint < Duration::from_secs(1) {
             return Err(err("bundle-refresh-hint", "must be at least 1s"));
         }
-        let initial = crate::federation::endpoint::load_tls(&cert, &key)
-            .map_err(|e| err("bundle-endpoint-cert", e))?;
+        let tls = match self.bundle_endpoint_profile {
+            EndpointProfile::HttpsSpiffe => {
+                for (flag, given) in [
+                    ("bundle-endpoint-cert", cert.is_some()),
+                    ("bundle-endpoint-key", key.is_some()),
+                ] {
+                    if given {
+                        return Err(err(
+                            flag,
+                            "is not used with --bundle-endpoint-profile https_spiffe (the endpoint serves with the signer's own SVID)",
+                        ));
+                    }
+                }
+                if !is_dns1123_subdomain(&self.service_account) {
+                    return Err(err(
+                        "service-account",
+                        format!("{:?} is not a service account name", self.service_account),
+                    ));
+                }
+                EndpointTls::Svid {
+                    secret: crate::federation::svid::secret_name(ca_secret),
+                    identity: EndpointIdentity {
+                        namespace: ca_secret.namespace.clone(),
+                        service_account: self.service_account.clone(),
+                    },
+                }
+            }
+            EndpointProfile::HttpsWeb => {
+                let cert = cert.clone().ok_or_else(|| {
+                    err(
+                        "bundle-endpoint-cert",
+                        "is needed with --bundle-endpoint-addr (the https_web profile)",
+                    )
+                })?;
+                let key = key.clone().ok_or_else(|| {
+                    err(
+                        "bundle-endpoint-key",
+                        "is needed with --bundle-endpoint-addr (the https_web profile)",
+                    )
+                })?;
+                let initial = crate::federation::endpoint::load_tls(&cert, &key)
+                    .map_err(|e| err("bundle-endpoint-cert", e))?;
+                EndpointTls::Files {
+                    cert,
+                    key,
+                    initial: std::sync::Arc::new(initial),
+                }
+            }
+        };
         Ok(Some(crate::config::BundleEndpointConfig {
             addr,
-            cert,
-            key,
             refresh_hint: self.bundle_refresh_hint,
-            initial: std::sync::Arc::new(initial),
+            tls,
         }))
     }
 

@@ -47,12 +47,34 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct BundleEndpointConfig {
     pub addr: SocketAddr,
-    pub cert: std::path::PathBuf,
-    pub key: std::path::PathBuf,
     /// `spiffe_refresh_hint` of the served bundle.
     pub refresh_hint: Duration,
-    /// The certificate pair as read at start (a bad one is a flag error).
-    pub initial: Arc<rustls::ServerConfig>,
+    pub tls: EndpointTls,
+}
+
+/// What the bundle endpoint presents.
+#[derive(Debug, Clone)]
+pub enum EndpointTls {
+    /// `https_web`: the operator's certificate pair, read again when the files change.
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+        /// The pair as read at start (a bad one is a flag error).
+        initial: Arc<rustls::ServerConfig>,
+    },
+    /// `https_spiffe`: the signer's own SVID for `identity`, kept by the leader in `secret`
+    /// (`crate::federation::svid`).
+    Svid {
+        secret: ObjectName,
+        identity: EndpointIdentity,
+    },
+}
+
+/// Who the `https_spiffe` endpoint is: the signer's namespace and service account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointIdentity {
+    pub namespace: String,
+    pub service_account: String,
 }
 
 /// The CA Secret, how the CAs we make look and live, and the trust bundle.

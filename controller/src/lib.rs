@@ -194,7 +194,7 @@ async fn run_with(config: Config) -> Result<(), Error> {
     );
     let ca_view = keeper.subscribe();
     let (leader_tx, leader_rx) = watch::channel(false);
-    let elector = Elector::new(client, config.lease.clone());
+    let elector = Elector::new(client.clone(), config.lease.clone());
     let identity_file = config.identity_policy.clone();
     let identity = identity_file
         .as_ref()
@@ -223,7 +223,14 @@ async fn run_with(config: Config) -> Result<(), Error> {
         tasks.spawn(
             "bundle-endpoint",
             Lifetime::UntilCancelled,
-            federation::endpoint::serve(listener, endpoint, bundle, trust_domain, shutdown.clone()),
+            federation::endpoint::serve(
+                listener,
+                endpoint,
+                bundle,
+                trust_domain,
+                client.clone(),
+                shutdown.clone(),
+            ),
         );
     }
     if let (Some(file), Some((tx, _))) = (identity_file, identity) {

@@ -127,7 +127,7 @@ async fn run_term(parts: &Arc<Parts>, token: &CancellationToken) -> TermEnd {
         client: cluster.client.clone(),
         pcr_resource: cluster.pcr.clone(),
         signer_name: config.signer_name.clone(),
-        signer: signer_rx,
+        signer: signer_rx.clone(),
         metrics: parts.metrics.clone(),
         recorder: parts.recorder.clone(),
         failures: Failures::default(),
@@ -170,6 +170,22 @@ async fn run_term(parts: &Arc<Parts>, token: &CancellationToken) -> TermEnd {
                 }
             }),
     );
+    if let Some(crate::config::EndpointTls::Svid { secret, identity }) =
+        config.bundle_endpoint.as_ref().map(|e| &e.tls)
+    {
+        tasks.spawn(
+            "endpoint-svid",
+            Lifetime::UntilCancelled,
+            crate::federation::svid::keep(
+                Api::namespaced(cluster.client.clone(), &secret.namespace),
+                secret.clone(),
+                identity.clone(),
+                signer_rx.clone(),
+                config.clock,
+                token.clone(),
+            ),
+        );
+    }
     if let (Some(file), Some(ctb)) = (&config.federation, &cluster.ctb) {
         let importer = Arc::new(crate::federation::import::Importer {
             published: crate::federation::import::Published::new(

@@ -1,16 +1,19 @@
 //! The SPIFFE bundle endpoint (`--bundle-endpoint-addr`): our trust domain's bundle, in the
 //! SPIFFE bundle format, over HTTPS with the `https_web` profile (a server certificate and key
-//! the operator provides, `--bundle-endpoint-cert`/`--bundle-endpoint-key`).
+//! the operator provides, `--bundle-endpoint-cert`/`--bundle-endpoint-key`) or the
+//! `https_spiffe` profile (the signer's own X.509-SVID, kept by the leader in a Secret, see
+//! [`super::svid`]).
 //!
 //! Every replica serves, and all serve the same document: the bundle as published in the
 //! ClusterTrustBundle (its roots and its sequence, see [`crate::ca::trust_bundle`]), read again
 //! every [`POLL`], so a CA rotation is served as soon as it is published. Requests are answered
 //! from that copy and never reach the API server. `GET /` answers the JSON document; before
-//! anything is published, 503. The certificate files are read again every [`RELOAD`]
-//! (cert-manager renews them in place); a pair that does not load keeps the last good one and
-//! says so in the log.
+//! anything is published, 503. The certificate — the files, or the SVID Secret — is read
+//! again every [`RELOAD`] (cert-manager renews files in place, the leader renews the SVID); a
+//! pair that does not load keeps the last good one and says so in the log. With
+//! `https_spiffe`, connections are closed until the first SVID is there.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -19,6 +22,8 @@ use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -29,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::ca::trust_bundle::TrustBundle;
-use crate::config::BundleEndpointConfig;
+use crate::config::{BundleEndpointConfig, EndpointTls};
 use crate::supervisor::Ticks;
 
 /// How often the published bundle is read again.
@@ -41,36 +46,54 @@ const HANDSHAKE: Duration = Duration::from_secs(10);
 
 /// Reads the `https_web` certificate chain and key; an error names the flag and the file.
 pub fn load_tls(cert: &Path, key: &Path) -> Result<ServerConfig, String> {
-    let certs = CertificateDer::pem_file_iter(cert)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("--bundle-endpoint-cert {}: {e}", cert.display()))?;
+    let read = |p: &Path, flag: &str| {
+        std::fs::read(p).map_err(|e| format!("--{flag} {}: {e}", p.display()))
+    };
+    let (cert_pem, key_pem) = (
+        read(cert, "bundle-endpoint-cert")?,
+        read(key, "bundle-endpoint-key")?,
+    );
+    server_config(&cert_pem, &key_pem).map_err(|e| match e {
+        PairError::Cert(e) => format!("--bundle-endpoint-cert {}: {e}", cert.display()),
+        PairError::Key(e) => format!("--bundle-endpoint-key {}: {e}", key.display()),
+        PairError::Pair(e) => format!(
+            "--bundle-endpoint-cert/--bundle-endpoint-key {} and {}: {e}",
+            cert.display(),
+            key.display()
+        ),
+    })
+}
+
+/// What is wrong with a certificate pair.
+#[derive(Debug, thiserror::Error)]
+pub enum PairError {
+    #[error("{0}")]
+    Cert(String),
+    #[error("{0}")]
+    Key(String),
+    #[error("{0}")]
+    Pair(String),
+}
+
+/// The server configuration for a PEM chain and key.
+pub fn server_config(cert_pem: &[u8], key_pem: &[u8]) -> Result<ServerConfig, PairError> {
+    let certs = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| PairError::Cert(e.to_string()))?;
     if certs.is_empty() {
-        return Err(format!(
-            "--bundle-endpoint-cert {}: no CERTIFICATE block",
-            cert.display()
-        ));
+        return Err(PairError::Cert("no CERTIFICATE block".into()));
     }
     // Never the key's bytes in an error: only what kind of problem it is.
-    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
-        format!(
-            "--bundle-endpoint-key {}: no private key ({e:?})",
-            key.display()
-        )
-    })?;
+    let key_der = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| PairError::Key(format!("no private key ({e:?})")))?;
     let mut config = ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::aws_lc_rs::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
+    .map_err(|e| PairError::Pair(e.to_string()))?
     .with_no_client_auth()
     .with_single_cert(certs, key_der)
-    .map_err(|e| {
-        format!(
-            "--bundle-endpoint-cert/--bundle-endpoint-key {} and {}: {e}",
-            cert.display(),
-            key.display()
-        )
-    })?;
+    .map_err(|e| PairError::Pair(e.to_string()))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
@@ -80,29 +103,80 @@ pub async fn bind(config: &BundleEndpointConfig) -> std::io::Result<TcpListener>
     TcpListener::bind(config.addr).await
 }
 
-/// Serves until `token` is cancelled.
+/// Serves until `token` is cancelled; `client` reads the SVID Secret (`https_spiffe`).
 pub async fn serve(
     listener: TcpListener,
     config: BundleEndpointConfig,
     bundle: TrustBundle,
     trust_domain: TrustDomain,
+    client: kube::Client,
     token: CancellationToken,
 ) {
-    info!(addr = %config.addr, "serving the SPIFFE bundle endpoint (https_web)");
+    let source = match &config.tls {
+        EndpointTls::Files { cert, key, .. } => {
+            info!(addr = %config.addr, "serving the SPIFFE bundle endpoint (https_web)");
+            Source::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            }
+        }
+        EndpointTls::Svid { secret, .. } => {
+            info!(addr = %config.addr, secret = %secret, "serving the SPIFFE bundle endpoint (https_spiffe)");
+            Source::Secret {
+                api: Api::namespaced(client, &secret.namespace),
+                name: secret.name.clone(),
+            }
+        }
+    };
+    let initial = match &config.tls {
+        EndpointTls::Files { initial, .. } => Some(initial.clone()),
+        EndpointTls::Svid { .. } => None,
+    };
     let (doc_tx, doc_rx) = watch::channel::<Option<Bytes>>(None);
-    let tls = Arc::new(RwLock::new(config.initial.clone()));
+    let tls = Arc::new(RwLock::new(initial));
     // One task: the followers end with the endpoint, and a panic in either is its supervisor's.
     tokio::join!(
         follow_bundle(&bundle, &trust_domain, config.refresh_hint, &doc_tx, &token),
-        follow_files(&config, &tls, &token),
+        follow_tls(&source, &tls, &token),
         accept(listener, &tls, doc_rx, &token),
     );
+}
+
+/// Where the endpoint's certificate pair is read from.
+enum Source {
+    Files { cert: PathBuf, key: PathBuf },
+    Secret { api: Api<Secret>, name: String },
+}
+
+impl Source {
+    /// The pair as it is now; None if it cannot be read (yet).
+    async fn read(&self) -> Option<(Vec<u8>, Vec<u8>)> {
+        match self {
+            Source::Files { cert, key } => {
+                Some((std::fs::read(cert).ok()?, std::fs::read(key).ok()?))
+            }
+            Source::Secret { api, name } => match api.get_opt(name).await {
+                Ok(secret) => secret.as_ref().and_then(super::svid::read),
+                Err(e) => {
+                    debug!(error = %e, "bundle endpoint: reading the SVID Secret failed");
+                    None
+                }
+            },
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Source::Files { cert, .. } => cert.display().to_string(),
+            Source::Secret { name, .. } => format!("Secret {name}"),
+        }
+    }
 }
 
 /// Accepts connections until `token` is cancelled; each is served on its own.
 async fn accept(
     listener: TcpListener,
-    tls: &RwLock<Arc<ServerConfig>>,
+    tls: &RwLock<Option<Arc<ServerConfig>>>,
     doc_rx: watch::Receiver<Option<Bytes>>,
     token: &CancellationToken,
 ) {
@@ -118,11 +192,16 @@ async fn accept(
             },
             _ = token.cancelled() => return,
         };
-        let acceptor = tokio_rustls::TlsAcceptor::from(
-            tls.read()
-                .map(|c| c.clone())
-                .unwrap_or_else(|p| p.into_inner().clone()),
-        );
+        let current = tls
+            .read()
+            .map(|c| c.clone())
+            .unwrap_or_else(|p| p.into_inner().clone());
+        // No certificate yet (https_spiffe before the first SVID): the connection is closed.
+        let Some(current) = current else {
+            debug!(%peer, "bundle endpoint: no certificate yet; connection closed");
+            continue;
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(current);
         let doc = doc_rx.clone();
         let token = token.clone();
         tokio::spawn(async move {
@@ -223,35 +302,35 @@ async fn follow_bundle(
 }
 
 /// Reads the certificate pair again every [`RELOAD`] and swaps it in when it changed and loads.
-async fn follow_files(
-    config: &BundleEndpointConfig,
-    tls: &RwLock<Arc<ServerConfig>>,
+async fn follow_tls(
+    source: &Source,
+    tls: &RwLock<Option<Arc<ServerConfig>>>,
     token: &CancellationToken,
 ) {
-    let read = || {
-        (
-            std::fs::read(&config.cert).ok(),
-            std::fs::read(&config.key).ok(),
-        )
+    // A pair given at start was read and loaded then.
+    let mut last = match source {
+        Source::Files { .. } => source.read().await,
+        Source::Secret { .. } => None,
     };
-    let mut last = read();
     let mut ticks = Ticks::every(RELOAD);
     while ticks.next(token).await {
-        let now = read();
-        if now == last {
+        let Some(now) = token.run_until_cancelled(source.read()).await else {
+            return;
+        };
+        let Some((cert, key)) = now.as_ref().filter(|_| now != last) else {
             continue;
-        }
-        last = now;
-        match load_tls(&config.cert, &config.key) {
+        };
+        match server_config(cert, key) {
             Ok(c) => {
                 if let Ok(mut t) = tls.write() {
-                    *t = Arc::new(c);
+                    *t = Some(Arc::new(c));
                 }
-                info!(cert = %config.cert.display(), "bundle endpoint: certificate reloaded");
+                info!(from = %source.describe(), "bundle endpoint: certificate loaded");
             }
             Err(e) => {
-                error!(error = %e, "bundle endpoint: the new certificate pair does not load; keeping the last good one")
+                error!(from = %source.describe(), error = %e, "bundle endpoint: the new certificate pair does not load; keeping the last good one")
             }
         }
+        last = now;
     }
 }

@@ -8,3 +8,4 @@ pub mod endpoint;
 pub mod fetch;
 pub mod import;
 pub mod peers;
+pub mod svid;

@@ -5,7 +5,13 @@
 //! trust bundle PEM. The kubelet replaces both atomically (a symlink swap), so a change of the
 //! file's inode, size or mtime means new contents: [`CredentialFiles::current`] checks that on
 //! every call and re-reads only then.
+//!
+//! The trust bundle verifies peers of our own trust domain; each federated trust domain has
+//! a bundle file of its own ([`CredentialFiles::with_federated`], a `clusterTrustBundle`
+//! projection selecting `podcert-signer/trust-domain: <domain>`), so a peer is verified
+//! against the roots of the trust domain its SPIFFE ID names and no other.
 
+use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -14,20 +20,21 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use crate::{Error, spiffe_id};
 
-/// One consistent set: our key and chain, our SPIFFE ID, the roots we trust.
+/// One consistent set: our key and chain, our SPIFFE ID, the roots we trust by trust domain.
 #[derive(Debug)]
 pub struct Credentials {
     pub chain: Vec<CertificateDer<'static>>,
     pub key: PrivateKeyDer<'static>,
-    pub roots: Vec<CertificateDer<'static>>,
+    /// Trust domain → its roots: ours, and each federated domain's.
+    pub bundles: BTreeMap<String, Vec<CertificateDer<'static>>>,
     pub spiffe_id: String,
 }
 
 /// (inode, size, mtime seconds, mtime nanoseconds): changes when the kubelet swaps the file.
 type Stamp = (u64, u64, i64, i64);
 
-/// What the cache holds: the stamps of both files and the credentials read from them.
-type Cached = ((Stamp, Stamp), Arc<Credentials>);
+/// What the cache holds: the stamps of every file and the credentials read from them.
+type Cached = (Vec<Stamp>, Arc<Credentials>);
 
 fn stamp(path: &Path) -> Result<Stamp, Error> {
     let m =
@@ -39,6 +46,8 @@ fn stamp(path: &Path) -> Result<Stamp, Error> {
 pub struct CredentialFiles {
     credential_bundle: PathBuf,
     trust_bundle: PathBuf,
+    /// Trust domain → its bundle file.
+    federated: Vec<(String, PathBuf)>,
     cached: Mutex<Option<Cached>>,
 }
 
@@ -47,13 +56,25 @@ impl CredentialFiles {
         CredentialFiles {
             credential_bundle: credential_bundle.into(),
             trust_bundle: trust_bundle.into(),
+            federated: Vec::new(),
             cached: Mutex::new(None),
         }
     }
 
+    /// Also trusts `trust_domain`'s peers, verified against the roots in `bundle` only.
+    pub fn with_federated(mut self, trust_domain: &str, bundle: impl Into<PathBuf>) -> Self {
+        self.federated
+            .push((trust_domain.to_owned(), bundle.into()));
+        self
+    }
+
     /// The current credentials, re-read if either file changed since the last call.
     pub fn current(&self) -> Result<Arc<Credentials>, Error> {
-        let stamps = (stamp(&self.credential_bundle)?, stamp(&self.trust_bundle)?);
+        let stamps = [&self.credential_bundle, &self.trust_bundle]
+            .into_iter()
+            .chain(self.federated.iter().map(|(_, p)| p))
+            .map(|p| stamp(p))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut cached = self.cached.lock().expect("credentials lock");
         if let Some((s, c)) = cached.as_ref()
             && *s == stamps
@@ -94,20 +115,41 @@ impl CredentialFiles {
             .first()
             .ok_or_else(|| Error::Files("the credential bundle has no certificate".into()))?;
         let spiffe_id = spiffe_id(leaf)?;
-        let roots = pem::parse_many(read(&self.trust_bundle)?)
-            .map_err(|e| Error::Files(e.to_string()))?
-            .into_iter()
-            .filter(|b| b.tag() == "CERTIFICATE")
-            .map(|b| CertificateDer::from(b.into_contents()))
-            .collect::<Vec<_>>();
-        if roots.is_empty() {
-            return Err(Error::Files("the trust bundle has no certificate".into()));
+        let roots = |p: &Path| -> Result<Vec<CertificateDer<'static>>, Error> {
+            let roots = pem::parse_many(read(p)?)
+                .map_err(|e| Error::Files(e.to_string()))?
+                .into_iter()
+                .filter(|b| b.tag() == "CERTIFICATE")
+                .map(|b| CertificateDer::from(b.into_contents()))
+                .collect::<Vec<_>>();
+            if roots.is_empty() {
+                return Err(Error::Files(format!(
+                    "the trust bundle {} has no certificate",
+                    p.display()
+                )));
+            }
+            Ok(roots)
+        };
+        let own = trust_domain(&spiffe_id).to_owned();
+        let mut bundles = BTreeMap::from([(own, roots(&self.trust_bundle)?)]);
+        for (domain, path) in &self.federated {
+            if bundles.insert(domain.clone(), roots(path)?).is_some() {
+                return Err(Error::Files(format!(
+                    "trust domain {domain:?} has two bundles"
+                )));
+            }
         }
         Ok(Credentials {
             chain,
             key,
-            roots,
+            bundles,
             spiffe_id,
         })
     }
+}
+
+/// The trust domain of a SPIFFE ID (`spiffe://<trust domain>/...`).
+pub fn trust_domain(spiffe_id: &str) -> &str {
+    let rest = spiffe_id.strip_prefix("spiffe://").unwrap_or(spiffe_id);
+    rest.split('/').next().unwrap_or(rest)
 }

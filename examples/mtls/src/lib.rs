@@ -3,7 +3,8 @@
 //!
 //! [`credentials`] loads the credential bundle (key + chain) and trust bundle and re-reads
 //! them when the kubelet rotates them; [`verify`] accepts a peer only if its chain verifies to
-//! the trust bundle and its single URI SAN is an allowed SPIFFE ID. [`serve`] answers each
+//! the bundle of the trust domain its SPIFFE ID names (ours, or a federated one) and that ID
+//! is allowed. [`serve`] answers each
 //! connection with `hello <peer-id> from <own-id>`; [`exchange`] is the client side.
 
 pub mod credentials;
@@ -69,7 +70,7 @@ pub fn server_config(
 ) -> Result<Arc<rustls::ServerConfig>, Error> {
     let provider = provider();
     let verifier = Arc::new(SpiffeVerifier::new(
-        &creds.roots,
+        &creds.bundles,
         allowed_clients.to_vec(),
         &provider,
     )?);
@@ -87,7 +88,7 @@ pub fn client_config(
 ) -> Result<Arc<rustls::ClientConfig>, Error> {
     let provider = provider();
     let verifier = Arc::new(SpiffeVerifier::new(
-        &creds.roots,
+        &creds.bundles,
         allowed_servers.to_vec(),
         &provider,
     )?);

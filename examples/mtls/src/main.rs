@@ -4,7 +4,8 @@
 //! spiffe-mtls server --listen 0.0.0.0:8443 --credential-bundle /var/run/svid/credentialbundle.pem \
 //!     --trust-bundle /var/run/svid/trust-bundle.pem --allow spiffe://cluster.local/ns/shop/sa/web
 //! spiffe-mtls client --connect api:8443 --credential-bundle ... --trust-bundle ... \
-//!     --allow spiffe://cluster.local/ns/shop/sa/api
+//!     --federated-bundle b.example.org=/var/run/svid/b-bundle.pem \
+//!     --allow spiffe://cluster.local/ns/shop/sa/api --allow spiffe://b.example.org/ns/shop/sa/api
 //! ```
 
 use std::process::ExitCode;
@@ -14,7 +15,7 @@ use spiffe_mtls::{CredentialFiles, Served, exchange, serve};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: spiffe-mtls server --listen ADDR | client --connect ADDR  --credential-bundle PATH --trust-bundle PATH --allow SPIFFE_ID..."
+        "usage: spiffe-mtls server --listen ADDR | client --connect ADDR  --credential-bundle PATH --trust-bundle PATH [--federated-bundle TRUST_DOMAIN=PATH]... --allow SPIFFE_ID..."
     );
     ExitCode::from(2)
 }
@@ -27,6 +28,7 @@ async fn main() -> ExitCode {
     };
     let (mut addr, mut bundle, mut trust, mut allow, mut every) =
         (None, None, None, Vec::new(), None);
+    let mut federated: Vec<(String, String)> = Vec::new();
     while let Some(flag) = args.next() {
         let Some(value) = args.next() else {
             return usage();
@@ -36,6 +38,17 @@ async fn main() -> ExitCode {
             "--credential-bundle" => bundle = Some(value),
             "--trust-bundle" => trust = Some(value),
             "--allow" => allow.push(value),
+            "--federated-bundle" => match value.split_once('=') {
+                Some((domain, path)) if !domain.is_empty() && !path.is_empty() => {
+                    federated.push((domain.to_owned(), path.to_owned()))
+                }
+                _ => {
+                    eprintln!(
+                        "spiffe-mtls: --federated-bundle: {value:?} is not TRUST_DOMAIN=PATH"
+                    );
+                    return ExitCode::from(2);
+                }
+            },
             "--every" => match value.parse::<u64>() {
                 Ok(secs) if secs > 0 => every = Some(std::time::Duration::from_secs(secs)),
                 _ => {
@@ -53,7 +66,13 @@ async fn main() -> ExitCode {
         eprintln!("spiffe-mtls: --allow: name at least one SPIFFE ID to accept");
         return ExitCode::from(2);
     }
-    let files = Arc::new(CredentialFiles::new(bundle, trust));
+    let files = Arc::new(
+        federated
+            .into_iter()
+            .fold(CredentialFiles::new(bundle, trust), |f, (domain, path)| {
+                f.with_federated(&domain, path)
+            }),
+    );
     match mode.as_str() {
         "server" => {
             let listener = match tokio::net::TcpListener::bind(&addr).await {

@@ -1,10 +1,14 @@
 //! Peer verification for SPIFFE X.509-SVIDs.
 //!
 //! An SVID names its holder with a single URI SAN, not a DNS name, so rustls' stock
-//! verifiers (which match DNS names) do not fit. [`SpiffeVerifier`] checks the chain with
-//! rustls-webpki against the trust bundle for the right usage (serverAuth or clientAuth), then
-//! accepts the peer only if its SPIFFE ID is one of the allowed IDs.
+//! verifiers (which match DNS names) do not fit. [`SpiffeVerifier`] reads the peer's SPIFFE
+//! ID, takes the bundle of the trust domain it names (X509-SVID §5: a peer's trust domain
+//! chooses the bundle; none, and it is refused), checks the chain with rustls-webpki against
+//! that bundle only for the right usage (serverAuth or clientAuth), then accepts the peer only
+//! if its SPIFFE ID is one of the allowed IDs. A certificate that claims domain B but chains to
+//! A's root is therefore refused even by a workload that trusts both.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -15,11 +19,13 @@ use rustls::{
     CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme,
 };
 
+use crate::credentials::trust_domain;
 use crate::spiffe_id;
 
 #[derive(Debug)]
 pub struct SpiffeVerifier {
-    anchors: Vec<TrustAnchor<'static>>,
+    /// Trust domain → the anchors of its bundle.
+    anchors: BTreeMap<String, Vec<TrustAnchor<'static>>>,
     allowed: Vec<String>,
     algorithms: WebPkiSupportedAlgorithms,
 }
@@ -36,15 +42,21 @@ fn reject(message: String) -> rustls::Error {
 
 impl SpiffeVerifier {
     pub fn new(
-        roots: &[CertificateDer<'static>],
+        bundles: &BTreeMap<String, Vec<CertificateDer<'static>>>,
         allowed: Vec<String>,
         provider: &CryptoProvider,
     ) -> Result<Self, crate::Error> {
-        let anchors = roots
+        let anchors = bundles
             .iter()
-            .map(|r| webpki::anchor_from_trusted_cert(r).map(|a| a.to_owned()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| crate::Error::Files(format!("trust bundle: {e}")))?;
+            .map(|(domain, roots)| {
+                roots
+                    .iter()
+                    .map(|r| webpki::anchor_from_trusted_cert(r).map(|a| a.to_owned()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(|a| (domain.clone(), a))
+                    .map_err(|e| crate::Error::Files(format!("trust bundle of {domain}: {e}")))
+            })
+            .collect::<Result<BTreeMap<_, _>, _>>()?;
         Ok(SpiffeVerifier {
             anchors,
             allowed,
@@ -59,11 +71,18 @@ impl SpiffeVerifier {
         now: UnixTime,
         usage: webpki::KeyUsage,
     ) -> Result<(), rustls::Error> {
+        let id = spiffe_id(end_entity).map_err(|e| reject(e.to_string()))?;
+        let domain = trust_domain(&id);
+        let anchors = self.anchors.get(domain).ok_or_else(|| {
+            reject(format!(
+                "peer {id}: no trust bundle for trust domain {domain:?}"
+            ))
+        })?;
         let cert = webpki::EndEntityCert::try_from(end_entity)
             .map_err(|e| reject(format!("peer certificate: {e}")))?;
         cert.verify_for_usage(
             self.algorithms.all,
-            &self.anchors,
+            anchors,
             intermediates,
             now,
             usage,
@@ -72,10 +91,9 @@ impl SpiffeVerifier {
         )
         .map_err(|e| {
             reject(format!(
-                "peer certificate does not chain to the trust bundle: {e}"
+                "peer {id} does not chain to the trust bundle of {domain}: {e}"
             ))
         })?;
-        let id = spiffe_id(end_entity).map_err(|e| reject(e.to_string()))?;
         if !self.allowed.contains(&id) {
             return Err(reject(format!("peer {id} is not allowed")));
         }

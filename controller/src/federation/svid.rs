@@ -1,0 +1,195 @@
+//! The bundle endpoint's own X.509-SVID, for the `https_spiffe` profile: the signer's
+//! identity in its trust domain, issued by the signer to itself.
+//!
+//! The SVID names the signer as a pod of it would be named — the policy's template rendered
+//! for the signer's namespace (the CA Secret's) and service account (`--service-account`),
+//! e.g. `spiffe://example.org/ns/podcert-signer/sa/podcert-signer` — and is decided by the
+//! same `Signer::decide` as every request: a fresh P-256 key, a proof of possession, the
+//! signer's lifetime rules. Only the leader holds a signing CA, and every replica serves the
+//! endpoint, so the leader keeps the SVID in the Secret [`secret_name`] (`kubernetes.io/tls`:
+//! `tls.crt` the chain, `tls.key` the key) and renews it half-way through its life ([`keep`]);
+//! every replica's endpoint reads it from there. The key is the endpoint's, never the CA's.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use kube::api::PostParams;
+use signer_core::{Decision, KeyMaterial, Request, Signer};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::clock::{Clock, sleep_until};
+use crate::config::{EndpointIdentity as Identity, ObjectName};
+use crate::retry;
+
+/// The Secret that holds the endpoint's SVID, beside the CA Secret.
+pub fn secret_name(ca_secret: &ObjectName) -> ObjectName {
+    ObjectName {
+        namespace: ca_secret.namespace.clone(),
+        name: format!("{}-bundle-endpoint", ca_secret.name),
+    }
+}
+
+/// A new SVID for `identity` from `signer` as of `now`: the chain and the key, PEM.
+pub fn issue(
+    signer: &Signer,
+    identity: &Identity,
+    now: SystemTime,
+) -> Result<(String, String), String> {
+    let rng = SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng)
+        .map_err(|e| format!("generating a key: {e}"))?;
+    let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref())
+        .map_err(|e| format!("reading the key: {e}"))?;
+    let spki = key
+        .public_key()
+        .as_der()
+        .map_err(|e| format!("encoding the public key: {e}"))?;
+    // The proof a kubelet gives: a signature over the (here random) pod UID.
+    let mut uid = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut uid).map_err(|e| format!("randomness: {e}"))?;
+    let pod_uid: String = uid.iter().map(|b| format!("{b:02x}")).collect();
+    let proof = key
+        .sign(&rng, pod_uid.as_bytes())
+        .map_err(|e| format!("signing the proof: {e}"))?;
+    let request = Request {
+        namespace: identity.namespace.clone(),
+        pod_uid,
+        service_account_name: identity.service_account.clone(),
+        max_expiration_seconds: 86_400,
+        unverified_user_annotations: BTreeMap::new(),
+        key_material: KeyMaterial::Pkix {
+            spki_der: spki.as_ref().to_vec(),
+            proof: proof.as_ref().to_vec(),
+        },
+    };
+    match signer.decide(&request, now).map_err(|e| e.to_string())? {
+        Decision::Issue(issued) => {
+            let key_pem = pem::encode(&pem::Pem::new("PRIVATE KEY", pkcs8.as_ref()));
+            Ok((issued.chain_pem, key_pem))
+        }
+        Decision::Deny(d) => Err(format!(
+            "the signer denies its own endpoint SVID: {}: {}",
+            d.reason.as_str(),
+            d.message
+        )),
+    }
+}
+
+/// When the SVID in `chain_pem` is due for renewal: half-way through its life. None when it
+/// cannot be read (then it is replaced at once).
+pub fn renew_at(chain_pem: &[u8]) -> Option<SystemTime> {
+    let text = std::str::from_utf8(chain_pem).ok()?;
+    let leaf = signer_core::ca::summarize(text).ok()?.into_iter().next()?;
+    let half = leaf.not_before + (leaf.not_after - leaf.not_before) / 2;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(half).ok()?))
+}
+
+/// The Secret's chain and key, if it holds both.
+pub fn read(secret: &Secret) -> Option<(Vec<u8>, Vec<u8>)> {
+    let data = secret.data.as_ref()?;
+    Some((
+        data.get("tls.crt")?.0.clone(),
+        data.get("tls.key")?.0.clone(),
+    ))
+}
+
+/// Keeps a valid SVID in the Secret until `token` is cancelled: issues one when it is
+/// missing, unreadable or half-way through its life, with the term's current signer.
+pub async fn keep(
+    secrets: Api<Secret>,
+    name: ObjectName,
+    identity: Identity,
+    signer: watch::Receiver<Arc<Signer>>,
+    clock: Clock,
+    token: CancellationToken,
+) {
+    loop {
+        let what = "keeping the bundle endpoint's SVID";
+        let Some(due) = retry::retry(what, &token, || {
+            renew_if_due(&secrets, &name, &identity, &signer, clock)
+        })
+        .await
+        else {
+            return;
+        };
+        tokio::select! {
+            () = sleep_until(&clock, due) => {}
+            _ = token.cancelled() => return,
+        }
+    }
+}
+
+/// Renews the SVID if it is due; when the next look is due.
+async fn renew_if_due(
+    secrets: &Api<Secret>,
+    name: &ObjectName,
+    identity: &Identity,
+    signer: &watch::Receiver<Arc<Signer>>,
+    clock: Clock,
+) -> Result<SystemTime, String> {
+    let now = clock.now();
+    let found = secrets
+        .get_opt(&name.name)
+        .await
+        .map_err(|e| format!("reading {name}: {e}"))?;
+    if let Some(due) = found
+        .as_ref()
+        .and_then(read)
+        .and_then(|(crt, _)| renew_at(&crt))
+        .filter(|t| *t > now)
+    {
+        return Ok(due);
+    }
+    let current = signer.borrow().clone();
+    let (chain, key) = issue(&current, identity, now)?;
+    let due = renew_at(chain.as_bytes()).ok_or("the issued SVID cannot be read back")?;
+    let data = BTreeMap::from([
+        ("tls.crt".to_string(), ByteString(chain.into_bytes())),
+        ("tls.key".to_string(), ByteString(key.into_bytes())),
+    ]);
+    let written = match found {
+        None => {
+            let secret = Secret {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(name.name.clone()),
+                    namespace: Some(name.namespace.clone()),
+                    labels: Some(BTreeMap::from([(
+                        crate::ca::trust_bundle::LABEL_MANAGED_BY.to_string(),
+                        "podcert-signer".to_string(),
+                    )])),
+                    ..Default::default()
+                },
+                type_: Some("kubernetes.io/tls".into()),
+                data: Some(data),
+                ..Default::default()
+            };
+            secrets.create(&PostParams::default(), &secret).await
+        }
+        Some(mut secret) => {
+            secret.data = Some(data);
+            secret.metadata.managed_fields = None;
+            secrets
+                .replace(&name.name, &PostParams::default(), &secret)
+                .await
+        }
+    };
+    match written {
+        Ok(_) => {
+            info!(secret = %name, "issued the bundle endpoint's SVID");
+            Ok(due)
+        }
+        Err(e) => {
+            warn!(secret = %name, error = %e, "storing the bundle endpoint's SVID failed");
+            Err(format!("writing {name}: {e}"))
+        }
+    }
+}
