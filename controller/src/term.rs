@@ -195,6 +195,7 @@ async fn run_term(parts: &Arc<Parts>, token: &CancellationToken) -> TermEnd {
             ),
             recorder: parts.recorder.clone(),
             metrics: parts.metrics.clone(),
+            clock: config.clock,
         });
         tasks.spawn(
             "federation",

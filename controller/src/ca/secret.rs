@@ -299,29 +299,7 @@ impl SecretStore {
     pub fn secrets(
         &self,
     ) -> impl Stream<Item = Result<Option<Secret>, watcher::Error>> + Send + use<> {
-        let config =
-            watcher::Config::default().fields(&format!("metadata.name={}", self.name.name));
-        let events = watcher::watcher(self.api.clone(), config).default_backoff();
-        // During a (re)list: the Secret listed, if any; concluded at InitDone.
-        events
-            .scan(None::<Option<Secret>>, |listing, event| {
-                let out = match event {
-                    Err(e) => Some(Err(e)),
-                    Ok(watcher::Event::Init) => {
-                        *listing = Some(None);
-                        None
-                    }
-                    Ok(watcher::Event::InitApply(s)) => {
-                        *listing = Some(Some(s));
-                        None
-                    }
-                    Ok(watcher::Event::InitDone) => Some(Ok(listing.take().flatten())),
-                    Ok(watcher::Event::Apply(s)) => Some(Ok(Some(s))),
-                    Ok(watcher::Event::Delete(_)) => Some(Ok(None)),
-                };
-                std::future::ready(Some(out))
-            })
-            .filter_map(std::future::ready)
+        follow(self.api.clone(), &self.name.name)
     }
 
     /// Whether an unusable state may mend without the Secret changing: its root key is
@@ -330,6 +308,37 @@ impl SecretStore {
     pub fn may_mend(&self, state: &SecretState) -> bool {
         matches!(state, SecretState::Unusable(_)) && matches!(self.keys, RootKeys::Token(_))
     }
+}
+
+/// The Secret `name` of `api` after each change and after each (re)list (None: there is
+/// none), forever — a watch of that one name (RBAC may limit list and watch to it); watch
+/// errors are retried by kube's watcher backoff and reported as `Err`.
+pub fn follow(
+    api: Api<Secret>,
+    name: &str,
+) -> impl Stream<Item = Result<Option<Secret>, watcher::Error>> + Send + use<> {
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let events = watcher::watcher(api, config).default_backoff();
+    // During a (re)list: the Secret listed, if any; concluded at InitDone.
+    events
+        .scan(None::<Option<Secret>>, |listing, event| {
+            let out = match event {
+                Err(e) => Some(Err(e)),
+                Ok(watcher::Event::Init) => {
+                    *listing = Some(None);
+                    None
+                }
+                Ok(watcher::Event::InitApply(s)) => {
+                    *listing = Some(Some(s));
+                    None
+                }
+                Ok(watcher::Event::InitDone) => Some(Ok(listing.take().flatten())),
+                Ok(watcher::Event::Apply(s)) => Some(Ok(Some(s))),
+                Ok(watcher::Event::Delete(_)) => Some(Ok(None)),
+            };
+            std::future::ready(Some(out))
+        })
+        .filter_map(std::future::ready)
 }
 
 #[cfg(test)]

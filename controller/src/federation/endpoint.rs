@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use futures::StreamExt;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -148,31 +149,6 @@ enum Source {
     Secret { api: Api<Secret>, name: String },
 }
 
-impl Source {
-    /// The pair as it is now; None if it cannot be read (yet).
-    async fn read(&self) -> Option<(Vec<u8>, Vec<u8>)> {
-        match self {
-            Source::Files { cert, key } => {
-                Some((std::fs::read(cert).ok()?, std::fs::read(key).ok()?))
-            }
-            Source::Secret { api, name } => match api.get_opt(name).await {
-                Ok(secret) => secret.as_ref().and_then(super::svid::read),
-                Err(e) => {
-                    debug!(error = %e, "bundle endpoint: reading the SVID Secret failed");
-                    None
-                }
-            },
-        }
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            Source::Files { cert, .. } => cert.display().to_string(),
-            Source::Secret { name, .. } => format!("Secret {name}"),
-        }
-    }
-}
-
 /// Accepts connections until `token` is cancelled; each is served on its own.
 async fn accept(
     listener: TcpListener,
@@ -301,36 +277,57 @@ async fn follow_bundle(
     }
 }
 
-/// Reads the certificate pair again every [`RELOAD`] and swaps it in when it changed and loads.
+/// Keeps `tls` the source's current pair: the files read again every [`RELOAD`], the SVID
+/// Secret watched (the leader renews it, and a renewal is served at once).
 async fn follow_tls(
     source: &Source,
     tls: &RwLock<Option<Arc<ServerConfig>>>,
     token: &CancellationToken,
 ) {
-    // A pair given at start was read and loaded then.
-    let mut last = match source {
-        Source::Files { .. } => source.read().await,
-        Source::Secret { .. } => None,
-    };
-    let mut ticks = Ticks::every(RELOAD);
-    while ticks.next(token).await {
-        let Some(now) = token.run_until_cancelled(source.read()).await else {
-            return;
-        };
-        let Some((cert, key)) = now.as_ref().filter(|_| now != last) else {
-            continue;
-        };
-        match server_config(cert, key) {
-            Ok(c) => {
-                if let Ok(mut t) = tls.write() {
-                    *t = Some(Arc::new(c));
+    match source {
+        Source::Files { cert, key } => {
+            let read = || Some((std::fs::read(cert).ok()?, std::fs::read(key).ok()?));
+            // The pair given at start was read and loaded then.
+            let mut last = read();
+            let mut ticks = Ticks::every(RELOAD);
+            while ticks.next(token).await {
+                let now = read();
+                if let Some((c, k)) = now.as_ref().filter(|_| now != last) {
+                    swap_in(tls, c, k, &cert.display().to_string());
+                    last = now;
                 }
-                info!(from = %source.describe(), "bundle endpoint: certificate loaded");
-            }
-            Err(e) => {
-                error!(from = %source.describe(), error = %e, "bundle endpoint: the new certificate pair does not load; keeping the last good one")
             }
         }
-        last = now;
+        Source::Secret { api, name } => {
+            let mut last = None;
+            let mut secrets = std::pin::pin!(crate::ca::secret::follow(api.clone(), name));
+            while let Some(Some(event)) = token.run_until_cancelled(secrets.next()).await {
+                match event {
+                    Ok(secret) => {
+                        let now = secret.as_ref().and_then(super::svid::read);
+                        if let Some((c, k)) = now.as_ref().filter(|_| now != last) {
+                            swap_in(tls, c, k, &format!("Secret {name}"));
+                            last = now;
+                        }
+                    }
+                    Err(e) => debug!(error = %e, "bundle endpoint: watching the SVID Secret"),
+                }
+            }
+        }
+    }
+}
+
+/// Serves with the pair `cert`/`key` from now on if it loads; else keeps the last good one.
+fn swap_in(tls: &RwLock<Option<Arc<ServerConfig>>>, cert: &[u8], key: &[u8], from: &str) {
+    match server_config(cert, key) {
+        Ok(c) => {
+            if let Ok(mut t) = tls.write() {
+                *t = Some(Arc::new(c));
+            }
+            info!(from, "bundle endpoint: certificate loaded");
+        }
+        Err(e) => {
+            error!(from, error = %e, "bundle endpoint: the new certificate pair does not load; keeping the last good one")
+        }
     }
 }

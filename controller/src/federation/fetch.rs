@@ -26,6 +26,7 @@ use signer_core::SpiffeId;
 use signer_core::bundle::{BundleError, MAX_BUNDLE_BYTES, SpiffeBundle};
 
 use super::peers::{Peer, Profile};
+use crate::clock::Clock;
 
 /// The longest one fetch may take, connection to last byte.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
@@ -62,15 +63,29 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-/// The TLS client configuration `peer`'s profile asks for, given its last good bundle.
+/// Certificates are checked on the signer's certificate clock (compressed only in tests).
+#[derive(Debug)]
+struct CertificateClock(Clock);
+
+impl rustls::time_provider::TimeProvider for CertificateClock {
+    fn current_time(&self) -> Option<UnixTime> {
+        let since = self.0.now().duration_since(std::time::UNIX_EPOCH).ok()?;
+        Some(UnixTime::since_unix_epoch(since))
+    }
+}
+
+/// The TLS client configuration `peer`'s profile asks for, given its last good bundle;
+/// certificates are valid or not as `clock` reads.
 pub fn client_config(
     peer: &Peer,
     last_good: Option<&SpiffeBundle>,
+    clock: Clock,
 ) -> Result<ClientConfig, String> {
     let provider = provider();
-    let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
+    let builder =
+        ClientConfig::builder_with_details(provider.clone(), Arc::new(CertificateClock(clock)))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?;
     let config = match &peer.profile {
         Profile::HttpsWeb { roots } => {
             let mut store = RootCertStore::empty();

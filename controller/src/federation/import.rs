@@ -36,6 +36,7 @@ use super::peers::{Peer, Profile};
 use crate::ca::trust_bundle::{
     Ctb, LABEL_MANAGED_BY, LABEL_NAME, LABEL_TRUST_DOMAIN, SEQUENCE_ANNOTATION,
 };
+use crate::clock::Clock;
 use crate::metrics::{DomainLabels, Metrics};
 use crate::retry;
 
@@ -150,6 +151,8 @@ pub struct Importer {
     pub published: Published,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    /// The certificate clock endpoints' certificates are checked on.
+    pub clock: Clock,
 }
 
 /// Follows every peer until `token` is cancelled.
@@ -185,7 +188,7 @@ async fn follow(importer: Arc<Importer>, peer: Peer, token: CancellationToken) {
     let mut interval = refresh_interval(None);
     let mut backoff = retry::backoff();
     loop {
-        let outcome = match fetch::client_config(&peer, last_good.as_ref()) {
+        let outcome = match fetch::client_config(&peer, last_good.as_ref(), importer.clock) {
             Err(e) => Err(FetchError::Tls(e)),
             Ok(tls) => token
                 .run_until_cancelled(fetch::fetch(&peer, Arc::new(tls)))
