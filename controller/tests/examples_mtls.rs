@@ -6,79 +6,17 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use podcert_tests::apiserver::ServerOptions;
 use podcert_tests::fixtures::kubelet_keys;
-use podcert_tests::kubelet::{Format, PodRequest};
-use spiffe_mtls::{CredentialFiles, Served, exchange, serve};
+use spiffe_mtls::{CredentialFiles, Served, exchange};
 use support::*;
 
 const API: &str = "spiffe://example.org/ns/shop/sa/api";
 const WEB: &str = "spiffe://example.org/ns/shop/sa/web";
-
-/// Writes `contents` to `path` as the kubelet does: a new file moved into place.
-fn write_atomically(path: &Path, contents: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, contents).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
-/// Has the signer issue a certificate for service account `sa` with fixture key `key_type`,
-/// and writes the credential bundle to `dir/<file>`.
-async fn issue(cluster: &Cluster, sa: &str, key_type: &str, path: &Path) {
-    let tracker = cluster.tracker("v1beta1");
-    let pod = PodRequest::new("shop", &format!("{sa}-0"), sa, key_type, Format::Csr);
-    let created = cluster
-        .kubelet("v1beta1")
-        .create_all(&[pod], 1)
-        .await
-        .unwrap();
-    let outcome = tracker
-        .wait_all(&created, Duration::from_secs(20))
-        .await
-        .remove(0)
-        .expect("terminal");
-    assert_eq!(outcome.condition(), "Issued");
-    let key = kubelet_keys()
-        .into_iter()
-        .find(|k| k.key_type == key_type)
-        .unwrap();
-    write_atomically(
-        path,
-        &format!(
-            "{}{}",
-            key.key_pem(),
-            outcome.status["certificateChain"].as_str().unwrap()
-        ),
-    );
-}
-
-struct Workload {
-    addr: std::net::SocketAddr,
-    served: Arc<Mutex<Vec<Served>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Workload {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn start_server(files: Arc<CredentialFiles>, allowed: &[&str]) -> Workload {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let served: Arc<Mutex<Vec<Served>>> = Arc::default();
-    let s = served.clone();
-    let allowed = allowed.iter().map(|a| a.to_string()).collect();
-    let task = tokio::spawn(async move {
-        let _ = serve(listener, files, allowed, move |r| s.lock().unwrap().push(r)).await;
-    });
-    Workload { addr, served, task }
-}
 
 fn serial(cert: &[u8]) -> Vec<u8> {
     use x509_parser::prelude::FromDer;

@@ -12,6 +12,7 @@ mod chaos;
 mod demo;
 mod faults;
 mod federation;
+mod federation_domains;
 mod federation_import;
 mod hsm;
 mod identity;

@@ -589,3 +589,73 @@ pub async fn heavy_scenario() -> tokio::sync::MutexGuard<'static, ()> {
 
 /// How often the leader looks at its waiting requests (`podcert_signer::pending::EVERY`).
 pub const PENDING_LOOK: Duration = podcert_signer::pending::EVERY;
+
+// The SPIFFE mTLS example's workloads, with certificates the real signer issued
+// (examples_mtls.rs, e2e federation).
+
+/// Writes `contents` to `path` as the kubelet does: a new file moved into place.
+pub fn write_atomically(path: &std::path::Path, contents: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, contents).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Has the signer of `cluster` issue a certificate for service account `sa` of namespace
+/// `shop` with fixture key `key_type`, and writes the credential bundle (key, then chain) to
+/// `path`.
+pub async fn issue(cluster: &Cluster, sa: &str, key_type: &str, path: &std::path::Path) {
+    let tracker = cluster.tracker("v1beta1");
+    let pod = PodRequest::new("shop", &format!("{sa}-0"), sa, key_type, Format::Csr);
+    let created = cluster
+        .kubelet("v1beta1")
+        .create_all(&[pod], 1)
+        .await
+        .unwrap();
+    let outcome = tracker
+        .wait_all(&created, Duration::from_secs(20))
+        .await
+        .remove(0)
+        .expect("terminal");
+    assert_eq!(outcome.condition(), "Issued");
+    let key = podcert_tests::fixtures::kubelet_keys()
+        .into_iter()
+        .find(|k| k.key_type == key_type)
+        .unwrap();
+    write_atomically(
+        path,
+        &format!(
+            "{}{}",
+            key.key_pem(),
+            outcome.status["certificateChain"].as_str().unwrap()
+        ),
+    );
+}
+
+/// An example server workload on 127.0.0.1; what it saw of each connection.
+pub struct Workload {
+    pub addr: std::net::SocketAddr,
+    pub served: std::sync::Arc<std::sync::Mutex<Vec<spiffe_mtls::Served>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub async fn start_server(
+    files: std::sync::Arc<spiffe_mtls::CredentialFiles>,
+    allowed: &[&str],
+) -> Workload {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served: std::sync::Arc<std::sync::Mutex<Vec<spiffe_mtls::Served>>> = Default::default();
+    let s = served.clone();
+    let allowed = allowed.iter().map(|a| a.to_string()).collect();
+    let task = tokio::spawn(async move {
+        let _ =
+            spiffe_mtls::serve(listener, files, allowed, move |r| s.lock().unwrap().push(r)).await;
+    });
+    Workload { addr, served, task }
+}

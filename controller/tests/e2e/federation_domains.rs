@@ -1,0 +1,319 @@
+//! Federation between two trust domains: two signers, each against its own API server, each
+//! serving its bundle (A with `https_web`, B with `https_spiffe`) and importing the other's
+//! over loopback (A fetches B's with `https_spiffe`, B fetches A's with `https_web`). Their
+//! workloads then speak SPIFFE mTLS across the domains with the example, and a certificate
+//! that claims B's domain but chains to A's root is refused. Both run under the RBAC of the
+//! kustomize base with the `federation` component. The example verifies with rustls-webpki,
+//! which refuses URI name constraints, so both CAs are made without (README: "Name
+//! constraints").
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use podcert_tests::https::WebCert;
+use signer_core::TrustDomain;
+use signer_core::bundle::SpiffeBundle;
+use spiffe_mtls::{CredentialFiles, Served, exchange};
+
+use crate::support::*;
+
+const B: &str = "b.example.net";
+/// Where each signer publishes the other's bundle.
+const A_IN_B: &str = "example.com:spiffe:federated.example.org";
+const B_IN_A: &str = "example.com:spiffe:federated.b.example.net";
+const B_SIGNER_ID: &str = "spiffe://b.example.net/ns/podcert-signer/sa/podcert-signer";
+
+/// A cluster whose RBAC is the base's with the federation component.
+async fn federated_cluster(options: podcert_tests::apiserver::ServerOptions) -> Cluster {
+    let cluster = Cluster::start(options).await;
+    cluster
+        .server
+        .install_rbac(&rendered_manifests_with(&["federation"]));
+    cluster
+}
+
+fn loopback() -> SocketAddr {
+    format!("127.0.0.1:{}", podcert_tests::free_port())
+        .parse()
+        .unwrap()
+}
+
+/// The roots a ClusterTrustBundle of `cluster` holds (DER), once it exists.
+async fn ctb_roots(cluster: &Cluster, name: &str, within: Duration) -> Vec<Vec<u8>> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(ctb) = cluster.server.get("clustertrustbundles", "", name) {
+            return pem::parse_many(ctb["spec"]["trustBundle"].as_str().unwrap())
+                .unwrap()
+                .into_iter()
+                .map(|p| p.into_contents())
+                .collect();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no ClusterTrustBundle {name} within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn ctb_pem(cluster: &Cluster, name: &str) -> String {
+    cluster.server.get("clustertrustbundles", "", name).unwrap()["spec"]["trustBundle"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Writes a federation file with one entry (YAML lines after `- `) into `dir`; its path.
+fn federation_file(dir: &Path, entry: &str) -> String {
+    let path = dir.join("federation.yaml");
+    std::fs::write(&path, format!("trustDomains:\n  - {entry}")).unwrap();
+    path.display().to_string()
+}
+
+/// B's bundle as an operator would take it out of band for A's first fetch.
+fn bootstrap_bundle(roots: Vec<Vec<u8>>) -> String {
+    SpiffeBundle {
+        trust_domain: TrustDomain::new(B).unwrap(),
+        sequence: None,
+        refresh_hint: None,
+        x509_authorities: roots,
+    }
+    .to_json()
+    .unwrap()
+}
+
+/// The two domains, federated: (A, B, A's signer, B's signer).
+struct Domains {
+    a: Cluster,
+    b: Cluster,
+    signer_a: SignerProcess,
+    signer_b: SignerProcess,
+}
+
+/// Starts B (serving `https_spiffe`, importing A over `https_web`), takes B's bundle as the
+/// bootstrap of A's federation file, then starts A (serving `https_web`, importing B over
+/// `https_spiffe`). `extra_*` are more flags for each signer (a compressed clock).
+async fn federate(
+    a: Cluster,
+    b: Cluster,
+    extra_a: &[String],
+    extra_b: &[String],
+    refresh_hint: &str,
+) -> Domains {
+    let (addr_a, addr_b) = (loopback(), loopback());
+    let web = WebCert::generate("A's web CA");
+    let (dir_a, dir_b) = (a.dir.path(), b.dir.path());
+    std::fs::write(dir_a.join("endpoint.crt"), &web.cert_pem).unwrap();
+    std::fs::write(dir_a.join("endpoint.key"), &web.key_pem).unwrap();
+    std::fs::write(dir_b.join("a-web-ca.pem"), &web.ca_pem).unwrap();
+
+    let b_file = federation_file(
+        dir_b,
+        &format!(
+            "trustDomain: {TRUST_DOMAIN}\n    bundleEndpointURL: https://{addr_a}/\n    profile: https_web\n    caFile: a-web-ca.pem\n"
+        ),
+    );
+    let mut flags_b: Vec<String> = [
+        "--trust-domain",
+        B,
+        "--ca-name-constraints",
+        "false",
+        "--bundle-endpoint-addr",
+        &addr_b.to_string(),
+        "--bundle-endpoint-profile",
+        "https_spiffe",
+        "--bundle-refresh-hint",
+        refresh_hint,
+        "--federation-config",
+        &b_file,
+    ]
+    .map(String::from)
+    .to_vec();
+    flags_b.extend_from_slice(extra_b);
+    let flags: Vec<&str> = flags_b.iter().map(String::as_str).collect();
+    let signer_b = b.signer("b", &flags);
+    signer_b.wait_ready(Duration::from_secs(30)).await;
+
+    let b_roots = ctb_roots(&b, CTB_NAME, Duration::from_secs(10)).await;
+    std::fs::write(dir_a.join("b-bundle.json"), bootstrap_bundle(b_roots)).unwrap();
+    let a_file = federation_file(
+        dir_a,
+        &format!(
+            "trustDomain: {B}\n    bundleEndpointURL: https://{addr_b}/\n    profile: https_spiffe\n    endpointSPIFFEID: {B_SIGNER_ID}\n    bundleFile: b-bundle.json\n"
+        ),
+    );
+    let mut flags_a: Vec<String> = [
+        "--ca-name-constraints",
+        "false",
+        "--bundle-endpoint-addr",
+        &addr_a.to_string(),
+        "--bundle-endpoint-cert",
+        &dir_a.join("endpoint.crt").display().to_string(),
+        "--bundle-endpoint-key",
+        &dir_a.join("endpoint.key").display().to_string(),
+        "--bundle-refresh-hint",
+        refresh_hint,
+        "--federation-config",
+        &a_file,
+    ]
+    .map(String::from)
+    .to_vec();
+    flags_a.extend_from_slice(extra_a);
+    let flags: Vec<&str> = flags_a.iter().map(String::as_str).collect();
+    let signer_a = a.signer("a", &flags);
+    signer_a.wait_ready(Duration::from_secs(30)).await;
+    Domains {
+        a,
+        b,
+        signer_a,
+        signer_b,
+    }
+}
+
+impl Domains {
+    /// Waits until each imported the other's roots as published; panics with both logs if not.
+    async fn wait_imported(&self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let b_in_a = self.a.server.get("clustertrustbundles", "", B_IN_A);
+            let a_in_b = self.b.server.get("clustertrustbundles", "", A_IN_B);
+            let same = |imported: Option<serde_json::Value>, own: &Cluster| {
+                imported.is_some_and(|i| i["spec"]["trustBundle"] == ctb_pem(own, CTB_NAME))
+            };
+            if same(b_in_a, &self.b) && same(a_in_b, &self.a) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the domains did not import each other's bundles within {within:?}\nA said:\n{}\nB said:\n{}",
+                self.signer_a.log_text(),
+                self.signer_b.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_trust_domains_federate_and_their_workloads_speak_mtls() {
+    let options = podcert_tests::apiserver::ServerOptions::v1beta1;
+    let d = federate(
+        federated_cluster(options()).await,
+        federated_cluster(options()).await,
+        &[],
+        &[],
+        "2s",
+    )
+    .await;
+    d.wait_imported(Duration::from_secs(30)).await;
+    // B's endpoint served with the SVID its signer issued itself, kept in a Secret.
+    assert!(
+        d.b.server
+            .get("secrets", CA_NS, "podcert-signer-ca-bundle-endpoint")
+            .is_some()
+    );
+
+    // Workloads: each trusts its own domain's bundle and, as a separate file, the other's
+    // (the ClusterTrustBundle its signer imported), as two projections would mount them.
+    let dir = tempfile::tempdir().unwrap();
+    let file = |n: &str| dir.path().join(n);
+    issue(&d.a, "web", "ECDSAP256", &file("a-web.pem")).await;
+    issue(&d.b, "api", "ED25519", &file("b-api.pem")).await;
+    issue(&d.b, "web", "ECDSAP384", &file("b-web.pem")).await;
+    issue(&d.a, "api", "ECDSAP256", &file("a-api.pem")).await;
+    std::fs::write(file("a-own.pem"), ctb_pem(&d.a, CTB_NAME)).unwrap();
+    std::fs::write(file("a-b.pem"), ctb_pem(&d.a, B_IN_A)).unwrap();
+    std::fs::write(file("b-own.pem"), ctb_pem(&d.b, CTB_NAME)).unwrap();
+    std::fs::write(file("b-a.pem"), ctb_pem(&d.b, A_IN_B)).unwrap();
+    let in_a = |cred: &str| {
+        CredentialFiles::new(file(cred), file("a-own.pem")).with_federated(B, file("a-b.pem"))
+    };
+    let in_b = |cred: &str| {
+        CredentialFiles::new(file(cred), file("b-own.pem"))
+            .with_federated(TRUST_DOMAIN, file("b-a.pem"))
+    };
+    const A_WEB: &str = "spiffe://example.org/ns/shop/sa/web";
+    const A_API: &str = "spiffe://example.org/ns/shop/sa/api";
+    const B_API: &str = "spiffe://b.example.net/ns/shop/sa/api";
+    const B_WEB: &str = "spiffe://b.example.net/ns/shop/sa/web";
+
+    // A's client with B's server, and B's client with A's server.
+    let b_server = start_server(Arc::new(in_b("b-api.pem")), &[A_WEB, B_WEB]).await;
+    let x = exchange(b_server.addr, &in_a("a-web.pem"), &[B_API.to_string()])
+        .await
+        .expect("A's client with B's server");
+    assert_eq!(x.reply, format!("hello {A_WEB} from {B_API}"));
+    let a_server = start_server(Arc::new(in_a("a-api.pem")), &[B_WEB]).await;
+    let x = exchange(a_server.addr, &in_b("b-web.pem"), &[A_API.to_string()])
+        .await
+        .expect("B's client with A's server");
+    assert_eq!(x.reply, format!("hello {B_WEB} from {A_API}"));
+
+    // A certificate that claims B's domain but chains to A's root: B's server allows the ID
+    // and trusts A's roots — for A's IDs only — so it is refused.
+    let a_root = d.a.server.get("secrets", CA_NS, CA_NAME).unwrap();
+    let decode = |k: &str| {
+        use base64::Engine;
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(a_root["data"][k].as_str().unwrap())
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let forger = {
+        use signer_core::*;
+        let policy = Policy::new(&PolicyConfig {
+            trust_domain: B.into(),
+            ..Default::default()
+        })
+        .unwrap();
+        Signer::new(
+            Arc::new(policy),
+            Arc::new(Ca::from_pem(&decode("tls.crt"), &decode("tls.key"), None).unwrap()),
+        )
+    };
+    let key = podcert_tests::fixtures::kubelet_keys()
+        .into_iter()
+        .find(|k| k.key_type == "ED25519")
+        .unwrap();
+    let request = signer_core::Request {
+        namespace: "shop".into(),
+        pod_uid: "u".into(),
+        service_account_name: "web".into(),
+        max_expiration_seconds: 86_400,
+        unverified_user_annotations: Default::default(),
+        key_material: signer_core::KeyMaterial::StubCsr {
+            der: key.stub_csr_der.clone(),
+        },
+    };
+    let signer_core::Decision::Issue(forged) = forger.decide(&request, SystemTime::now()).unwrap()
+    else {
+        panic!("the forger's signer denied")
+    };
+    write_atomically(
+        &file("forged.pem"),
+        &format!("{}{}", key.key_pem(), forged.chain_pem),
+    );
+    assert!(
+        // The forger trusts B's real roots, so only B's server can stop it.
+        exchange(
+            b_server.addr,
+            &CredentialFiles::new(file("forged.pem"), file("b-own.pem")),
+            &[B_API.to_string()]
+        )
+        .await
+        .is_err(),
+        "a certificate claiming B but chaining to A was accepted"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let served = b_server.served.lock().unwrap().clone();
+    assert!(
+        served.iter().any(|s| matches!(s, Served::Refused { error }
+            if error.contains(B_WEB) && error.contains("does not chain to the trust bundle of b.example.net"))),
+        "{served:?}"
+    );
+}
