@@ -317,3 +317,143 @@ async fn two_trust_domains_federate_and_their_workloads_speak_mtls() {
         "{served:?}"
     );
 }
+
+/// The roots each of `names` holds now in `cluster` (PEM text; empty when absent).
+fn now_pem(cluster: &Cluster, name: &str) -> String {
+    cluster
+        .server
+        .get("clustertrustbundles", "", name)
+        .map(|c| c["spec"]["trustBundle"].as_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_rotation_in_b_reaches_a_within_one_refresh_hint_and_a_keeps_trusting_b() {
+    // Both domains on one compressed clock (1,200×): B's root is replaced 6 hours (18 s)
+    // into its life, published 2 hours (6 s) before it signs anything.
+    let (a, clock, flags) = crate::lifecycle::compressed().await;
+    a.server
+        .install_rbac(&rendered_manifests_with(&["federation"]));
+    let b = federated_cluster(podcert_tests::apiserver::ServerOptions {
+        clock,
+        ..podcert_tests::apiserver::ServerOptions::v1beta1()
+    })
+    .await;
+    const HINT: Duration = Duration::from_secs(2);
+    let d = federate(a, b, &flags, &flags, "2s").await;
+    d.wait_imported(Duration::from_secs(15)).await;
+    let first = now_pem(&d.b, CTB_NAME);
+
+    // Every change of B's bundle, and when A's copy first matched it (real time).
+    let mut changes: Vec<(String, tokio::time::Instant, Option<tokio::time::Instant>)> =
+        vec![(first.clone(), tokio::time::Instant::now(), None)];
+    let dir = tempfile::tempdir().unwrap();
+    let leaf = dir.path().join("b-api.pem");
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    let mut checked_leaves = 0;
+    let mut last_leaf = tokio::time::Instant::now();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    while tokio::time::Instant::now() < deadline {
+        let (b_now, copy) = (now_pem(&d.b, CTB_NAME), now_pem(&d.a, B_IN_A));
+        let now = tokio::time::Instant::now();
+        if changes.last().is_some_and(|(pem, _, _)| *pem != b_now) {
+            changes.push((b_now, now, None));
+        }
+        for (pem, _, seen) in changes.iter_mut() {
+            if seen.is_none() && *pem == copy {
+                *seen = Some(now);
+            }
+        }
+        // A's clients keep trusting B's servers: a leaf B issues now verifies, on the
+        // certificate clock, against the bundle A imported for B.
+        if now.duration_since(last_leaf) > Duration::from_secs(3) {
+            last_leaf = now;
+            issue(&d.b, "api", "ECDSAP256", &leaf).await;
+            let chain: Vec<rustls::pki_types::CertificateDer<'static>> =
+                pem::parse_many(std::fs::read_to_string(&leaf).unwrap())
+                    .unwrap()
+                    .into_iter()
+                    .filter(|p| p.tag() == "CERTIFICATE")
+                    .map(|p| p.into_contents().into())
+                    .collect();
+            let roots = |pem: &str| -> Vec<rustls::pki_types::CertificateDer<'static>> {
+                pem::parse_many(pem)
+                    .unwrap()
+                    .into_iter()
+                    .map(|p| p.into_contents().into())
+                    .collect()
+            };
+            let bundles = std::collections::BTreeMap::from([
+                (TRUST_DOMAIN.to_string(), roots(&now_pem(&d.a, CTB_NAME))),
+                (B.to_string(), roots(&now_pem(&d.a, B_IN_A))),
+            ]);
+            let verifier = spiffe_mtls::SpiffeVerifier::new(
+                &bundles,
+                vec!["spiffe://b.example.net/ns/shop/sa/api".into()],
+                &provider,
+            )
+            .unwrap();
+            let at = clock.now().duration_since(std::time::UNIX_EPOCH).unwrap();
+            use rustls::client::danger::ServerCertVerifier;
+            verifier
+                .verify_server_cert(
+                    &chain[0],
+                    &chain[1..],
+                    &rustls::pki_types::ServerName::try_from("b").unwrap(),
+                    &[],
+                    rustls::pki_types::UnixTime::since_unix_epoch(at),
+                )
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "A no longer trusts a leaf of B (after {} bundle changes): {e}",
+                        changes.len() - 1
+                    )
+                });
+            checked_leaves += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Changes in the last moments get their hint (and the fetch's slack) to arrive.
+    let settle = tokio::time::Instant::now() + HINT + Duration::from_secs(2);
+    while tokio::time::Instant::now() < settle {
+        let (copy, now) = (now_pem(&d.a, B_IN_A), tokio::time::Instant::now());
+        for (pem, _, seen) in changes.iter_mut() {
+            if seen.is_none() && *pem == copy {
+                *seen = Some(now);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !d.signer_a.log_text().contains("could not publish an Event"),
+        "{}",
+        d.signer_a.log_text()
+    );
+    assert!(
+        changes.len() >= 3,
+        "B's bundle changed {} times (publish and activate a root at least); B said:\n{}",
+        changes.len() - 1,
+        d.signer_b.log_text()
+    );
+    assert!(checked_leaves >= 10, "{checked_leaves}");
+    // One fetch of slack beyond the hint: the fetch that sees the change takes its own time.
+    for (i, (_, at, seen)) in changes.iter().enumerate().skip(1) {
+        let seen = seen.unwrap_or_else(|| {
+            panic!(
+                "B's bundle change {i} never reached A; A said:\n{}",
+                d.signer_a.log_text()
+            )
+        });
+        let lag = seen.duration_since(*at);
+        assert!(
+            lag <= HINT + Duration::from_secs(2),
+            "B's bundle change {i} reached A after {lag:?} (hint {HINT:?})"
+        );
+    }
+    let sequence = |c: &Cluster, n: &str| {
+        c.server.get("clustertrustbundles", "", n).unwrap()["metadata"]["annotations"]
+            ["podcert-signer/spiffe-sequence"]
+            .clone()
+    };
+    assert_eq!(sequence(&d.a, B_IN_A), sequence(&d.b, CTB_NAME));
+}

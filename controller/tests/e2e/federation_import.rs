@@ -93,6 +93,9 @@ async fn wait_fetches(signer: &SignerProcess, result: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_bundle_is_published_and_a_bad_one_never_replaces_it() {
     let cluster = Cluster::start(podcert_tests::apiserver::ServerOptions::v1beta1()).await;
+    cluster
+        .server
+        .install_rbac(&rendered_manifests_with(&["federation"]));
     let web = WebCert::generate("b's web CA");
     let first_root = root_of(FOREIGN);
     let good = Answer {
@@ -223,6 +226,16 @@ async fn a_foreign_bundle_is_published_and_a_bad_one_never_replaces_it() {
         .await;
     assert_eq!(warning["type"], "Warning");
     assert_eq!(warning["regarding"]["name"], FOREIGN_CTB);
+    assert!(
+        cluster.occurrences("FederatedBundleFetchFailed") > 6,
+        "each failed fetch is recorded (a series): {}",
+        cluster.occurrences("FederatedBundleFetchFailed")
+    );
+    assert!(
+        !signer.log_text().contains("could not publish an Event"),
+        "{}",
+        signer.log_text()
+    );
 
     // A rotation under a higher sequence is taken within a refresh hint or two.
     server.set(Answer {
