@@ -108,7 +108,7 @@ impl SpiffeId {
 
     /// The trust domain: the authority between `spiffe://` and the path.
     pub fn trust_domain(&self) -> &str {
-        let rest = &self.0["spiffe://".len()..];
+        let rest = self.0.strip_prefix("spiffe://").unwrap_or(&self.0);
         rest.split('/').next().unwrap_or(rest)
     }
 }

@@ -124,7 +124,7 @@ pub async fn serve(
         EndpointTls::Svid { secret, .. } => {
             info!(addr = %config.addr, secret = %secret, "serving the SPIFFE bundle endpoint (https_spiffe)");
             Source::Secret {
-                api: Api::namespaced(client, &secret.namespace),
+                api: Box::new(Api::namespaced(client, &secret.namespace)),
                 name: secret.name.clone(),
             }
         }
@@ -146,7 +146,7 @@ pub async fn serve(
 /// Where the endpoint's certificate pair is read from.
 enum Source {
     Files { cert: PathBuf, key: PathBuf },
-    Secret { api: Api<Secret>, name: String },
+    Secret { api: Box<Api<Secret>>, name: String },
 }
 
 /// Accepts connections until `token` is cancelled; each is served on its own.
@@ -300,7 +300,7 @@ async fn follow_tls(
         }
         Source::Secret { api, name } => {
             let mut last = None;
-            let mut secrets = std::pin::pin!(crate::ca::secret::follow(api.clone(), name));
+            let mut secrets = std::pin::pin!(crate::ca::secret::follow(Api::clone(api), name));
             while let Some(Some(event)) = token.run_until_cancelled(secrets.next()).await {
                 match event {
                     Ok(secret) => {
