@@ -312,3 +312,22 @@ fn unix_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_cannot_make_us_fetch_in_a_loop_nor_forget_it_for_days() {
+        assert_eq!(refresh_interval(None), DEFAULT_REFRESH);
+        assert_eq!(refresh_interval(Some(Duration::ZERO)), MIN_REFRESH);
+        assert_eq!(
+            refresh_interval(Some(Duration::from_secs(90))),
+            Duration::from_secs(90)
+        );
+        assert_eq!(
+            refresh_interval(Some(Duration::from_secs(u64::MAX / 2))),
+            MAX_REFRESH
+        );
+    }
+}

@@ -193,3 +193,66 @@ async fn renew_if_due(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use signer_core::{Ca, CaKeyType, CaPem, Policy, PolicyConfig};
+
+    use super::*;
+
+    fn signer() -> Signer {
+        let policy = Policy::new(&PolicyConfig {
+            trust_domain: "example.org".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        let pem = CaPem::generate(
+            CaKeyType::EcdsaP256,
+            policy.trust_domain(),
+            Duration::from_secs(86_400),
+            SystemTime::now(),
+        )
+        .unwrap();
+        Signer::new(
+            Arc::new(policy),
+            Arc::new(Ca::from_pem(&pem.cert_pem, &pem.key_pem, None).unwrap()),
+        )
+    }
+
+    #[test]
+    fn the_endpoint_svid_names_the_signers_service_account_and_is_renewed_half_way() {
+        let identity = Identity {
+            namespace: "podcert-signer".into(),
+            service_account: "podcert-signer".into(),
+        };
+        let now = SystemTime::now();
+        let (chain, key) = issue(&signer(), &identity, now).unwrap();
+        let leaf = pem::parse(&chain).unwrap();
+        assert_eq!(
+            signer_core::spiffe::svid_id(leaf.contents())
+                .unwrap()
+                .as_str(),
+            "spiffe://example.org/ns/podcert-signer/sa/podcert-signer"
+        );
+        // The key is the leaf's: rustls accepts the pair.
+        crate::federation::endpoint::server_config(chain.as_bytes(), key.as_bytes()).unwrap();
+        let summary = &signer_core::ca::summarize(&chain).unwrap()[0];
+        let half = summary.not_before + (summary.not_after - summary.not_before) / 2;
+        assert_eq!(
+            renew_at(chain.as_bytes()),
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(half).unwrap()))
+        );
+        assert!(renew_at(chain.as_bytes()).unwrap() > now);
+        assert_eq!(renew_at(b"garbage"), None);
+    }
+
+    #[test]
+    fn a_service_account_the_signer_would_deny_is_an_error_not_an_svid() {
+        let identity = Identity {
+            namespace: "podcert-signer".into(),
+            service_account: "Not/A/Name".into(),
+        };
+        let e = issue(&signer(), &identity, SystemTime::now()).unwrap_err();
+        assert!(e.contains("denies its own endpoint SVID"), "{e}");
+    }
+}
