@@ -381,13 +381,7 @@ impl Args {
         let federation = self
             .federation_config
             .as_deref()
-            .map(|path| {
-                crate::federation::peers::FederationFile::load(
-                    path,
-                    &self.signer_name,
-                    &trust_domain,
-                )
-            })
+            .map(|path| crate::federation::peers::load(path, &self.signer_name, &trust_domain))
             .transpose()
             .map_err(|e| err("federation-config", e))?;
         Ok(Config {

@@ -4,7 +4,8 @@
 //! after start-up looks at a flag again. Each part takes only its own piece: the CA's life
 //! [`CaConfig`] (with its schedule, [`CaLifecycle`], and the token of root keys,
 //! [`TokenConfig`]), the election [`LeaseConfig`], the
-//! cluster connection [`ClusterConfig`].
+//! cluster connection [`ClusterConfig`], and federation: the bundle endpoint
+//! [`BundleEndpointConfig`] and the trust domains to import, [`FederationFile`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -34,7 +35,7 @@ pub struct Config {
     /// The SPIFFE bundle endpoint (`--bundle-endpoint-addr`); None: not served.
     pub bundle_endpoint: Option<BundleEndpointConfig>,
     /// The foreign trust domains to import (`--federation-config`); None: none.
-    pub federation: Option<crate::federation::peers::FederationFile>,
+    pub federation: Option<FederationFile>,
     pub lease: LeaseConfig,
     pub cluster: ClusterConfig,
     pub log: LogConfig,
@@ -75,6 +76,41 @@ pub enum EndpointTls {
 pub struct EndpointIdentity {
     pub namespace: String,
     pub service_account: String,
+}
+
+/// One foreign trust domain to import, checked (`crate::federation::import`).
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub trust_domain: signer_core::TrustDomain,
+    /// `https://host[:port]/path`.
+    pub url: http::Uri,
+    pub profile: Profile,
+    /// The ClusterTrustBundle its bundle is published in.
+    pub bundle_name: String,
+}
+
+/// How a bundle endpoint is authenticated (SPIFFE Federation §5.2).
+#[derive(Debug, Clone)]
+pub enum Profile {
+    /// Web PKI: the endpoint's certificate must be valid for the URL's host, issued by `roots`
+    /// (the system's roots when None).
+    HttpsWeb {
+        roots: Option<Vec<rustls::pki_types::CertificateDer<'static>>>,
+    },
+    /// The endpoint presents an X.509-SVID of the foreign domain with this SPIFFE ID, checked
+    /// against that domain's last good bundle — at first, `bootstrap`.
+    HttpsSpiffe {
+        endpoint_id: signer_core::SpiffeId,
+        bootstrap: signer_core::bundle::SpiffeBundle,
+    },
+}
+
+/// The federation file (`--federation-config`), loaded and checked by
+/// `crate::federation::peers::load`.
+#[derive(Debug, Clone)]
+pub struct FederationFile {
+    pub path: PathBuf,
+    pub peers: Vec<Peer>,
 }
 
 /// The CA Secret, how the CAs we make look and live, and the trust bundle.

@@ -25,8 +25,8 @@ use rustls::{
 use signer_core::SpiffeId;
 use signer_core::bundle::{BundleError, MAX_BUNDLE_BYTES, SpiffeBundle};
 
-use super::peers::{Peer, Profile};
 use crate::clock::Clock;
+use crate::config::{Peer, Profile};
 
 /// The longest one fetch may take, connection to last byte.
 pub const TIMEOUT: Duration = Duration::from_secs(10);

@@ -32,11 +32,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::fetch::{self, FetchError};
-use super::peers::{Peer, Profile};
 use crate::ca::trust_bundle::{
     Ctb, LABEL_MANAGED_BY, LABEL_NAME, LABEL_TRUST_DOMAIN, SEQUENCE_ANNOTATION,
 };
 use crate::clock::Clock;
+use crate::config::{Peer, Profile};
 use crate::metrics::{DomainLabels, Metrics};
 use crate::retry;
 

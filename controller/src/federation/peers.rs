@@ -29,48 +29,7 @@ use signer_core::bundle::SpiffeBundle;
 use signer_core::names;
 use signer_core::{SpiffeId, TrustDomain};
 
-/// One foreign trust domain, checked.
-#[derive(Debug, Clone)]
-pub struct Peer {
-    pub trust_domain: TrustDomain,
-    /// `https://host[:port]/path`.
-    pub url: http::Uri,
-    pub profile: Profile,
-    /// The ClusterTrustBundle its bundle is published in.
-    pub bundle_name: String,
-}
-
-/// How a bundle endpoint is authenticated (SPIFFE Federation §5.2).
-#[derive(Debug, Clone)]
-pub enum Profile {
-    /// Web PKI: the endpoint's certificate must be valid for the URL's host, issued by `roots`
-    /// (the system's roots when None).
-    HttpsWeb {
-        roots: Option<Vec<CertificateDer<'static>>>,
-    },
-    /// The endpoint presents an X.509-SVID of the foreign domain with this SPIFFE ID, checked
-    /// against that domain's last good bundle — at first, `bootstrap`.
-    HttpsSpiffe {
-        endpoint_id: SpiffeId,
-        bootstrap: SpiffeBundle,
-    },
-}
-
-impl Profile {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Profile::HttpsWeb { .. } => "https_web",
-            Profile::HttpsSpiffe { .. } => "https_spiffe",
-        }
-    }
-}
-
-/// The federation file, loaded.
-#[derive(Debug, Clone)]
-pub struct FederationFile {
-    pub path: PathBuf,
-    pub peers: Vec<Peer>,
-}
+use crate::config::{FederationFile, Peer, Profile};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -100,31 +59,29 @@ pub fn bundle_name(signer_name: &str, trust_domain: &TrustDomain) -> String {
     )
 }
 
-impl FederationFile {
-    /// Reads and checks `path`; `own` is our trust domain (importing it is a mistake).
-    pub fn load(path: &Path, signer_name: &str, own: &TrustDomain) -> Result<Self, String> {
-        let at = |m: String| format!("{}: {m}", path.display());
-        let text = std::fs::read_to_string(path).map_err(|e| at(e.to_string()))?;
-        let file: File = serde_saphyr::from_str(&text).map_err(|e| at(e.to_string()))?;
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let mut peers: Vec<Peer> = Vec::with_capacity(file.trust_domains.len());
-        for (i, entry) in file.trust_domains.into_iter().enumerate() {
-            let peer = entry
-                .check(dir, signer_name, own)
-                .map_err(|m| at(format!("trustDomains[{i}]: {m}")))?;
-            if peers.iter().any(|p| p.trust_domain == peer.trust_domain) {
-                return Err(at(format!(
-                    "trustDomains[{i}]: trust domain {:?} is listed twice",
-                    peer.trust_domain.as_str()
-                )));
-            }
-            peers.push(peer);
+/// Reads and checks `path`; `own` is our trust domain (importing it is a mistake).
+pub fn load(path: &Path, signer_name: &str, own: &TrustDomain) -> Result<FederationFile, String> {
+    let at = |m: String| format!("{}: {m}", path.display());
+    let text = std::fs::read_to_string(path).map_err(|e| at(e.to_string()))?;
+    let file: File = serde_saphyr::from_str(&text).map_err(|e| at(e.to_string()))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut peers: Vec<Peer> = Vec::with_capacity(file.trust_domains.len());
+    for (i, entry) in file.trust_domains.into_iter().enumerate() {
+        let peer = entry
+            .check(dir, signer_name, own)
+            .map_err(|m| at(format!("trustDomains[{i}]: {m}")))?;
+        if peers.iter().any(|p| p.trust_domain == peer.trust_domain) {
+            return Err(at(format!(
+                "trustDomains[{i}]: trust domain {:?} is listed twice",
+                peer.trust_domain.as_str()
+            )));
         }
-        Ok(FederationFile {
-            path: path.to_owned(),
-            peers,
-        })
+        peers.push(peer);
     }
+    Ok(FederationFile {
+        path: path.to_owned(),
+        peers,
+    })
 }
 
 impl Entry {
