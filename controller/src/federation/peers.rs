@@ -14,7 +14,7 @@
 //!     bundleFile: c-bundle.json     # C's bundle as obtained out of band, used until the first fetch
 //! ```
 //!
-//! Relative paths are read beside the file. [`FederationFile::load`] reads everything once at
+//! Relative paths are read beside the file. [`load`] reads everything once at
 //! start and checks it as the API server will: each domain's ClusterTrustBundle name
 //! (`<signer name with / as :>:federated.<trust domain>`) and trust-domain label value must be
 //! valid, so a domain that could not be published is a start-up error naming the entry, not a

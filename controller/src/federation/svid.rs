@@ -196,28 +196,9 @@ async fn renew_if_due(
 
 #[cfg(test)]
 mod tests {
-    use signer_core::{Ca, CaKeyType, CaPem, Policy, PolicyConfig};
+    use podcert_tests::fixtures::test_signer;
 
     use super::*;
-
-    fn signer() -> Signer {
-        let policy = Policy::new(&PolicyConfig {
-            trust_domain: "example.org".into(),
-            ..Default::default()
-        })
-        .unwrap();
-        let pem = CaPem::generate(
-            CaKeyType::EcdsaP256,
-            policy.trust_domain(),
-            Duration::from_secs(86_400),
-            SystemTime::now(),
-        )
-        .unwrap();
-        Signer::new(
-            Arc::new(policy),
-            Arc::new(Ca::from_pem(&pem.cert_pem, &pem.key_pem, None).unwrap()),
-        )
-    }
 
     #[test]
     fn the_endpoint_svid_names_the_signers_service_account_and_is_renewed_half_way() {
@@ -226,13 +207,13 @@ mod tests {
             service_account: "podcert-signer".into(),
         };
         let now = SystemTime::now();
-        let (chain, key) = issue(&signer(), &identity, now).unwrap();
+        let (chain, key) = issue(test_signer(), &identity, now).unwrap();
         let leaf = pem::parse(&chain).unwrap();
         assert_eq!(
             signer_core::spiffe::svid_id(leaf.contents())
                 .unwrap()
                 .as_str(),
-            "spiffe://example.org/ns/podcert-signer/sa/podcert-signer"
+            "spiffe://cluster.local/ns/podcert-signer/sa/podcert-signer"
         );
         // The key is the leaf's: rustls accepts the pair.
         crate::federation::endpoint::server_config(chain.as_bytes(), key.as_bytes()).unwrap();
@@ -252,7 +233,7 @@ mod tests {
             namespace: "podcert-signer".into(),
             service_account: "Not/A/Name".into(),
         };
-        let e = issue(&signer(), &identity, SystemTime::now()).unwrap_err();
+        let e = issue(test_signer(), &identity, SystemTime::now()).unwrap_err();
         assert!(e.contains("denies its own endpoint SVID"), "{e}");
     }
 }

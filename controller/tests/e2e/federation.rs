@@ -43,19 +43,7 @@ async fn served(addr: SocketAddr, web: &WebCert) -> SpiffeBundle {
 }
 
 fn published(cluster: &Cluster) -> (Vec<Vec<u8>>, Option<u64>) {
-    let ctb = cluster
-        .server
-        .get("clustertrustbundles", "", CTB_NAME)
-        .unwrap();
-    let roots = pem::parse_many(ctb["spec"]["trustBundle"].as_str().unwrap())
-        .unwrap()
-        .into_iter()
-        .map(|p| p.into_contents())
-        .collect();
-    let sequence = ctb["metadata"]["annotations"]["podcert-signer/spiffe-sequence"]
-        .as_str()
-        .and_then(|s| s.parse().ok());
-    (roots, sequence)
+    ctb_roots_and_sequence(&cluster.server, CTB_NAME).expect("our bundle is published")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

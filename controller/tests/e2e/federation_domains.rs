@@ -44,12 +44,8 @@ fn loopback() -> SocketAddr {
 async fn ctb_roots(cluster: &Cluster, name: &str, within: Duration) -> Vec<Vec<u8>> {
     let deadline = tokio::time::Instant::now() + within;
     loop {
-        if let Some(ctb) = cluster.server.get("clustertrustbundles", "", name) {
-            return pem::parse_many(ctb["spec"]["trustBundle"].as_str().unwrap())
-                .unwrap()
-                .into_iter()
-                .map(|p| p.into_contents())
-                .collect();
+        if let Some((roots, _)) = ctb_roots_and_sequence(&cluster.server, name) {
+            return roots;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -59,11 +55,13 @@ async fn ctb_roots(cluster: &Cluster, name: &str, within: Duration) -> Vec<Vec<u
     }
 }
 
-fn ctb_pem(cluster: &Cluster, name: &str) -> String {
-    cluster.server.get("clustertrustbundles", "", name).unwrap()["spec"]["trustBundle"]
-        .as_str()
-        .unwrap()
-        .to_string()
+/// The trust bundle (PEM) of ClusterTrustBundle `name` of `cluster`; empty when absent.
+fn bundle_pem(cluster: &Cluster, name: &str) -> String {
+    cluster
+        .server
+        .get("clustertrustbundles", "", name)
+        .map(|c| c["spec"]["trustBundle"].as_str().unwrap().to_string())
+        .unwrap_or_default()
 }
 
 /// Writes a federation file with one entry (YAML lines after `- `) into `dir`; its path.
@@ -181,7 +179,7 @@ impl Domains {
             let b_in_a = self.a.server.get("clustertrustbundles", "", B_IN_A);
             let a_in_b = self.b.server.get("clustertrustbundles", "", A_IN_B);
             let same = |imported: Option<serde_json::Value>, own: &Cluster| {
-                imported.is_some_and(|i| i["spec"]["trustBundle"] == ctb_pem(own, CTB_NAME))
+                imported.is_some_and(|i| i["spec"]["trustBundle"] == bundle_pem(own, CTB_NAME))
             };
             if same(b_in_a, &self.b) && same(a_in_b, &self.a) {
                 return;
@@ -224,10 +222,10 @@ async fn two_trust_domains_federate_and_their_workloads_speak_mtls() {
     issue(&d.b, "api", "ED25519", &file("b-api.pem")).await;
     issue(&d.b, "web", "ECDSAP384", &file("b-web.pem")).await;
     issue(&d.a, "api", "ECDSAP256", &file("a-api.pem")).await;
-    std::fs::write(file("a-own.pem"), ctb_pem(&d.a, CTB_NAME)).unwrap();
-    std::fs::write(file("a-b.pem"), ctb_pem(&d.a, B_IN_A)).unwrap();
-    std::fs::write(file("b-own.pem"), ctb_pem(&d.b, CTB_NAME)).unwrap();
-    std::fs::write(file("b-a.pem"), ctb_pem(&d.b, A_IN_B)).unwrap();
+    std::fs::write(file("a-own.pem"), bundle_pem(&d.a, CTB_NAME)).unwrap();
+    std::fs::write(file("a-b.pem"), bundle_pem(&d.a, B_IN_A)).unwrap();
+    std::fs::write(file("b-own.pem"), bundle_pem(&d.b, CTB_NAME)).unwrap();
+    std::fs::write(file("b-a.pem"), bundle_pem(&d.b, A_IN_B)).unwrap();
     let in_a = |cred: &str| {
         CredentialFiles::new(file(cred), file("a-own.pem")).with_federated(B, file("a-b.pem"))
     };
@@ -318,15 +316,6 @@ async fn two_trust_domains_federate_and_their_workloads_speak_mtls() {
     );
 }
 
-/// The roots each of `names` holds now in `cluster` (PEM text; empty when absent).
-fn now_pem(cluster: &Cluster, name: &str) -> String {
-    cluster
-        .server
-        .get("clustertrustbundles", "", name)
-        .map(|c| c["spec"]["trustBundle"].as_str().unwrap().to_string())
-        .unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_root_rotation_in_b_reaches_a_within_one_refresh_hint_and_a_keeps_trusting_b() {
     // Both domains on one compressed clock (1,200×): B's root is replaced 6 hours (18 s)
@@ -342,7 +331,7 @@ async fn a_root_rotation_in_b_reaches_a_within_one_refresh_hint_and_a_keeps_trus
     const HINT: Duration = Duration::from_secs(2);
     let d = federate(a, b, &flags, &flags, "2s").await;
     d.wait_imported(Duration::from_secs(15)).await;
-    let first = now_pem(&d.b, CTB_NAME);
+    let first = bundle_pem(&d.b, CTB_NAME);
 
     // Every change of B's bundle, and when A's copy first matched it (real time).
     let mut changes: Vec<(String, tokio::time::Instant, Option<tokio::time::Instant>)> =
@@ -354,7 +343,7 @@ async fn a_root_rotation_in_b_reaches_a_within_one_refresh_hint_and_a_keeps_trus
     let mut last_leaf = tokio::time::Instant::now();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
     while tokio::time::Instant::now() < deadline {
-        let (b_now, copy) = (now_pem(&d.b, CTB_NAME), now_pem(&d.a, B_IN_A));
+        let (b_now, copy) = (bundle_pem(&d.b, CTB_NAME), bundle_pem(&d.a, B_IN_A));
         let now = tokio::time::Instant::now();
         if changes.last().is_some_and(|(pem, _, _)| *pem != b_now) {
             changes.push((b_now, now, None));
@@ -384,8 +373,8 @@ async fn a_root_rotation_in_b_reaches_a_within_one_refresh_hint_and_a_keeps_trus
                     .collect()
             };
             let bundles = std::collections::BTreeMap::from([
-                (TRUST_DOMAIN.to_string(), roots(&now_pem(&d.a, CTB_NAME))),
-                (B.to_string(), roots(&now_pem(&d.a, B_IN_A))),
+                (TRUST_DOMAIN.to_string(), roots(&bundle_pem(&d.a, CTB_NAME))),
+                (B.to_string(), roots(&bundle_pem(&d.a, B_IN_A))),
             ]);
             let verifier = spiffe_mtls::SpiffeVerifier::new(
                 &bundles,
@@ -416,7 +405,7 @@ async fn a_root_rotation_in_b_reaches_a_within_one_refresh_hint_and_a_keeps_trus
     // Changes in the last moments get their hint (and the fetch's slack) to arrive.
     let settle = tokio::time::Instant::now() + HINT + Duration::from_secs(2);
     while tokio::time::Instant::now() < settle {
-        let (copy, now) = (now_pem(&d.a, B_IN_A), tokio::time::Instant::now());
+        let (copy, now) = (bundle_pem(&d.a, B_IN_A), tokio::time::Instant::now());
         for (pem, _, seen) in changes.iter_mut() {
             if seen.is_none() && *pem == copy {
                 *seen = Some(now);

@@ -53,17 +53,8 @@ fn federation_file(cluster: &Cluster, url: &str, web: &WebCert) -> String {
 }
 
 /// The imported ClusterTrustBundle's roots (DER) and sequence, if it exists.
-fn imported(cluster: &Cluster) -> Option<(Vec<Vec<u8>>, Option<u64>, serde_json::Value)> {
-    let ctb = cluster.server.get("clustertrustbundles", "", FOREIGN_CTB)?;
-    let roots = pem::parse_many(ctb["spec"]["trustBundle"].as_str().unwrap())
-        .unwrap()
-        .into_iter()
-        .map(|p| p.into_contents())
-        .collect();
-    let sequence = ctb["metadata"]["annotations"]["podcert-signer/spiffe-sequence"]
-        .as_str()
-        .and_then(|s| s.parse().ok());
-    Some((roots, sequence, ctb))
+fn imported(cluster: &Cluster) -> Option<(Vec<Vec<u8>>, Option<u64>)> {
+    ctb_roots_and_sequence(&cluster.server, FOREIGN_CTB)
 }
 
 async fn fetches(signer: &SignerProcess, result: &str) -> f64 {
@@ -110,7 +101,7 @@ async fn a_foreign_bundle_is_published_and_a_bad_one_never_replaces_it() {
 
     // Published as fetched, labelled with its trust domain, linked to our signer name.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let (roots, sequence, ctb) = loop {
+    let (roots, sequence) = loop {
         if let Some(found) = imported(&cluster) {
             break found;
         }
@@ -123,6 +114,10 @@ async fn a_foreign_bundle_is_published_and_a_bad_one_never_replaces_it() {
     };
     assert_eq!(roots, vec![first_root.clone()]);
     assert_eq!(sequence, Some(10));
+    let ctb = cluster
+        .server
+        .get("clustertrustbundles", "", FOREIGN_CTB)
+        .unwrap();
     assert_eq!(ctb["spec"]["signerName"], SIGNER);
     assert_eq!(
         ctb["metadata"]["labels"]["podcert-signer/trust-domain"],
@@ -210,7 +205,7 @@ async fn a_foreign_bundle_is_published_and_a_bad_one_never_replaces_it() {
     for (case, answer, result) in bad {
         server.set(answer);
         wait_fetches(&signer, result).await;
-        let (roots, sequence, _) = imported(&cluster).unwrap();
+        let (roots, sequence) = imported(&cluster).unwrap();
         assert_eq!(roots, vec![first_root.clone()], "{case}: replaced");
         assert_eq!(sequence, Some(10), "{case}: replaced");
         assert_eq!(
@@ -244,7 +239,7 @@ async fn a_foreign_bundle_is_published_and_a_bad_one_never_replaces_it() {
     });
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
-        let (roots, sequence, _) = imported(&cluster).unwrap();
+        let (roots, sequence) = imported(&cluster).unwrap();
         if sequence == Some(11) {
             assert_eq!(roots, vec![first_root.clone(), next_root.clone()]);
             break;

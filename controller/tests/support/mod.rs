@@ -73,6 +73,24 @@ pub fn rendered_chart_with(
         .collect()
 }
 
+/// A ClusterTrustBundle of `server`, if it exists: its roots (DER, in order) and its SPIFFE
+/// sequence (annotation `podcert-signer/spiffe-sequence`).
+pub fn ctb_roots_and_sequence(
+    server: &TestApiServer,
+    name: &str,
+) -> Option<(Vec<Vec<u8>>, Option<u64>)> {
+    let ctb = server.get("clustertrustbundles", "", name)?;
+    let roots = pem::parse_many(ctb["spec"]["trustBundle"].as_str()?)
+        .ok()?
+        .into_iter()
+        .map(|p| p.into_contents())
+        .collect();
+    let sequence = ctb["metadata"]["annotations"]["podcert-signer/spiffe-sequence"]
+        .as_str()
+        .and_then(|s| s.parse().ok());
+    Some((roots, sequence))
+}
+
 /// The shipped Roles, ClusterRoles and bindings, stored in `server` as `kubectl apply -k`
 /// would create them: every e2e signer runs under exactly this RBAC.
 pub fn install_shipped_rbac(server: &TestApiServer) {
