@@ -93,8 +93,9 @@ impl Published {
 
     /// Publishes `bundle` as `peer`'s ClusterTrustBundle.
     pub async fn write(&self, peer: &Peer, bundle: &SpiffeBundle) -> Result<(), kube::Error> {
+        // Not `app.kubernetes.io/name`: pods select our own bundle by it (examples/), and a
+        // foreign root merged into the own-domain file would let that domain mint our IDs.
         let labels = BTreeMap::from([
-            (LABEL_NAME.to_string(), "podcert-signer".to_string()),
             (LABEL_MANAGED_BY.to_string(), "podcert-signer".to_string()),
             (
                 LABEL_TRUST_DOMAIN.to_string(),
@@ -119,10 +120,9 @@ impl Published {
                 self.api.create(&PostParams::default(), &ctb).await?;
             }
             Some(mut ctb) => {
-                ctb.metadata
-                    .labels
-                    .get_or_insert_with(BTreeMap::new)
-                    .extend(labels);
+                let l = ctb.metadata.labels.get_or_insert_with(BTreeMap::new);
+                l.remove(LABEL_NAME);
+                l.extend(labels);
                 let a = ctb.metadata.annotations.get_or_insert_with(BTreeMap::new);
                 a.remove(SEQUENCE_ANNOTATION);
                 a.extend(annotations);
