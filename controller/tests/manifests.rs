@@ -637,3 +637,95 @@ fn the_example_manifests_are_valid_and_select_the_signers_trust_bundle() {
     }
     assert_eq!((certs, bundles), (4, 3));
 }
+
+/// The deployment's container of a rendering.
+fn container(objects: &[Value]) -> &Value {
+    &objects.iter().find(|o| o["kind"] == "Deployment").unwrap()["spec"]["template"]["spec"]["containers"]
+        [0]
+}
+
+#[test]
+fn the_federation_component_serves_the_endpoint_and_composes_with_the_others_in_any_order() {
+    for order in [
+        ["federation", "identity-policy", "service-dns-names"],
+        ["identity-policy", "service-dns-names", "federation"],
+    ] {
+        let objects = rendered_manifests_with(&order);
+        assert_typed(objects.clone());
+        let c = container(&objects);
+        let env = |name: &str| {
+            c["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["name"] == name)
+                .unwrap_or_else(|| panic!("{order:?}: no {name}"))
+                .clone()
+        };
+        assert_eq!(
+            env("PODCERT_BUNDLE_ENDPOINT_PROFILE")["value"],
+            "https_spiffe"
+        );
+        assert_eq!(
+            env("PODCERT_SERVICE_ACCOUNT")["valueFrom"]["fieldRef"]["fieldPath"],
+            "spec.serviceAccountName"
+        );
+        // Both components' files are mounted, whichever was added first.
+        let pod = &objects.iter().find(|o| o["kind"] == "Deployment").unwrap()["spec"]["template"]
+            ["spec"];
+        for (volume, file_env) in [
+            ("federation", "PODCERT_FEDERATION_CONFIG"),
+            ("identity-policy", "PODCERT_IDENTITY_POLICY"),
+        ] {
+            let v = pod["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["name"] == volume)
+                .unwrap_or_else(|| panic!("{order:?}: no volume {volume}"));
+            let config_map = v["configMap"]["name"].as_str().unwrap();
+            assert!(
+                objects
+                    .iter()
+                    .any(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"] == config_map),
+                "{order:?}: {config_map} is not rendered"
+            );
+            let mount = c["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["name"] == volume)
+                .unwrap_or_else(|| panic!("{order:?}: no mount of {volume}"));
+            assert!(
+                env(file_env)["value"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(mount["mountPath"].as_str().unwrap()),
+                "{order:?}: {file_env} is not in the mounted volume"
+            );
+        }
+        let port = c["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "bundle-endpoint")
+            .unwrap();
+        assert_eq!(port["containerPort"], 8443);
+        assert!(
+            objects.iter().any(|o| o["kind"] == "Service"
+                && o["spec"]["ports"][0]["targetPort"] == "bundle-endpoint")
+        );
+        // The Role names the Secret the signer keeps the endpoint's SVID in.
+        let ca_secret = podcert_signer::config::ObjectName {
+            namespace: "podcert-signer".into(),
+            name: "podcert-signer-ca".into(),
+        };
+        let svid = podcert_signer::federation::svid::secret_name(&ca_secret);
+        let role = objects
+            .iter()
+            .find(|o| o["kind"] == "Role" && o["metadata"]["name"] == "podcert-signer-federation")
+            .unwrap();
+        assert_eq!(role["metadata"]["namespace"], svid.namespace.as_str());
+        assert_eq!(role["rules"][0]["resourceNames"][0], svid.name.as_str());
+    }
+}
