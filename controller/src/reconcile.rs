@@ -332,12 +332,12 @@ mod tests {
     //! The reconciler against a scripted API (`tower_test`): each test states which requests
     //! the reconciler must make and what the API answers.
 
-    use std::time::{Duration, SystemTime};
+    use std::time::Duration;
 
     use http::{Request, Response};
     use kube::client::Body;
     use serde_json::{Value, json};
-    use signer_core::{Ca, CaKeyType, CaPem, Policy, PolicyConfig};
+    use signer_core::PolicyConfig;
     use tower_test::mock::{self, Handle};
 
     use super::*;
@@ -346,18 +346,7 @@ mod tests {
     type ApiHandle = Handle<Request<Body>, Response<Body>>;
 
     fn signer() -> Signer {
-        let policy = Policy::new(&PolicyConfig::default()).unwrap();
-        let pem = CaPem::generate(
-            CaKeyType::EcdsaP256,
-            policy.trust_domain(),
-            Duration::from_secs(86_400),
-            SystemTime::now(),
-        )
-        .unwrap();
-        Signer::new(
-            Arc::new(policy),
-            Arc::new(Ca::from_pem(&pem.cert_pem, &pem.key_pem, None).unwrap()),
-        )
+        podcert_tests::fixtures::signer_with(&PolicyConfig::default())
     }
 
     fn context(signer: Signer) -> (Arc<Context>, ApiHandle) {

@@ -8,10 +8,9 @@ mod support;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use podcert_tests::apiserver::ServerOptions;
-use podcert_tests::fixtures::kubelet_keys;
 use spiffe_mtls::{CredentialFiles, Served, exchange};
 use support::*;
 
@@ -73,44 +72,11 @@ async fn spiffe_mtls_between_two_workloads_with_rotation() {
     // A certificate for the allowed ID but from another CA is refused by the server (the
     // client trusts the real bundle, so only the server's check can stop it).
     {
-        use signer_core::*;
-        let policy = Policy::new(&PolicyConfig {
+        let rogue = podcert_tests::fixtures::signer_with(&signer_core::PolicyConfig {
             trust_domain: "example.org".into(),
             ..Default::default()
-        })
-        .unwrap();
-        let pem = CaPem::generate(
-            CaKeyType::EcdsaP256,
-            policy.trust_domain(),
-            Duration::from_secs(86_400),
-            SystemTime::now(),
-        )
-        .unwrap();
-        let rogue = Signer::new(
-            Arc::new(policy),
-            Arc::new(Ca::from_pem(&pem.cert_pem, &pem.key_pem, None).unwrap()),
-        );
-        let key = kubelet_keys()
-            .into_iter()
-            .find(|k| k.key_type == "ED25519")
-            .unwrap();
-        let req = Request {
-            namespace: "shop".into(),
-            pod_uid: "u".into(),
-            service_account_name: "web".into(),
-            max_expiration_seconds: 86_400,
-            unverified_user_annotations: Default::default(),
-            key_material: KeyMaterial::StubCsr {
-                der: key.stub_csr_der.clone(),
-            },
-        };
-        let Decision::Issue(i) = rogue.decide(&req, SystemTime::now()).unwrap() else {
-            panic!()
-        };
-        write_atomically(
-            &file("rogue.pem"),
-            &format!("{}{}", key.key_pem(), i.chain_pem),
-        );
+        });
+        issue_outside(&rogue, "web", &file("rogue.pem"));
         let rogue_files = CredentialFiles::new(file("rogue.pem"), file("trust.pem"));
         assert!(
             exchange(server.addr, &rogue_files, &[API.to_string()])

@@ -100,22 +100,27 @@ pub fn intermediate_ca_pem(name: &str) -> (String, String, String) {
     (inter_cert.pem(), key.serialize_pem(), root_cert.pem())
 }
 
+/// A signer with `config` and a fresh P-256 CA valid 30 days.
+pub fn signer_with(config: &signer_core::PolicyConfig) -> signer_core::Signer {
+    use signer_core::{CaKeyType, CaPem, Policy, Signer};
+    let policy = Policy::new(config).unwrap();
+    let pem = CaPem::generate(
+        CaKeyType::EcdsaP256,
+        policy.trust_domain(),
+        std::time::Duration::from_secs(86_400 * 30),
+        std::time::SystemTime::now(),
+    )
+    .unwrap();
+    Signer::new(
+        std::sync::Arc::new(policy),
+        std::sync::Arc::new(pem.load().unwrap()),
+    )
+}
+
 /// One signer for a test binary: the default policy and a fresh P-256 CA valid 30 days.
 pub fn test_signer() -> &'static signer_core::Signer {
-    use signer_core::{CaKeyType, CaPem, Policy, PolicyConfig, Signer};
-    use std::sync::{Arc, OnceLock};
-    static SIGNER: OnceLock<Signer> = OnceLock::new();
-    SIGNER.get_or_init(|| {
-        let policy = Policy::new(&PolicyConfig::default()).unwrap();
-        let pem = CaPem::generate(
-            CaKeyType::EcdsaP256,
-            policy.trust_domain(),
-            std::time::Duration::from_secs(86_400 * 30),
-            std::time::SystemTime::now(),
-        )
-        .unwrap();
-        Signer::new(Arc::new(policy), Arc::new(pem.load().unwrap()))
-    })
+    static SIGNER: std::sync::OnceLock<signer_core::Signer> = std::sync::OnceLock::new();
+    SIGNER.get_or_init(|| signer_with(&signer_core::PolicyConfig::default()))
 }
 
 /// [`test_signer`]'s decision, now, for `key_material` from pod `pod_uid` of service account

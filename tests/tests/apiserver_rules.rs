@@ -4,7 +4,6 @@
 //! what kube-apiserver refuses would let signer bugs through.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use podcert_tests::apiserver::ServerOptions;
@@ -24,22 +23,10 @@ async fn send(client: &kube::Client, method: &str, path: &str, body: &Value) -> 
 }
 
 fn signer(max_lifetime: Duration) -> Signer {
-    let policy = Policy::new(&PolicyConfig {
+    podcert_tests::fixtures::signer_with(&PolicyConfig {
         default_lifetime: max_lifetime,
         ..Default::default()
     })
-    .unwrap();
-    let pem = CaPem::generate(
-        CaKeyType::EcdsaP256,
-        policy.trust_domain(),
-        Duration::from_secs(86_400 * 30),
-        SystemTime::now(),
-    )
-    .unwrap();
-    Signer::new(
-        Arc::new(policy),
-        Arc::new(Ca::from_pem(&pem.cert_pem, &pem.key_pem, None).unwrap()),
-    )
 }
 
 fn time(t: SystemTime) -> Value {

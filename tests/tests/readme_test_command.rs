@@ -32,4 +32,18 @@ fn ci_runs_the_readmes_test_command_word_for_word() {
         runs.contains(&command),
         ".ci/run does not run the README's test command {command:?} as a line of its own"
     );
+    // The README shows the command in three places; all three must be this one.
+    let tests_block = readme
+        .split_once("\n## Tests\n")
+        .expect("README has a Tests section")
+        .1
+        .split_once("```\n")
+        .and_then(|(_, rest)| rest.split_once("\n```"))
+        .expect("the Tests section shows the command in a fenced block")
+        .0;
+    assert_eq!(tests_block.trim(), command, "README ## Tests");
+    assert!(
+        readme.contains(&format!("| run the tests | `{command}` |")),
+        "README's Commands table names another test command"
+    );
 }

@@ -134,6 +134,25 @@ pub fn next_sequence(recorded: Option<&str>, roots_changed: bool, now: i64) -> S
     .to_string()
 }
 
+/// A ClusterTrustBundle read as a SPIFFE bundle of `trust_domain`: its roots and its
+/// sequence ([`SEQUENCE_ANNOTATION`]), no refresh hint. Ours and imported ones alike.
+pub fn spiffe_bundle_of(
+    ctb: &Ctb,
+    trust_domain: &signer_core::TrustDomain,
+) -> signer_core::bundle::SpiffeBundle {
+    signer_core::bundle::SpiffeBundle {
+        trust_domain: trust_domain.clone(),
+        sequence: ctb
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(SEQUENCE_ANNOTATION))
+            .and_then(|s| s.parse().ok()),
+        refresh_hint: None,
+        x509_authorities: ders(&ctb.spec.trust_bundle),
+    }
+}
+
 impl TrustBundle {
     pub fn new(
         client: Client,
@@ -189,21 +208,11 @@ impl TrustBundle {
         trust_domain: &signer_core::TrustDomain,
         refresh_hint: std::time::Duration,
     ) -> Result<Option<signer_core::bundle::SpiffeBundle>, kube::Error> {
-        Ok(self
-            .api
-            .get_opt(&self.name)
-            .await?
-            .map(|ctb| signer_core::bundle::SpiffeBundle {
-                trust_domain: trust_domain.clone(),
-                sequence: ctb
-                    .metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get(SEQUENCE_ANNOTATION))
-                    .and_then(|s| s.parse().ok()),
-                refresh_hint: Some(refresh_hint),
-                x509_authorities: ders(&ctb.spec.trust_bundle),
-            }))
+        Ok(self.api.get_opt(&self.name).await?.map(|ctb| {
+            let mut bundle = spiffe_bundle_of(&ctb, trust_domain);
+            bundle.refresh_hint = Some(refresh_hint);
+            bundle
+        }))
     }
 
     /// Makes the published bundle hold the roots `ca` publishes as current (see

@@ -4,10 +4,12 @@
 //! `https_web`: the server certificate must be valid for the URL's host under Web PKI (the
 //! system's roots, or the `caFile` of the federation file). `https_spiffe`: the server must
 //! present an X.509-SVID that chains to the domain's *last good* bundle — what we imported
-//! last, or at first the bootstrap bundle — and carries exactly the configured SPIFFE ID; the
+//! last, or at first the bootstrap bundle — and carries exactly the configured SPIFFE ID,
+//! checked by the same verifier as the mTLS example's (`spiffe_mtls::SpiffeVerifier`); the
 //! URL's host is not checked (SPIFFE Federation §5.2.2). Every fetch is bounded: [`TIMEOUT`]
 //! for the whole exchange and `signer_core::bundle::MAX_BUNDLE_BYTES` for the body.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,14 +17,9 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
-use rustls::pki_types::{CertificateDer, ServerName, TrustAnchor, UnixTime};
-use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, OtherError, RootCertStore,
-    SignatureScheme,
-};
-use signer_core::SpiffeId;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, RootCertStore};
 use signer_core::bundle::{BundleError, MAX_BUNDLE_BYTES, SpiffeBundle};
 
 use crate::clock::Clock;
@@ -109,8 +106,20 @@ pub fn client_config(
             endpoint_id,
             bootstrap,
         } => {
+            // The example's SPIFFE verifier: the chain against the domain's bundle, and
+            // exactly the configured ID.
             let bundle = last_good.unwrap_or(bootstrap);
-            let verifier = SvidVerifier::new(bundle, endpoint_id.clone(), &provider)?;
+            let roots = bundle
+                .x509_authorities
+                .iter()
+                .map(|der| CertificateDer::from(der.clone()))
+                .collect();
+            let verifier = spiffe_mtls::SpiffeVerifier::new(
+                &BTreeMap::from([(bundle.trust_domain.as_str().to_owned(), roots)]),
+                vec![endpoint_id.to_string()],
+                &provider,
+            )
+            .map_err(|e| e.to_string())?;
             builder
                 .dangerous() // an SVID names a SPIFFE ID, not the host we dialled
                 .with_custom_certificate_verifier(Arc::new(verifier))
@@ -172,104 +181,4 @@ async fn get(url: &http::Uri, tls: Arc<ClientConfig>) -> Result<Bytes, FetchErro
     .await;
     driver.abort();
     result
-}
-
-/// Accepts a server whose certificate is an X.509-SVID for `id` chaining to `anchors`.
-#[derive(Debug)]
-struct SvidVerifier {
-    anchors: Vec<TrustAnchor<'static>>,
-    id: SpiffeId,
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-fn reject(message: String) -> rustls::Error {
-    #[derive(Debug, thiserror::Error)]
-    #[error("{0}")]
-    struct Rejected(String);
-    rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(Rejected(
-        message,
-    )))))
-}
-
-impl SvidVerifier {
-    fn new(bundle: &SpiffeBundle, id: SpiffeId, provider: &CryptoProvider) -> Result<Self, String> {
-        let anchors = bundle
-            .x509_authorities
-            .iter()
-            .map(|der| {
-                webpki::anchor_from_trusted_cert(&CertificateDer::from(der.as_slice()))
-                    .map(|a| a.to_owned())
-                    .map_err(|e| format!("an authority of the last good bundle: {e}"))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(SvidVerifier {
-            anchors,
-            id,
-            algorithms: provider.signature_verification_algorithms,
-        })
-    }
-}
-
-impl ServerCertVerifier for SvidVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let cert = webpki::EndEntityCert::try_from(end_entity)
-            .map_err(|e| reject(format!("the endpoint's certificate: {e}")))?;
-        cert.verify_for_usage(
-            self.algorithms.all,
-            &self.anchors,
-            intermediates,
-            now,
-            webpki::KeyUsage::server_auth(),
-            None,
-            None,
-        )
-        .map_err(|e| {
-            let hint = if matches!(e, webpki::Error::NameConstraintViolation) {
-                " (rustls-webpki refuses chains with URI name constraints: the peer's signer must run with --ca-name-constraints=false, or use https_web)"
-            } else {
-                ""
-            };
-            reject(format!(
-                "the endpoint's SVID does not chain to the trust domain's last good bundle: {e}{hint}"
-            ))
-        })?;
-        let id = signer_core::spiffe::svid_id(end_entity)
-            .map_err(|e| reject(format!("the endpoint's certificate: {e}")))?;
-        if id != self.id {
-            return Err(reject(format!(
-                "the endpoint presents {id}, not the configured {}",
-                self.id
-            )));
-        }
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
 }

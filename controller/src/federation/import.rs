@@ -27,13 +27,14 @@ use kube::api::PostParams;
 use kube::core::ApiResource;
 use kube::runtime::events::{EventType, Recorder};
 use kube::{Api, Client};
+use rustls::ClientConfig;
 use signer_core::bundle::SpiffeBundle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::fetch::{self, FetchError};
 use crate::ca::trust_bundle::{
-    Ctb, LABEL_MANAGED_BY, LABEL_NAME, LABEL_TRUST_DOMAIN, SEQUENCE_ANNOTATION,
+    Ctb, LABEL_MANAGED_BY, LABEL_NAME, LABEL_TRUST_DOMAIN, SEQUENCE_ANNOTATION, spiffe_bundle_of,
 };
 use crate::clock::Clock;
 use crate::config::{Peer, Profile};
@@ -70,25 +71,11 @@ impl Published {
 
     /// The bundle published for `peer`, if any (its roots and sequence).
     pub async fn read(&self, peer: &Peer) -> Result<Option<SpiffeBundle>, kube::Error> {
-        Ok(self.api.get_opt(&peer.bundle_name).await?.map(|ctb| {
-            let sequence = ctb
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(SEQUENCE_ANNOTATION))
-                .and_then(|s| s.parse().ok());
-            SpiffeBundle {
-                trust_domain: peer.trust_domain.clone(),
-                sequence,
-                refresh_hint: None,
-                x509_authorities: pem::parse_many(&ctb.spec.trust_bundle)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|p| p.tag() == "CERTIFICATE")
-                    .map(|p| p.into_contents())
-                    .collect(),
-            }
-        }))
+        Ok(self
+            .api
+            .get_opt(&peer.bundle_name)
+            .await?
+            .map(|ctb| spiffe_bundle_of(&ctb, &peer.trust_domain)))
     }
 
     /// Publishes `bundle` as `peer`'s ClusterTrustBundle.
@@ -172,111 +159,167 @@ pub fn refresh_interval(hint: Option<Duration>) -> Duration {
 }
 
 async fn follow(importer: Arc<Importer>, peer: Peer, token: CancellationToken) {
-    let labels = DomainLabels::new(&peer.trust_domain);
-    let metrics = &importer.metrics;
     let what = format!("reading the imported bundle of {}", peer.trust_domain);
     let Some(published) = retry::retry(&what, &token, || importer.published.read(&peer)).await
     else {
         return;
     };
-    let mut last_good = published.clone().or_else(|| match &peer.profile {
-        Profile::HttpsSpiffe { bootstrap, .. } => Some(bootstrap.clone()),
-        Profile::HttpsWeb { .. } => None,
-    });
-    // Whether the last good bundle is the one published (not only the bootstrap).
-    let mut in_sync = published.is_some();
-    let mut interval = refresh_interval(None);
+    let mut domain = Domain::new(peer, published, importer.clock);
     let mut backoff = retry::backoff();
     loop {
-        let outcome = match fetch::client_config(&peer, last_good.as_ref(), importer.clock) {
-            Err(e) => Err(FetchError::Tls(e)),
-            Ok(tls) => token
-                .run_until_cancelled(fetch::fetch(&peer, Arc::new(tls)))
-                .await
-                .unwrap_or(Err(FetchError::Timeout)),
-        };
-        if token.is_cancelled() {
+        let Some(fetched) = token.run_until_cancelled(domain.fetch()).await else {
             return;
-        }
-        let checked = outcome.and_then(|b| match &last_good {
-            Some(last) => b.may_replace(last).map(|()| b).map_err(FetchError::from),
-            None => Ok(b),
-        });
-        let wait = match checked {
-            Ok(bundle) => {
-                interval = refresh_interval(bundle.refresh_hint);
-                let changed = last_good.as_ref().is_none_or(|l| {
-                    l.x509_authorities != bundle.x509_authorities || l.sequence != bundle.sequence
-                });
-                let written = if changed || !in_sync {
-                    importer.published.write(&peer, &bundle).await
-                } else {
-                    Ok(())
-                };
-                match written {
-                    Ok(()) => {
-                        if changed || !in_sync {
-                            info!(trust_domain = %peer.trust_domain, sequence = ?bundle.sequence, roots = bundle.x509_authorities.len(), bundle = %peer.bundle_name, "published the federated trust domain's bundle");
-                            importer.event(&peer, EventType::Normal, "FederatedBundleUpdated", format!(
-                                "published the bundle of {} from {} (sequence {}, {} authorities)",
-                                peer.trust_domain, peer.url, bundle.sequence.map_or("none".into(), |s| s.to_string()), bundle.x509_authorities.len()
-                            )).await;
-                        }
-                        metrics
-                            .federation_fetches
-                            .get_or_create(&labels.result("ok"))
-                            .inc();
-                        metrics.federation_current.get_or_create(&labels).set(1);
-                        metrics
-                            .federation_updated
-                            .get_or_create(&labels)
-                            .set(unix_now());
-                        last_good = Some(bundle);
-                        in_sync = true;
-                        backoff = retry::backoff();
-                        interval
-                    }
-                    Err(e) => {
-                        // Fetched and good, but not published: try again soon.
-                        warn!(trust_domain = %peer.trust_domain, error = %e, "publishing the federated bundle failed");
-                        metrics
-                            .federation_fetches
-                            .get_or_create(&labels.result("publish"))
-                            .inc();
-                        backoff.next().unwrap_or(interval).min(interval)
-                    }
-                }
+        };
+        let wait = match importer.take(&mut domain, fetched).await {
+            Ok(()) => {
+                backoff = retry::backoff();
+                domain.interval
             }
-            Err(e) => {
-                warn!(trust_domain = %peer.trust_domain, endpoint = %peer.url, error = %e, "fetching the federated bundle failed; keeping the last good one");
-                metrics
-                    .federation_fetches
-                    .get_or_create(&labels.result(e.reason()))
-                    .inc();
-                metrics.federation_current.get_or_create(&labels).set(0);
-                let kept = if in_sync {
-                    "the last good bundle stays published"
-                } else {
-                    "nothing is published for it yet"
-                };
-                importer
-                    .event(
-                        &peer,
-                        EventType::Warning,
-                        "FederatedBundleFetchFailed",
-                        format!(
-                            "fetching the bundle of {} from {} failed: {e}; {kept}",
-                            peer.trust_domain, peer.url
-                        ),
-                    )
-                    .await;
-                backoff.next().unwrap_or(interval).min(interval)
-            }
+            Err(()) => backoff
+                .next()
+                .unwrap_or(domain.interval)
+                .min(domain.interval),
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = token.cancelled() => return,
         }
+    }
+}
+
+/// The bundle a fetched one must not go back from, and that authenticates an `https_spiffe`
+/// endpoint: the published one, else the bootstrap.
+fn last_good<'a>(peer: &'a Peer, published: Option<&'a SpiffeBundle>) -> Option<&'a SpiffeBundle> {
+    published.or(match &peer.profile {
+        Profile::HttpsSpiffe { bootstrap, .. } => Some(bootstrap),
+        Profile::HttpsWeb { .. } => None,
+    })
+}
+
+/// How `peer`'s endpoint is authenticated, given what is published.
+fn client_config(
+    peer: &Peer,
+    published: Option<&SpiffeBundle>,
+    clock: Clock,
+) -> Result<Arc<ClientConfig>, String> {
+    fetch::client_config(peer, last_good(peer, published), clock).map(Arc::new)
+}
+
+/// One foreign domain as its loop knows it.
+struct Domain {
+    peer: Peer,
+    labels: DomainLabels,
+    /// What its ClusterTrustBundle holds (roots and sequence).
+    published: Option<SpiffeBundle>,
+    /// How its endpoint is authenticated: made again only when the bundle it trusts changes.
+    tls: Result<Arc<ClientConfig>, String>,
+    clock: Clock,
+    /// The wait after a good fetch: the domain's refresh hint, clamped.
+    interval: Duration,
+}
+
+impl Domain {
+    fn new(peer: Peer, published: Option<SpiffeBundle>, clock: Clock) -> Self {
+        let tls = client_config(&peer, published.as_ref(), clock);
+        Domain {
+            labels: DomainLabels::new(&peer.trust_domain),
+            peer,
+            published,
+            tls,
+            clock,
+            interval: refresh_interval(None),
+        }
+    }
+
+    fn last_good(&self) -> Option<&SpiffeBundle> {
+        last_good(&self.peer, self.published.as_ref())
+    }
+
+    /// A fetched bundle that may replace the last good one.
+    async fn fetch(&self) -> Result<SpiffeBundle, FetchError> {
+        let tls = self.tls.clone().map_err(FetchError::Tls)?;
+        let bundle = fetch::fetch(&self.peer, tls).await?;
+        if let Some(last) = self.last_good() {
+            bundle.may_replace(last)?;
+        }
+        Ok(bundle)
+    }
+
+    /// Whether `bundle` is what is published (its roots and sequence).
+    fn publishes(&self, bundle: &SpiffeBundle) -> bool {
+        self.published.as_ref().is_some_and(|p| {
+            p.x509_authorities == bundle.x509_authorities && p.sequence == bundle.sequence
+        })
+    }
+}
+
+impl Importer {
+    /// Publishes a fetched bundle if it is new, or says why there is none; Err: try again
+    /// by the backoff.
+    async fn take(
+        &self,
+        domain: &mut Domain,
+        fetched: Result<SpiffeBundle, FetchError>,
+    ) -> Result<(), ()> {
+        let (peer, labels) = (&domain.peer, &domain.labels);
+        let bundle = match fetched {
+            Ok(bundle) => bundle,
+            Err(e) => {
+                warn!(trust_domain = %peer.trust_domain, endpoint = %peer.url, error = %e, "fetching the federated bundle failed; keeping the last good one");
+                self.count(labels, e.reason());
+                self.metrics.federation_current.get_or_create(labels).set(0);
+                let kept = if domain.published.is_some() {
+                    "the last good bundle stays published"
+                } else {
+                    "nothing is published for it yet"
+                };
+                let note = format!(
+                    "fetching the bundle of {} from {} failed: {e}; {kept}",
+                    peer.trust_domain, peer.url
+                );
+                self.event(peer, EventType::Warning, "FederatedBundleFetchFailed", note)
+                    .await;
+                return Err(());
+            }
+        };
+        domain.interval = refresh_interval(bundle.refresh_hint);
+        if !domain.publishes(&bundle) {
+            if let Err(e) = self.published.write(peer, &bundle).await {
+                // Fetched and good, but not published: try again soon.
+                warn!(trust_domain = %peer.trust_domain, error = %e, "publishing the federated bundle failed");
+                self.count(labels, "publish");
+                return Err(());
+            }
+            info!(trust_domain = %peer.trust_domain, sequence = ?bundle.sequence, roots = bundle.x509_authorities.len(), bundle = %peer.bundle_name, "published the federated trust domain's bundle");
+            let note = format!(
+                "published the bundle of {} from {} (sequence {}, {} authorities)",
+                peer.trust_domain,
+                peer.url,
+                bundle.sequence.map_or("none".into(), |s| s.to_string()),
+                bundle.x509_authorities.len()
+            );
+            self.event(peer, EventType::Normal, "FederatedBundleUpdated", note)
+                .await;
+            domain.published = Some(bundle);
+            domain.tls = client_config(&domain.peer, domain.published.as_ref(), domain.clock);
+        }
+        self.count(&domain.labels, "ok");
+        self.metrics
+            .federation_current
+            .get_or_create(&domain.labels)
+            .set(1);
+        self.metrics
+            .federation_updated
+            .get_or_create(&domain.labels)
+            .set(unix_now());
+        Ok(())
+    }
+
+    fn count(&self, labels: &DomainLabels, result: &'static str) {
+        self.metrics
+            .federation_fetches
+            .get_or_create(&labels.result(result))
+            .inc();
     }
 }
 

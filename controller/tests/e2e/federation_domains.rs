@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use podcert_tests::https::WebCert;
 use signer_core::TrustDomain;
@@ -274,28 +274,7 @@ async fn two_trust_domains_federate_and_their_workloads_speak_mtls() {
             Arc::new(Ca::from_pem(&decode("tls.crt"), &decode("tls.key"), None).unwrap()),
         )
     };
-    let key = podcert_tests::fixtures::kubelet_keys()
-        .into_iter()
-        .find(|k| k.key_type == "ED25519")
-        .unwrap();
-    let request = signer_core::Request {
-        namespace: "shop".into(),
-        pod_uid: "u".into(),
-        service_account_name: "web".into(),
-        max_expiration_seconds: 86_400,
-        unverified_user_annotations: Default::default(),
-        key_material: signer_core::KeyMaterial::StubCsr {
-            der: key.stub_csr_der.clone(),
-        },
-    };
-    let signer_core::Decision::Issue(forged) = forger.decide(&request, SystemTime::now()).unwrap()
-    else {
-        panic!("the forger's signer denied")
-    };
-    write_atomically(
-        &file("forged.pem"),
-        &format!("{}{}", key.key_pem(), forged.chain_pem),
-    );
+    issue_outside(&forger, "web", &file("forged.pem"));
     assert!(
         // The forger trusts B's real roots, so only B's server can stop it.
         exchange(

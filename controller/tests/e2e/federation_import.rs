@@ -67,6 +67,16 @@ async fn fetches(signer: &SignerProcess, result: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// `podcert_federation_bundle_current` of `FOREIGN`.
+async fn bundle_current(signer: &SignerProcess) -> Option<f64> {
+    signer
+        .labelled_metric(
+            "podcert_federation_bundle_current",
+            &format!("trust_domain=\"{FOREIGN}\""),
+        )
+        .await
+}
+
 /// Waits until `result` was counted twice more (one fetch may have begun before the change).
 async fn wait_fetches(signer: &SignerProcess, result: &str) {
     let before = fetches(signer, result).await;
@@ -130,14 +140,8 @@ async fn a_foreign_bundle_is_published_and_a_bad_one_never_replaces_it() {
     cluster
         .wait_for_event("FederatedBundleUpdated", Duration::from_secs(10))
         .await;
-    let current = format!("trust_domain=\"{FOREIGN}\"");
     wait_fetches(&signer, "ok").await;
-    assert_eq!(
-        signer
-            .labelled_metric("podcert_federation_bundle_current", &current)
-            .await,
-        Some(1.0)
-    );
+    assert_eq!(bundle_current(&signer).await, Some(1.0));
 
     // Each bad answer keeps the last good bundle, says why, and counts.
     let next_root = root_of(FOREIGN);
@@ -208,13 +212,7 @@ async fn a_foreign_bundle_is_published_and_a_bad_one_never_replaces_it() {
         let (roots, sequence) = imported(&cluster).unwrap();
         assert_eq!(roots, vec![first_root.clone()], "{case}: replaced");
         assert_eq!(sequence, Some(10), "{case}: replaced");
-        assert_eq!(
-            signer
-                .labelled_metric("podcert_federation_bundle_current", &current)
-                .await,
-            Some(0.0),
-            "{case}"
-        );
+        assert_eq!(bundle_current(&signer).await, Some(0.0), "{case}");
     }
     let warning = cluster
         .wait_for_event("FederatedBundleFetchFailed", Duration::from_secs(10))
@@ -252,12 +250,7 @@ async fn a_foreign_bundle_is_published_and_a_bad_one_never_replaces_it() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     wait_fetches(&signer, "ok").await;
-    assert_eq!(
-        signer
-            .labelled_metric("podcert_federation_bundle_current", &current)
-            .await,
-        Some(1.0)
-    );
+    assert_eq!(bundle_current(&signer).await, Some(1.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

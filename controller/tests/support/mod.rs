@@ -649,6 +649,33 @@ pub async fn issue(cluster: &Cluster, sa: &str, key_type: &str, path: &std::path
     );
 }
 
+/// Has `signer` itself — no cluster, no admission — issue a certificate for service account
+/// `sa` of namespace `shop` with the Ed25519 fixture key, and writes the credential bundle to
+/// `path`: what a stolen or foreign CA could mint.
+pub fn issue_outside(signer: &signer_core::Signer, sa: &str, path: &std::path::Path) {
+    let key = podcert_tests::fixtures::kubelet_keys()
+        .into_iter()
+        .find(|k| k.key_type == "ED25519")
+        .unwrap();
+    let request = signer_core::Request {
+        namespace: "shop".into(),
+        pod_uid: "u".into(),
+        service_account_name: sa.into(),
+        max_expiration_seconds: 86_400,
+        unverified_user_annotations: Default::default(),
+        key_material: signer_core::KeyMaterial::StubCsr {
+            der: key.stub_csr_der.clone(),
+        },
+    };
+    let signer_core::Decision::Issue(issued) = signer
+        .decide(&request, std::time::SystemTime::now())
+        .unwrap()
+    else {
+        panic!("the signer denied {sa}")
+    };
+    write_atomically(path, &format!("{}{}", key.key_pem(), issued.chain_pem));
+}
+
 /// An example server workload on 127.0.0.1; what it saw of each connection.
 pub struct Workload {
     pub addr: std::net::SocketAddr,

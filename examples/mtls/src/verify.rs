@@ -90,8 +90,14 @@ impl SpiffeVerifier {
             None,
         )
         .map_err(|e| {
+            // webpki fails closed on URI name constraints: say what to do about it.
+            let hint = if matches!(e, webpki::Error::NameConstraintViolation) {
+                " (rustls-webpki refuses chains with URI name constraints: the peer's signer must make its CAs without them, --ca-name-constraints=false)"
+            } else {
+                ""
+            };
             reject(format!(
-                "peer {id} does not chain to the trust bundle of {domain}: {e}"
+                "peer {id} does not chain to the trust bundle of {domain}: {e}{hint}"
             ))
         })?;
         if !self.allowed.contains(&id) {
