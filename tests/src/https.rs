@@ -125,6 +125,8 @@ impl StaticServer {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
+                // As a Go server (SPIRE's bundle endpoint): no Nagle (TCPConn's default).
+                let _ = tcp.set_nodelay(true);
                 let now = current.lock().unwrap().clone();
                 tokio::spawn(async move {
                     use rustls::pki_types::pem::PemObject;

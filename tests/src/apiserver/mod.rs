@@ -483,6 +483,11 @@ impl TestApiServer {
                 let serve = async {
                     loop {
                         let Ok((tcp, _)) = listener.accept().await else { continue };
+                        // Go's net package turns Nagle's algorithm off on every TCP connection
+                        // (TCPConn.SetNoDelay's default), so kube-apiserver writes each watch
+                        // event at once; with it on, a small write waits for the ACK of the
+                        // last, which the watching client delays by up to 40 ms.
+                        let _ = tcp.set_nodelay(true);
                         let (acceptor, s) = (acceptor.clone(), s.clone());
                         tokio::spawn(async move {
                             let Ok(tls) = acceptor.accept(tcp).await else { return };
