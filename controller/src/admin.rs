@@ -147,6 +147,8 @@ pub async fn serve(
             },
             _ = shutdown.cancelled() => return,
         };
+        // Each response at once, not held back by Nagle's algorithm for the client's ACK.
+        let _ = stream.set_nodelay(true);
         let (health, metrics) = (health.clone(), metrics.clone());
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {

@@ -168,6 +168,8 @@ async fn accept(
             },
             _ = token.cancelled() => return,
         };
+        // Each response at once, not held back by Nagle's algorithm for the client's ACK.
+        let _ = stream.set_nodelay(true);
         let current = tls
             .read()
             .map(|c| c.clone())

@@ -118,6 +118,8 @@ pub async fn serve(
     let report = Arc::new(report);
     loop {
         let (tcp, _) = listener.accept().await?;
+        // Each reply at once, not held back by Nagle's algorithm for the client's ACK.
+        let _ = tcp.set_nodelay(true);
         let config = match files
             .current()
             .and_then(|c| server_config(&c, &allowed_clients).map(|cfg| (c, cfg)))
