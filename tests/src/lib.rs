@@ -7,6 +7,7 @@
 //! signer's main job with no cluster (`scripts/demo`).
 
 pub mod apiserver;
+pub mod baseline;
 pub mod demo;
 pub mod fixtures;
 pub mod https;

@@ -12,6 +12,12 @@
 //! names one of those pods, which exactly one Service selects. The signer is stopped with
 //! SIGTERM, so a profiler wrapped around it (`--signer-bin` a script) writes its data.
 //!
+//! Two baselines run without a cluster or a signer process (`podcert_tests::baseline`):
+//! `--core-only` decides the same requests with signer-core alone, one at a time at `--rate`
+//! (or back to back), and reports the CPU each cost — the floor of the signer's CPU per
+//! certificate at that pace; `--stall-probe SECONDS` spins a thread per CPU and reports how
+//! long this machine stopped them — the floor of any latency measured on it.
+//!
 //! ```text
 //! cargo build --release -p podcert-signer -p podcert-tests
 //! target/release/podcert-load --signer-bin target/release/podcert-signer --requests 2000 --concurrency 64
@@ -33,12 +39,15 @@ struct Args {
     signer_concurrency: String,
     restart: bool,
     services: usize,
+    core_only: bool,
+    stall_probe: Option<f64>,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: podcert-load --signer-bin PATH [--requests N] [--concurrency C] [--rate PER_SECOND] \
-         [--key-types ECDSAP256,ED25519] [--format csr|pkix|mixed] [--signer-concurrency N] [--restart] [--services N]"
+         [--key-types ECDSAP256,ED25519] [--format csr|pkix|mixed] [--signer-concurrency N] [--restart] [--services N] \
+         [--core-only] [--stall-probe SECONDS]"
     );
     std::process::exit(2)
 }
@@ -54,6 +63,8 @@ fn parse_args() -> Args {
         signer_concurrency: "16".into(),
         restart: false,
         services: 0,
+        core_only: false,
+        stall_probe: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -68,6 +79,8 @@ fn parse_args() -> Args {
             "--signer-concurrency" => a.signer_concurrency = value(),
             "--restart" => a.restart = true,
             "--services" => a.services = value().parse().unwrap_or_else(|_| usage()),
+            "--core-only" => a.core_only = true,
+            "--stall-probe" => a.stall_probe = Some(value().parse().unwrap_or_else(|_| usage())),
             _ => usage(),
         }
     }
@@ -268,6 +281,16 @@ async fn restart(
 #[tokio::main]
 async fn main() {
     let args = parse_args();
+    if let Some(seconds) = args.stall_probe {
+        let stalls = podcert_tests::baseline::stalls(seconds);
+        println!("{}", serde_json::json!({ "stalls": stalls }));
+        return;
+    }
+    if args.core_only {
+        let core = podcert_tests::baseline::core_alone(args.requests, args.rate);
+        println!("{}", serde_json::json!({ "core_only": core }));
+        return;
+    }
     let server = TestApiServer::start(ServerOptions::v1beta1());
     if args.services > 0 {
         if args.requests > 2 * args.services {
