@@ -311,7 +311,7 @@ impl Importer {
         self.metrics
             .federation_updated
             .get_or_create(&domain.labels)
-            .set(unix_now());
+            .set(signer_core::time::unix_seconds(std::time::SystemTime::now()));
         Ok(())
     }
 
@@ -321,17 +321,7 @@ impl Importer {
             .get_or_create(&labels.result(result))
             .inc();
     }
-}
 
-impl std::fmt::Debug for Importer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Importer")
-            .field("published", &self.published)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Importer {
     async fn event(&self, peer: &Peer, type_: EventType, reason: &str, note: String) {
         let regarding = self.published.reference(peer);
         if let Err(e) = crate::events::publish(
@@ -349,11 +339,12 @@ impl Importer {
     }
 }
 
-/// The wall clock's Unix time, for the metric alerts compare with `time()`.
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+impl std::fmt::Debug for Importer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Importer")
+            .field("published", &self.published)
+            .finish_non_exhaustive()
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
@@ -90,7 +90,7 @@ pub fn renew_at(chain_pem: &[u8]) -> Option<SystemTime> {
     let text = std::str::from_utf8(chain_pem).ok()?;
     let leaf = signer_core::ca::summarize(text).ok()?.into_iter().next()?;
     let half = leaf.not_before + (leaf.not_after - leaf.not_before) / 2;
-    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(half).ok()?))
+    Some(signer_core::time::from_unix_seconds(half))
 }
 
 /// The Secret's chain and key, if it holds both.
@@ -221,7 +221,7 @@ mod tests {
         let half = summary.not_before + (summary.not_after - summary.not_before) / 2;
         assert_eq!(
             renew_at(chain.as_bytes()),
-            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(half).unwrap()))
+            Some(signer_core::time::from_unix_seconds(half))
         );
         assert!(renew_at(chain.as_bytes()).unwrap() > now);
         assert_eq!(renew_at(b"garbage"), None);
