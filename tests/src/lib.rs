@@ -8,6 +8,7 @@
 
 pub mod apiserver;
 pub mod baseline;
+pub mod control_plane;
 pub mod demo;
 pub mod fixtures;
 pub mod https;

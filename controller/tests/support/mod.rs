@@ -249,18 +249,35 @@ pub struct SignerProcess {
 
 impl SignerProcess {
     pub fn spawn(cluster: &Cluster, name: &str, extra: &[&str]) -> SignerProcess {
+        SignerProcess::start(&cluster.signer_kubeconfig, cluster.dir.path(), name, extra, &[])
+    }
+
+    /// The signer binary with `kubeconfig`, its log in `dir`, `extra` flags and `env`
+    /// (settings as a ConfigMap gives them). The signer name, trust domain and short leases
+    /// the scenarios share are added unless `extra` or `env` set them.
+    pub fn start(
+        kubeconfig: &std::path::Path,
+        dir: &std::path::Path,
+        name: &str,
+        extra: &[&str],
+        env: &[(String, String)],
+    ) -> SignerProcess {
         let admin_port = podcert_tests::free_port();
-        let log = cluster.dir.path().join(format!("{name}.log"));
+        let log = dir.join(format!("{name}.log"));
         let identity = format!("signer-{name}");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_podcert-signer"));
+        let set = |flag: &str| {
+            let var = format!("PODCERT_{}", flag.trim_start_matches("--").replace('-', "_").to_uppercase());
+            extra.contains(&flag) || env.iter().any(|(k, _)| *k == var)
+        };
         // A test's own signer name or trust domain wins (federation runs two domains).
         for (flag, value) in [("--signer-name", SIGNER), ("--trust-domain", TRUST_DOMAIN)] {
-            if !extra.contains(&flag) {
+            if !set(flag) {
                 cmd.args([flag, value]);
             }
         }
         cmd.arg("--kubeconfig")
-            .arg(&cluster.signer_kubeconfig)
+            .arg(kubeconfig)
             .args(["--admin-addr", &format!("127.0.0.1:{admin_port}")])
             .args(["--identity", &identity]);
         let log_level = std::env::var("PODCERT_E2E_LOG_LEVEL")
@@ -280,6 +297,7 @@ impl SignerProcess {
         let out = std::fs::File::create(&log).unwrap();
         cmd.args(extra)
             .env_remove("KUBECONFIG")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out);
