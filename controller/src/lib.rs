@@ -53,7 +53,7 @@ use crate::cli::Args;
 use crate::cluster::{Cluster, StartError};
 use crate::config::Config;
 use crate::leader::Elector;
-use crate::metrics::Metrics;
+use crate::metrics::{ErrorLabels, Metrics};
 use crate::supervisor::{Ended, Lifetime, Supervisor};
 
 /// Why the signer stopped other than by a signal.
@@ -173,6 +173,7 @@ async fn run_with(config: Config) -> Result<(), Error> {
             instance: Some(config.lease.identity.clone()),
         },
     );
+    let ca_secret = SecretStore::new(client.clone(), config.ca.secret.clone(), root_keys);
     let trust_bundle = cluster.ctb.as_ref().map(|ar| {
         TrustBundle::new(
             client.clone(),
@@ -183,9 +184,18 @@ async fn run_with(config: Config) -> Result<(), Error> {
             config.ca.lifecycle.retain_retired_roots,
             config.clock,
         )
+        .reporting_refusals(ca::Refusals {
+            recorder: recorder.clone(),
+            regarding: ca_secret.object_ref(),
+            counter: metrics
+                .reconcile_errors
+                .get_or_create(&ErrorLabels {
+                    error: ErrorLabels::ATTEST_FORBIDDEN,
+                })
+                .clone(),
+        })
     });
     let trust_domain = config.policy.trust_domain().clone();
-    let ca_secret = SecretStore::new(client.clone(), config.ca.secret.clone(), root_keys);
     let keeper = CaKeeper::new(
         ca_secret.clone(),
         trust_bundle.clone(),

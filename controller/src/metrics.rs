@@ -6,7 +6,7 @@
 //! | `podcert_request_latency_seconds` | `outcome` | from the PCR's creationTimestamp to our status write landing |
 //! | `podcert_pending_requests` | | requests for our signer still waiting for a status (leader only; 0 elsewhere) |
 //! | `podcert_oldest_pending_request_seconds` | | age of the oldest of them (0 when none waits) |
-//! | `podcert_reconcile_errors_total` | `error` (issue, write_status, sign_forbidden, lookup) | transient failures, retried; `sign_forbidden`: status writes refused for lack of the `sign` grant; `lookup`: what the identity policy needs could not be read yet (the namespace, the pod, a Service that selects it) |
+//! | `podcert_reconcile_errors_total` | `error` (issue, write_status, sign_forbidden, lookup, attest_forbidden) | transient failures, retried; `sign_forbidden`: status writes refused for lack of the `sign` grant; `attest_forbidden`: the trust bundle's publication refused for lack of the `attest` grant (nothing is signed until it is published); `lookup`: what the identity policy needs could not be read yet (the namespace, the pod, a Service that selects it) |
 //! | `podcert_ca_not_after_seconds` | `role` (root, next_root, intermediate) | each CA's notAfter, Unix seconds: the active root, the root prepared to replace it (during a rotation), the signing intermediate (on the leader) |
 //! | `podcert_ca_rotations_total` | `role` (root, intermediate) | roots activated and intermediates made by this process |
 //! | `podcert_leader` | | 1 while this replica holds the Lease |
@@ -51,12 +51,16 @@ impl ErrorLabels {
     pub const WRITE_STATUS: &'static str = "write_status";
     pub const SIGN_FORBIDDEN: &'static str = "sign_forbidden";
     pub const LOOKUP: &'static str = "lookup";
-    /// Every `error` label value ([`crate::reconcile::Error::metric_label`] names one each).
-    pub const ALL: [&'static str; 4] = [
+    /// The trust bundle could not be published for want of `attest` (nothing is signed then).
+    pub const ATTEST_FORBIDDEN: &'static str = "attest_forbidden";
+    /// Every `error` label value ([`crate::reconcile::Error::metric_label`] names the first
+    /// four; the trust bundle's refusals the last).
+    pub const ALL: [&'static str; 5] = [
         Self::ISSUE,
         Self::WRITE_STATUS,
         Self::SIGN_FORBIDDEN,
         Self::LOOKUP,
+        Self::ATTEST_FORBIDDEN,
     ];
 }
 

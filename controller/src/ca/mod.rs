@@ -33,7 +33,7 @@ pub use root_keys::{FirstRoot, Root, RootKeys, StoredKey};
 pub use rotation::{Rotator, Step};
 pub use secret::{Created, LoadedCa, NextRoot, Replaced, SecretState, SecretStore};
 pub use signing::SigningCa;
-pub use trust_bundle::{Synced, TrustBundle};
+pub use trust_bundle::{Refusals, Synced, TrustBundle};
 
 /// The first and the longest wait before a Secret that may mend by itself is read again.
 const RE_READ_FIRST: std::time::Duration = std::time::Duration::from_secs(1);

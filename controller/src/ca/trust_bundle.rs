@@ -37,7 +37,7 @@ pub const RETAINED_ANNOTATION: &str = "podcert-signer/retained-roots";
 /// continues it (see [`next_sequence`]).
 pub const SEQUENCE_ANNOTATION: &str = "podcert-signer/spiffe-sequence";
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TrustBundle {
     api: Api<Ctb>,
     resource: ApiResource,
@@ -48,6 +48,33 @@ pub struct TrustBundle {
     retain_for: std::time::Duration,
     /// The certificate clock retention is measured on.
     clock: Clock,
+    /// Where a refusal to publish (no `attest` grant) is reported.
+    refusals: Option<Refusals>,
+}
+
+impl std::fmt::Debug for TrustBundle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrustBundle")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a refused publication is made visible: a Warning Event about the CA whose roots cannot
+/// be published, and a counter an alert watches.
+#[derive(Clone)]
+pub struct Refusals {
+    pub recorder: kube::runtime::events::Recorder,
+    pub regarding: k8s_openapi::api::core::v1::ObjectReference,
+    pub counter: prometheus_client::metrics::counter::Counter,
+}
+
+impl std::fmt::Debug for Refusals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Refusals")
+            .field("regarding", &self.regarding)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What [`TrustBundle::sync`] did.
@@ -182,6 +209,39 @@ impl TrustBundle {
             labels,
             retain_for,
             clock,
+            refusals: None,
+        }
+    }
+
+    /// Reports each refusal to publish for want of the `attest` grant through `refusals`.
+    pub fn reporting_refusals(mut self, refusals: Refusals) -> Self {
+        self.refusals = Some(refusals);
+        self
+    }
+
+    /// kube-apiserver answers 403 to a ClusterTrustBundle write naming a signer the writer may
+    /// not `attest` for (contract §6): named in the log, an Event and a metric, since nothing
+    /// is signed under roots that are not published.
+    async fn report_refusal(&self, status: &kube::core::Status) {
+        tracing::error!(name = %self.name, signer = %self.signer_name, message = %status.message,
+            "the API server refuses to publish the trust bundle: grant the verb \"attest\" on certificates.k8s.io signers for this signer name");
+        let Some(r) = &self.refusals else { return };
+        r.counter.inc();
+        let note = format!(
+            "the API server refuses to publish ClusterTrustBundle {}: the signer's identity lacks the verb \"attest\" on certificates.k8s.io \"signers\" \"{}\" (manifests/clusterrole.yaml grants it); nothing is signed under roots that are not published",
+            self.name, self.signer_name
+        );
+        if let Err(e) = crate::events::publish(
+            &r.recorder,
+            &r.regarding,
+            kube::runtime::events::EventType::Warning,
+            "Publish",
+            "AttestForbidden",
+            note,
+        )
+        .await
+        {
+            tracing::warn!(error = %e, "could not publish the AttestForbidden Event");
         }
     }
 
@@ -219,6 +279,16 @@ impl TrustBundle {
     /// [`LoadedCa::roots_to_publish`]) plus the retired roots still within their retention,
     /// with our signer name and labels.
     pub async fn sync(&self, ca: &LoadedCa) -> Result<Synced, kube::Error> {
+        let result = self.sync_once(ca).await;
+        if let Err(kube::Error::Api(status)) = &result
+            && status.code == 403
+        {
+            self.report_refusal(status).await;
+        }
+        result
+    }
+
+    async fn sync_once(&self, ca: &LoadedCa) -> Result<Synced, kube::Error> {
         let roots = ca.roots_to_publish();
         let roots_pem = roots.as_str();
         let now = self.clock.unix_now();
