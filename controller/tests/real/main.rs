@@ -10,4 +10,7 @@ mod support;
 
 mod cluster;
 mod issuance;
+mod leadership;
 mod rbac;
+mod restarts;
+mod storage;

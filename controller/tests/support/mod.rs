@@ -347,6 +347,17 @@ impl SignerProcess {
             .find_map(|l| l.strip_prefix(&series)?.trim().parse().ok())
     }
 
+    /// The sum of every series of `name` (0 when none is exposed).
+    pub async fn metric_sum(&self, name: &str) -> f64 {
+        let Some((_, text)) = self.admin("/metrics").await else {
+            return 0.0;
+        };
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// Waits until the unlabelled metric `name` reads `value`; panics with the log if not.
     pub async fn wait_metric(&self, name: &str, value: f64, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
