@@ -467,3 +467,42 @@ pub fn stdout_of(cmd: &mut Command) -> String {
     );
     String::from_utf8(out.stdout).expect("UTF-8 output")
 }
+
+/// An RSA key made by OpenSSL with public exponent `e`, and a PSS proof of `uid` made with it.
+pub fn openssl_rsa(bits: u32, e: &str, uid: &str) -> (Vec<u8>, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key.pem");
+    let run = |args: &[&str]| openssl(args, b"");
+    let key_s = key.to_str().unwrap();
+    run(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        &format!("rsa_keygen_bits:{bits}"),
+        "-pkeyopt",
+        &format!("rsa_keygen_pubexp:{e}"),
+        "-out",
+        key_s,
+    ]);
+    let spki = run(&["pkey", "-in", key_s, "-pubout", "-outform", "DER"]);
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, uid.as_bytes());
+    let input = dir.path().join("digest");
+    std::fs::write(&input, digest.as_ref()).unwrap();
+    let proof = run(&[
+        "pkeyutl",
+        "-sign",
+        "-inkey",
+        key_s,
+        "-in",
+        input.to_str().unwrap(),
+        "-pkeyopt",
+        "digest:sha256",
+        "-pkeyopt",
+        "rsa_padding_mode:pss",
+        "-pkeyopt",
+        "rsa_pss_saltlen:max",
+    ]);
+    (spki, proof)
+}
+

@@ -149,44 +149,6 @@ fn finding_3_an_spki_with_an_extra_element_is_denied_without_a_panic() {
     );
 }
 
-/// An RSA key made by OpenSSL with public exponent `e`, and a PSS proof of `uid` made with it.
-fn openssl_rsa(bits: u32, e: &str, uid: &str) -> (Vec<u8>, Vec<u8>) {
-    let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("key.pem");
-    let run = |args: &[&str]| openssl(args, b"");
-    let key_s = key.to_str().unwrap();
-    run(&[
-        "genpkey",
-        "-algorithm",
-        "RSA",
-        "-pkeyopt",
-        &format!("rsa_keygen_bits:{bits}"),
-        "-pkeyopt",
-        &format!("rsa_keygen_pubexp:{e}"),
-        "-out",
-        key_s,
-    ]);
-    let spki = run(&["pkey", "-in", key_s, "-pubout", "-outform", "DER"]);
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, uid.as_bytes());
-    let input = dir.path().join("digest");
-    std::fs::write(&input, digest.as_ref()).unwrap();
-    let proof = run(&[
-        "pkeyutl",
-        "-sign",
-        "-inkey",
-        key_s,
-        "-in",
-        input.to_str().unwrap(),
-        "-pkeyopt",
-        "digest:sha256",
-        "-pkeyopt",
-        "rsa_padding_mode:pss",
-        "-pkeyopt",
-        "rsa_pss_saltlen:max",
-    ]);
-    (spki, proof)
-}
-
 fn rsa_spki(modulus: &BigUint, exponent: u64) -> Vec<u8> {
     let mut numbers = x509_cert::der::asn1::SequenceOf::<Uint, 2>::new();
     numbers
@@ -219,7 +181,7 @@ fn openssl_prime(bits: u32) -> BigUint {
 #[test]
 fn finding_4_weak_rsa_keys_are_refused_with_the_rule_they_break() {
     for e in ["3", "4294967297"] {
-        let (spki, proof) = openssl_rsa(3072, e, "uid");
+        let (spki, proof) = podcert_tests::oracles::openssl_rsa(3072, e, "uid");
         assert_denied(
             decide(
                 "uid",
@@ -233,7 +195,7 @@ fn finding_4_weak_rsa_keys_are_refused_with_the_rule_they_break() {
         );
     }
     // A good key from the same tool is issued, so the refusals above are about the exponent.
-    let (spki, proof) = openssl_rsa(3072, "65537", "uid");
+    let (spki, proof) = podcert_tests::oracles::openssl_rsa(3072, "65537", "uid");
     assert!(matches!(
         decide(
             "uid",

@@ -9,6 +9,7 @@
 mod support;
 
 mod cluster;
+mod hostile;
 mod issuance;
 mod leadership;
 mod rbac;
