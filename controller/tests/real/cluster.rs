@@ -10,7 +10,7 @@ use podcert_tests::control_plane::objects::{self, CertificateSource};
 use podcert_tests::control_plane::{ApiServerOptions, ControlPlane, Identity, Node, Release};
 use serde_json::Value;
 
-use crate::support::{CA_NAME, CA_NS, CTB_NAME, SIGNER, SignerProcess, rendered_manifests};
+use crate::support::{CA_NAME, CA_NS, CTB_NAME, SIGNER, SignerProcess, rendered_manifests_with};
 
 /// The trust domain `manifests/config.env` ships.
 pub const TRUST_DOMAIN: &str = "cluster.local";
@@ -19,23 +19,28 @@ pub struct RealCluster {
     pub cp: ControlPlane,
     /// The signer's ServiceAccount, with a token from the TokenRequest API.
     pub signer_identity: Identity,
+    /// What `manifests/` rendered with the components in use, as applied.
+    pub manifests: Vec<Value>,
 }
 
 impl RealCluster {
     /// A control plane of `release` (v1beta1 served too) with `manifests/` applied.
     pub async fn start(release: Release) -> RealCluster {
-        Self::start_with(ApiServerOptions::new(release)).await
+        Self::start_with(ApiServerOptions::new(release), &[]).await
     }
 
-    pub async fn start_with(options: ApiServerOptions) -> RealCluster {
+    /// With `components` (under manifests/components/) added, as their headers tell users.
+    pub async fn start_with(options: ApiServerOptions, components: &[&str]) -> RealCluster {
         let cp = ControlPlane::start_with(options).await;
-        let manifests = podcert_tests::control_plane::binaries::workspace().join("manifests");
-        cp.kubectl(&["apply", "-k", manifests.to_str().unwrap()], None)
-            .unwrap_or_else(|e| panic!("kubectl apply -k manifests/: {e}"));
+        let manifests = rendered_manifests_with(components);
+        let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": manifests});
+        cp.kubectl(&["apply", "-f", "-"], Some(&list.to_string()))
+            .unwrap_or_else(|e| panic!("kubectl apply of manifests/ with {components:?}: {e}"));
         let signer_identity = cp.service_account(CA_NS, "podcert-signer").await;
         RealCluster {
             cp,
             signer_identity,
+            manifests,
         }
     }
 
@@ -43,7 +48,7 @@ impl RealCluster {
     /// ConfigMap's settings as environment, under the ServiceAccount's token; `extra` flags
     /// after them (a scenario's short leases, say).
     pub fn signer(&self, name: &str, extra: &[&str]) -> SignerProcess {
-        let (args, env) = deployment_settings();
+        let (args, env) = deployment_settings(&self.manifests);
         let mut all: Vec<&str> = args
             .iter()
             .map(String::as_str)
@@ -220,8 +225,7 @@ pub fn requested_spki(pcr: &Value) -> Vec<u8> {
 }
 
 /// The Deployment's container arguments and, as environment, its ConfigMap's data.
-fn deployment_settings() -> (Vec<String>, Vec<(String, String)>) {
-    let objects = rendered_manifests();
+fn deployment_settings(objects: &[Value]) -> (Vec<String>, Vec<(String, String)>) {
     let deployment = objects
         .iter()
         .find(|o| o["kind"] == "Deployment")

@@ -10,8 +10,11 @@ mod support;
 
 mod cluster;
 mod hostile;
+mod identity;
 mod issuance;
 mod leadership;
+mod manifests;
 mod rbac;
 mod restarts;
+mod status;
 mod storage;
