@@ -16,6 +16,7 @@ pub mod kubelet;
 pub mod oracles;
 pub mod podcertificate;
 pub mod prometheus;
+pub mod rule_server;
 pub mod secrets;
 pub mod softhsm;
 

@@ -6,17 +6,14 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use podcert_tests::apiserver::ServerOptions;
+use podcert_tests::against_both;
 use podcert_tests::kubelet::{Format, Kubelet, PodRequest};
+use podcert_tests::rule_server::{ADMIN, RuleServer};
 use serde_json::{Value, json};
 use signer_core::time::unix_seconds;
 use signer_core::*;
 
-type Fixture = podcert_tests::apiserver::Served;
-
-async fn fixture() -> Fixture {
-    Fixture::start(ServerOptions::v1beta1()).await
-}
+type Fixture = RuleServer;
 
 async fn send(client: &kube::Client, method: &str, path: &str, body: &Value) -> (u16, Value) {
     podcert_tests::send_json(client, method, path, body).await
@@ -54,12 +51,12 @@ async fn pcr_of_key(
     signer: &Signer,
     now: SystemTime,
 ) -> (String, Value, Value) {
-    let kubelet = Kubelet::new(f.client.clone(), "v1beta1", "example.com/spiffe");
+    let kubelet = Kubelet::new(f.client().clone(), "v1beta1", "example.com/spiffe");
     let mut pod = PodRequest::new("ns", "pod", "sa", key_type, Format::Csr);
     pod.max_expiration_seconds = max;
     let (body, _) = kubelet.bodies(&[pod]).remove(0);
     let (code, created) = send(
-        &f.client,
+        f.client(),
         "POST",
         "/apis/certificates.k8s.io/v1beta1/namespaces/ns/podcertificaterequests",
         &body,
@@ -100,7 +97,7 @@ async fn pcr_of_key(
 async fn write_status(f: &Fixture, path: &str, pcr: &Value, status: Value) -> (u16, Vec<String>) {
     let mut obj = pcr.clone();
     obj["status"] = status;
-    let (code, body) = send(&f.client, "PUT", path, &obj).await;
+    let (code, body) = send(f.client(), "PUT", path, &obj).await;
     let fields = body["details"]["causes"]
         .as_array()
         .into_iter()
@@ -110,9 +107,8 @@ async fn write_status(f: &Fixture, path: &str, pcr: &Value, status: Value) -> (u
     (code, fields)
 }
 
-#[tokio::test]
-async fn every_pcr_status_rule_is_enforced_with_the_real_code_and_field() {
-    let f = fixture().await;
+against_both!(every_pcr_status_rule_is_enforced_with_the_real_code_and_field);
+async fn every_pcr_status_rule_is_enforced_with_the_real_code_and_field(f: &Fixture) {
     let signer = signer(Duration::from_secs(86_400));
     let now = SystemTime::now();
 
@@ -121,7 +117,7 @@ async fn every_pcr_status_rule_is_enforced_with_the_real_code_and_field() {
         (
             "an unknown condition type",
             |s| s["conditions"][0]["type"] = "Progressing".into(),
-            "status.conditions[0].type",
+            "status.conditions.[0].type",
         ),
         (
             "two terminal conditions",
@@ -131,12 +127,12 @@ async fn every_pcr_status_rule_is_enforced_with_the_real_code_and_field() {
                 d["type"] = "Denied".into();
                 s["conditions"] = json!([c, d]);
             },
-            "status.conditions[1].type",
+            "status.conditions.[1].type",
         ),
         (
             "status False",
             |s| s["conditions"][0]["status"] = "False".into(),
-            "status.conditions[0].status",
+            "status.conditions.[0].status",
         ),
         (
             "a malformed reason",
@@ -242,14 +238,7 @@ async fn every_pcr_status_rule_is_enforced_with_the_real_code_and_field() {
     let (path, pcr, status) = pcr_with_status(&f, 86_400, &signer, now).await;
     let (code, fields) = write_status(&f, &path, &pcr, status.clone()).await;
     assert_eq!((code, fields), (200, vec![]));
-    let stored = f
-        .server
-        .get(
-            "podcertificaterequests",
-            "ns",
-            pcr["metadata"]["name"].as_str().unwrap(),
-        )
-        .unwrap();
+    let stored = f.get(&path.replace("/status", "")).await.unwrap();
     let mut changed = status.clone();
     changed["conditions"][0]["message"] = "again".into();
     let (code, fields) = write_status(&f, &path, &stored, changed).await;
@@ -265,9 +254,8 @@ async fn every_pcr_status_rule_is_enforced_with_the_real_code_and_field() {
     assert_eq!(write_status(&f, &path, &pcr, denied).await, (200, vec![]));
 }
 
-#[tokio::test]
-async fn every_cluster_trust_bundle_rule_is_enforced() {
-    let f = fixture().await;
+against_both!(every_cluster_trust_bundle_rule_is_enforced);
+async fn every_cluster_trust_bundle_rule_is_enforced(f: &Fixture) {
     let ca = |cn: &str, is_ca: bool| {
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -307,7 +295,7 @@ async fn every_cluster_trust_bundle_rule_is_enforced() {
         ),
     ];
     for (body, field) in cases {
-        let (code, resp) = send(&f.client, "POST", path, &body).await;
+        let (code, resp) = send(f.client(), "POST", path, &body).await;
         assert_eq!(code, 422, "{body}");
         assert!(
             resp["details"]["causes"]
@@ -318,16 +306,15 @@ async fn every_cluster_trust_bundle_rule_is_enforced() {
             "{resp}"
         );
     }
-    let (code, _) = send(&f.client, "POST", path, &ctb("example.com:spiffe:ok", root)).await;
+    let (code, _) = send(f.client(), "POST", path, &ctb("example.com:spiffe:ok", root)).await;
     assert_eq!(code, 201);
 }
 
-#[tokio::test]
-async fn watches_from_a_compacted_resource_version_get_410_gone() {
-    let f = fixture().await;
+against_both!(watches_from_a_compacted_resource_version_get_410_gone);
+async fn watches_from_a_compacted_resource_version_get_410_gone(f: &Fixture) {
     let secret =
         json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "data": {}});
-    let (code, created) = send(&f.client, "POST", "/api/v1/namespaces/ns/secrets", &secret).await;
+    let (code, created) = send(f.client(), "POST", "/api/v1/namespaces/ns/secrets", &secret).await;
     assert_eq!(code, 201);
     let rv = created["metadata"]["resourceVersion"]
         .as_str()
@@ -336,15 +323,15 @@ async fn watches_from_a_compacted_resource_version_get_410_gone() {
     let second =
         json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s2"}, "data": {}});
     assert_eq!(
-        send(&f.client, "POST", "/api/v1/namespaces/ns/secrets", &second)
+        send(f.client(), "POST", "/api/v1/namespaces/ns/secrets", &second)
             .await
             .0,
         201
     );
-    // After the restart, the change to s2 (after `rv`) is no longer in the history.
-    f.server.restart(Duration::ZERO);
+    // Once the history is gone, the change to s2 (after `rv`) is no longer in it.
+    f.forget_history().await;
     let (code, body) = send(
-        &f.client,
+        f.client(),
         "GET",
         &format!("/api/v1/namespaces/ns/secrets?watch=true&resourceVersion={rv}&timeoutSeconds=1"),
         &Value::Null,
@@ -358,18 +345,18 @@ async fn watches_from_a_compacted_resource_version_get_410_gone() {
     );
 }
 
+against_both!(paged_lists_continue_from_one_snapshot_with_one_resource_version);
+
 /// kube-apiserver pages a list from one snapshot: every page reports the snapshot's
 /// resourceVersion, and a watch from it sees whatever changed after the first page. An
 /// object created mid-list that sorts before the cursor must show up in one or the other.
-#[tokio::test]
-async fn paged_lists_continue_from_one_snapshot_with_one_resource_version() {
-    let f = fixture().await;
+async fn paged_lists_continue_from_one_snapshot_with_one_resource_version(f: &Fixture) {
     let base = "/api/v1/namespaces/ns/secrets";
     for i in 0..5 {
         let s = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("s{i}")}, "data": {}});
-        assert_eq!(send(&f.client, "POST", base, &s).await.0, 201);
+        assert_eq!(send(f.client(), "POST", base, &s).await.0, 201);
     }
-    let (code, first) = send(&f.client, "GET", &format!("{base}?limit=2"), &Value::Null).await;
+    let (code, first) = send(f.client(), "GET", &format!("{base}?limit=2"), &Value::Null).await;
     assert_eq!(code, 200);
     let snapshot_rv = first["metadata"]["resourceVersion"]
         .as_str()
@@ -380,7 +367,7 @@ async fn paged_lists_continue_from_one_snapshot_with_one_resource_version() {
     // Created during the list, sorting before the cursor ("s0" < "s1"...).
     let late =
         json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "a-late"}, "data": {}});
-    assert_eq!(send(&f.client, "POST", base, &late).await.0, 201);
+    assert_eq!(send(f.client(), "POST", base, &late).await.0, 201);
     let mut names: Vec<String> = first["items"]
         .as_array()
         .unwrap()
@@ -390,7 +377,7 @@ async fn paged_lists_continue_from_one_snapshot_with_one_resource_version() {
     let mut token = Some(token);
     while let Some(t) = token.take() {
         let (code, page) = send(
-            &f.client,
+            f.client(),
             "GET",
             &format!("{base}?limit=2&continue={t}"),
             &Value::Null,
@@ -417,7 +404,7 @@ async fn paged_lists_continue_from_one_snapshot_with_one_resource_version() {
         "the snapshot, exactly"
     );
     let (code, watched) = send(
-        &f.client,
+        f.client(),
         "GET",
         &format!("{base}?watch=true&resourceVersion={snapshot_rv}&timeoutSeconds=1"),
         &Value::Null,
@@ -433,13 +420,17 @@ async fn paged_lists_continue_from_one_snapshot_with_one_resource_version() {
         "{watched}"
     );
 
-    // A continue token from before a restart is too old.
-    f.server.restart(Duration::ZERO);
-    let (_, again) = send(&f.client, "GET", &format!("{base}?limit=2"), &Value::Null).await;
+    // A continue token whose snapshot has since been compacted away is too old. (Compaction
+    // keeps the newest revision readable, so something is written after the token's.)
+    f.forget_history().await;
+    let (_, again) = send(f.client(), "GET", &format!("{base}?limit=2"), &Value::Null).await;
     let stale = again["metadata"]["continue"].as_str().unwrap().to_string();
-    f.server.restart(Duration::ZERO);
+    let later =
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "z-later"}, "data": {}});
+    assert_eq!(send(f.client(), "POST", base, &later).await.0, 201);
+    f.forget_history().await;
     let (code, body) = send(
-        &f.client,
+        f.client(),
         "GET",
         &format!("{base}?limit=2&continue={stale}"),
         &Value::Null,
@@ -452,40 +443,13 @@ async fn paged_lists_continue_from_one_snapshot_with_one_resource_version() {
     );
 }
 
-/// A client of the fixture's server as `user` (a bearer token names its user here), with
-/// optional impersonation headers.
-async fn client_as(f: &Fixture, user: &str, impersonate: Option<&str>) -> kube::Client {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config =
-        podcert_tests::kube_config(&f.server.write_kubeconfig_as(dir.path(), user)).await;
-    if let Some(who) = impersonate {
-        config.auth_info.impersonate = Some(who.to_string());
-    }
-    kube::Client::try_from(config).unwrap()
-}
-
-fn grant(f: &Fixture, name: &str, user: &str, rules: Value) {
-    f.server.put(
-        "clusterroles",
-        "",
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": name}, "rules": rules}),
-    );
-    f.server.put(
-        "clusterrolebindings",
-        "",
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": name},
-               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
-               "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": user}]}),
-    );
-}
+against_both!(authorization_and_update_rules_are_kube_apiservers);
 
 /// kube-apiserver's authorization on the paths a signer and a kubelet use: RBAC from the
 /// roles stored in the server, `sign` on status writes (422 with a Forbidden cause, not 403,
 /// and only when the status changes), `attest` on trust bundles (403), impersonation only for
 /// those allowed to impersonate, and no unconditional status update.
-#[tokio::test]
-async fn authorization_and_update_rules_are_kube_apiservers() {
-    let f = fixture().await;
+async fn authorization_and_update_rules_are_kube_apiservers(f: &Fixture) {
     let signer = signer(Duration::from_secs(86_400));
     let now = SystemTime::now();
     let (path, pcr, status) = pcr_with_status(&f, 86_400, &signer, now).await;
@@ -493,20 +457,20 @@ async fn authorization_and_update_rules_are_kube_apiservers() {
     write["status"] = status.clone();
 
     // No grant at all: 403 with kube-apiserver's message.
-    let nobody = client_as(&f, "nobody", None).await;
+    let nobody = f.client_as("nobody", None).await;
     let (code, body) = send(&nobody, "PUT", &path, &write).await;
     assert_eq!(code, 403, "{body}");
     assert!(
         body["message"].as_str().unwrap().contains(
-            "cannot update resource \"podcertificaterequests\" with subresource \"status\""
+            "cannot update resource \"podcertificaterequests/status\""
         ),
         "{body}"
     );
 
     // The status subresource but not sign: 422 Invalid with a Forbidden cause.
     let status_rule = json!([{"apiGroups": ["certificates.k8s.io"], "resources": ["podcertificaterequests/status"], "verbs": ["update"]}]);
-    grant(&f, "writer", "writer", status_rule.clone());
-    let writer = client_as(&f, "writer", None).await;
+    f.grant("writer", "writer", status_rule.clone()).await;
+    let writer = f.client_as("writer", None).await;
     let (code, body) = send(&writer, "PUT", &path, &write).await;
     assert_eq!(code, 422, "{body}");
     assert_eq!(body["details"]["causes"][0]["field"], "spec.signerName");
@@ -519,21 +483,13 @@ async fn authorization_and_update_rules_are_kube_apiservers() {
     assert_eq!(code, 200, "{body}");
 
     // sign for "<domain>/*" is enough, as IsAuthorizedForSignerName asks for it too.
-    grant(
-        &f,
+    f.grant(
         "signer",
         "signer",
         json!([status_rule[0], {"apiGroups": ["certificates.k8s.io"], "resources": ["signers"], "resourceNames": ["example.com/*"], "verbs": ["sign"]}]),
-    );
-    let allowed = client_as(&f, "signer", None).await;
-    let stored = f
-        .server
-        .get(
-            "podcertificaterequests",
-            "ns",
-            pcr["metadata"]["name"].as_str().unwrap(),
-        )
-        .unwrap();
+    ).await;
+    let allowed = f.client_as("signer", None).await;
+    let stored = f.get(&path.replace("/status", "")).await.unwrap();
     let mut write = stored.clone();
     write["status"] = status;
     // Without a resourceVersion the update is refused: no unconditional updates.
@@ -563,8 +519,8 @@ async fn authorization_and_update_rules_are_kube_apiservers() {
         "metadata": {"name": "example.com:spiffe:ca"}, "spec": {"signerName": "example.com/spiffe", "trustBundle": ca}});
     let ctbs = "/apis/certificates.k8s.io/v1beta1/clustertrustbundles";
     let ctb_rule = json!({"apiGroups": ["certificates.k8s.io"], "resources": ["clustertrustbundles"], "verbs": ["create"]});
-    grant(&f, "publisher", "publisher", json!([ctb_rule]));
-    let publisher = client_as(&f, "publisher", None).await;
+    f.grant("publisher", "publisher", json!([ctb_rule])).await;
+    let publisher = f.client_as("publisher", None).await;
     let (code, body) = send(&publisher, "POST", ctbs, &bundle).await;
     assert_eq!(code, 403, "{body}");
     assert!(
@@ -574,18 +530,17 @@ async fn authorization_and_update_rules_are_kube_apiservers() {
             .contains("user not permitted to attest for signerName \"example.com/spiffe\""),
         "{body}"
     );
-    grant(
-        &f,
+    f.grant(
         "publisher",
         "publisher",
         json!([ctb_rule, {"apiGroups": ["certificates.k8s.io"], "resources": ["signers"], "resourceNames": ["example.com/spiffe"], "verbs": ["attest"]}]),
-    );
+    ).await;
     let (code, body) = send(&publisher, "POST", ctbs, &bundle).await;
     assert_eq!(code, 201, "{body}");
 
     // Impersonation: only for those allowed; the impersonated user's own grants apply.
     let (code, body) = send(
-        &client_as(&f, "nobody", Some("signer")).await,
+        &f.client_as("nobody", Some("signer")).await,
         "PUT",
         &path,
         &write,
@@ -600,7 +555,7 @@ async fn authorization_and_update_rules_are_kube_apiservers() {
         "{body}"
     );
     let admin_as_nobody =
-        client_as(&f, podcert_tests::apiserver::authz::ADMIN, Some("nobody")).await;
+        f.client_as(ADMIN, Some("nobody")).await;
     let (code, body) = send(
         &admin_as_nobody,
         "GET",
@@ -616,28 +571,32 @@ async fn authorization_and_update_rules_are_kube_apiservers() {
 
 /// API Priority and Fairness: a saturated priority level answers 429 with Retry-After, but
 /// `system:masters` is in the mandatory `exempt` FlowSchema and is never throttled
-/// (apiserver/pkg/apis/flowcontrol/bootstrap/default.go, `MandatoryFlowSchemaExempt`).
+/// (apiserver/pkg/apis/flowcontrol/bootstrap/default.go, `MandatoryFlowSchemaExempt`). The
+/// double only: saturating a real priority level on demand is not something a test can do.
 #[tokio::test]
 async fn throttling_falls_on_limited_flows_never_on_system_masters() {
-    let f = fixture().await;
+    let f = RuleServer::double().await;
+    let RuleServer::Double(served) = &f else {
+        unreachable!()
+    };
     let sa = "system:serviceaccount:podcert-signer:podcert-signer";
-    grant(
-        &f,
+    f.grant(
         "read-namespaces",
         sa,
         json!([{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list"]}]),
-    );
-    let limited = client_as(&f, sa, None).await;
-    f.server
+    ).await;
+    let limited = f.client_as(sa, None).await;
+    served
+        .server
         .faults()
         .throttle_next
         .store(2, std::sync::atomic::Ordering::SeqCst);
     let path = "/api/v1/namespaces";
-    let (admin, _) = send(&f.client, "GET", path, &Value::Null).await;
+    let (admin, _) = send(f.client(), "GET", path, &Value::Null).await;
     // kube's client waits out Retry-After and tries again, as client-go does.
     let (service_account, _) = send(&limited, "GET", path, &Value::Null).await;
     assert_eq!((admin, service_account), (200, 200));
-    let throttled: Vec<(String, u16)> = f
+    let throttled: Vec<(String, u16)> = served
         .server
         .requests()
         .into_iter()
@@ -647,7 +606,7 @@ async fn throttling_falls_on_limited_flows_never_on_system_masters() {
     assert_eq!(
         throttled,
         [
-            (podcert_tests::apiserver::authz::ADMIN.to_string(), 200),
+            (ADMIN.to_string(), 200),
             (sa.to_string(), 429),
             (sa.to_string(), 429),
             (sa.to_string(), 200),

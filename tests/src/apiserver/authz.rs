@@ -79,8 +79,9 @@ impl Attributes {
             Some(n) => format!("{qualified} {n:?}"),
             None => qualified,
         };
+        // responsewriters.forbiddenMessage: the subresource joined to the resource by "/".
         let resource = match sub {
-            Some(s) => format!("resource {plural:?} with subresource {s:?}"),
+            Some(s) => format!("resource \"{plural}/{s}\""),
             None => format!("resource {plural:?}"),
         };
         let scope = match &self.namespace {

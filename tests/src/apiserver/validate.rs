@@ -246,7 +246,9 @@ pub fn pcr_status_update(old: &Value, new_status: &Value, now: Timestamp) -> Vec
         .unwrap_or(&[]);
     let mut known = 0;
     for (i, c) in conditions.iter().enumerate() {
-        let f = |name: &str| format!("status.conditions[{i}].{name}");
+        // Upstream builds these paths with formatIndex(i) as a child name, so they read
+        // "status.conditions.[0].type" — unlike metav1validation's "status.conditions[0]".
+        let f = |name: &str| format!("status.conditions.[{i}].{name}");
         let type_ = c["type"].as_str().unwrap_or("");
         if TERMINAL.contains(&type_) {
             known += 1;
@@ -772,39 +774,34 @@ pub fn pcr_create(obj: &Value, version: &str, check_crypto: bool) -> Vec<Cause> 
     if !causes.is_empty() || !check_crypto {
         return causes;
     }
-    let (pkix, proof, stub) = (
-        b64(spec.get("pkixPublicKey")),
-        b64(spec.get("proofOfPossession")),
-        b64(spec.get("stubPKCS10Request")),
-    );
-    // Sizes first, as upstream checks them before anything else about the key material.
-    if let Some(c) = too_long(
-        "spec.pkixPublicKey",
-        pkix.as_ref().map_or(0, Vec::len),
-        MAX_PKIX_PUBLIC_KEY_SIZE,
-    )
-    .or_else(|| {
-        too_long(
-            "spec.proofOfPossession",
-            proof.as_ref().map_or(0, Vec::len),
-            MAX_PROOF_OF_POSSESSION_SIZE,
-        )
-    }) {
-        return vec![c];
-    }
-    match (pkix, proof, stub) {
+    // Empty bytes are unset, as Go's len() sees them: "" decodes to no bytes. v1 has no pkix
+    // fields: sent through v1 they are dropped in decoding, as unknown fields are.
+    let set = |f: &str| {
+        b64(spec.get(f))
+            .filter(|b| !b.is_empty())
+            .filter(|_| version != "v1" || f == "stubPKCS10Request")
+    };
+    match (set("pkixPublicKey"), set("proofOfPossession"), set("stubPKCS10Request")) {
         (None, None, Some(csr)) => causes.extend(stub_csr_causes(&csr)),
-        (Some(spki), proof, None) if version != "v1" => {
-            causes.extend(pkix_causes(&spki, &proof.unwrap_or_default(), text("podUID")));
+        (Some(spki), Some(proof), None) => {
+            // Sizes first, as upstream's validateDeprecatedPKIXPublicKey checks them.
+            if let Some(c) = too_long("spec.pkixPublicKey", spki.len(), MAX_PKIX_PUBLIC_KEY_SIZE)
+                .or_else(|| {
+                    too_long(
+                        "spec.proofOfPossession",
+                        proof.len(),
+                        MAX_PROOF_OF_POSSESSION_SIZE,
+                    )
+                })
+            {
+                return vec![c];
+            }
+            causes.extend(pkix_causes(&spki, &proof, text("podUID")));
         }
-        (None, None, None) if version == "v1" => causes.push(Cause::new(
-            "FieldValueRequired",
-            "spec.stubPKCS10Request",
-            "Required value",
-        )),
+        // Any other combination (v1 has no pkix fields: a v1 request without a stub CSR).
         _ => causes.push(cause(
             "spec",
-            "exactly one of stubPKCS10Request, or pkixPublicKey with proofOfPossession, must be set",
+            "exactly one of (stubPKCS10Request) or (pkixPublicKey, proofOfPossession) must be set",
         )),
     }
     causes
@@ -843,7 +840,7 @@ fn stub_csr_causes(csr: &[u8]) -> Vec<Cause> {
     let Ok((_, req)) = X509CertificationRequest::from_der(csr) else {
         return vec![cause(
             FIELD,
-            "must be a valid DER-encoded PKCS#10 certificate signing request",
+            "must be a valid PKCS#10 CSR",
         )];
     };
     let info = &req.certification_request_info;
