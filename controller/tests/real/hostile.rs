@@ -197,6 +197,9 @@ async fn a_pod_asking_with_user_annotations_is_denied_and_its_kubelet_records_it
         .await;
     assert_eq!(event["pod"], "web-0");
     assert_eq!(event["type"], "Warning");
+    // Upstream passes the condition's reason as the format string (docs/pcr-contract.md §8).
+    let message = event["message"].as_str().unwrap();
+    assert!(message.starts_with("InvalidUnverifiedUserAnnotations%!(EXTRA string="), "{message}");
     let states = kubelet.states().await;
     assert_eq!(states.get(&format!("{SIGNER} denied")), Some(&1), "{states:?}");
     assert!(kubelet.read_volume("shop", "web-0", "svid-0").files.is_empty());
