@@ -12,6 +12,7 @@
 //! | `podcert_leader` | | 1 while this replica holds the Lease |
 //! | `podcert_ca_loaded` | | 1 while this process holds a usable CA |
 //! | `podcert_ca_secret_usable` | | 1 while the CA Secret holds a usable CA (0: missing or unusable) |
+//! | `podcert_stranded_requests_total` | | waiting requests reconciled again because nothing had for 15 s (a missed event or wake-up; 0 in a healthy signer) |
 //! | `podcert_unreadable_requests_total` | `reason` (KeyMaterialNotServed) | requests left pending because the served version lacks their key material |
 //! | `podcert_identity_policy_loaded` | | with `--identity-policy`: 1 while the policy in use is the file's current content, 0 after a reload failed (the last good policy stays in use) |
 //! | `podcert_identity_policy_reloads_total` | `result` (ok, error) | reloads of the identity policy file after it changed |
@@ -133,6 +134,7 @@ pub struct Metrics {
     pub request_latency: Family<LatencyLabels, Histogram>,
     pub pending: Gauge<i64, AtomicI64>,
     pub oldest_pending: Gauge<i64, AtomicI64>,
+    pub stranded: Counter,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub ca_not_after: Family<RoleLabels, Gauge<i64, AtomicI64>>,
     pub ca_rotations: Family<RoleLabels, Counter>,
@@ -178,6 +180,12 @@ impl Default for Metrics {
             "oldest_pending_request_seconds",
             "Age of the oldest request waiting for a status (reported by the leader)",
             oldest_pending.clone(),
+        );
+        let stranded = Counter::default();
+        registry.register(
+            "stranded_requests",
+            "Waiting requests reconciled again because nothing had for 15 s (a missed event or wake-up)",
+            stranded.clone(),
         );
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
         // Every error series exists from the start, so rates and alerts see a zero, not nothing.
@@ -279,6 +287,7 @@ impl Default for Metrics {
             request_latency,
             pending,
             oldest_pending,
+            stranded,
             reconcile_errors,
             ca_not_after,
             ca_rotations,

@@ -52,6 +52,11 @@ pub struct Context {
     pub identity: Option<watch::Receiver<Arc<IdentityPolicy>>>,
     /// What the policy reads live: namespace labels, the pod, the Services selecting it.
     pub lookups: Lookups,
+    /// Requests left waiting on purpose (their key material is not served): nothing but a
+    /// change to them can help, so [`crate::pending`] does not reconcile them again.
+    pub parked: std::sync::Mutex<std::collections::HashSet<RequestKey>>,
+    /// Reconciles a waiting request again ([`crate::pending`]'s safety net).
+    pub nudge: futures::channel::mpsc::UnboundedSender<ObjectRef<Pcr>>,
 }
 
 impl Context {
@@ -279,6 +284,10 @@ fn is_sign_forbidden(s: &kube::core::Status) -> bool {
 
 /// A request read through `v1` with no key material: left pending, and said so.
 async fn not_served(pcr: &Pcr, ctx: &Context) {
+    ctx.parked
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(Context::key(pcr));
     warn!(
         "the request has no key material as served through certificates.k8s.io/v1 (a 1.35 kubelet's pkixPublicKey and proofOfPossession do not exist in v1); left pending. Serve certificates.k8s.io/v1beta1 podcertificaterequests so the signer can read it"
     );
@@ -379,6 +388,8 @@ mod tests {
             failures: Default::default(),
             cache: kube::runtime::reflector::store::Writer::<Pcr>::new(resource).as_reader(),
             clock: crate::clock::Clock::system(),
+            parked: Default::default(),
+            nudge: futures::channel::mpsc::unbounded().0,
         };
         (Arc::new(ctx), handle)
     }

@@ -121,7 +121,9 @@ async fn run_term(parts: &Arc<Parts>, token: &CancellationToken) -> TermEnd {
     } = parts.as_ref();
     let api = Api::<Pcr>::all_with(cluster.client.clone(), &cluster.pcr);
     let (cache, waiting) = crate::waiting::watch(api, &cluster.pcr, &config.signer_name);
+    let (nudge, nudged) = futures::channel::mpsc::unbounded();
     let controller = Controller::for_stream_with(waiting, cache.clone(), cluster.pcr.clone())
+        .reconcile_on(nudged)
         .with_config(ControllerConfig::default().concurrency(config.concurrency));
     let context = Arc::new(Context {
         client: cluster.client.clone(),
@@ -139,6 +141,8 @@ async fn run_term(parts: &Arc<Parts>, token: &CancellationToken) -> TermEnd {
             config.cluster_domain.clone(),
             token.clone(),
         ),
+        parked: Default::default(),
+        nudge,
     });
 
     let mut tasks = Supervisor::new("term", token.clone(), parts.metrics.clone())

@@ -505,4 +505,3 @@ pub fn openssl_rsa(bits: u32, e: &str, uid: &str) -> (Vec<u8>, Vec<u8>) {
     ]);
     (spki, proof)
 }
-

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::apiserver::{ServerOptions, Served};
+use crate::apiserver::{Served, ServerOptions};
 use crate::control_plane::{ControlPlane, Release};
 
 /// The name rule tests use for the cluster admin, on either server.
@@ -39,7 +39,8 @@ impl RuleServer {
     pub async fn real(release: Release) -> RuleServer {
         let cp = ControlPlane::start(release).await;
         for ns in NAMESPACES {
-            cp.create(crate::control_plane::objects::namespace(ns)).await;
+            cp.create(crate::control_plane::objects::namespace(ns))
+                .await;
         }
         RuleServer::Real(cp)
     }
@@ -96,7 +97,10 @@ impl RuleServer {
         match self {
             RuleServer::Double(s) => {
                 let plural = collection.rsplit('/').next().unwrap();
-                let ns = obj["metadata"]["namespace"].as_str().unwrap_or("").to_string();
+                let ns = obj["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
                 Ok(s.server.put(plural, &ns, obj))
             }
             RuleServer::Real(_) => {
@@ -181,7 +185,9 @@ impl RuleServer {
                     .as_str()
                     .unwrap()
                     .split_once('/')
-                    .map_or((rule["resources"][0].as_str().unwrap(), ""), |(r, s)| (r, s));
+                    .map_or((rule["resources"][0].as_str().unwrap(), ""), |(r, s)| {
+                        (r, s)
+                    });
                 let review = json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
                     "spec": {"user": user, "resourceAttributes": {
                         "group": rule["apiGroups"][0], "resource": resource, "subresource": subresource,
@@ -189,7 +195,11 @@ impl RuleServer {
                         "namespace": "ns"}}});
                 for _ in 0..200 {
                     let (_, body) = self
-                        .send("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", &review)
+                        .send(
+                            "POST",
+                            "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+                            &review,
+                        )
                         .await;
                     if body["status"]["allowed"] == true {
                         return;
@@ -227,10 +237,8 @@ macro_rules! against_both {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn kube_apiserver() {
                 super::$body(
-                    &$crate::rule_server::RuleServer::real(
-                        $crate::control_plane::Release::V1_37,
-                    )
-                    .await,
+                    &$crate::rule_server::RuleServer::real($crate::control_plane::Release::V1_37)
+                        .await,
                 )
                 .await
             }

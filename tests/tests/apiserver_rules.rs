@@ -306,7 +306,13 @@ async fn every_cluster_trust_bundle_rule_is_enforced(f: &Fixture) {
             "{resp}"
         );
     }
-    let (code, _) = send(f.client(), "POST", path, &ctb("example.com:spiffe:ok", root)).await;
+    let (code, _) = send(
+        f.client(),
+        "POST",
+        path,
+        &ctb("example.com:spiffe:ok", root),
+    )
+    .await;
     assert_eq!(code, 201);
 }
 
@@ -461,9 +467,10 @@ async fn authorization_and_update_rules_are_kube_apiservers(f: &Fixture) {
     let (code, body) = send(&nobody, "PUT", &path, &write).await;
     assert_eq!(code, 403, "{body}");
     assert!(
-        body["message"].as_str().unwrap().contains(
-            "cannot update resource \"podcertificaterequests/status\""
-        ),
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot update resource \"podcertificaterequests/status\""),
         "{body}"
     );
 
@@ -554,8 +561,7 @@ async fn authorization_and_update_rules_are_kube_apiservers(f: &Fixture) {
             .contains("cannot impersonate"),
         "{body}"
     );
-    let admin_as_nobody =
-        f.client_as(ADMIN, Some("nobody")).await;
+    let admin_as_nobody = f.client_as(ADMIN, Some("nobody")).await;
     let (code, body) = send(
         &admin_as_nobody,
         "GET",
@@ -584,7 +590,8 @@ async fn throttling_falls_on_limited_flows_never_on_system_masters() {
         "read-namespaces",
         sa,
         json!([{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list"]}]),
-    ).await;
+    )
+    .await;
     let limited = f.client_as(sa, None).await;
     served
         .server

@@ -15,8 +15,8 @@ use std::time::{Duration, SystemTime};
 use base64::Engine;
 use podcert_tests::against_both;
 use podcert_tests::fixtures::kubelet_keys;
-use podcert_tests::rule_server::RuleServer;
 use podcert_tests::oracles::go_prove;
+use podcert_tests::rule_server::RuleServer;
 use serde_json::{Value, json};
 use signer_core::time::unix_seconds;
 
@@ -95,8 +95,10 @@ fn verdict(code: u16, body: &Value, expect: &Expect) -> Result<(), String> {
                     )
                 })
                 .collect();
-            let got_pairs: Vec<(&str, &str)> =
-                got.iter().map(|(f, r, _)| (f.as_str(), r.as_str())).collect();
+            let got_pairs: Vec<(&str, &str)> = got
+                .iter()
+                .map(|(f, r, _)| (f.as_str(), r.as_str()))
+                .collect();
             let want_pairs: Vec<(&str, &str)> = want.iter().map(|(f, r, _)| (*f, *r)).collect();
             if got_pairs != want_pairs {
                 return Err(format!("causes {got:?}, want {want_pairs:?}"));
@@ -406,7 +408,9 @@ against_both!(test_validate_pod_certificate_request_update);
 async fn test_validate_pod_certificate_request_update(f: &RuleServer) {
     let mut v = Verdicts::new(f);
     let k = keys();
-    let (code, created) = f.send("POST", PCRS, &pcr("bar", &k, "ed25519", |_| {})).await;
+    let (code, created) = f
+        .send("POST", PCRS, &pcr("bar", &k, "ed25519", |_| {}))
+        .await;
     assert_eq!(code, 201, "{created}");
     let mut changed = created.clone();
     for (field, value) in [
@@ -774,7 +778,9 @@ async fn test_validate_pod_certificate_request_status_update(f: &RuleServer) {
     let count = rows.len();
     for (i, (row, old_status, new_status, expect)) in rows.into_iter().enumerate() {
         let name = format!("bar-{i}");
-        let (code, created) = f.send("POST", PCRS, &pcr(&name, &k, "ed25519", |_| {})).await;
+        let (code, created) = f
+            .send("POST", PCRS, &pcr(&name, &k, "ed25519", |_| {}))
+            .await;
         assert_eq!(code, 201, "{row}: {created}");
         let mut current = created;
         if let Some(old) = old_status {
@@ -792,7 +798,8 @@ async fn test_validate_pod_certificate_request_status_update(f: &RuleServer) {
         update["status"] = new_status;
         v.check(
             row,
-            f.send("PUT", &format!("{PCRS}/{name}/status"), &update).await,
+            f.send("PUT", &format!("{PCRS}/{name}/status"), &update)
+                .await,
             &expect,
         );
     }
@@ -1029,7 +1036,11 @@ async fn test_validate_cluster_trust_bundle(f: &RuleServer) {
     match f.store(CTBS, ctb("foo", None, "garbage")).await {
         Ok(mut stored) => {
             stored["metadata"]["labels"] = json!({"touched": "yes"});
-            v.check(row, f.send("PUT", &format!("{CTBS}/foo"), &stored).await, &None);
+            v.check(
+                row,
+                f.send("PUT", &format!("{CTBS}/foo"), &stored).await,
+                &None,
+            );
         }
         Err(why) => v.cannot_set_up(row, &why),
     }
@@ -1086,14 +1097,19 @@ async fn test_validate_cluster_trust_bundle_update(f: &RuleServer) {
     for (row, new, expect) in rows {
         f.delete(&format!("{CTBS}/k8s.io:foo:bar")).await;
         let (code, old) = f
-            .send("POST", CTBS, &ctb("k8s.io:foo:bar", Some("k8s.io/foo"), &good1))
+            .send(
+                "POST",
+                CTBS,
+                &ctb("k8s.io:foo:bar", Some("k8s.io/foo"), &good1),
+            )
             .await;
         assert_eq!(code, 201, "{old}");
         let mut update = new;
         update["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
         v.check(
             row,
-            f.send("PUT", &format!("{CTBS}/k8s.io:foo:bar"), &update).await,
+            f.send("PUT", &format!("{CTBS}/k8s.io:foo:bar"), &update)
+                .await,
             &expect,
         );
     }

@@ -46,7 +46,7 @@ fn every_alert_passes_promtool_and_has_a_firing_and_a_quiet_unit_test() {
         .flat_map(|g| g["rules"].as_array().unwrap())
         .filter_map(|r| r["alert"].as_str().map(str::to_string))
         .collect();
-    assert_eq!(alerts.len(), 5, "{alerts:?}");
+    assert_eq!(alerts.len(), 6, "{alerts:?}");
     let tests = yaml("alerts_test.yaml");
     let cases: Vec<(String, bool)> = tests["tests"]
         .as_array()
@@ -193,7 +193,7 @@ async fn a_real_prometheus_scrapes_the_signer_and_every_dashboard_query_returns_
             )
         })
         .collect();
-    assert_eq!(health.len(), 5, "{rules:#}");
+    assert_eq!(health.len(), 6, "{rules:#}");
     assert!(health.iter().all(|(_, h)| h == "ok"), "{health:?}");
 }
 

@@ -101,7 +101,14 @@ impl RealCluster {
 
     /// A pod on `node` with one `podCertificate` volume per key type (`svid-<i>`) and the
     /// signer's trust bundle (`trust`, selected by the label manifests/ gives it).
-    pub async fn pod(&self, ns: &str, name: &str, sa: &str, node: &str, key_types: &[&str]) -> Value {
+    pub async fn pod(
+        &self,
+        ns: &str,
+        name: &str,
+        sa: &str,
+        node: &str,
+        key_types: &[&str],
+    ) -> Value {
         let sources: Vec<CertificateSource> = key_types
             .iter()
             .map(|kt| CertificateSource::new(SIGNER, kt))
@@ -117,16 +124,27 @@ impl RealCluster {
         node: &str,
         sources: &[CertificateSource],
     ) -> Value {
-        let selector = serde_json::json!({"matchLabels": {"app.kubernetes.io/name": "podcert-signer"}});
+        let selector =
+            serde_json::json!({"matchLabels": {"app.kubernetes.io/name": "podcert-signer"}});
         self.cp
-            .create(objects::pod(ns, name, sa, node, sources, Some((SIGNER, selector))))
+            .create(objects::pod(
+                ns,
+                name,
+                sa,
+                node,
+                sources,
+                Some((SIGNER, selector)),
+            ))
             .await
     }
 
     /// The requests of namespace `ns`, through [`Self::pcr_version`].
     pub async fn pcrs(&self, ns: &str) -> Vec<Value> {
         self.cp
-            .list(&format!("certificates.k8s.io/{}", self.pcr_version()), "PodCertificateRequest")
+            .list(
+                &format!("certificates.k8s.io/{}", self.pcr_version()),
+                "PodCertificateRequest",
+            )
             .await
             .into_iter()
             .filter(|p| p["metadata"]["namespace"] == ns)
@@ -134,7 +152,14 @@ impl RealCluster {
     }
 
     /// Waits until `n` requests of pod `ns/pod` are terminal; returns them oldest first.
-    pub async fn terminal_pcrs(&self, ns: &str, pod: &str, n: usize, timeout: Duration, signer: &SignerProcess) -> Vec<Value> {
+    pub async fn terminal_pcrs(
+        &self,
+        ns: &str,
+        pod: &str,
+        n: usize,
+        timeout: Duration,
+        signer: &SignerProcess,
+    ) -> Vec<Value> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let mut done: Vec<Value> = self
@@ -144,7 +169,12 @@ impl RealCluster {
                 .filter(|p| p["spec"]["podName"] == pod && terminal(p).is_some())
                 .collect();
             if done.len() >= n {
-                done.sort_by_key(|p| p["metadata"]["creationTimestamp"].as_str().unwrap_or("").to_string());
+                done.sort_by_key(|p| {
+                    p["metadata"]["creationTimestamp"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string()
+                });
                 return done;
             }
             assert!(
@@ -163,7 +193,12 @@ impl RealCluster {
         for _ in 0..300 {
             if let Some(ctb) = self
                 .cp
-                .get(&format!("certificates.k8s.io/{}", self.ctb_version()), "ClusterTrustBundle", "", CTB_NAME)
+                .get(
+                    &format!("certificates.k8s.io/{}", self.ctb_version()),
+                    "ClusterTrustBundle",
+                    "",
+                    CTB_NAME,
+                )
                 .await
             {
                 return ctb;
@@ -198,11 +233,18 @@ impl RealCluster {
 
 /// The terminal condition of a request (type, reason), if it has one.
 pub fn terminal(pcr: &Value) -> Option<(String, String)> {
-    pcr["status"]["conditions"].as_array()?.iter().find_map(|c| {
-        let t = c["type"].as_str()?;
-        matches!(t, "Issued" | "Denied" | "Failed")
-            .then(|| (t.to_string(), c["reason"].as_str().unwrap_or("").to_string()))
-    })
+    pcr["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find_map(|c| {
+            let t = c["type"].as_str()?;
+            matches!(t, "Issued" | "Denied" | "Failed").then(|| {
+                (
+                    t.to_string(),
+                    c["reason"].as_str().unwrap_or("").to_string(),
+                )
+            })
+        })
 }
 
 /// The key a request asked to be certified (SPKI DER): its `pkixPublicKey`, or the public key
@@ -237,7 +279,9 @@ fn deployment_settings(objects: &[Value]) -> (Vec<String>, Vec<(String, String)>
         .flatten()
         .map(|a| a.as_str().unwrap().to_string())
         .collect();
-    let config_name = container["envFrom"][0]["configMapRef"]["name"].as_str().unwrap();
+    let config_name = container["envFrom"][0]["configMapRef"]["name"]
+        .as_str()
+        .unwrap();
     let config = objects
         .iter()
         .find(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"] == config_name)

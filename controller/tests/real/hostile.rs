@@ -63,7 +63,12 @@ async fn hostile_requests_an_admin_creates_are_refused_by_the_server_or_denied_b
         ),
         (
             "an unverifiedUserAnnotations key the signer does not know",
-            request("annotated", "ED25519", Format::Csr, Tamper::UnknownAnnotation),
+            request(
+                "annotated",
+                "ED25519",
+                Format::Csr,
+                Tamper::UnknownAnnotation,
+            ),
             Box::new(|_| {}),
             Server::Admits,
             Some(("Denied", "InvalidUnverifiedUserAnnotations")),
@@ -131,11 +136,16 @@ async fn hostile_requests_an_admin_creates_are_refused_by_the_server_or_denied_b
         let (mut body, _) = admin.bodies(std::slice::from_ref(pod)).remove(0);
         edit(&mut body["spec"]);
         let path = "/apis/certificates.k8s.io/v1beta1/namespaces/hostile/podcertificaterequests";
-        let (code, answer) = podcert_tests::send_json(&rc.cp.admin.client, "POST", path, &body).await;
+        let (code, answer) =
+            podcert_tests::send_json(&rc.cp.admin.client, "POST", path, &body).await;
         match server {
             Server::Admits => {
                 assert_eq!(code, 201, "{row}: the server refused {answer:#}");
-                admitted.push((row, answer["metadata"]["name"].as_str().unwrap().to_string(), decided));
+                admitted.push((
+                    row,
+                    answer["metadata"]["name"].as_str().unwrap().to_string(),
+                    decided,
+                ));
             }
             Server::Refuses(says) => {
                 assert_eq!(code, 422, "{row}: the server answered {code} {answer:#}");
@@ -150,7 +160,12 @@ async fn hostile_requests_an_admin_creates_are_refused_by_the_server_or_denied_b
         let pcr = loop {
             let pcr = rc
                 .cp
-                .get("certificates.k8s.io/v1beta1", "PodCertificateRequest", "hostile", &name)
+                .get(
+                    "certificates.k8s.io/v1beta1",
+                    "PodCertificateRequest",
+                    "hostile",
+                    &name,
+                )
                 .await
                 .unwrap();
             if terminal(&pcr).is_some() {
@@ -182,9 +197,14 @@ async fn a_pod_asking_with_user_annotations_is_denied_and_its_kubelet_records_it
     let (_, kubelet) = rc.node_with_kubelet("node-a", Release::V1_37).await;
     let mut source =
         podcert_tests::control_plane::objects::CertificateSource::new(SIGNER, "ECDSAP256");
-    source.user_annotations = Some(serde_json::json!({"example.com/spiffe-id": "spiffe://cluster.local/ns/kube-system/sa/admin"}));
-    rc.pod_with("shop", "web-0", "web", "node-a", &[source]).await;
-    let pcrs = rc.terminal_pcrs("shop", "web-0", 1, Duration::from_secs(60), &signer).await;
+    source.user_annotations = Some(
+        serde_json::json!({"example.com/spiffe-id": "spiffe://cluster.local/ns/kube-system/sa/admin"}),
+    );
+    rc.pod_with("shop", "web-0", "web", "node-a", &[source])
+        .await;
+    let pcrs = rc
+        .terminal_pcrs("shop", "web-0", 1, Duration::from_secs(60), &signer)
+        .await;
     assert_eq!(
         terminal(&pcrs[0]),
         Some(("Denied".into(), "InvalidUnverifiedUserAnnotations".into()))
@@ -199,8 +219,20 @@ async fn a_pod_asking_with_user_annotations_is_denied_and_its_kubelet_records_it
     assert_eq!(event["type"], "Warning");
     // Upstream passes the condition's reason as the format string (docs/pcr-contract.md §8).
     let message = event["message"].as_str().unwrap();
-    assert!(message.starts_with("InvalidUnverifiedUserAnnotations%!(EXTRA string="), "{message}");
+    assert!(
+        message.starts_with("InvalidUnverifiedUserAnnotations%!(EXTRA string="),
+        "{message}"
+    );
     let states = kubelet.states().await;
-    assert_eq!(states.get(&format!("{SIGNER} denied")), Some(&1), "{states:?}");
-    assert!(kubelet.read_volume("shop", "web-0", "svid-0").files.is_empty());
+    assert_eq!(
+        states.get(&format!("{SIGNER} denied")),
+        Some(&1),
+        "{states:?}"
+    );
+    assert!(
+        kubelet
+            .read_volume("shop", "web-0", "svid-0")
+            .files
+            .is_empty()
+    );
 }

@@ -26,13 +26,22 @@ pub async fn assert_mounted(
     let timeout = Duration::from_secs(90);
     let trust = kubelet.mounted(ns, pod, "trust", timeout).await;
     let bundle = trust.file("bundle.pem").to_string();
-    assert_eq!(bundle, rc.trust_bundle().await, "the mounted trust bundle is the published one");
+    assert_eq!(
+        bundle,
+        rc.trust_bundle().await,
+        "the mounted trust bundle is the published one"
+    );
     let pcrs = rc.terminal_pcrs(ns, pod, n, timeout, signer).await;
     let spiffe_id = format!("spiffe://{TRUST_DOMAIN}/ns/{ns}/sa/{sa}");
     let mut cases = Vec::new();
     for pcr in &pcrs {
         let name = pcr["metadata"]["name"].as_str().unwrap();
-        assert_eq!(terminal(pcr).unwrap().0, "Issued", "{name}: {:#}", pcr["status"]);
+        assert_eq!(
+            terminal(pcr).unwrap().0,
+            "Issued",
+            "{name}: {:#}",
+            pcr["status"]
+        );
         let spki = requested_spki(pcr);
         podcert_tests::kubelet::check_issued(&pcr["status"], &spki, &spiffe_id, &bundle)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -47,7 +56,9 @@ pub async fn assert_mounted(
     }
     assert_go_accepts(&cases);
     for i in 0..n {
-        let volume = kubelet.mounted(ns, pod, &format!("svid-{i}"), timeout).await;
+        let volume = kubelet
+            .mounted(ns, pod, &format!("svid-{i}"), timeout)
+            .await;
         let credential = volume.file("credentialbundle.pem");
         let blocks = pem::parse_many(credential).unwrap();
         assert_eq!(blocks[0].tag(), "PRIVATE KEY", "the key comes first");
@@ -78,17 +89,35 @@ async fn every_kubelet_against(server: Release, kubelets: &[Release]) {
     for release in kubelets {
         let node = format!("node-{}", release.minor());
         let (_, kubelet) = rc.node_with_kubelet(&node, *release).await;
-        rc.pod("shop", &format!("web-{}", release.minor()), "web", &node, &SUPPORTED)
-            .await;
+        rc.pod(
+            "shop",
+            &format!("web-{}", release.minor()),
+            "web",
+            &node,
+            &SUPPORTED,
+        )
+        .await;
         running.push((release, kubelet));
     }
     for (release, kubelet) in &running {
         let pod = format!("web-{}", release.minor());
-        let pcrs = assert_mounted(&rc, kubelet, &signer, ("shop", &pod, "web"), SUPPORTED.len()).await;
+        let pcrs = assert_mounted(
+            &rc,
+            kubelet,
+            &signer,
+            ("shop", &pod, "web"),
+            SUPPORTED.len(),
+        )
+        .await;
         // The format is the kubelet's own, as the signer read it.
         for pcr in &pcrs {
             let pkix = pcr["spec"]["pkixPublicKey"].is_string();
-            assert_eq!(pkix, release.kubelet_writes_pkix(), "{release} kubelet: {:#}", pcr["spec"]);
+            assert_eq!(
+                pkix,
+                release.kubelet_writes_pkix(),
+                "{release} kubelet: {:#}",
+                pcr["spec"]
+            );
         }
         let mut key_types: Vec<String> = pcrs
             .iter()
@@ -101,10 +130,30 @@ async fn every_kubelet_against(server: Release, kubelets: &[Release]) {
     }
     // One accepted status write per request, none refused (a terminal status cannot be
     // written twice: the server would have answered 422).
-    let pcr = [("resource", "podcertificaterequests"), ("subresource", "status")];
-    let refused = rc.cp.metric_sum("apiserver_request_total", &[pcr[0], pcr[1], ("code", "422")]).await;
-    assert_eq!(refused, 0.0, "status writes refused; the signer's log:\n{}", signer.log_text());
-    let written = rc.cp.metric_sum("apiserver_request_total", &[pcr[0], pcr[1], ("code", "200")]).await;
+    let pcr = [
+        ("resource", "podcertificaterequests"),
+        ("subresource", "status"),
+    ];
+    let refused = rc
+        .cp
+        .metric_sum(
+            "apiserver_request_total",
+            &[pcr[0], pcr[1], ("code", "422")],
+        )
+        .await;
+    assert_eq!(
+        refused,
+        0.0,
+        "status writes refused; the signer's log:\n{}",
+        signer.log_text()
+    );
+    let written = rc
+        .cp
+        .metric_sum(
+            "apiserver_request_total",
+            &[pcr[0], pcr[1], ("code", "200")],
+        )
+        .await;
     assert_eq!(written as usize, kubelets.len() * SUPPORTED.len());
 }
 
@@ -113,11 +162,14 @@ fn key_type_of(spki: &[u8]) -> String {
     let (_, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki).unwrap();
     match spki.parsed().unwrap() {
         x509_parser::public_key::PublicKey::RSA(rsa) => format!("RSA{}", rsa.key_size()),
-        x509_parser::public_key::PublicKey::EC(ec) => format!("ECDSAP{}", match ec.key_size() {
-            256 => 256,
-            384 => 384,
-            _ => 521,
-        }),
+        x509_parser::public_key::PublicKey::EC(ec) => format!(
+            "ECDSAP{}",
+            match ec.key_size() {
+                256 => 256,
+                384 => 384,
+                _ => 521,
+            }
+        ),
         _ => "ED25519".into(),
     }
 }

@@ -22,7 +22,10 @@ async fn lease_holder(rc: &RealCluster) -> Option<String> {
 async fn wait_holder(rc: &RealCluster, want: &str, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     while lease_holder(rc).await.as_deref() != Some(want) {
-        assert!(Instant::now() < deadline, "{want} did not take the Lease within {timeout:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{want} did not take the Lease within {timeout:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -30,7 +33,8 @@ async fn wait_holder(rc: &RealCluster, want: &str, timeout: Duration) {
 /// The pods `web-0..n` on `node`, one Ed25519 certificate each.
 async fn pods(rc: &RealCluster, n: usize, node: &str) {
     for i in 0..n {
-        rc.pod("shop", &format!("web-{i}"), "web", node, &["ED25519"]).await;
+        rc.pod("shop", &format!("web-{i}"), "web", node, &["ED25519"])
+            .await;
     }
 }
 
@@ -38,7 +42,11 @@ async fn accepted_status_writes(rc: &RealCluster) -> f64 {
     rc.cp
         .metric_sum(
             "apiserver_request_total",
-            &[("resource", "podcertificaterequests"), ("subresource", "status"), ("code", "200")],
+            &[
+                ("resource", "podcertificaterequests"),
+                ("subresource", "status"),
+                ("code", "200"),
+            ],
         )
         .await
 }
@@ -55,19 +63,38 @@ async fn the_leader_killed_mid_burst_leaves_nothing_issued_twice_or_waiting() {
     let n = 30;
     pods(&rc, n, "node-a").await;
     // Mid-burst: once the first certificates are out, the leader dies without a word.
-    kubelet.mounted("shop", "web-0", "svid-0", Duration::from_secs(60)).await;
+    kubelet
+        .mounted("shop", "web-0", "svid-0", Duration::from_secs(60))
+        .await;
     a.kill();
     wait_holder(&rc, &b.identity, Duration::from_secs(30)).await;
     for i in 0..n {
-        rc.terminal_pcrs("shop", &format!("web-{i}"), 1, Duration::from_secs(60), &b).await;
-        kubelet.mounted("shop", &format!("web-{i}"), "svid-0", Duration::from_secs(30)).await;
+        rc.terminal_pcrs("shop", &format!("web-{i}"), 1, Duration::from_secs(60), &b)
+            .await;
+        kubelet
+            .mounted(
+                "shop",
+                &format!("web-{i}"),
+                "svid-0",
+                Duration::from_secs(30),
+            )
+            .await;
     }
     let pcrs = rc.pcrs("shop").await;
-    assert_eq!(pcrs.len(), n, "one request per pod: none failed and was filed again");
+    assert_eq!(
+        pcrs.len(),
+        n,
+        "one request per pod: none failed and was filed again"
+    );
     assert!(pcrs.iter().all(|p| terminal(p).unwrap().0 == "Issued"));
     // A terminal status is never rewritten (the server would refuse it), so one accepted
     // status write per request means none was issued twice.
-    assert_eq!(accepted_status_writes(&rc).await as usize, n, "b's log:\n{}", b.log_text());
+    assert_eq!(
+        accepted_status_writes(&rc).await as usize,
+        n,
+        "b's log:\n{}",
+        b.log_text()
+    );
 }
 
 /// Files `n` requests while the leader is frozen (it holds the Lease but does nothing),
@@ -88,7 +115,10 @@ async fn a_new_leader_issues_an_inherited_backlog_at_once() {
     pods(&rc, n, "node-a").await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while rc.pcrs("shop").await.len() < n {
-        assert!(Instant::now() < deadline, "the kubelet did not file {n} requests");
+        assert!(
+            Instant::now() < deadline,
+            "the kubelet did not file {n} requests"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(rc.pcrs("shop").await.iter().all(|p| terminal(p).is_none()));

@@ -10,11 +10,16 @@ use crate::support::{rendered_chart, rendered_manifests_with};
 fn dry_run(cp: &ControlPlane, what: &str, objects: &[serde_json::Value]) {
     let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": objects});
     let out = cp
-        .kubectl(&["apply", "--dry-run=server", "-f", "-"], Some(&list.to_string()))
+        .kubectl(
+            &["apply", "--dry-run=server", "-f", "-"],
+            Some(&list.to_string()),
+        )
         .unwrap_or_else(|e| panic!("{what}: the {} server refused it:\n{e}", cp.release()));
     // One line per object, each accepted (nothing skipped silently).
     assert_eq!(
-        out.lines().filter(|l| l.ends_with("(server dry run)")).count(),
+        out.lines()
+            .filter(|l| l.ends_with("(server dry run)"))
+            .count(),
         objects.len(),
         "{what}:\n{out}"
     );
@@ -23,7 +28,10 @@ fn dry_run(cp: &ControlPlane, what: &str, objects: &[serde_json::Value]) {
 async fn everything_we_ship_is_accepted_by(release: Release) {
     let cp = ControlPlane::start(release).await;
     // The namespace must exist for namespaced objects to pass admission in a dry run.
-    cp.create(podcert_tests::control_plane::objects::namespace("podcert-signer")).await;
+    cp.create(podcert_tests::control_plane::objects::namespace(
+        "podcert-signer",
+    ))
+    .await;
     for components in [
         &[][..],
         &["identity-policy"],
@@ -31,10 +39,18 @@ async fn everything_we_ship_is_accepted_by(release: Release) {
         &["federation"],
         &["federation", "identity-policy", "service-dns-names"],
     ] {
-        dry_run(&cp, &format!("manifests/ with {components:?}"), &rendered_manifests_with(components));
+        dry_run(
+            &cp,
+            &format!("manifests/ with {components:?}"),
+            &rendered_manifests_with(components),
+        );
     }
     let policy = cp.dir.path().join("policy.yaml");
-    std::fs::write(&policy, "rules:\n  - name: all\n    namespaces: {selector: {}}\n").unwrap();
+    std::fs::write(
+        &policy,
+        "rules:\n  - name: all\n    namespaces: {selector: {}}\n",
+    )
+    .unwrap();
     dry_run(&cp, "the chart's defaults", &rendered_chart(&[]));
     dry_run(
         &cp,

@@ -15,14 +15,20 @@ use crate::support::CTB_NAME;
 fn revoke(rc: &RealCluster, verb: &str) -> Value {
     let text = rc
         .cp
-        .kubectl(&["get", "clusterrole", "podcert-signer", "-o", "json"], None)
+        .kubectl(
+            &["get", "clusterrole", "podcert-signer", "-o", "json"],
+            None,
+        )
         .unwrap();
     let original: Value = serde_json::from_str(&text).unwrap();
     let mut role = original.clone();
     for rule in role["rules"].as_array_mut().unwrap() {
         if rule["resources"][0] == "signers" {
             let verbs = rule["verbs"].as_array_mut().unwrap();
-            assert!(verbs.iter().any(|v| v == verb), "the shipped rule grants {verb}");
+            assert!(
+                verbs.iter().any(|v| v == verb),
+                "the shipped rule grants {verb}"
+            );
             verbs.retain(|v| v != verb);
         }
     }
@@ -51,7 +57,8 @@ async fn without_sign_the_status_write_is_refused_by_name_then_issued_once_grant
     signer.wait_ready(Duration::from_secs(60)).await;
     rc.namespace("shop", &["web"]).await;
     let (_, kubelet) = rc.node_with_kubelet("node-a", Release::V1_37).await;
-    rc.pod("shop", "web-0", "web", "node-a", &["ECDSAP256"]).await;
+    rc.pod("shop", "web-0", "web", "node-a", &["ECDSAP256"])
+        .await;
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let event = loop {
@@ -65,8 +72,14 @@ async fn without_sign_the_status_write_is_refused_by_name_then_issued_once_grant
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    assert_eq!(event["involvedObject"]["kind"], "PodCertificateRequest", "{event:#}");
-    assert!(event["message"].as_str().unwrap().contains("sign"), "{event:#}");
+    assert_eq!(
+        event["involvedObject"]["kind"], "PodCertificateRequest",
+        "{event:#}"
+    );
+    assert!(
+        event["message"].as_str().unwrap().contains("sign"),
+        "{event:#}"
+    );
     assert!(
         signer
             .labelled_metric("podcert_reconcile_errors_total", "error=\"sign_forbidden\"")
@@ -78,10 +91,17 @@ async fn without_sign_the_status_write_is_refused_by_name_then_issued_once_grant
     let pcrs = rc.pcrs("shop").await;
     assert_eq!(pcrs.len(), 1);
     assert_eq!(terminal(&pcrs[0]), None, "{:#}", pcrs[0]);
-    assert!(kubelet.read_volume("shop", "web-0", "svid-0").files.is_empty());
+    assert!(
+        kubelet
+            .read_volume("shop", "web-0", "svid-0")
+            .files
+            .is_empty()
+    );
 
     restore(&rc, &original);
-    let issued = rc.terminal_pcrs("shop", "web-0", 1, Duration::from_secs(120), &signer).await;
+    let issued = rc
+        .terminal_pcrs("shop", "web-0", 1, Duration::from_secs(120), &signer)
+        .await;
     assert_eq!(terminal(&issued[0]).unwrap().0, "Issued");
     kubelet
         .mounted("shop", "web-0", "svid-0", Duration::from_secs(30))
@@ -109,16 +129,28 @@ async fn without_attest_nothing_is_signed_and_the_refusal_is_named_then_publishe
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    assert!(event["message"].as_str().unwrap().contains("attest"), "{event:#}");
+    assert!(
+        event["message"].as_str().unwrap().contains("attest"),
+        "{event:#}"
+    );
     let ctb_version = format!("certificates.k8s.io/{}", rc.ctb_version());
-    assert!(rc.cp.get(&ctb_version, "ClusterTrustBundle", "", CTB_NAME).await.is_none());
+    assert!(
+        rc.cp
+            .get(&ctb_version, "ClusterTrustBundle", "", CTB_NAME)
+            .await
+            .is_none()
+    );
     // Never a certificate under a root nobody can trust yet.
     let pcrs = rc.pcrs("shop").await;
     assert_eq!(pcrs.len(), 1);
     assert_eq!(terminal(&pcrs[0]), None, "{:#}", pcrs[0]);
 
     restore(&rc, &original);
-    let issued = rc.terminal_pcrs("shop", "web-0", 1, Duration::from_secs(120), &signer).await;
+    let issued = rc
+        .terminal_pcrs("shop", "web-0", 1, Duration::from_secs(120), &signer)
+        .await;
     assert_eq!(terminal(&issued[0]).unwrap().0, "Issued");
-    kubelet.mounted("shop", "web-0", "svid-0", Duration::from_secs(30)).await;
+    kubelet
+        .mounted("shop", "web-0", "svid-0", Duration::from_secs(30))
+        .await;
 }

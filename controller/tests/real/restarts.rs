@@ -11,7 +11,8 @@ use crate::cluster::{RealCluster, terminal};
 
 async fn pods(rc: &RealCluster, range: std::ops::Range<usize>) {
     for i in range {
-        rc.pod("shop", &format!("web-{i}"), "web", "node-a", &["ECDSAP256"]).await;
+        rc.pod("shop", &format!("web-{i}"), "web", "node-a", &["ECDSAP256"])
+            .await;
     }
 }
 
@@ -23,7 +24,9 @@ async fn kube_apiserver_restarted_and_etcd_compacted_mid_run() {
     rc.namespace("shop", &["web"]).await;
     let (_, kubelet) = rc.node_with_kubelet("node-a", Release::V1_37).await;
     pods(&rc, 0..10).await;
-    kubelet.mounted("shop", "web-0", "svid-0", Duration::from_secs(60)).await;
+    kubelet
+        .mounted("shop", "web-0", "svid-0", Duration::from_secs(60))
+        .await;
 
     // Compacted up to now, then a restart: the new server's watch cache cannot serve the
     // signer's last resourceVersion, so its watch is answered 410 and it lists again.
@@ -35,7 +38,12 @@ async fn kube_apiserver_restarted_and_etcd_compacted_mid_run() {
 
     for i in 0..25 {
         kubelet
-            .mounted("shop", &format!("web-{i}"), "svid-0", Duration::from_secs(90))
+            .mounted(
+                "shop",
+                &format!("web-{i}"),
+                "svid-0",
+                Duration::from_secs(90),
+            )
             .await;
     }
     let pcrs = rc.pcrs("shop").await;

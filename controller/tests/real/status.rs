@@ -21,15 +21,31 @@ async fn status_shows_issued_denied_and_waiting_requests_and_the_signer() {
     let (_, _kubelet) = rc.node_with_kubelet("node-a", Release::V1_37).await;
     let mut annotated = CertificateSource::new(SIGNER, "ED25519");
     annotated.user_annotations = Some(serde_json::json!({"example.com/team": "shop"}));
-    rc.pod_with("shop", "web", "web", "node-a", &[CertificateSource::new(SIGNER, "ECDSAP256"), annotated])
+    rc.pod_with(
+        "shop",
+        "web",
+        "web",
+        "node-a",
+        &[CertificateSource::new(SIGNER, "ECDSAP256"), annotated],
+    )
+    .await;
+    rc.terminal_pcrs("shop", "web", 2, Duration::from_secs(60), &signer)
         .await;
-    rc.terminal_pcrs("shop", "web", 2, Duration::from_secs(60), &signer).await;
     // The signer goes; a new pod's request waits.
     signer.kill();
-    rc.pod("shop", "late", "web", "node-a", &["ECDSAP256"]).await;
+    rc.pod("shop", "late", "web", "node-a", &["ECDSAP256"])
+        .await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !rc.pcrs("shop").await.iter().any(|p| p["spec"]["podName"] == "late") {
-        assert!(tokio::time::Instant::now() < deadline, "the kubelet filed no request for late");
+    while !rc
+        .pcrs("shop")
+        .await
+        .iter()
+        .any(|p| p["spec"]["podName"] == "late")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the kubelet filed no request for late"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(4)).await; // the Lease (3 s) runs out
@@ -55,7 +71,11 @@ async fn status_shows_issued_denied_and_waiting_requests_and_the_signer() {
             .collect::<Vec<_>>()
     };
     assert_eq!(row("web", "Issued")[3], SIGNER, "{text}");
-    assert_eq!(row("web", "Denied")[6], "InvalidUnverifiedUserAnnotations", "{text}");
+    assert_eq!(
+        row("web", "Denied")[6],
+        "InvalidUnverifiedUserAnnotations",
+        "{text}"
+    );
     row("late", "Pending");
     for line in [
         "  leader:       none: signer-a's Lease podcert-signer/podcert-signer expired",

@@ -26,7 +26,10 @@ async fn the_ca_secret_and_trust_bundle_as_stored_survive_a_signer_restart() {
     let secret = rc.ca_secret().await.expect("the CA Secret is created");
     assert_eq!(secret["type"], "kubernetes.io/tls");
     let data = secret["data"].as_object().unwrap();
-    assert!(data.contains_key("tls.crt") && data.contains_key("tls.key"), "{data:?}");
+    assert!(
+        data.contains_key("tls.crt") && data.contains_key("tls.key"),
+        "{data:?}"
+    );
     let ctb = rc.trust_bundle_object().await;
     assert_eq!(ctb["metadata"]["name"], CTB_NAME);
     assert_eq!(ctb["spec"]["signerName"], SIGNER);
@@ -42,14 +45,25 @@ async fn the_ca_secret_and_trust_bundle_as_stored_survive_a_signer_restart() {
     second.wait_ready(Duration::from_secs(60)).await;
     rc.namespace("shop", &["web"]).await;
     let (_, kubelet) = rc.node_with_kubelet("node-a", Release::V1_35).await;
-    rc.pod("shop", "web-0", "web", "node-a", &["ECDSAP384"]).await;
-    let mounted = kubelet.mounted("shop", "web-0", "trust", Duration::from_secs(60)).await;
-    kubelet.mounted("shop", "web-0", "svid-0", Duration::from_secs(60)).await;
+    rc.pod("shop", "web-0", "web", "node-a", &["ECDSAP384"])
+        .await;
+    let mounted = kubelet
+        .mounted("shop", "web-0", "trust", Duration::from_secs(60))
+        .await;
+    kubelet
+        .mounted("shop", "web-0", "svid-0", Duration::from_secs(60))
+        .await;
     let again = rc.ca_secret().await.unwrap();
-    assert_eq!(again["metadata"]["resourceVersion"], secret["metadata"]["resourceVersion"]);
+    assert_eq!(
+        again["metadata"]["resourceVersion"],
+        secret["metadata"]["resourceVersion"]
+    );
     let ctb_again = rc.trust_bundle_object().await;
     assert_eq!(ctb_again["spec"], ctb["spec"]);
-    assert_eq!(mounted.file("bundle.pem"), ctb["spec"]["trustBundle"].as_str().unwrap());
+    assert_eq!(
+        mounted.file("bundle.pem"),
+        ctb["spec"]["trustBundle"].as_str().unwrap()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,9 +74,13 @@ async fn the_kubelet_refreshes_at_begin_refresh_at_and_the_credential_never_laps
     rc.namespace("shop", &["web"]).await;
     let (_, kubelet) = rc.node_with_kubelet("node-a", Release::V1_37).await;
     rc.pod("shop", "web-0", "web", "node-a", &["ED25519"]).await;
-    let first = kubelet.mounted("shop", "web-0", "svid-0", Duration::from_secs(60)).await;
+    let first = kubelet
+        .mounted("shop", "web-0", "svid-0", Duration::from_secs(60))
+        .await;
     let first_bundle = first.file("credentialbundle.pem").to_string();
-    let issued = rc.terminal_pcrs("shop", "web-0", 1, Duration::from_secs(10), &signer).await;
+    let issued = rc
+        .terminal_pcrs("shop", "web-0", 1, Duration::from_secs(10), &signer)
+        .await;
     let status = &issued[0]["status"];
     let begin_refresh_at = rfc3339(&status["beginRefreshAt"]);
     let not_after = rfc3339(&status["notAfter"]);
@@ -70,7 +88,10 @@ async fn the_kubelet_refreshes_at_begin_refresh_at_and_the_credential_never_laps
 
     // Past beginRefreshAt and the kubelet's jitter (up to 5 minutes), well before notAfter.
     let step = begin_refresh_at - now + 6 * 60;
-    assert!(now + step < not_after - 3600, "the step stays inside the lifetime");
+    assert!(
+        now + step < not_after - 3600,
+        "the step stays inside the lifetime"
+    );
     kubelet.advance(Duration::from_secs(step as u64)).await;
 
     // Until the refresh lands, the volume keeps the first credential: never empty.
@@ -92,10 +113,15 @@ async fn the_kubelet_refreshes_at_begin_refresh_at_and_the_credential_never_laps
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let pcrs = rc.terminal_pcrs("shop", "web-0", 2, Duration::from_secs(10), &signer).await;
+    let pcrs = rc
+        .terminal_pcrs("shop", "web-0", 2, Duration::from_secs(10), &signer)
+        .await;
     assert!(pcrs.iter().all(|p| terminal(p).unwrap().0 == "Issued"));
     // A refresh is a new key and a new request.
-    assert_ne!(pcrs[0]["spec"]["stubPKCS10Request"], pcrs[1]["spec"]["stubPKCS10Request"]);
+    assert_ne!(
+        pcrs[0]["spec"]["stubPKCS10Request"],
+        pcrs[1]["spec"]["stubPKCS10Request"]
+    );
     let key = |b: &str| pem::parse_many(b).unwrap().remove(0);
     assert_ne!(key(&first_bundle), key(&refreshed));
     let chain: String = pem::parse_many(&refreshed).unwrap()[1..]
@@ -112,9 +138,15 @@ async fn the_kubelet_refreshes_at_begin_refresh_at_and_the_credential_never_laps
     let late: Vec<_> = kubelet
         .events()
         .into_iter()
-        .filter(|e| e["reason"] == "CertificateOverdueForRefresh" || e["reason"] == "CertificateExpired")
+        .filter(|e| {
+            e["reason"] == "CertificateOverdueForRefresh" || e["reason"] == "CertificateExpired"
+        })
         .collect();
     assert!(late.is_empty(), "{late:#?}");
     let states = kubelet.states().await;
-    assert_eq!(states.get(&format!("{SIGNER} fresh")), Some(&1), "{states:?}");
+    assert_eq!(
+        states.get(&format!("{SIGNER} fresh")),
+        Some(&1),
+        "{states:?}"
+    );
 }

@@ -252,7 +252,13 @@ pub struct SignerProcess {
 
 impl SignerProcess {
     pub fn spawn(cluster: &Cluster, name: &str, extra: &[&str]) -> SignerProcess {
-        SignerProcess::start(&cluster.signer_kubeconfig, cluster.dir.path(), name, extra, &[])
+        SignerProcess::start(
+            &cluster.signer_kubeconfig,
+            cluster.dir.path(),
+            name,
+            extra,
+            &[],
+        )
     }
 
     /// The signer binary with `kubeconfig`, its log in `dir`, `extra` flags and `env`
@@ -270,7 +276,12 @@ impl SignerProcess {
         let identity = format!("signer-{name}");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_podcert-signer"));
         let set = |flag: &str| {
-            let var = format!("PODCERT_{}", flag.trim_start_matches("--").replace('-', "_").to_uppercase());
+            let var = format!(
+                "PODCERT_{}",
+                flag.trim_start_matches("--")
+                    .replace('-', "_")
+                    .to_uppercase()
+            );
             extra.contains(&flag) || env.iter().any(|(k, _)| *k == var)
         };
         // A test's own signer name or trust domain wins (federation runs two domains).

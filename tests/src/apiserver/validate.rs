@@ -781,7 +781,11 @@ pub fn pcr_create(obj: &Value, version: &str, check_crypto: bool) -> Vec<Cause> 
             .filter(|b| !b.is_empty())
             .filter(|_| version != "v1" || f == "stubPKCS10Request")
     };
-    match (set("pkixPublicKey"), set("proofOfPossession"), set("stubPKCS10Request")) {
+    match (
+        set("pkixPublicKey"),
+        set("proofOfPossession"),
+        set("stubPKCS10Request"),
+    ) {
         (None, None, Some(csr)) => causes.extend(stub_csr_causes(&csr)),
         (Some(spki), Some(proof), None) => {
             // Sizes first, as upstream's validateDeprecatedPKIXPublicKey checks them.
@@ -838,10 +842,7 @@ fn stub_csr_causes(csr: &[u8]) -> Vec<Cause> {
         return vec![c];
     }
     let Ok((_, req)) = X509CertificationRequest::from_der(csr) else {
-        return vec![cause(
-            FIELD,
-            "must be a valid PKCS#10 CSR",
-        )];
+        return vec![cause(FIELD, "must be a valid PKCS#10 CSR")];
     };
     let info = &req.certification_request_info;
     let causes = key_type_causes(FIELD, info.subject_pki.raw);

@@ -59,7 +59,11 @@ pub struct PortClash(pub u16);
 
 impl std::fmt::Display for PortClash {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "port clash: 127.0.0.1:{} is taken by another process (address already in use)", self.0)
+        write!(
+            f,
+            "port clash: 127.0.0.1:{} is taken by another process (address already in use)",
+            self.0
+        )
     }
 }
 
@@ -165,7 +169,10 @@ impl KubeApiServer {
         // minute winding down; what clients see is over by then.
         self.process.stop(Duration::from_secs(3));
         // The log of the last run stays beside the new one.
-        let _ = std::fs::rename(&self.process.log, self.process.log.with_extension("previous.log"));
+        let _ = std::fs::rename(
+            &self.process.log,
+            self.process.log.with_extension("previous.log"),
+        );
         tokio::time::sleep(downtime).await;
         self.process = Self::spawn(&self.options, pki, &self.etcd_url, &self.dir, self.port);
         if let Err(clash) = self.wait_ready(admin).await {

@@ -43,7 +43,13 @@ pub fn binary(target: &str) -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    assert!(path.exists(), "scripts/build-kubernetes {target} printed {path:?}, which does not exist");
-    built.as_mut().unwrap().insert(target.to_string(), path.clone());
+    assert!(
+        path.exists(),
+        "scripts/build-kubernetes {target} printed {path:?}, which does not exist"
+    );
+    built
+        .as_mut()
+        .unwrap()
+        .insert(target.to_string(), path.clone());
     path
 }

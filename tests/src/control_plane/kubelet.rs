@@ -37,9 +37,13 @@ pub struct Mounted {
 
 impl Mounted {
     pub fn file(&self, name: &str) -> &str {
-        self.files
-            .get(name)
-            .unwrap_or_else(|| panic!("no {name} in {}: {:?}", self.dir.display(), self.files.keys()))
+        self.files.get(name).unwrap_or_else(|| {
+            panic!(
+                "no {name} in {}: {:?}",
+                self.dir.display(),
+                self.files.keys()
+            )
+        })
     }
 }
 
@@ -84,7 +88,9 @@ impl PodcertKubelet {
             lines,
         };
         kubelet
-            .wait_line("its informers to sync", Duration::from_secs(60), |l| l["kind"] == "ready")
+            .wait_line("its informers to sync", Duration::from_secs(60), |l| {
+                l["kind"] == "ready"
+            })
             .await;
         kubelet
     }
@@ -143,7 +149,13 @@ impl PodcertKubelet {
 
     /// The volume `volume` of pod `namespace/pod` once the kubelet has written it (every source
     /// has its data), read from disk.
-    pub async fn mounted(&self, namespace: &str, pod: &str, volume: &str, timeout: Duration) -> Mounted {
+    pub async fn mounted(
+        &self,
+        namespace: &str,
+        pod: &str,
+        volume: &str,
+        timeout: Duration,
+    ) -> Mounted {
         let line = self
             .wait_line(
                 &format!("volume {volume} of {namespace}/{pod}"),
@@ -213,4 +225,3 @@ impl PodcertKubelet {
         serde_json::from_value(l["states"].clone()).unwrap()
     }
 }
-

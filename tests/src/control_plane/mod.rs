@@ -241,7 +241,13 @@ impl ControlPlane {
     }
 
     /// GET of one object; `None` when it does not exist.
-    pub async fn get(&self, api_version: &str, kind: &str, namespace: &str, name: &str) -> Option<Value> {
+    pub async fn get(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Value> {
         let probe = json!({"apiVersion": api_version, "kind": kind,
             "metadata": {"name": name, "namespace": namespace}});
         let api = self.api_for(&self.admin.client, &probe).await;
@@ -255,7 +261,8 @@ impl ControlPlane {
     pub async fn list(&self, api_version: &str, kind: &str) -> Vec<Value> {
         let probe = json!({"apiVersion": api_version, "kind": kind, "metadata": {"name": "x"}});
         let (resource, _) = self.resource_of(&probe).await;
-        let api: kube::Api<DynamicObject> = kube::Api::all_with(self.admin.client.clone(), &resource);
+        let api: kube::Api<DynamicObject> =
+            kube::Api::all_with(self.admin.client.clone(), &resource);
         api.list(&Default::default())
             .await
             .expect("the API server answers")
@@ -268,7 +275,10 @@ impl ControlPlane {
     async fn resource_of(&self, obj: &Value) -> (kube::discovery::ApiResource, bool) {
         let (group, version) = match obj["apiVersion"].as_str().unwrap().split_once('/') {
             Some((g, v)) => (g.to_string(), v.to_string()),
-            None => (String::new(), obj["apiVersion"].as_str().unwrap().to_string()),
+            None => (
+                String::new(),
+                obj["apiVersion"].as_str().unwrap().to_string(),
+            ),
         };
         let gvk = kube::api::GroupVersionKind::gvk(&group, &version, obj["kind"].as_str().unwrap());
         let (resource, caps) = kube::discovery::pinned_kind(&self.admin.client, &gvk)

@@ -74,20 +74,22 @@ pub fn pod(
         .map(|(i, s)| json!({"name": format!("svid-{i}"), "projected": {"sources": [s.projection()]}}))
         .collect();
     if let Some((signer, selector)) = trust_bundle {
-        volumes.push(json!({"name": "trust", "projected": {"sources": [{"clusterTrustBundle": {
-            "signerName": signer, "labelSelector": selector, "path": "bundle.pem"}}]}}));
+        volumes.push(
+            json!({"name": "trust", "projected": {"sources": [{"clusterTrustBundle": {
+            "signerName": signer, "labelSelector": selector, "path": "bundle.pem"}}]}}),
+        );
     }
     let mounts: Vec<Value> = volumes
         .iter()
         .map(|v| json!({"name": v["name"], "mountPath": format!("/var/run/{}", v["name"].as_str().unwrap())}))
         .collect();
     json!({"apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": namespace, "labels": {"app": name}},
-        "spec": {
-            "serviceAccountName": service_account,
-            "automountServiceAccountToken": false,
-            "nodeName": node,
-            "containers": [{"name": "main", "image": "registry.k8s.io/pause:3.10", "volumeMounts": mounts}],
-            "volumes": volumes,
-        }})
+    "metadata": {"name": name, "namespace": namespace, "labels": {"app": name}},
+    "spec": {
+        "serviceAccountName": service_account,
+        "automountServiceAccountToken": false,
+        "nodeName": node,
+        "containers": [{"name": "main", "image": "registry.k8s.io/pause:3.10", "volumeMounts": mounts}],
+        "volumes": volumes,
+    }})
 }

@@ -62,9 +62,9 @@ impl Pki {
         serving
             .subject_alt_names
             .push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
-        serving
-            .subject_alt_names
-            .push(SanType::IpAddress(std::net::Ipv4Addr::new(10, 0, 0, 1).into()));
+        serving.subject_alt_names.push(SanType::IpAddress(
+            std::net::Ipv4Addr::new(10, 0, 0, 1).into(),
+        ));
         serving
             .distinguished_name
             .push(DnType::CommonName, "kube-apiserver");

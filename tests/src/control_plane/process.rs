@@ -31,9 +31,7 @@ impl Process {
     /// Starts `cmd` with a pipe for its stdout (the caller reads it) and stderr in `log`.
     pub fn spawn_piped(name: &str, mut cmd: Command, log: &Path) -> Process {
         let err = std::fs::File::create(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(err);
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(err);
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("{name} does not start ({cmd:?}): {e}"));
