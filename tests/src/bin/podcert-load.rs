@@ -1,7 +1,8 @@
 //! podcert-load: the kubelet emulator's load mode.
 //!
-//! Starts the test API server (or uses `--kubeconfig` for a real cluster), starts the signer
-//! binary against it, files N requests with at most C in flight (or at a steady `--rate`),
+//! Starts the test API server — or, with `--kubernetes RELEASE` (1.35, 1.36, 1.37), the real
+//! kube-apiserver and etcd of the real-cluster tier, `manifests/` applied and the signer under
+//! its ServiceAccount's token — starts the signer binary against it, files N requests with at most C in flight (or at a steady `--rate`),
 //! waits until each is terminal, and prints one JSON report: counts, throughput, latency
 //! percentiles (create sent → terminal status seen by the watching kubelet), and the signer
 //! process's CPU time (user and kernel) and peak RSS. With `--restart` it then starts a second
@@ -27,6 +28,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use podcert_tests::apiserver::{ServerOptions, TestApiServer};
+use podcert_tests::control_plane::{ControlPlane, Release};
 use podcert_tests::kubelet::{Format, Kubelet, PodRequest, Report, Tracker};
 
 struct Args {
@@ -41,13 +43,14 @@ struct Args {
     services: usize,
     core_only: bool,
     stall_probe: Option<f64>,
+    kubernetes: Option<Release>,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: podcert-load --signer-bin PATH [--requests N] [--concurrency C] [--rate PER_SECOND] \
          [--key-types ECDSAP256,ED25519] [--format csr|pkix|mixed] [--signer-concurrency N] [--restart] [--services N] \
-         [--core-only] [--stall-probe SECONDS]"
+         [--core-only] [--stall-probe SECONDS] [--kubernetes 1.35|1.36|1.37]"
     );
     std::process::exit(2)
 }
@@ -65,6 +68,7 @@ fn parse_args() -> Args {
         services: 0,
         core_only: false,
         stall_probe: None,
+        kubernetes: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -81,6 +85,15 @@ fn parse_args() -> Args {
             "--services" => a.services = value().parse().unwrap_or_else(|_| usage()),
             "--core-only" => a.core_only = true,
             "--stall-probe" => a.stall_probe = Some(value().parse().unwrap_or_else(|_| usage())),
+            "--kubernetes" => {
+                let v = value();
+                a.kubernetes = Some(
+                    Release::ALL
+                        .into_iter()
+                        .find(|r| r.to_string() == v)
+                        .unwrap_or_else(|| usage()),
+                )
+            }
             _ => usage(),
         }
     }
@@ -278,6 +291,80 @@ async fn restart(
     })
 }
 
+/// The API server a run uses: the test API server in this process, or the real control plane.
+enum Backend {
+    Double {
+        server: TestApiServer,
+        kubeconfig: std::path::PathBuf,
+        client: kube::Client,
+    },
+    Real {
+        cp: ControlPlane,
+        signer_kubeconfig: std::path::PathBuf,
+    },
+}
+
+impl Backend {
+    /// kube-apiserver and etcd of `release`, `manifests/` applied as a user applies them, and
+    /// the namespaces the load files requests in.
+    async fn real(release: Release) -> Backend {
+        let cp = ControlPlane::start(release).await;
+        let manifests = podcert_tests::control_plane::binaries::workspace().join("manifests");
+        let yaml = podcert_tests::oracles::kustomize(&manifests);
+        cp.kubectl(&["apply", "-f", "-"], Some(&yaml))
+            .unwrap_or_else(|e| panic!("applying manifests/: {e}"));
+        for n in 0..NAMESPACES {
+            cp.create(podcert_tests::control_plane::objects::namespace(&format!("ns-{n}")))
+                .await;
+        }
+        cp.create(podcert_tests::control_plane::objects::namespace("restart"))
+            .await;
+        let signer = cp.service_account("podcert-signer", "podcert-signer").await;
+        Backend::Real {
+            cp,
+            signer_kubeconfig: signer.kubeconfig,
+        }
+    }
+
+    fn signer_kubeconfig(&self) -> &std::path::Path {
+        match self {
+            Backend::Double { kubeconfig, .. } => kubeconfig,
+            Backend::Real {
+                signer_kubeconfig, ..
+            } => signer_kubeconfig,
+        }
+    }
+
+    /// The admin's client (the emulated kubelets and the tracker use it).
+    fn client(&self) -> &kube::Client {
+        match self {
+            Backend::Double { client, .. } => client,
+            Backend::Real { cp, .. } => &cp.admin.client,
+        }
+    }
+
+    async fn trust_bundle_published(&self) -> bool {
+        const NAME: &str = "example.com:spiffe:ca";
+        match self {
+            Backend::Double { server, .. } => server.get("clustertrustbundles", "", NAME).is_some(),
+            Backend::Real { cp, .. } => {
+                let version = if cp.release() >= Release::V1_37 { "v1" } else { "v1beta1" };
+                cp.get(&format!("certificates.k8s.io/{version}"), "ClusterTrustBundle", "", NAME)
+                    .await
+                    .is_some()
+            }
+        }
+    }
+
+    /// kube-apiserver's CPU and memory so far (the double runs in this process: None).
+    async fn apiserver_usage(&self) -> Option<Usage> {
+        match self {
+            Backend::Double { .. } => None,
+            Backend::Real { cp, .. } => Some(process_usage(cp.apiserver_pid().await)),
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let args = parse_args();
@@ -291,30 +378,41 @@ async fn main() {
         println!("{}", serde_json::json!({ "core_only": core }));
         return;
     }
-    let server = TestApiServer::start(ServerOptions::v1beta1());
-    if args.services > 0 {
-        if args.requests > 2 * args.services {
-            eprintln!("--requests must not exceed twice --services (one request per pod)");
-            std::process::exit(2);
-        }
-        populate(&server, args.services);
+    if args.services > 0 && args.kubernetes.is_some() {
+        eprintln!("--services needs the test API server (it stores the pods and Services directly); leave out --kubernetes");
+        std::process::exit(2);
     }
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = server.write_kubeconfig(dir.path());
-    let mut signer = spawn_signer(&args, &kubeconfig);
-
-    let client = podcert_tests::kube_client(&kubeconfig).await;
+    let backend = match args.kubernetes {
+        None => {
+            let server = TestApiServer::start(ServerOptions::v1beta1());
+            if args.services > 0 {
+                if args.requests > 2 * args.services {
+                    eprintln!("--requests must not exceed twice --services (one request per pod)");
+                    std::process::exit(2);
+                }
+                populate(&server, args.services);
+            }
+            let kubeconfig = server.write_kubeconfig(dir.path());
+            let client = podcert_tests::kube_client(&kubeconfig).await;
+            Backend::Double {
+                server,
+                kubeconfig,
+                client,
+            }
+        }
+        Some(release) => Backend::real(release).await,
+    };
+    let mut signer = spawn_signer(&args, backend.signer_kubeconfig());
+    let client = backend.client().clone();
     // Ready once the CA exists and the watch has synced.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while server
-        .get("clustertrustbundles", "", "example.com:spiffe:ca")
-        .is_none()
-        && Instant::now() < deadline
-    {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !backend.trust_bundle_published().await && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let idle = process_usage(signer.id());
+    let apiserver_idle = backend.apiserver_usage().await;
 
     let pods: Vec<PodRequest> = (0..args.requests)
         .map(|i| {
@@ -368,9 +466,10 @@ async fn main() {
         0
     };
     let used = process_usage(signer.id());
+    let apiserver_used = backend.apiserver_usage().await;
     stop(&mut signer);
     let restart = if args.restart {
-        Some(restart(&args, &kubeconfig, &kubelet, &tracker).await)
+        Some(restart(&args, backend.signer_kubeconfig(), &kubelet, &tracker).await)
     } else {
         None
     };
@@ -389,6 +488,14 @@ async fn main() {
                    "peak_rss_mib": mib(used.peak_rss_kib)},
         "restart": restart,
         "leaves_without_their_service_names": wrong_names,
+        "api_server": match (&backend, apiserver_idle, apiserver_used) {
+            (Backend::Real { cp, .. }, Some(idle), Some(used)) => serde_json::json!({
+                "kube_apiserver": cp.release().to_string(),
+                "cpu_ms_per_request": per_request_ms(used.user + used.system - idle.user - idle.system),
+                "peak_rss_mib": mib(used.peak_rss_kib),
+            }),
+            _ => serde_json::json!("the test API server (in process)"),
+        },
     });
     println!("{}", serde_json::to_string_pretty(&out).unwrap());
     if report.pending > 0 || report.issued != args.requests || wrong_names > 0 {

@@ -334,6 +334,11 @@ impl ControlPlane {
         self.etcd.compact().await
     }
 
+    /// kube-apiserver's process id (its CPU and memory are read from /proc by the load tool).
+    pub async fn apiserver_pid(&self) -> u32 {
+        self.apiserver.lock().await.process.pid()
+    }
+
     /// kube-apiserver's log so far.
     pub async fn apiserver_log(&self) -> String {
         std::fs::read_to_string(&self.apiserver.lock().await.process.log).unwrap_or_default()
