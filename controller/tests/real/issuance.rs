@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use podcert_tests::control_plane::Release;
+use podcert_tests::control_plane::{ApiServerOptions, Release};
 use podcert_tests::control_plane::kubelet::PodcertKubelet;
 use podcert_tests::oracles::{IssuedCase, assert_go_accepts, openssl, openssl_verify};
 use serde_json::Value;
@@ -81,7 +81,11 @@ pub async fn assert_mounted(
 
 /// Every release's kubelet, every key type, against the control plane of `server`.
 async fn every_kubelet_against(server: Release, kubelets: &[Release]) {
-    let rc = RealCluster::start(server).await;
+    every_kubelet_against_with(ApiServerOptions::new(server), kubelets).await;
+}
+
+async fn every_kubelet_against_with(options: ApiServerOptions, kubelets: &[Release]) {
+    let rc = RealCluster::start_with(options, &[]).await;
     let signer = rc.signer("a", &[]);
     signer.wait_ready(Duration::from_secs(60)).await;
     rc.namespace("shop", &["web"]).await;
@@ -184,4 +188,13 @@ async fn kubelets_of_1_35_1_36_and_1_37_against_api_server_1_37() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubelet_of_1_35_against_api_server_1_35() {
     every_kubelet_against(Release::V1_35, &[Release::V1_35]).await;
+}
+
+/// A 1.37 cluster as it comes: `v1` only (no `--runtime-config`), so the signer reads
+/// requests through `v1`, and kubelets of 1.36 (which write through `v1beta1`) cannot file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubelet_of_1_37_against_api_server_1_37_serving_v1_only() {
+    let mut options = ApiServerOptions::new(Release::V1_37);
+    options.serve_v1beta1 = false;
+    every_kubelet_against_with(options, &[Release::V1_37]).await;
 }
