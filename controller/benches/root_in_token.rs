@@ -11,8 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use podcert_signer::ca::RootKeys;
-use podcert_signer::ca::pkcs11::{Pin, Token, TokenConfig};
+use podcert_signer::{Pin, RootKeys, Token, TokenConfig};
 use podcert_tests::fixtures::kubelet_keys;
 use podcert_tests::softhsm::TestToken;
 use signer_core::*;

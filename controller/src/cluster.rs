@@ -2,7 +2,7 @@
 //!
 //! [`connect`] builds the client from `--kubeconfig`/`--context`, or infers it the way kubectl
 //! does (kube reads a multi-file `KUBECONFIG` itself), without kube's own retry layer: every
-//! failed call reaches its caller, which retries on its own schedule ([`crate::retry`]'s
+//! failed call reaches its caller, which retries on its own schedule ([`crate::runtime::retry`]'s
 //! backoff, the lease loop's renew interval, the watchers' backoff). [`Cluster::discover`]
 //! then finds the served PodCertificateRequest and ClusterTrustBundle versions; a transient discovery
 //! failure is retried with the controller's backoff, so an API brownout at start never
@@ -16,8 +16,37 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::ClusterConfig;
-use crate::pcr::{self, CTB_VERSIONS, PCR_VERSIONS};
-use crate::retry;
+use crate::runtime::retry;
+
+/// Served versions of podcertificaterequests, best first: v1beta1 reads both the 1.35
+/// (pkix + proof) and 1.36 (stub CSR) formats; v1 reads only the stub CSR (1.35 requests
+/// lose their key material in conversion); v1alpha1 is the 1.34 alpha.
+pub const PCR_VERSIONS: [&str; 3] = ["v1beta1", "v1", "v1alpha1"];
+/// Served versions of clustertrustbundles, best first.
+pub const CTB_VERSIONS: [&str; 3] = ["v1", "v1beta1", "v1alpha1"];
+
+/// The best served version of `plural` in certificates.k8s.io among `preference`, or None.
+async fn discover(
+    client: &Client,
+    plural: &str,
+    preference: &[&str],
+) -> Result<Option<ApiResource>, kube::Error> {
+    let group = match kube::discovery::group(client, crate::requests::pcr::GROUP).await {
+        Ok(g) => g,
+        Err(kube::Error::Discovery(_)) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    for version in preference {
+        if let Some((ar, _)) = group
+            .versioned_resources(version)
+            .into_iter()
+            .find(|(ar, _)| ar.plural == plural)
+        {
+            return Ok(Some(ar));
+        }
+    }
+    Ok(None)
+}
 
 /// Why the signer cannot start; each needs an operator.
 #[derive(Debug, thiserror::Error)]
@@ -103,8 +132,8 @@ impl Cluster {
     /// Finds the served versions, retrying transient failures until `cancel`.
     pub async fn discover(client: Client, cancel: &CancellationToken) -> Result<Self, StartError> {
         let (pcr, ctb) = retry::retry("API discovery", cancel, || async {
-            let pcr = pcr::discover(&client, "podcertificaterequests", &PCR_VERSIONS).await?;
-            let ctb = pcr::discover(&client, "clustertrustbundles", &CTB_VERSIONS).await?;
+            let pcr = discover(&client, "podcertificaterequests", &PCR_VERSIONS).await?;
+            let ctb = discover(&client, "clustertrustbundles", &CTB_VERSIONS).await?;
             Ok::<_, kube::Error>((pcr, ctb))
         })
         .await

@@ -15,7 +15,7 @@ use std::time::Duration;
 use cryptoki::types::AuthPin;
 use signer_core::{CaProfile, Policy};
 
-use crate::clock::Clock;
+use crate::runtime::clock::Clock;
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -28,7 +28,7 @@ pub struct Config {
     /// A request waiting longer than this gets a `StillPending` Warning Event.
     pub pending_warning_after: Duration,
     /// The identity policy file, loaded (`--identity-policy`); None: everyone gets an SVID.
-    pub identity_policy: Option<crate::identity::IdentityFile>,
+    pub identity_policy: Option<crate::identity_policy::IdentityFile>,
     /// For `<svc>.<ns>.svc.<cluster-domain>`.
     pub cluster_domain: String,
     pub admin_addr: SocketAddr,

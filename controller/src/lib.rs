@@ -14,28 +14,25 @@
 //! lifecycle tests). [`status`] is the `status` subcommand: an operator's view of waiting
 //! requests and of the signer.
 
-pub mod admin;
-pub mod ca;
+pub(crate) mod ca;
 pub mod cli;
-pub mod clock;
-pub mod cluster;
-pub mod config;
-pub mod events;
-pub mod federation;
-pub mod identity;
-pub mod leader;
-pub mod leadership;
-pub mod metrics;
-pub mod pcr;
-pub mod pending;
-pub mod placement;
-pub mod reconcile;
-pub mod retry;
-pub mod status;
-pub mod supervisor;
-pub mod telemetry;
-pub mod term;
-pub mod waiting;
+pub(crate) mod cluster;
+pub(crate) mod config;
+pub(crate) mod federation;
+pub(crate) mod identity_policy;
+pub(crate) mod leadership;
+pub(crate) mod requests;
+pub(crate) mod runtime;
+
+// What reaches outside: main.rs (`run`, `cli::Args`), the fuzz targets (the request adapter),
+// the PKCS#11 bench and tests (root keys in a token), and the tests' few direct calls.
+pub use ca::pkcs11::{Pin, Token, TokenConfig, TokenError};
+pub use ca::{RootKeys, StoredKey};
+pub use cluster::connect;
+pub use config::{ClusterConfig, ObjectName};
+pub use federation::svid::secret_name as endpoint_svid_secret_name;
+pub use requests::backlog::EVERY as BACKLOG_LOOK_EVERY;
+pub use requests::pcr::{Pcr, Unreadable, status_for, to_request};
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -46,15 +43,14 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use crate::admin::Health;
-use crate::ca::pkcs11::Token;
-use crate::ca::{CaKeeper, CaView, RootKeys, SecretStore, TrustBundle};
+use crate::ca::{CaKeeper, CaView, SecretStore, TrustBundle};
 use crate::cli::Args;
 use crate::cluster::{Cluster, StartError};
 use crate::config::Config;
-use crate::leader::Elector;
-use crate::metrics::{ErrorLabels, Metrics};
-use crate::supervisor::{Ended, Lifetime, Supervisor};
+use crate::leadership::election::Elector;
+use crate::runtime::admin::Health;
+use crate::runtime::metrics::{ErrorLabels, Metrics};
+use crate::runtime::supervisor::{Ended, Lifetime, Supervisor};
 
 /// Why the signer stopped other than by a signal.
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +68,7 @@ pub async fn run(args: Args) -> ExitCode {
     }
     let config = match args
         .config()
-        .and_then(|c| telemetry::init_logging(&c.log).map(|()| c))
+        .and_then(|c| runtime::telemetry::init_logging(&c.log).map(|()| c))
     {
         Ok(c) => c,
         Err(e) => {
@@ -97,7 +93,7 @@ pub async fn run(args: Args) -> ExitCode {
 }
 
 /// `podcert-signer status`: prints the report; 1 if the cluster cannot be read.
-async fn status(args: &Args, query: &status::Query) -> ExitCode {
+async fn status(args: &Args, query: &cli::status::Query) -> ExitCode {
     let config = match args.config() {
         Ok(c) => c,
         Err(e) => {
@@ -105,7 +101,7 @@ async fn status(args: &Args, query: &status::Query) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match status::report(&config, query).await {
+    match cli::status::report(&config, query).await {
         Ok(report) => {
             print!("{}", report.render());
             ExitCode::SUCCESS
@@ -147,7 +143,7 @@ async fn run_with(config: Config) -> Result<(), Error> {
     let health = Arc::new(Health::new(
         (config.lease.duration * 3).max(Duration::from_secs(30)),
     ));
-    let admin = admin::bind(config.admin_addr)
+    let admin = runtime::admin::bind(config.admin_addr)
         .await
         .map_err(StartError::Admin)?;
     if config.federation.is_some() && cluster.ctb.is_none() {
@@ -209,7 +205,7 @@ async fn run_with(config: Config) -> Result<(), Error> {
     let identity = identity_file
         .as_ref()
         .map(|file| watch::channel(file.initial.clone()));
-    let term_parts = Arc::new(term::Parts {
+    let term_parts = Arc::new(leadership::term::Parts {
         cluster,
         config,
         metrics: metrics.clone(),
@@ -225,7 +221,7 @@ async fn run_with(config: Config) -> Result<(), Error> {
     tasks.spawn(
         "admin",
         Lifetime::UntilCancelled,
-        admin::serve(admin, health.clone(), metrics.clone(), shutdown.clone()),
+        runtime::admin::serve(admin, health.clone(), metrics.clone(), shutdown.clone()),
     );
     if let (Some((listener, endpoint)), Some(bundle)) =
         (bundle_endpoint, term_parts.trust_bundle.clone())
@@ -247,7 +243,7 @@ async fn run_with(config: Config) -> Result<(), Error> {
         tasks.spawn(
             "identity-policy",
             Lifetime::UntilCancelled,
-            identity::follow(file, tx, metrics.clone(), shutdown.clone()),
+            identity_policy::follow(file, tx, metrics.clone(), shutdown.clone()),
         );
     }
     tasks.spawn(
@@ -269,15 +265,15 @@ async fn run_with(config: Config) -> Result<(), Error> {
     tasks.spawn(
         "leadership",
         Lifetime::UntilCancelled,
-        leadership::lead_while_elected(
+        leadership::standby::lead_while_elected(
             leader_rx,
             ca_view,
             health,
             shutdown.clone(),
-            move |token| term::run(term_parts.clone(), token),
+            move |token| leadership::term::run(term_parts.clone(), token),
         ),
     );
-    match tasks.watch(term::GRACE * 2).await {
+    match tasks.watch(leadership::term::GRACE * 2).await {
         Ended::Cancelled => {
             info!("stopped");
             Ok(())

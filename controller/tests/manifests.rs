@@ -716,11 +716,11 @@ fn the_federation_component_serves_the_endpoint_and_composes_with_the_others_in_
                 && o["spec"]["ports"][0]["targetPort"] == "bundle-endpoint")
         );
         // The Role names the Secret the signer keeps the endpoint's SVID in.
-        let ca_secret = podcert_signer::config::ObjectName {
+        let ca_secret = podcert_signer::ObjectName {
             namespace: "podcert-signer".into(),
             name: "podcert-signer-ca".into(),
         };
-        let svid = podcert_signer::federation::svid::secret_name(&ca_secret);
+        let svid = podcert_signer::endpoint_svid_secret_name(&ca_secret);
         let role = objects
             .iter()
             .find(|o| o["kind"] == "Role" && o["metadata"]["name"] == "podcert-signer-federation")

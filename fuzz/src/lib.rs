@@ -14,7 +14,7 @@
 
 use std::time::SystemTime;
 
-use podcert_signer::pcr::{Pcr, Unreadable, status_for, to_request};
+use podcert_signer::{Pcr, Unreadable, status_for, to_request};
 use podcert_tests::fixtures::{decide, test_signer};
 use signer_core::{Ca, Decision, KeyMaterial};
 

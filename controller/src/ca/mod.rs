@@ -5,7 +5,7 @@
 //! only) and publishes a [`CaView`]: what the Secret holds as last (re)listed, and the last
 //! good CA this process has seen — kept when the Secret is deleted or turns unusable, so a
 //! replica that ever held the CA can always put it back and never needs a new one. The leader
-//! acts on the view in its term ([`crate::term`]): it publishes the CA's roots before signing
+//! acts on the view in its term ([`crate::leadership::term`]): it publishes the CA's roots before signing
 //! with it, recreates a missing Secret from memory, and generates a CA only on a fresh install.
 //!
 //! A new CA is generated only when all of these hold: the Secret is absent (after a full
@@ -27,11 +27,11 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::metrics::{Metrics, RoleLabels};
-use crate::retry;
-pub use root_keys::{FirstRoot, Root, RootKeys, StoredKey};
+use crate::runtime::metrics::{Metrics, RoleLabels};
+use crate::runtime::retry;
+pub use root_keys::{Root, RootKeys, StoredKey};
 pub use rotation::{Rotator, Step};
-pub use secret::{Created, LoadedCa, NextRoot, Replaced, SecretState, SecretStore};
+pub use secret::{Created, LoadedCa, SecretState, SecretStore};
 pub use signing::SigningCa;
 pub use trust_bundle::{Refusals, Synced, TrustBundle};
 

@@ -29,9 +29,9 @@ use tracing::info;
 use super::root_keys::RootKeys;
 use super::secret::{LoadedCa, NextRoot, Replaced, SecretStore};
 use super::trust_bundle::TrustBundle;
-use crate::clock::Clock;
 use crate::config::CaLifecycle;
-use crate::metrics::{Metrics, RoleLabels};
+use crate::runtime::clock::Clock;
+use crate::runtime::metrics::{Metrics, RoleLabels};
 
 /// The next step of a root's life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -248,7 +248,7 @@ impl SecretStore {
     ) {
         let regarding = self.object_ref();
         if let Err(e) =
-            crate::events::publish(recorder, &regarding, type_, action, reason, note).await
+            crate::runtime::events::publish(recorder, &regarding, type_, action, reason, note).await
         {
             tracing::warn!(%reason, error = %e, "could not publish an Event about the CA Secret");
         }

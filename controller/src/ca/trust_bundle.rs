@@ -231,7 +231,7 @@ impl TrustBundle {
             "the API server refuses to publish ClusterTrustBundle {}: the signer's identity lacks the verb \"attest\" on certificates.k8s.io \"signers\" \"{}\" (manifests/clusterrole.yaml grants it); nothing is signed under roots that are not published",
             self.name, self.signer_name
         );
-        if let Err(e) = crate::events::publish(
+        if let Err(e) = crate::runtime::events::publish(
             &r.recorder,
             &r.regarding,
             kube::runtime::events::EventType::Warning,

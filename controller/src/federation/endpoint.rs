@@ -36,7 +36,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::ca::trust_bundle::TrustBundle;
 use crate::config::{BundleEndpointConfig, EndpointTls};
-use crate::supervisor::Ticks;
+use crate::runtime::supervisor::Ticks;
 
 /// How often the published bundle is read again.
 pub const POLL: Duration = Duration::from_secs(2);

@@ -22,8 +22,8 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, RootCertStore};
 use signer_core::bundle::{BundleError, MAX_BUNDLE_BYTES, SpiffeBundle};
 
-use crate::clock::Clock;
 use crate::config::{Peer, Profile};
+use crate::runtime::clock::Clock;
 
 /// The longest one fetch may take, connection to last byte.
 pub const TIMEOUT: Duration = Duration::from_secs(10);

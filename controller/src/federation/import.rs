@@ -36,10 +36,10 @@ use super::fetch::{self, FetchError};
 use crate::ca::trust_bundle::{
     Ctb, LABEL_MANAGED_BY, LABEL_NAME, LABEL_TRUST_DOMAIN, SEQUENCE_ANNOTATION, spiffe_bundle_of,
 };
-use crate::clock::Clock;
 use crate::config::{Peer, Profile};
-use crate::metrics::{DomainLabels, Metrics};
-use crate::retry;
+use crate::runtime::clock::Clock;
+use crate::runtime::metrics::{DomainLabels, Metrics};
+use crate::runtime::retry;
 
 /// Without a refresh hint, a bundle is fetched again after this long.
 pub const DEFAULT_REFRESH: Duration = Duration::from_secs(300);
@@ -324,7 +324,7 @@ impl Importer {
 
     async fn event(&self, peer: &Peer, type_: EventType, reason: &str, note: String) {
         let regarding = self.published.reference(peer);
-        if let Err(e) = crate::events::publish(
+        if let Err(e) = crate::runtime::events::publish(
             &self.recorder,
             &regarding,
             type_,

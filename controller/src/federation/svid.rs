@@ -26,9 +26,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::clock::{Clock, sleep_until};
 use crate::config::{EndpointIdentity as Identity, ObjectName};
-use crate::retry;
+use crate::runtime::clock::{Clock, sleep_until};
+use crate::runtime::retry;
 
 /// The Secret that holds the endpoint's SVID, beside the CA Secret.
 pub fn secret_name(ca_secret: &ObjectName) -> ObjectName {

@@ -194,7 +194,7 @@ async fn requests_garbage_collected_before_signing_end_quietly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_signers_client_hands_throttling_and_outages_back_at_once() {
     let cluster = Cluster::start(ServerOptions::v1beta1()).await;
-    let client = podcert_signer::cluster::connect(&podcert_signer::config::ClusterConfig {
+    let client = podcert_signer::connect(&podcert_signer::ClusterConfig {
         kubeconfig: Some(cluster.signer_kubeconfig.clone()),
         context: None,
     })

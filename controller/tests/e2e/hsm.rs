@@ -124,7 +124,7 @@ async fn a_root_whose_key_is_in_the_secret_moves_into_a_newly_configured_token_b
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_racing_on_a_fresh_install_leave_one_root_key_in_the_token() {
-    use podcert_signer::ca::pkcs11::{Pin, Token, TokenConfig};
+    use podcert_signer::{Pin, Token, TokenConfig};
     let token = TestToken::new("e2e-race");
     let cluster = Cluster::start(ServerOptions::v1beta1()).await;
     grant_leases(&cluster, &["a", "b"]);

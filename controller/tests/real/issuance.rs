@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use podcert_tests::control_plane::{ApiServerOptions, Release};
 use podcert_tests::control_plane::kubelet::PodcertKubelet;
+use podcert_tests::control_plane::{ApiServerOptions, Release};
 use podcert_tests::oracles::{IssuedCase, assert_go_accepts, openssl, openssl_verify};
 use serde_json::Value;
 

@@ -648,8 +648,8 @@ pub async fn heavy_scenario() -> tokio::sync::MutexGuard<'static, ()> {
     HEAVY.lock().await
 }
 
-/// How often the leader looks at its waiting requests (`podcert_signer::pending::EVERY`).
-pub const PENDING_LOOK: Duration = podcert_signer::pending::EVERY;
+/// How often the leader looks at its waiting requests (`podcert_signer::BACKLOG_LOOK_EVERY`).
+pub const PENDING_LOOK: Duration = podcert_signer::BACKLOG_LOOK_EVERY;
 
 // The SPIFFE mTLS example's workloads, with certificates the real signer issued
 // (examples_mtls.rs, e2e federation).

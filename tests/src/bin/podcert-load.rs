@@ -314,8 +314,10 @@ impl Backend {
         cp.kubectl(&["apply", "-f", "-"], Some(&yaml))
             .unwrap_or_else(|e| panic!("applying manifests/: {e}"));
         for n in 0..NAMESPACES {
-            cp.create(podcert_tests::control_plane::objects::namespace(&format!("ns-{n}")))
-                .await;
+            cp.create(podcert_tests::control_plane::objects::namespace(&format!(
+                "ns-{n}"
+            )))
+            .await;
         }
         cp.create(podcert_tests::control_plane::objects::namespace("restart"))
             .await;
@@ -348,10 +350,19 @@ impl Backend {
         match self {
             Backend::Double { server, .. } => server.get("clustertrustbundles", "", NAME).is_some(),
             Backend::Real { cp, .. } => {
-                let version = if cp.release() >= Release::V1_37 { "v1" } else { "v1beta1" };
-                cp.get(&format!("certificates.k8s.io/{version}"), "ClusterTrustBundle", "", NAME)
-                    .await
-                    .is_some()
+                let version = if cp.release() >= Release::V1_37 {
+                    "v1"
+                } else {
+                    "v1beta1"
+                };
+                cp.get(
+                    &format!("certificates.k8s.io/{version}"),
+                    "ClusterTrustBundle",
+                    "",
+                    NAME,
+                )
+                .await
+                .is_some()
             }
         }
     }
@@ -379,7 +390,9 @@ async fn main() {
         return;
     }
     if args.services > 0 && args.kubernetes.is_some() {
-        eprintln!("--services needs the test API server (it stores the pods and Services directly); leave out --kubernetes");
+        eprintln!(
+            "--services needs the test API server (it stores the pods and Services directly); leave out --kubernetes"
+        );
         std::process::exit(2);
     }
     let dir = tempfile::tempdir().unwrap();

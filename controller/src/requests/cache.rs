@@ -9,7 +9,7 @@
 //! so the watch event our own status write causes costs one parse and one removal, and
 //! memory follows the backlog rather than the number of requests the API server keeps.
 //! Everything that reads the cache — the reconciler, the backoff's garbage collection
-//! ([`crate::reconcile::Context`]) and [`crate::pending`] — asks only about waiting requests.
+//! ([`crate::requests::reconcile::Context`]) and [`crate::requests::backlog`] — asks only about waiting requests.
 
 use futures::{Stream, StreamExt, future};
 use kube::Api;
@@ -18,7 +18,7 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
 
-use crate::pcr::{Pcr, is_terminal};
+use crate::requests::pcr::{Pcr, is_terminal};
 
 /// Objects per page of a cache's initial (and any re-) list — requests here, Services and
 /// namespaces in `placement`. kube's default is 500: a page is read whole and then parsed,
@@ -76,7 +76,7 @@ mod tests {
     use k8s_openapi::jiff::Timestamp;
 
     use super::*;
-    use crate::pcr::tests_support;
+    use crate::requests::pcr::tests_support;
 
     fn waiting(name: &str) -> Pcr {
         let mut pcr = tests_support::pcr(name);

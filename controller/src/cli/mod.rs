@@ -5,6 +5,8 @@
 //! touches the cluster. `Args` stops here: everything after start reads the [`Config`].
 //! Policy settings are signer-core's [`PolicyConfig`] under the same names.
 
+pub mod status;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -13,11 +15,11 @@ use signer_core::ConfigError;
 use signer_core::names::{self, is_dns1123_label, is_dns1123_subdomain};
 use signer_core::{CaKeyType, CaProfile, KeyType, Policy, PolicyConfig};
 
-use crate::clock::Clock;
 use crate::config::{
     CaConfig, CaLifecycle, ClusterConfig, Config, EndpointIdentity, EndpointTls, LeaseConfig,
     LogConfig, LogFormat, ObjectName, Pin, TokenConfig,
 };
+use crate::runtime::clock::Clock;
 
 /// What to do besides signing.
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -25,7 +27,7 @@ pub enum Command {
     /// Why is my pod stuck? Lists PodCertificateRequests (of a namespace, or one pod) with
     /// their state, age, reason and message, then the signer's leader, CA Secret and trust
     /// bundle. Reads the cluster the signer's flags name; writes nothing.
-    Status(crate::status::Query),
+    Status(crate::cli::status::Query),
 }
 
 /// Kubernetes PodCertificateRequest signer issuing SPIFFE X.509-SVIDs.
@@ -367,7 +369,11 @@ impl Args {
             .identity_policy
             .as_deref()
             .map(|path| {
-                crate::identity::IdentityFile::load(path, &trust_domain, policy.max_leaf_lifetime())
+                crate::identity_policy::IdentityFile::load(
+                    path,
+                    &trust_domain,
+                    policy.max_leaf_lifetime(),
+                )
             })
             .transpose()
             .map_err(|e| err("identity-policy", e))?;
@@ -602,7 +608,7 @@ impl Args {
         // A deposed leader's term stops signing within GRACE of real time after it lost the
         // Lease (it steps down before anyone may take over); on a compressed clock that is
         // `time_scale` times more certificate time.
-        let deposed_grace = crate::term::GRACE * time_scale;
+        let deposed_grace = crate::leadership::term::GRACE * time_scale;
         Ok(CaLifecycle {
             root_validity: self.ca_validity,
             root_rotate_before: self.ca_rotate_before,

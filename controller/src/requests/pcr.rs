@@ -4,7 +4,7 @@
 //! and `proofOfPossession` optional (v1alpha1, 1.35-style v1beta1), `stubPKCS10Request`
 //! defaulted (1.36-style v1beta1, v1). So one [`Pcr`] type — a `kube::core::Object` typed by
 //! the [`ApiResource`] found at start — reads all of them, and one code path writes status.
-//! [`discover`] picks the version; [`to_request`] turns an object into signer-core's
+//! [`crate::cluster`] finds the version served; [`to_request`] turns an object into signer-core's
 //! [`Request`]; [`status_for`] turns a [`Decision`] into the status the API server accepts.
 //!
 //! Upstream conversion to `v1` simply drops `pkixPublicKey` and `proofOfPossession` (there is
@@ -17,8 +17,7 @@ use k8s_openapi::api::certificates::v1beta1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::Client;
-use kube::core::{ApiResource, Object};
+use kube::core::Object;
 use signer_core::time::unix_seconds;
 use signer_core::{Decision, Denial, KeyMaterial, Request};
 
@@ -26,36 +25,6 @@ use signer_core::{Decision, Denial, KeyMaterial, Request};
 pub type Pcr = Object<PodCertificateRequestSpec, PodCertificateRequestStatus>;
 
 pub const GROUP: &str = "certificates.k8s.io";
-/// Served versions of podcertificaterequests, best first: v1beta1 reads both the 1.35
-/// (pkix + proof) and 1.36 (stub CSR) formats; v1 reads only the stub CSR (1.35 requests
-/// lose their key material in conversion); v1alpha1 is the 1.34 alpha.
-pub const PCR_VERSIONS: [&str; 3] = ["v1beta1", "v1", "v1alpha1"];
-/// Served versions of clustertrustbundles, best first.
-pub const CTB_VERSIONS: [&str; 3] = ["v1", "v1beta1", "v1alpha1"];
-
-/// The best served version of `plural` in certificates.k8s.io among `preference`, or None.
-pub async fn discover(
-    client: &Client,
-    plural: &str,
-    preference: &[&str],
-) -> Result<Option<ApiResource>, kube::Error> {
-    let group = match kube::discovery::group(client, GROUP).await {
-        Ok(g) => g,
-        Err(kube::Error::Discovery(_)) => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    for version in preference {
-        if let Some((ar, _)) = group
-            .versioned_resources(version)
-            .into_iter()
-            .find(|(ar, _)| ar.plural == plural)
-        {
-            return Ok(Some(ar));
-        }
-    }
-    Ok(None)
-}
-
 /// Whether the request already has a terminal status (a chain, or Issued/Denied/Failed):
 /// the API server freezes such a status, so we never touch it again.
 pub fn is_terminal(pcr: &Pcr) -> bool {

@@ -114,11 +114,14 @@ impl<K: Hash + Eq + Clone> Failures<K> {
             .contains_key(key)
     }
 
-    pub fn len(&self) -> usize {
+    /// How many keys are in a backoff (tests count them).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.state.lock().expect("failures lock").backoffs.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }

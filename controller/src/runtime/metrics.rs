@@ -54,7 +54,7 @@ impl ErrorLabels {
     pub const LOOKUP: &'static str = "lookup";
     /// The trust bundle could not be published for want of `attest` (nothing is signed then).
     pub const ATTEST_FORBIDDEN: &'static str = "attest_forbidden";
-    /// Every `error` label value ([`crate::reconcile::Error::metric_label`] names the first
+    /// Every `error` label value ([`crate::requests::reconcile::Error::metric_label`] names the first
     /// four; the trust bundle's refusals the last).
     pub const ALL: [&'static str; 5] = [
         Self::ISSUE,

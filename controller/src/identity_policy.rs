@@ -17,8 +17,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use crate::metrics::{Metrics, ResultLabels};
-use crate::supervisor::Ticks;
+use crate::runtime::metrics::{Metrics, ResultLabels};
+use crate::runtime::supervisor::Ticks;
 
 /// How often the file is read again.
 pub const RELOAD_EVERY: Duration = Duration::from_secs(5);

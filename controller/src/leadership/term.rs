@@ -9,8 +9,8 @@
 //! sign under them, put a missing Secret back from memory; take the root rotation's steps
 //! ([`crate::ca::rotation`]); repair trust-bundle drift), `readiness` (report ready once the
 //! request cache has synced), `pending` (count the requests waiting and warn on those waiting
-//! too long, [`crate::pending`]) and `controller` (kube-runtime's `Controller` driving
-//! [`crate::reconcile`]). The term ends when its token is cancelled (leadership lost, or
+//! too long, [`crate::requests::backlog`]) and `controller` (kube-runtime's `Controller` driving
+//! [`crate::requests::reconcile`]). The term ends when its token is cancelled (leadership lost, or
 //! shutdown) or when a task fails; either way every task stops within [`GRACE`], so a term
 //! can never outlive its leadership.
 
@@ -28,7 +28,6 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::admin::{Health, Loop};
 use crate::ca::rotation;
 use crate::ca::{
     CaView, Created, LoadedCa, Root, Rotator, SecretState, SecretStore, SigningCa, Step, Synced,
@@ -36,11 +35,12 @@ use crate::ca::{
 };
 use crate::cluster::Cluster;
 use crate::config::Config;
-use crate::metrics::{Metrics, RoleLabels};
-use crate::pcr::Pcr;
-use crate::reconcile::{self, Context};
-use crate::retry::{self, Failures};
-use crate::supervisor::{Ended, Lifetime, Supervisor};
+use crate::requests::pcr::Pcr;
+use crate::requests::reconcile::{self, Context};
+use crate::runtime::admin::{Health, Loop};
+use crate::runtime::metrics::{Metrics, RoleLabels};
+use crate::runtime::retry::{self, Failures};
+use crate::runtime::supervisor::{Ended, Lifetime, Supervisor};
 
 /// How long a term's tasks get to stop once the term ends, before they are aborted.
 pub const GRACE: Duration = Duration::from_secs(5);
@@ -120,7 +120,7 @@ async fn run_term(parts: &Arc<Parts>, token: &CancellationToken) -> TermEnd {
         cluster, config, ..
     } = parts.as_ref();
     let api = Api::<Pcr>::all_with(cluster.client.clone(), &cluster.pcr);
-    let (cache, waiting) = crate::waiting::watch(api, &cluster.pcr, &config.signer_name);
+    let (cache, waiting) = crate::requests::cache::watch(api, &cluster.pcr, &config.signer_name);
     let (nudge, nudged) = futures::channel::mpsc::unbounded();
     let controller = Controller::for_stream_with(waiting, cache.clone(), cluster.pcr.clone())
         .reconcile_on(nudged)
@@ -136,7 +136,7 @@ async fn run_term(parts: &Arc<Parts>, token: &CancellationToken) -> TermEnd {
         cache: cache.clone(),
         clock: parts.config.clock,
         identity: parts.identity.clone(),
-        lookups: crate::placement::Lookups::new(
+        lookups: crate::requests::lookups::Lookups::new(
             cluster.client.clone(),
             config.cluster_domain.clone(),
             token.clone(),
@@ -160,7 +160,11 @@ async fn run_term(parts: &Arc<Parts>, token: &CancellationToken) -> TermEnd {
     tasks.spawn(
         "pending",
         Lifetime::UntilCancelled,
-        crate::pending::watch(context.clone(), config.pending_warning_after, token.clone()),
+        crate::requests::backlog::watch(
+            context.clone(),
+            config.pending_warning_after,
+            token.clone(),
+        ),
     );
     tasks.spawn(
         "controller",
@@ -442,7 +446,7 @@ async fn keep_ca(
         }
         let sleep = async {
             match wake {
-                Some(t) => crate::clock::sleep_until(&clock, t).await,
+                Some(t) => crate::runtime::clock::sleep_until(&clock, t).await,
                 None => std::future::pending().await,
             }
         };

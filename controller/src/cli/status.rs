@@ -24,7 +24,7 @@ use crate::ca::secret::NEXT_PUBLISHED_AT;
 use crate::ca::trust_bundle::Ctb;
 use crate::cluster::{self, Cluster, StartError};
 use crate::config::Config;
-use crate::pcr::{Pcr, terminal_condition};
+use crate::requests::pcr::{Pcr, terminal_condition};
 
 /// Which requests to show.
 #[derive(Debug, Clone, Default, clap::Args)]

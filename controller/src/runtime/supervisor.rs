@@ -16,8 +16,8 @@ use tokio::task::{Id, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
-use crate::admin::{Health, Loop};
-use crate::metrics::{Metrics, TaskLabels};
+use crate::runtime::admin::{Health, Loop};
+use crate::runtime::metrics::{Metrics, TaskLabels};
 
 /// The ticks of a periodic task: `while ticks.next(&token).await { … }` runs its body every
 /// period — the first at once, a late one delayed rather than bunched — until `token` is

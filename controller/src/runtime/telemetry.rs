@@ -1,7 +1,7 @@
 //! Logs: structured `tracing` output on stderr, plain or JSON, filtered by `--log-level`.
 //!
-//! Metrics live in [`crate::metrics`] and are served with `/live` and `/ready` by
-//! [`crate::admin`]; this module only installs the log subscriber.
+//! Metrics live in [`crate::runtime::metrics`] and are served with `/live` and `/ready` by
+//! [`crate::runtime::admin`]; this module only installs the log subscriber.
 
 use signer_core::ConfigError;
 

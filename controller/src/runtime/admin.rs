@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use crate::metrics::Metrics;
+use crate::runtime::metrics::Metrics;
 
 /// A loop whose progress `/live` checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -27,8 +27,8 @@ use kube::runtime::events::EventType;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use crate::reconcile::{Context, RequestKey, publish};
-use crate::supervisor::Ticks;
+use crate::requests::reconcile::{Context, RequestKey, publish};
+use crate::runtime::supervisor::Ticks;
 
 /// How often the cache is read.
 pub const EVERY: Duration = Duration::from_secs(2);
@@ -103,7 +103,7 @@ async fn look(ctx: &Context, warn_after: Duration, looked: &mut Looked) {
     let mut seen = HashSet::new();
     let mut ages = Vec::new();
     for pcr in ctx.cache.state() {
-        // The cache holds only waiting requests, all this signer's (crate::waiting).
+        // The cache holds only waiting requests, all this signer's (crate::requests::cache).
         waiting += 1;
         let age = pcr
             .creation_timestamp()

@@ -5,7 +5,7 @@
 //! racing replica gets 409 Conflict instead of issuing twice. 404 (the request was garbage
 //! collected) ends quietly; 409 looks again two seconds later, when the cache has caught up. Transient
 //! failures — signing failed, an API error — are [`Error`]s: [`error_policy`] retries them
-//! with the controller's one backoff ([`crate::retry`]) and they are never written as
+//! with the controller's one backoff ([`crate::runtime::retry`]) and they are never written as
 //! `Failed`. The per-request backoff state is dropped on every terminal path: issued,
 //! denied, deleted, or decided by another replica. Denials are outcomes: a `Denied`
 //! condition, a Warning Event, a metric.
@@ -23,10 +23,10 @@ use signer_core::{Decision, IdentityPolicy, IssueError, KeyType, Placement, Sign
 use tokio::sync::watch;
 use tracing::{debug, info, instrument, warn};
 
-use crate::metrics::{ErrorLabels, LatencyLabels, Metrics, OutcomeLabels};
-use crate::pcr::{Pcr, Unreadable, is_terminal, status_for, to_request};
-use crate::placement::{Lookups, Wait};
-use crate::retry::Failures;
+use crate::requests::lookups::{Lookups, Wait};
+use crate::requests::pcr::{Pcr, Unreadable, is_terminal, status_for, to_request};
+use crate::runtime::metrics::{ErrorLabels, LatencyLabels, Metrics, OutcomeLabels};
+use crate::runtime::retry::Failures;
 
 /// A request as the per-request backoff knows it: namespace, name and UID (a request
 /// deleted and filed again under the same name is another request).
@@ -47,15 +47,15 @@ pub struct Context {
     /// The controller's cache of waiting requests, to tell which failing ones still wait.
     pub cache: Store<Pcr>,
     /// The time certificates are issued at.
-    pub clock: crate::clock::Clock,
+    pub clock: crate::runtime::clock::Clock,
     /// The identity policy in use (`--identity-policy`), if any.
     pub identity: Option<watch::Receiver<Arc<IdentityPolicy>>>,
     /// What the policy reads live: namespace labels, the pod, the Services selecting it.
     pub lookups: Lookups,
     /// Requests left waiting on purpose (their key material is not served): nothing but a
-    /// change to them can help, so [`crate::pending`] does not reconcile them again.
+    /// change to them can help, so [`crate::requests::backlog`] does not reconcile them again.
     pub parked: std::sync::Mutex<std::collections::HashSet<RequestKey>>,
-    /// Reconciles a waiting request again ([`crate::pending`]'s safety net).
+    /// Reconciles a waiting request again ([`crate::requests::backlog`]'s safety net).
     pub nudge: futures::channel::mpsc::UnboundedSender<ObjectRef<Pcr>>,
 }
 
@@ -69,7 +69,7 @@ impl Context {
     }
 
     /// Whether `key` is still a request waiting for an answer: the cache holds only those
-    /// ([`crate::waiting`]).
+    /// ([`crate::requests::cache`]).
     fn is_waiting(&self, (namespace, name, uid): &RequestKey) -> bool {
         let at = ObjectRef::new_with(name, self.pcr_resource.clone()).within(namespace);
         self.cache
@@ -293,7 +293,7 @@ async fn not_served(pcr: &Pcr, ctx: &Context) {
     );
     ctx.metrics
         .unreadable
-        .get_or_create(&crate::metrics::ReasonLabels {
+        .get_or_create(&crate::runtime::metrics::ReasonLabels {
             reason: "KeyMaterialNotServed",
         })
         .inc();
@@ -316,7 +316,8 @@ pub(crate) async fn publish(
 ) {
     let regarding = pcr.object_ref(&ctx.pcr_resource);
     if let Err(e) =
-        crate::events::publish(&ctx.recorder, &regarding, type_, "Sign", reason, note).await
+        crate::runtime::events::publish(&ctx.recorder, &regarding, type_, "Sign", reason, note)
+            .await
     {
         debug!(error = %e, reason, "could not publish an Event");
     }
@@ -350,7 +351,7 @@ mod tests {
     use tower_test::mock::{self, Handle};
 
     use super::*;
-    use crate::pcr::PCR_VERSIONS;
+    use crate::cluster::PCR_VERSIONS;
 
     type ApiHandle = Handle<Request<Body>, Response<Body>>;
 
@@ -365,7 +366,7 @@ mod tests {
     fn context_for(version: &str, signer: Signer) -> (Arc<Context>, ApiHandle) {
         let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
         let client = Client::new(service, "default");
-        let resource = crate::pcr::tests_support::resource(version);
+        let resource = crate::requests::pcr::tests_support::resource(version);
         let ctx = Context {
             recorder: Recorder::new(
                 client.clone(),
@@ -374,7 +375,7 @@ mod tests {
                     instance: None,
                 },
             ),
-            lookups: crate::placement::Lookups::new(
+            lookups: crate::requests::lookups::Lookups::new(
                 client.clone(),
                 "cluster.local".into(),
                 tokio_util::sync::CancellationToken::new(),
@@ -387,7 +388,7 @@ mod tests {
             metrics: Arc::default(),
             failures: Default::default(),
             cache: kube::runtime::reflector::store::Writer::<Pcr>::new(resource).as_reader(),
-            clock: crate::clock::Clock::system(),
+            clock: crate::runtime::clock::Clock::system(),
             parked: Default::default(),
             nudge: futures::channel::mpsc::unbounded().0,
         };
@@ -636,7 +637,7 @@ mod tests {
         let counted = ctx
             .metrics
             .unreadable
-            .get_or_create(&crate::metrics::ReasonLabels {
+            .get_or_create(&crate::runtime::metrics::ReasonLabels {
                 reason: "KeyMaterialNotServed",
             })
             .get();

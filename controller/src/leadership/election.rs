@@ -23,8 +23,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::admin::{Health, Loop};
 use crate::config::LeaseConfig;
+use crate::runtime::admin::{Health, Loop};
 
 #[derive(Debug)]
 pub struct Elector {

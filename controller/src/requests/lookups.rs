@@ -31,7 +31,7 @@ use signer_core::{Denial, DenyReason, Grant, Placement};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::pcr::Pcr;
+use crate::requests::pcr::Pcr;
 
 /// How long a lookup waits for a cache that has just started to sync.
 const SYNC_WAIT: Duration = Duration::from_secs(5);
@@ -257,7 +257,7 @@ impl<V: Send + Sync + 'static> Index<V> {
         let index = Arc::new(Index::new());
         let events = watcher(
             api,
-            watcher::Config::default().page_size(crate::waiting::LIST_PAGE),
+            watcher::Config::default().page_size(crate::requests::cache::LIST_PAGE),
         )
         .default_backoff();
         let (writer, token) = (index.clone(), token.clone());

@@ -1,7 +1,7 @@
 //! Standby and terms: the loop that turns elected leadership into leadership terms.
 //!
 //! Every replica stands by until it is elected and could sign (see [`crate::ca::CaView`]);
-//! then it runs one term ([`crate::term::run`]) until leadership is lost, shutdown is asked
+//! then it runs one term ([`crate::leadership::term::run`]) until leadership is lost, shutdown is asked
 //! for, or the term fails. A failed term (a task panicked or ended) is followed by a new one
 //! after the controller's backoff, so one bug does not stop signing for good and a
 //! persistent one does not spin. A standby is ready once the election has completed a round
@@ -14,10 +14,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::admin::{Health, Loop};
 use crate::ca::CaView;
-use crate::retry;
-use crate::term::TermEnd;
+use crate::leadership::term::TermEnd;
+use crate::runtime::admin::{Health, Loop};
+use crate::runtime::retry;
 
 /// Runs terms while elected, until `shutdown`.
 pub async fn lead_while_elected<T: Future<Output = TermEnd>>(
@@ -90,8 +90,8 @@ mod tests {
 
     use super::*;
     use crate::ca::SecretState;
-    use crate::metrics::{Metrics, TaskLabels};
-    use crate::supervisor::{Lifetime, Supervisor};
+    use crate::runtime::metrics::{Metrics, TaskLabels};
+    use crate::runtime::supervisor::{Lifetime, Supervisor};
 
     /// A term whose first incarnation has a task that panics; later ones run until stopped.
     #[tokio::test(start_paused = true)]
@@ -126,7 +126,7 @@ mod tests {
                 }
                 async move {
                     match tasks.watch(Duration::from_secs(5)).await {
-                        crate::supervisor::Ended::Cancelled => TermEnd::Stopped,
+                        crate::runtime::supervisor::Ended::Cancelled => TermEnd::Stopped,
                         failed => TermEnd::Failed(failed),
                     }
                 }

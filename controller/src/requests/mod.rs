@@ -1,0 +1,19 @@
+//! One request's way from the watch to its status: the PodCertificateRequest adapter for
+//! every served version ([`pcr`]), the leader's cache that holds only requests still waiting
+//! ([`cache`]), the reconciler that decides with signer-core and writes the status once
+//! ([`reconcile`]), the backlog report — gauges, `StillPending` Events, and a second chance
+//! for a request nothing brings back ([`backlog`]) — and the live lookups an identity policy
+//! asks for ([`lookups`]: namespace labels, the pod, the Services that select it).
+//!
+//! ```text
+//!   watch (spec.signerName=…) ─► cache (waiting only) ─► reconcile ─► replace_status
+//!                                   │   ▲                   │  ▲
+//!                                   ▼   └── backlog ────────┘  └─ lookups (policy)
+//!                                 pcr: version ⇄ signer-core Request / Decision ⇄ status
+//! ```
+
+pub mod backlog;
+pub mod cache;
+pub mod lookups;
+pub mod pcr;
+pub mod reconcile;

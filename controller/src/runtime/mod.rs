@@ -1,0 +1,21 @@
+//! The mechanisms every part of the controller shares, and nothing else: supervised tasks
+//! ([`supervisor`]), the one backoff ([`retry`]), the admin server ([`admin`]: `/live`,
+//! `/ready`, `/metrics`), the metrics registry ([`metrics`]), logging ([`telemetry`]), the
+//! certificate clock ([`clock`]) and the one way Events are written ([`events`]). Nothing
+//! here knows about requests, leadership or the CA; the wings above import it.
+//!
+//! ```text
+//!   leadership/   requests/   ca/   federation/      (the wings)
+//!        │            │        │         │
+//!        └────────────┴────┬───┴─────────┘
+//!                          ▼
+//!   runtime:  supervisor  retry  admin ─► metrics  telemetry  clock  events
+//! ```
+
+pub mod admin;
+pub mod clock;
+pub mod events;
+pub mod metrics;
+pub mod retry;
+pub mod supervisor;
+pub mod telemetry;
