@@ -205,14 +205,22 @@ async fn run_with(config: Config) -> Result<(), Error> {
     let identity = identity_file
         .as_ref()
         .map(|file| watch::channel(file.initial.clone()));
+    let steward = Arc::new(ca::steward::Steward {
+        store: ca_secret,
+        trust_bundle: trust_bundle.clone(),
+        view: ca_view.clone(),
+        ca: config.ca.clone(),
+        policy: config.policy.clone(),
+        clock: config.clock,
+        recorder: recorder.clone(),
+        metrics: metrics.clone(),
+    });
     let term_parts = Arc::new(leadership::term::Parts {
         cluster,
         config,
         metrics: metrics.clone(),
         health: health.clone(),
-        ca_view: ca_view.clone(),
-        ca_secret,
-        trust_bundle,
+        steward,
         recorder,
         identity: identity.as_ref().map(|(_, rx)| rx.clone()),
     });
@@ -223,9 +231,7 @@ async fn run_with(config: Config) -> Result<(), Error> {
         Lifetime::UntilCancelled,
         runtime::admin::serve(admin, health.clone(), metrics.clone(), shutdown.clone()),
     );
-    if let (Some((listener, endpoint)), Some(bundle)) =
-        (bundle_endpoint, term_parts.trust_bundle.clone())
-    {
+    if let (Some((listener, endpoint)), Some(bundle)) = (bundle_endpoint, trust_bundle) {
         tasks.spawn(
             "bundle-endpoint",
             Lifetime::UntilCancelled,

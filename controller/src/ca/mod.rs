@@ -19,6 +19,7 @@ pub mod root_keys;
 pub mod rotation;
 pub mod secret;
 pub mod signing;
+pub mod steward;
 pub mod trust_bundle;
 
 use futures::StreamExt;
@@ -30,7 +31,6 @@ use tracing::{error, info, warn};
 use crate::runtime::metrics::{Metrics, RoleLabels};
 use crate::runtime::retry;
 pub use root_keys::{Root, RootKeys, StoredKey};
-pub use rotation::{Rotator, Step};
 pub use secret::{Created, LoadedCa, SecretState, SecretStore};
 pub use signing::SigningCa;
 pub use trust_bundle::{Refusals, Synced, TrustBundle};
