@@ -22,7 +22,7 @@ pub const ADMIN: &str = crate::apiserver::authz::ADMIN;
 #[derive(Debug)]
 pub enum RuleServer {
     Double(Served),
-    Real(ControlPlane),
+    Real(Box<ControlPlane>),
 }
 
 /// Namespaces the rule tests write into (the real server refuses writes into a namespace
@@ -42,7 +42,7 @@ impl RuleServer {
             cp.create(crate::control_plane::objects::namespace(ns))
                 .await;
         }
-        RuleServer::Real(cp)
+        RuleServer::Real(Box::new(cp))
     }
 
     /// Which server this is, for messages.

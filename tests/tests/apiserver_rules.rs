@@ -201,9 +201,9 @@ async fn every_pcr_status_rule_is_enforced_with_the_real_code_and_field(f: &Fixt
         ),
     ];
     for (what, edit, field) in cases {
-        let (path, pcr, mut status) = pcr_with_status(&f, 86_400, &signer, now).await;
+        let (path, pcr, mut status) = pcr_with_status(f, 86_400, &signer, now).await;
         edit(&mut status);
-        let (code, fields) = write_status(&f, &path, &pcr, status).await;
+        let (code, fields) = write_status(f, &path, &pcr, status).await;
         assert_eq!(code, 422, "{what}");
         assert!(
             fields.iter().any(|x| x == field),
@@ -212,17 +212,17 @@ async fn every_pcr_status_rule_is_enforced_with_the_real_code_and_field(f: &Fixt
     }
 
     // The leaf's key must be the requested key.
-    let (path, pcr, _) = pcr_of_key(&f, "ECDSAP256", 86_400, &signer, now).await;
-    let (_, _, other_key_status) = pcr_of_key(&f, "ED25519", 86_400, &signer, now).await;
-    let (code, fields) = write_status(&f, &path, &pcr, other_key_status).await;
+    let (path, pcr, _) = pcr_of_key(f, "ECDSAP256", 86_400, &signer, now).await;
+    let (_, _, other_key_status) = pcr_of_key(f, "ED25519", 86_400, &signer, now).await;
+    let (code, fields) = write_status(f, &path, &pcr, other_key_status).await;
     assert_eq!(
         (code, fields),
         (422, vec!["status.certificateChain".to_string()])
     );
 
     // Lifetime at most maxExpirationSeconds (a 24 h certificate for a 1 h request).
-    let (path, pcr, status) = pcr_with_status(&f, 3600, &signer, now).await;
-    let (code, fields) = write_status(&f, &path, &pcr, status).await;
+    let (path, pcr, status) = pcr_with_status(f, 3600, &signer, now).await;
+    let (code, fields) = write_status(f, &path, &pcr, status).await;
     assert_eq!(
         (code, fields),
         (422, vec!["status.certificateChain".to_string()])
@@ -230,28 +230,28 @@ async fn every_pcr_status_rule_is_enforced_with_the_real_code_and_field(f: &Fixt
 
     // notBefore within 5 minutes of the server's clock.
     let (path, pcr, status) =
-        pcr_with_status(&f, 86_400, &signer, now - Duration::from_secs(600)).await;
-    let (code, fields) = write_status(&f, &path, &pcr, status).await;
+        pcr_with_status(f, 86_400, &signer, now - Duration::from_secs(600)).await;
+    let (code, fields) = write_status(f, &path, &pcr, status).await;
     assert_eq!((code, fields), (422, vec!["status.notBefore".to_string()]));
 
     // A correct status is accepted; then the status is frozen.
-    let (path, pcr, status) = pcr_with_status(&f, 86_400, &signer, now).await;
-    let (code, fields) = write_status(&f, &path, &pcr, status.clone()).await;
+    let (path, pcr, status) = pcr_with_status(f, 86_400, &signer, now).await;
+    let (code, fields) = write_status(f, &path, &pcr, status.clone()).await;
     assert_eq!((code, fields), (200, vec![]));
     let stored = f.get(&path.replace("/status", "")).await.unwrap();
     let mut changed = status.clone();
     changed["conditions"][0]["message"] = "again".into();
-    let (code, fields) = write_status(&f, &path, &stored, changed).await;
+    let (code, fields) = write_status(f, &path, &stored, changed).await;
     assert_eq!((code, fields), (422, vec!["status".to_string()]));
 
     // A stale resourceVersion is a 409 Conflict, whatever the status.
-    let (code, _) = write_status(&f, &path, &pcr, status).await;
+    let (code, _) = write_status(f, &path, &pcr, status).await;
     assert_eq!(code, 409);
 
     // A Denied status with only its condition is accepted.
-    let (path, pcr, _) = pcr_with_status(&f, 86_400, &signer, now).await;
+    let (path, pcr, _) = pcr_with_status(f, 86_400, &signer, now).await;
     let denied = json!({"conditions": [{"type": "Denied", "status": "True", "reason": "UnsupportedKeyType", "message": "no", "lastTransitionTime": time(now)}]});
-    assert_eq!(write_status(&f, &path, &pcr, denied).await, (200, vec![]));
+    assert_eq!(write_status(f, &path, &pcr, denied).await, (200, vec![]));
 }
 
 against_both!(every_cluster_trust_bundle_rule_is_enforced);
@@ -458,7 +458,7 @@ against_both!(authorization_and_update_rules_are_kube_apiservers);
 async fn authorization_and_update_rules_are_kube_apiservers(f: &Fixture) {
     let signer = signer(Duration::from_secs(86_400));
     let now = SystemTime::now();
-    let (path, pcr, status) = pcr_with_status(&f, 86_400, &signer, now).await;
+    let (path, pcr, status) = pcr_with_status(f, 86_400, &signer, now).await;
     let mut write = pcr.clone();
     write["status"] = status.clone();
 

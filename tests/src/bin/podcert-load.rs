@@ -299,7 +299,7 @@ enum Backend {
         client: kube::Client,
     },
     Real {
-        cp: ControlPlane,
+        cp: Box<ControlPlane>,
         signer_kubeconfig: std::path::PathBuf,
     },
 }
@@ -323,7 +323,7 @@ impl Backend {
             .await;
         let signer = cp.service_account("podcert-signer", "podcert-signer").await;
         Backend::Real {
-            cp,
+            cp: Box::new(cp),
             signer_kubeconfig: signer.kubeconfig,
         }
     }
