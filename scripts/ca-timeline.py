@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Draws docs/ca-lifecycle.svg: two root rotations on the default schedule.
 
-Defaults (see README "CA lifecycle"): a root lives 365 days and is replaced 90 days before
+Defaults (see docs/ca-lifecycle.md): a root lives 365 days and is replaced 90 days before
 its end; the next root is published 24 hours before it signs; the old root stays in the
 bundle for the longest leaf lifetime after it stops signing; signing intermediates live 7
 days and are renewed after 3.5. The picture is to scale in days, except that the short

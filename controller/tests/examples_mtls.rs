@@ -30,7 +30,7 @@ fn serial(cert: &[u8]) -> Vec<u8> {
 async fn spiffe_mtls_between_two_workloads_with_rotation() {
     let cluster = Cluster::start(ServerOptions::v1beta1()).await;
     // The example is rustls: rustls-webpki refuses every chain that carries a URI name
-    // constraint, so its signer runs without (README: "Name constraints").
+    // constraint, so its signer runs without (docs/ca-lifecycle.md).
     let signer = cluster.signer("a", &["--ca-name-constraints", "false"]);
     signer.wait_ready(Duration::from_secs(30)).await;
     let dir = tempfile::tempdir().unwrap();

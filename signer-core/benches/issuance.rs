@@ -2,7 +2,7 @@
 //! with a P-256 CA, beside the raw cost of the same verify and sign operations.
 //!
 //! `cargo bench -p signer-core --bench issuance`; `scripts/bench-table` turns the results into
-//! the README table. Inputs are the Go-made kubelet fixtures in `tests/fixtures`.
+//! the table in docs/performance.md. Inputs are the Go-made kubelet fixtures in `tests/fixtures`.
 
 // Tests assert; the crate's no-assertion rule (clippy.toml) is for its library code.
 #![allow(clippy::disallowed_macros)]

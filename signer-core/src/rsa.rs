@@ -9,7 +9,7 @@
 //!
 //! The checks cost what they protect against: trial division by the primes below 1000 is a
 //! few microseconds; the base-2 Fermat test that finds a prime modulus is one modular
-//! exponentiation (see the README for its cost), made only for keys that passed every cheaper
+//! exponentiation (docs/performance.md gives its cost), made only for keys that passed every cheaper
 //! rule and whose holder proved possession.
 
 use num_bigint::BigUint;

@@ -78,7 +78,7 @@ fn a_leaf_outside_the_trust_domain_from_a_constrained_intermediate_is_rejected_b
 
     // A subdomain is another host: OpenSSL follows RFC 5280 (a constraint without a leading
     // period names one host) and refuses it; Go's crypto/x509 matches URI hosts by DNS label
-    // suffix (constraints.go, dnsHasSuffix) and admits it. The README says so.
+    // suffix (constraints.go, dnsHasSuffix) and admits it. docs/ca-lifecycle.md says so.
     let (issued, roots, spki) = minted(&profile, "a.example.org");
     assert!(openssl_verify(&issued.chain_pem, &roots).is_err());
     assert_eq!(go_verdict(&issued, &roots, &spki), "");

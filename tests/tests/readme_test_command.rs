@@ -1,5 +1,6 @@
 //! The README's test command is the one CI runs: `.ci/run` must run, as a command line of its
-//! own, exactly what the README's "The test command" block says.
+//! own, exactly what the README's "The test command" block says, and the testing page shows
+//! the same command.
 
 use std::path::Path;
 
@@ -32,18 +33,16 @@ fn ci_runs_the_readmes_test_command_word_for_word() {
         runs.contains(&command),
         ".ci/run does not run the README's test command {command:?} as a line of its own"
     );
-    // The README shows the command in three places; all three must be this one.
-    let tests_block = readme
-        .split_once("\n## Tests\n")
-        .expect("README has a Tests section")
-        .1
-        .split_once("```\n")
-        .and_then(|(_, rest)| rest.split_once("\n```"))
-        .expect("the Tests section shows the command in a fenced block")
-        .0;
-    assert_eq!(tests_block.trim(), command, "README ## Tests");
+    // The README's Commands table and the testing page show it too; all must be this one.
     assert!(
         readme.contains(&format!("| run the tests | `{command}` |")),
         "README's Commands table names another test command"
     );
+    let testing = repo("docs/testing.md");
+    let testing_block = testing
+        .split_once("```\n")
+        .and_then(|(_, rest)| rest.split_once("\n```"))
+        .expect("docs/testing.md shows the command in a fenced block")
+        .0;
+    assert_eq!(testing_block.trim(), command, "docs/testing.md");
 }

@@ -158,7 +158,7 @@ pub struct Args {
 
     /// The identity policy file (YAML): which namespaces and service accounts get an SVID,
     /// with which settings, and which names beside it. Read again when it changes; see the
-    /// README's "Identity policy". Without it every namespace and service account gets one.
+    /// docs/identity-policy.md. Without it every namespace and service account gets one.
     #[arg(long, env = "PODCERT_IDENTITY_POLICY")]
     pub identity_policy: Option<std::path::PathBuf>,
 
@@ -168,7 +168,7 @@ pub struct Args {
     pub cluster_domain: String,
 
     /// Serve our trust domain's SPIFFE bundle here (HTTPS, the `https_web` profile), for
-    /// federated trust domains to import; see the README's "Federation". Off when unset.
+    /// federated trust domains to import; see docs/federation.md. Off when unset.
     #[arg(long, env = "PODCERT_BUNDLE_ENDPOINT_ADDR")]
     pub bundle_endpoint_addr: Option<SocketAddr>,
 
@@ -202,7 +202,7 @@ pub struct Args {
 
     /// The federation file (YAML): foreign trust domains whose bundles this signer imports
     /// and publishes as ClusterTrustBundles, each with its bundle endpoint and profile; see
-    /// the README's "Federation". Read at start.
+    /// docs/federation.md. Read at start.
     #[arg(long, env = "PODCERT_FEDERATION_CONFIG")]
     pub federation_config: Option<std::path::PathBuf>,
 
@@ -636,6 +636,63 @@ mod tests {
     #[test]
     fn the_cli_definition_is_consistent() {
         Args::command().debug_assert();
+    }
+
+    /// The flags of `cmd` and its subcommands, as `--name`, with their environment
+    /// variables; a subcommand's own flags (`status --pod`) have none.
+    fn flags(cmd: &clap::Command, out: &mut Vec<(String, Option<String>)>, top: bool) {
+        for arg in cmd.get_arguments() {
+            if let Some(long) = arg.get_long().filter(|l| !["help", "version"].contains(l)) {
+                let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+                out.push((
+                    format!("--{long}"),
+                    if top { env } else { Some(String::new()) },
+                ));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            flags(sub, out, false);
+        }
+    }
+
+    /// docs/configuration.md's flag tables: the `--flags` named in each row's first cell.
+    fn documented_flags() -> (String, std::collections::BTreeSet<String>) {
+        let page =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md");
+        let page = std::fs::read_to_string(&page).expect("docs/configuration.md");
+        let mut documented = std::collections::BTreeSet::new();
+        for row in page.lines().filter(|l| l.starts_with("| `--")) {
+            let first = row.split('|').nth(1).unwrap_or_default();
+            for part in first.split('`').filter(|p| p.starts_with("--")) {
+                documented.insert(part.to_string());
+            }
+        }
+        (page, documented)
+    }
+
+    #[test]
+    fn every_flag_is_documented_and_every_documented_flag_exists() {
+        let mut all = Vec::new();
+        flags(&Args::command(), &mut all, true);
+        let (page, documented) = documented_flags();
+        let names: std::collections::BTreeSet<String> =
+            all.iter().map(|(f, _)| f.clone()).collect();
+        let undocumented: Vec<_> = names.difference(&documented).collect();
+        assert!(
+            undocumented.is_empty(),
+            "flags missing from docs/configuration.md: {undocumented:?}"
+        );
+        let unknown: Vec<_> = documented.difference(&names).collect();
+        assert!(
+            unknown.is_empty(),
+            "docs/configuration.md documents no such flag: {unknown:?}"
+        );
+        // The page says every flag has a PODCERT_<FLAG> variable; hold the code to it.
+        assert!(page.contains("`PODCERT_<FLAG>`"));
+        for (flag, env) in all.iter().filter(|(_, env)| env.as_deref() != Some("")) {
+            let want = format!("PODCERT_{}", flag[2..].replace('-', "_").to_uppercase());
+            assert_eq!(env.as_deref(), Some(want.as_str()), "{flag}");
+        }
     }
 
     fn args(extra: &[&str]) -> Result<Config, ConfigError> {

@@ -23,7 +23,7 @@ use crate::requests::pcr::{Pcr, is_terminal};
 /// Objects per page of a cache's initial (and any re-) list — requests here, Services and
 /// namespaces in `placement`. kube's default is 500: a page is read whole and then parsed,
 /// so a smaller one keeps the transient memory of listing tens of thousands of objects
-/// small, at the price of more round trips (measured in README "Load": a list of 5,000
+/// small, at the price of more round trips (measured in docs/performance.md: a list of 5,000
 /// Services peaks 5 MiB lower).
 pub const LIST_PAGE: u32 = 100;
 

@@ -310,6 +310,100 @@ impl Metrics {
 mod tests {
     use super::*;
 
+    /// Every family the registry exposes, as a query names it: `name_total` for a counter,
+    /// the bare name otherwise (a histogram's series add `_bucket`, `_sum`, `_count`).
+    fn exposed() -> Vec<(String, String)> {
+        Metrics::default()
+            .encode()
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(|l| {
+                let (name, kind) = l.split_once(' ').unwrap();
+                let named = if kind == "counter" {
+                    format!("{name}_total")
+                } else {
+                    name.to_string()
+                };
+                (named, kind.to_string())
+            })
+            .collect()
+    }
+
+    fn repo_file(path: &str) -> String {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(path);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    #[test]
+    fn every_metric_is_in_the_operations_page_with_its_type() {
+        let page = repo_file("docs/operations.md");
+        let exposed = exposed();
+        assert!(exposed.len() >= 19, "{exposed:?}");
+        for (name, kind) in &exposed {
+            let row = page
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{name}` |")))
+                .unwrap_or_else(|| panic!("docs/operations.md has no row for {name}"));
+            assert!(
+                row.contains(&format!("| {kind} |")),
+                "{name} is a {kind}: {row}"
+            );
+        }
+        // And nothing documented that the process does not register.
+        for row in page.lines().filter(|l| l.starts_with("| `podcert_")) {
+            let name = row.split('`').nth(1).unwrap();
+            assert!(
+                exposed.iter().any(|(n, _)| n == name),
+                "documented but not registered: {name}"
+            );
+        }
+    }
+
+    /// Every `podcert_…` name in `text` (a PromQL expression or a rule file).
+    fn named_metrics(text: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut rest = text;
+        while let Some(i) = rest.find("podcert_") {
+            let name: String = rest[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[i + name.len()..];
+            out.push(name);
+        }
+        out
+    }
+
+    #[test]
+    fn every_metric_the_dashboard_and_alerts_query_is_registered() {
+        let exposed = exposed();
+        let known = |name: &str| {
+            exposed.iter().any(|(n, kind)| {
+                n == name
+                    || (kind == "histogram"
+                        && ["_bucket", "_sum", "_count"]
+                            .iter()
+                            .any(|s| name.strip_suffix(s) == Some(n.as_str())))
+            })
+        };
+        for file in [
+            "monitoring/dashboard.json",
+            "monitoring/alerts.yaml",
+            "monitoring/alerts_test.yaml",
+        ] {
+            let names = named_metrics(&repo_file(file));
+            assert!(!names.is_empty(), "{file} names no metric");
+            for name in names {
+                assert!(
+                    known(&name),
+                    "{file} queries {name}, which the signer does not register"
+                );
+            }
+        }
+    }
+
     #[test]
     fn every_metric_is_exposed() {
         let m = Metrics::default();

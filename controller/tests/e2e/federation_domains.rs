@@ -4,7 +4,7 @@
 //! workloads then speak SPIFFE mTLS across the domains with the example, and a certificate
 //! that claims B's domain but chains to A's root is refused. Both run under the RBAC of the
 //! kustomize base with the `federation` component. The example verifies with rustls-webpki,
-//! which refuses URI name constraints, so both CAs are made without (README: "Name
+//! which refuses URI name constraints, so both CAs are made without (docs/ca-lifecycle.md: "Name
 //! constraints").
 
 use std::net::SocketAddr;
