@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use crate::runtime::metrics::{Metrics, ResultLabels};
+use crate::runtime::metrics::{IntGauge, Registrar};
 use crate::runtime::supervisor::Ticks;
 
 /// How often the file is read again.
@@ -67,15 +67,61 @@ fn parse(
         .map_err(|e| format!("{} {e}", path.display()))
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+/// The identity policy file's metrics: whether the policy in use is the file's current
+/// content, and its reloads by result.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyMetrics {
+    loaded: IntGauge,
+    reloads: prometheus_client::metrics::family::Family<
+        ResultLabels,
+        prometheus_client::metrics::counter::Counter,
+    >,
+}
+
+impl PolicyMetrics {
+    pub fn register(r: &mut Registrar) -> Self {
+        PolicyMetrics {
+            loaded: r.add(
+                "identity_policy_loaded",
+                "1 while the identity policy in use is the file's current content",
+                IntGauge::default(),
+            ),
+            reloads: r.add(
+                "identity_policy_reloads",
+                "Reloads of the identity policy file after it changed, by result",
+                Default::default(),
+            ),
+        }
+    }
+
+    /// A reload after the file changed: the new policy is in use, or (`ok` false) the last good
+    /// one is kept.
+    fn reloaded(&self, ok: bool) {
+        self.loaded.set(i64::from(ok));
+        let result = if ok { "ok" } else { "error" };
+        self.reloads.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    #[cfg(test)]
+    fn reloads(&self, result: &'static str) -> u64 {
+        self.reloads.get_or_create(&ResultLabels { result }).get()
+    }
+}
+
 /// Follows the file until `token` is cancelled, sending each new valid policy on `tx`.
 pub async fn follow(
     file: IdentityFile,
     tx: watch::Sender<Arc<IdentityPolicy>>,
-    metrics: Arc<Metrics>,
+    metrics: PolicyMetrics,
     token: CancellationToken,
 ) {
     let mut last_text = file.initial_text.clone();
-    metrics.identity_policy_loaded.set(1);
+    metrics.loaded.set(1);
     let mut ticks = Ticks::every(RELOAD_EVERY);
     while ticks.next(&token).await {
         let outcome = read(&file.path).and_then(|text| {
@@ -86,22 +132,19 @@ pub async fn follow(
             last_text = text;
             policy.map(Some)
         });
-        let result = match outcome {
+        let ok = match outcome {
             Ok(None) => continue,
             Ok(Some(policy)) => {
                 info!(path = %file.path.display(), "identity policy reloaded");
                 tx.send_replace(Arc::new(policy));
-                ResultLabels::OK
+                true
             }
             Err(e) => {
                 error!(error = %e, "the identity policy file cannot be used; keeping the last good policy");
-                ResultLabels::ERROR
+                false
             }
         };
-        metrics
-            .identity_policy_loaded
-            .set(i64::from(result == ResultLabels::OK));
-        metrics.identity_policy_reloads.get_or_create(&result).inc();
+        metrics.reloaded(ok);
     }
 }
 
@@ -149,7 +192,7 @@ mod tests {
         std::fs::write(&path, GOOD).unwrap();
         let file = IdentityFile::load(&path, &td(), Duration::from_secs(86_400)).unwrap();
         let (tx, mut rx) = watch::channel(file.initial.clone());
-        let metrics = Arc::new(Metrics::default());
+        let metrics = PolicyMetrics::default();
         let token = CancellationToken::new();
         let task = tokio::spawn(follow(file, tx, metrics.clone(), token.clone()));
 
@@ -160,12 +203,9 @@ mod tests {
             allows(&rx.borrow(), "a"),
             "the last good policy stays in use"
         );
-        assert_eq!(metrics.identity_policy_loaded.get(), 0);
+        assert_eq!(metrics.loaded.get(), 0);
         assert_eq!(
-            metrics
-                .identity_policy_reloads
-                .get_or_create(&ResultLabels::ERROR)
-                .get(),
+            metrics.reloads("error"),
             1,
             "one error per bad content, not per look"
         );
@@ -176,7 +216,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(allows(&rx.borrow_and_update(), "b") && !allows(&rx.borrow(), "a"));
-        assert_eq!(metrics.identity_policy_loaded.get(), 1);
+        assert_eq!(metrics.loaded.get(), 1);
         token.cancel();
         task.await.unwrap();
     }

@@ -1,18 +1,16 @@
 //! podcert-signer: the controller that signs Kubernetes PodCertificateRequests.
 //!
-//! All PKI decisions live in `signer-core`; this crate does the Kubernetes I/O. The rooms, in
-//! the order [`run`] wires them: [`cli`] turns flags into a validated [`config::Config`];
-//! [`telemetry`] installs logging; [`cluster`] connects and discovers the served API
-//! versions; [`admin`] serves `/live`, `/ready` and [`metrics`]. Then four supervised
-//! process tasks run until SIGTERM: the admin server, the [`ca`] keeper (every replica
-//! follows the CA), the [`leader`] election, and [`leadership`], which runs one [`term`] at
-//! a time while elected. A term settles the CA, publishes its roots and drives the
-//! kube-runtime `Controller`, whose [`reconcile`] turns each request ([`pcr`]) into one
-//! status write; the term's [`pending`] task watches the requests still waiting.
-//! [`supervisor`] and [`retry`] are the two mechanisms everything shares, and [`events`] the
-//! one way Events are written; [`clock`] is the certificate clock (compressed only in
-//! lifecycle tests). [`status`] is the `status` subcommand: an operator's view of waiting
-//! requests and of the signer.
+//! All PKI decisions live in `signer-core`; this crate does the Kubernetes I/O, in wings:
+//! [`cli`] turns flags into a validated [`config::Config`]; [`cluster`] connects and
+//! discovers the served API versions; [`runtime`] holds what every part shares (supervised
+//! tasks, the one retry, the admin server, the metrics registry, logs, the certificate clock,
+//! Events); [`ca`] is the CA's whole life (every replica follows it, the leader's steward
+//! settles, publishes and renews it); [`leadership`] elects a leader and runs one term at a
+//! time while elected; [`requests`] is one request's way from the watch to its status;
+//! [`federation`] serves our bundle and imports others'; [`identity_policy`] follows the
+//! policy file. [`run`] wires them: it registers every part's metrics ([`Metrics`]), then
+//! supervises the process tasks — the admin server, the CA keeper, the election and the
+//! leadership loop — until SIGTERM.
 
 pub(crate) mod ca;
 pub mod cli;
@@ -49,7 +47,7 @@ use crate::cluster::{Cluster, StartError};
 use crate::config::Config;
 use crate::leadership::election::Elector;
 use crate::runtime::admin::Health;
-use crate::runtime::metrics::{ErrorLabels, Metrics};
+use crate::runtime::metrics::{Errors, Exposition, Registrar, Tasks};
 use crate::runtime::supervisor::{Ended, Lifetime, Supervisor};
 
 /// Why the signer stopped other than by a signal.
@@ -128,6 +126,40 @@ fn shutdown_on_signal() -> CancellationToken {
     token
 }
 
+/// Every part's metrics, registered once at start; each part records through its own.
+struct Metrics {
+    requests: requests::metrics::RequestMetrics,
+    ca: ca::metrics::CaMetrics,
+    federation: federation::metrics::FederationMetrics,
+    policy: identity_policy::PolicyMetrics,
+    leader: leadership::LeaderGauge,
+    tasks: Tasks,
+    /// What `/metrics` serves.
+    exposition: Arc<Exposition>,
+}
+
+impl Metrics {
+    fn register() -> Self {
+        let mut r = Registrar::default();
+        let errors = Errors::register(&mut r);
+        let requests = requests::metrics::RequestMetrics::register(&mut r, errors.clone());
+        let ca = ca::metrics::CaMetrics::register(&mut r, errors);
+        let federation = federation::metrics::FederationMetrics::register(&mut r);
+        let policy = identity_policy::PolicyMetrics::register(&mut r);
+        let leader = leadership::LeaderGauge::register(&mut r);
+        let tasks = Tasks::register(&mut r);
+        Metrics {
+            requests,
+            ca,
+            federation,
+            policy,
+            leader,
+            tasks,
+            exposition: Arc::new(r.finish()),
+        }
+    }
+}
+
 async fn run_with(config: Config) -> Result<(), Error> {
     let shutdown = shutdown_on_signal();
     // The token first: a wrong module, label or PIN stops the process before it touches
@@ -138,7 +170,7 @@ async fn run_with(config: Config) -> Result<(), Error> {
     };
     let client = cluster::connect(&config.cluster).await?;
     let cluster = Cluster::discover(client.clone(), &shutdown).await?;
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Metrics::register();
     // A loop that has not made progress for three lease durations is stuck, not idle.
     let health = Arc::new(Health::new(
         (config.lease.duration * 3).max(Duration::from_secs(30)),
@@ -183,12 +215,7 @@ async fn run_with(config: Config) -> Result<(), Error> {
         .reporting_refusals(ca::Refusals {
             recorder: recorder.clone(),
             regarding: ca_secret.object_ref(),
-            counter: metrics
-                .reconcile_errors
-                .get_or_create(&ErrorLabels {
-                    error: ErrorLabels::ATTEST_FORBIDDEN,
-                })
-                .clone(),
+            metrics: metrics.ca.clone(),
         })
     });
     let trust_domain = config.policy.trust_domain().clone();
@@ -196,7 +223,7 @@ async fn run_with(config: Config) -> Result<(), Error> {
         ca_secret.clone(),
         trust_bundle.clone(),
         recorder.clone(),
-        metrics.clone(),
+        metrics.ca.clone(),
     );
     let ca_view = keeper.subscribe();
     let (leader_tx, leader_rx) = watch::channel(false);
@@ -213,23 +240,33 @@ async fn run_with(config: Config) -> Result<(), Error> {
         policy: config.policy.clone(),
         clock: config.clock,
         recorder: recorder.clone(),
-        metrics: metrics.clone(),
+        metrics: metrics.ca.clone(),
     });
     let term_parts = Arc::new(leadership::term::Parts {
         cluster,
         config,
-        metrics: metrics.clone(),
+        metrics: leadership::term::TermMetrics {
+            requests: metrics.requests.clone(),
+            federation: metrics.federation.clone(),
+            tasks: metrics.tasks.clone(),
+            leader: metrics.leader.clone(),
+        },
         health: health.clone(),
         steward,
         recorder,
         identity: identity.as_ref().map(|(_, rx)| rx.clone()),
     });
 
-    let mut tasks = Supervisor::new("process", shutdown.clone(), metrics.clone());
+    let mut tasks = Supervisor::new("process", shutdown.clone(), metrics.tasks.clone());
     tasks.spawn(
         "admin",
         Lifetime::UntilCancelled,
-        runtime::admin::serve(admin, health.clone(), metrics.clone(), shutdown.clone()),
+        runtime::admin::serve(
+            admin,
+            health.clone(),
+            metrics.exposition.clone(),
+            shutdown.clone(),
+        ),
     );
     if let (Some((listener, endpoint)), Some(bundle)) = (bundle_endpoint, trust_bundle) {
         tasks.spawn(
@@ -249,7 +286,7 @@ async fn run_with(config: Config) -> Result<(), Error> {
         tasks.spawn(
             "identity-policy",
             Lifetime::UntilCancelled,
-            identity_policy::follow(file, tx, metrics.clone(), shutdown.clone()),
+            identity_policy::follow(file, tx, metrics.policy.clone(), shutdown.clone()),
         );
     }
     tasks.spawn(
@@ -285,5 +322,115 @@ async fn run_with(config: Config) -> Result<(), Error> {
             Ok(())
         }
         Ended::TaskFailed { task, .. } => Err(Error::TaskFailed(task)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo_file(path: &str) -> String {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(path);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    #[test]
+    fn every_metric_is_in_the_operations_page_with_its_type() {
+        let metrics = Metrics::register();
+        let registered = metrics.exposition.registered();
+        assert!(registered.len() >= 18, "{registered:?}");
+        let page = repo_file("docs/operations.md");
+        for (name, kind) in registered {
+            let row = page
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{name}` |")))
+                .unwrap_or_else(|| panic!("docs/operations.md has no row for {name}"));
+            assert!(
+                row.contains(&format!("| {kind} |")),
+                "{name} is a {kind}: {row}"
+            );
+        }
+        // And nothing documented that the process does not register.
+        for row in page.lines().filter(|l| l.starts_with("| `podcert_")) {
+            let name = row.split('`').nth(1).unwrap();
+            assert!(
+                registered.iter().any(|(n, _)| n == name),
+                "documented but not registered: {name}"
+            );
+        }
+    }
+
+    /// Every `podcert_…` name in `text` (a PromQL expression or a rule file).
+    fn named_metrics(text: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut rest = text;
+        while let Some(i) = rest.find("podcert_") {
+            let name: String = rest[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[i + name.len()..];
+            out.push(name);
+        }
+        out
+    }
+
+    #[test]
+    fn every_metric_the_dashboard_and_alerts_query_is_registered() {
+        let metrics = Metrics::register();
+        let registered = metrics.exposition.registered();
+        let known = |name: &str| {
+            registered.iter().any(|(n, kind)| {
+                n == name
+                    || (*kind == "histogram"
+                        && ["_bucket", "_sum", "_count"]
+                            .iter()
+                            .any(|s| name.strip_suffix(s) == Some(n.as_str())))
+            })
+        };
+        for file in [
+            "monitoring/dashboard.json",
+            "monitoring/alerts.yaml",
+            "monitoring/alerts_test.yaml",
+        ] {
+            let names = named_metrics(&repo_file(file));
+            assert!(!names.is_empty(), "{file} names no metric");
+            for name in names {
+                assert!(
+                    known(&name),
+                    "{file} queries {name}, which the signer does not register"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_exposition_shows_what_the_parts_record() {
+        let m = Metrics::register();
+        m.requests.decided("issued", "ECDSAP256", "Issued", 0.3);
+        m.requests.error(Errors::WRITE_STATUS);
+        m.tasks.failed("term", "ca");
+        m.ca.not_after(ca::metrics::Role::Root, 7);
+        m.ca.rotated(ca::metrics::Role::Intermediate);
+        let text = m.exposition.encode();
+        for line in [
+            "podcert_requests_total{outcome=\"issued\",key_type=\"ECDSAP256\",reason=\"Issued\"} 1",
+            "podcert_request_latency_seconds_bucket",
+            "podcert_pending_requests 0",
+            "podcert_oldest_pending_request_seconds 0",
+            "podcert_reconcile_errors_total{error=\"attest_forbidden\"} 0",
+            "podcert_reconcile_errors_total{error=\"write_status\"} 1",
+            "podcert_ca_not_after_seconds{role=\"root\"} 7",
+            "podcert_ca_rotations_total{role=\"intermediate\"} 1",
+            "podcert_ca_rotations_total{role=\"root\"} 0",
+            "podcert_leader 0",
+            "podcert_ca_loaded 0",
+            "podcert_ca_secret_usable 0",
+            "podcert_task_failures_total{group=\"term\",task=\"ca\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
     }
 }

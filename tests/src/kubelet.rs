@@ -20,7 +20,7 @@ use kube::{Api, Client, ResourceExt};
 use serde::Serialize;
 use serde_json::{Value, json};
 use x509_parser::certificate::X509Certificate;
-use x509_parser::extensions::{GeneralName, ParsedExtension};
+use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::FromDer;
 
 use crate::fixtures::{KubeletKey, kubelet_keys};
@@ -416,22 +416,9 @@ pub fn check_issued(
     {
         return Err("status times differ from the leaf's".into());
     }
-    let uris: Vec<String> = leaf
-        .extensions()
-        .iter()
-        .filter_map(|e| match e.parsed_extension() {
-            ParsedExtension::SubjectAlternativeName(san) => {
-                Some(san.general_names.iter().filter_map(|n| match n {
-                    GeneralName::URI(u) => Some(u.to_string()),
-                    _ => None,
-                }))
-            }
-            _ => None,
-        })
-        .flatten()
-        .collect();
-    if uris != [spiffe_id] {
-        return Err(format!("URI SANs {uris:?}, expected [{spiffe_id}]"));
+    let id = signer_core::spiffe::svid_id(blocks[0].contents()).map_err(|e| e.to_string())?;
+    if id.as_str() != spiffe_id {
+        return Err(format!("SPIFFE ID {id}, expected {spiffe_id}"));
     }
     let roots: Vec<Vec<u8>> = pem::parse_many(trust_bundle_pem)
         .map_err(|e| e.to_string())?

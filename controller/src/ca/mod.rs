@@ -14,6 +14,7 @@
 //! it (not ready, an Event on the Secret, `podcert_ca_loaded 0`) and does not lead, so a
 //! replica that still holds the CA can take over and put it back.
 
+pub mod metrics;
 pub mod pkcs11;
 pub mod root_keys;
 pub mod rotation;
@@ -28,7 +29,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::runtime::metrics::{Metrics, RoleLabels};
+use crate::ca::metrics::{CaMetrics, Role};
 use crate::runtime::retry;
 pub use root_keys::{Root, RootKeys, StoredKey};
 pub use secret::{Created, LoadedCa, SecretState, SecretStore};
@@ -76,7 +77,7 @@ pub struct CaKeeper {
     store: SecretStore,
     trust_bundle: Option<TrustBundle>,
     recorder: Recorder,
-    metrics: std::sync::Arc<Metrics>,
+    metrics: CaMetrics,
     view: watch::Sender<CaView>,
 }
 
@@ -93,7 +94,7 @@ impl CaKeeper {
         store: SecretStore,
         trust_bundle: Option<TrustBundle>,
         recorder: Recorder,
-        metrics: std::sync::Arc<Metrics>,
+        metrics: CaMetrics,
     ) -> Self {
         CaKeeper {
             store,
@@ -182,27 +183,20 @@ impl CaKeeper {
             }
         }
         view.secret = Some(state);
-        self.metrics.ca_loaded.set(i64::from(view.known.is_some()));
-        self.metrics.ca_secret_usable.set(i64::from(matches!(
-            view.secret,
-            Some(SecretState::Usable(_))
-        )));
+        self.metrics.holds(
+            view.known.is_some(),
+            matches!(view.secret, Some(SecretState::Usable(_))),
+        );
         if view.known != before_known
             && let Some(k) = &view.known
         {
-            let gauge = &self.metrics.ca_not_after;
-            gauge
-                .get_or_create(&RoleLabels::ROOT)
-                .set(k.active.ca.not_after_unix());
+            self.metrics
+                .not_after(Role::Root, k.active.ca.not_after_unix());
             match &k.next {
-                Some(next) => {
-                    gauge
-                        .get_or_create(&RoleLabels::NEXT_ROOT)
-                        .set(next.root.ca.not_after_unix());
-                }
-                None => {
-                    gauge.remove(&RoleLabels::NEXT_ROOT);
-                }
+                Some(next) => self
+                    .metrics
+                    .not_after(Role::NextRoot, next.root.ca.not_after_unix()),
+                None => self.metrics.none(Role::NextRoot),
             }
         }
         if let Some((reason, note)) = problem(&view).filter(|p| Some(p) != before_problem.as_ref())

@@ -20,8 +20,6 @@
 //! racing make one rotation: the loser's write gets 409 and the watch brings the winner's.
 //! [`plan`] is the pure decision; [`Rotator::perform`] the writes.
 
-use std::sync::Arc;
-
 use kube::runtime::events::{EventType, Recorder};
 use signer_core::CaProfile;
 use tracing::info;
@@ -29,9 +27,9 @@ use tracing::info;
 use super::root_keys::RootKeys;
 use super::secret::{LoadedCa, NextRoot, Replaced, SecretStore};
 use super::trust_bundle::TrustBundle;
+use crate::ca::metrics::{CaMetrics, Role};
 use crate::config::CaLifecycle;
 use crate::runtime::clock::Clock;
-use crate::runtime::metrics::{Metrics, RoleLabels};
 
 /// The next step of a root's life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,7 +94,7 @@ pub struct Rotator {
     pub lifecycle: CaLifecycle,
     pub clock: Clock,
     pub recorder: Recorder,
-    pub metrics: Arc<Metrics>,
+    pub metrics: CaMetrics,
 }
 
 impl std::fmt::Debug for Rotator {
@@ -189,10 +187,7 @@ impl Rotator {
             Replaced::Replaced => {
                 info!(secret = %self.store.name, ?step, "{note}");
                 if step == Step::Activate {
-                    self.metrics
-                        .ca_rotations
-                        .get_or_create(&RoleLabels::ROOT)
-                        .inc();
+                    self.metrics.rotated(Role::Root);
                 }
                 self.store
                     .report(

@@ -22,9 +22,9 @@ use super::rotation::{self, Rotator, Step};
 use super::{
     CaView, Created, LoadedCa, Root, SecretState, SecretStore, SigningCa, Synced, TrustBundle,
 };
+use crate::ca::metrics::{CaMetrics, Role};
 use crate::config::CaConfig;
 use crate::runtime::clock::Clock;
-use crate::runtime::metrics::{Metrics, RoleLabels};
 use crate::runtime::retry;
 
 /// The CA a term begins with: the roots it holds and the intermediate it signs with.
@@ -52,7 +52,7 @@ pub struct Steward {
     pub policy: Arc<Policy>,
     pub clock: Clock,
     pub recorder: Recorder,
-    pub metrics: Arc<Metrics>,
+    pub metrics: CaMetrics,
 }
 
 impl std::fmt::Debug for Steward {
@@ -98,7 +98,7 @@ impl Steward {
 
     /// At the term's end: only a leader has a signing intermediate.
     pub fn end_term(&self) {
-        self.metrics.ca_not_after.remove(&RoleLabels::INTERMEDIATE);
+        self.metrics.none(Role::Intermediate);
     }
 
     /// The CA this term signs under: the one this process holds, or a new root on a fresh
@@ -182,14 +182,8 @@ impl Steward {
         )?;
         if signing.is_intermediate() {
             let unix = signing.ca.not_after_unix();
-            self.metrics
-                .ca_not_after
-                .get_or_create(&RoleLabels::INTERMEDIATE)
-                .set(unix);
-            self.metrics
-                .ca_rotations
-                .get_or_create(&RoleLabels::INTERMEDIATE)
-                .inc();
+            self.metrics.not_after(Role::Intermediate, unix);
+            self.metrics.rotated(Role::Intermediate);
             info!(root = root.ca.subject(), not_after = %humantime::format_rfc3339_seconds(signing.ca.not_after()), "made a new signing intermediate");
         } else {
             warn!(

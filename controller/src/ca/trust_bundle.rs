@@ -61,12 +61,12 @@ impl std::fmt::Debug for TrustBundle {
 }
 
 /// How a refused publication is made visible: a Warning Event about the CA whose roots cannot
-/// be published, and a counter an alert watches.
+/// be published, and the error counter an alert watches.
 #[derive(Clone)]
 pub struct Refusals {
     pub recorder: kube::runtime::events::Recorder,
     pub regarding: k8s_openapi::api::core::v1::ObjectReference,
-    pub counter: prometheus_client::metrics::counter::Counter,
+    pub metrics: crate::ca::metrics::CaMetrics,
 }
 
 impl std::fmt::Debug for Refusals {
@@ -226,7 +226,7 @@ impl TrustBundle {
         tracing::error!(name = %self.name, signer = %self.signer_name, message = %status.message,
             "the API server refuses to publish the trust bundle: grant the verb \"attest\" on certificates.k8s.io signers for this signer name");
         let Some(r) = &self.refusals else { return };
-        r.counter.inc();
+        r.metrics.attest_forbidden();
         let note = format!(
             "the API server refuses to publish ClusterTrustBundle {}: the signer's identity lacks the verb \"attest\" on certificates.k8s.io \"signers\" \"{}\" (manifests/clusterrole.yaml grants it); nothing is signed under roots that are not published",
             self.name, self.signer_name

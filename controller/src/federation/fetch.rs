@@ -5,7 +5,7 @@
 //! system's roots, or the `caFile` of the federation file). `https_spiffe`: the server must
 //! present an X.509-SVID that chains to the domain's *last good* bundle — what we imported
 //! last, or at first the bootstrap bundle — and carries exactly the configured SPIFFE ID,
-//! checked by the same verifier as the mTLS example's (`spiffe_mtls::SpiffeVerifier`); the
+//! checked by the workspace's SPIFFE verifier (`spiffe_tls::SpiffeVerifier`, as the mTLS example); the
 //! URL's host is not checked (SPIFFE Federation §5.2.2). Every fetch is bounded: [`TIMEOUT`]
 //! for the whole exchange and `signer_core::bundle::MAX_BUNDLE_BYTES` for the body.
 
@@ -106,7 +106,7 @@ pub fn client_config(
             endpoint_id,
             bootstrap,
         } => {
-            // The example's SPIFFE verifier: the chain against the domain's bundle, and
+            // The workspace's SPIFFE verifier: the chain against the domain's bundle, and
             // exactly the configured ID.
             let bundle = last_good.unwrap_or(bootstrap);
             let roots = bundle
@@ -114,7 +114,7 @@ pub fn client_config(
                 .iter()
                 .map(|der| CertificateDer::from(der.clone()))
                 .collect();
-            let verifier = spiffe_mtls::SpiffeVerifier::new(
+            let verifier = spiffe_tls::SpiffeVerifier::new(
                 &BTreeMap::from([(bundle.trust_domain.as_str().to_owned(), roots)]),
                 vec![endpoint_id.to_string()],
                 &provider,

@@ -37,8 +37,8 @@ use crate::ca::trust_bundle::{
     Ctb, LABEL_MANAGED_BY, LABEL_NAME, LABEL_TRUST_DOMAIN, SEQUENCE_ANNOTATION, spiffe_bundle_of,
 };
 use crate::config::{Peer, Profile};
+use crate::federation::metrics::{DomainMetrics, FederationMetrics};
 use crate::runtime::clock::Clock;
-use crate::runtime::metrics::{DomainLabels, Metrics};
 use crate::runtime::retry;
 
 /// Without a refresh hint, a bundle is fetched again after this long.
@@ -137,7 +137,7 @@ impl Published {
 pub struct Importer {
     pub published: Published,
     pub recorder: Recorder,
-    pub metrics: Arc<Metrics>,
+    pub metrics: FederationMetrics,
     /// The certificate clock endpoints' certificates are checked on.
     pub clock: Clock,
 }
@@ -164,7 +164,7 @@ async fn follow(importer: Arc<Importer>, peer: Peer, token: CancellationToken) {
     else {
         return;
     };
-    let mut domain = Domain::new(peer, published, importer.clock);
+    let mut domain = Domain::new(peer, published, importer.clock, &importer.metrics);
     let mut backoff = retry::backoff();
     loop {
         let Some(fetched) = token.run_until_cancelled(domain.fetch()).await else {
@@ -208,7 +208,7 @@ fn client_config(
 /// One foreign domain as its loop knows it.
 struct Domain {
     peer: Peer,
-    labels: DomainLabels,
+    metrics: DomainMetrics,
     /// What its ClusterTrustBundle holds (roots and sequence).
     published: Option<SpiffeBundle>,
     /// How its endpoint is authenticated: made again only when the bundle it trusts changes.
@@ -219,10 +219,15 @@ struct Domain {
 }
 
 impl Domain {
-    fn new(peer: Peer, published: Option<SpiffeBundle>, clock: Clock) -> Self {
+    fn new(
+        peer: Peer,
+        published: Option<SpiffeBundle>,
+        clock: Clock,
+        metrics: &FederationMetrics,
+    ) -> Self {
         let tls = client_config(&peer, published.as_ref(), clock);
         Domain {
-            labels: DomainLabels::new(&peer.trust_domain),
+            metrics: metrics.domain(&peer.trust_domain),
             peer,
             published,
             tls,
@@ -261,13 +266,12 @@ impl Importer {
         domain: &mut Domain,
         fetched: Result<SpiffeBundle, FetchError>,
     ) -> Result<(), ()> {
-        let (peer, labels) = (&domain.peer, &domain.labels);
+        let (peer, metrics) = (&domain.peer, &domain.metrics);
         let bundle = match fetched {
             Ok(bundle) => bundle,
             Err(e) => {
                 warn!(trust_domain = %peer.trust_domain, endpoint = %peer.url, error = %e, "fetching the federated bundle failed; keeping the last good one");
-                self.count(labels, e.reason());
-                self.metrics.federation_current.get_or_create(labels).set(0);
+                metrics.fetch_failed(e.reason());
                 let kept = if domain.published.is_some() {
                     "the last good bundle stays published"
                 } else {
@@ -287,7 +291,7 @@ impl Importer {
             if let Err(e) = self.published.write(peer, &bundle).await {
                 // Fetched and good, but not published: try again soon.
                 warn!(trust_domain = %peer.trust_domain, error = %e, "publishing the federated bundle failed");
-                self.count(labels, "publish");
+                metrics.publish_failed();
                 return Err(());
             }
             info!(trust_domain = %peer.trust_domain, sequence = ?bundle.sequence, roots = bundle.x509_authorities.len(), bundle = %peer.bundle_name, "published the federated trust domain's bundle");
@@ -303,23 +307,10 @@ impl Importer {
             domain.published = Some(bundle);
             domain.tls = client_config(&domain.peer, domain.published.as_ref(), domain.clock);
         }
-        self.count(&domain.labels, "ok");
-        self.metrics
-            .federation_current
-            .get_or_create(&domain.labels)
-            .set(1);
-        self.metrics
-            .federation_updated
-            .get_or_create(&domain.labels)
-            .set(signer_core::time::unix_seconds(std::time::SystemTime::now()));
+        domain
+            .metrics
+            .current_at(signer_core::time::unix_seconds(std::time::SystemTime::now()));
         Ok(())
-    }
-
-    fn count(&self, labels: &DomainLabels, result: &'static str) {
-        self.metrics
-            .federation_fetches
-            .get_or_create(&labels.result(result))
-            .inc();
     }
 
     async fn event(&self, peer: &Peer, type_: EventType, reason: &str, note: String) {

@@ -7,5 +7,6 @@
 pub mod endpoint;
 pub mod fetch;
 pub mod import;
+pub mod metrics;
 pub mod peers;
 pub mod svid;

@@ -15,3 +15,21 @@
 pub mod election;
 pub mod standby;
 pub mod term;
+
+/// `podcert_leader`: 1 while this replica's term runs.
+#[derive(Debug, Clone, Default)]
+pub struct LeaderGauge(crate::runtime::metrics::IntGauge);
+
+impl LeaderGauge {
+    pub fn register(r: &mut crate::runtime::metrics::Registrar) -> Self {
+        LeaderGauge(r.add(
+            "leader",
+            "1 while this replica holds the leader Lease",
+            Default::default(),
+        ))
+    }
+
+    pub fn set(&self, leading: bool) {
+        self.0.set(i64::from(leading));
+    }
+}

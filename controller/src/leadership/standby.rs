@@ -90,13 +90,13 @@ mod tests {
 
     use super::*;
     use crate::ca::SecretState;
-    use crate::runtime::metrics::{Metrics, TaskLabels};
+    use crate::runtime::metrics::Tasks;
     use crate::runtime::supervisor::{Lifetime, Supervisor};
 
     /// A term whose first incarnation has a task that panics; later ones run until stopped.
     #[tokio::test(start_paused = true)]
     async fn a_term_whose_task_panics_ends_is_counted_and_is_followed_by_a_new_term() {
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Tasks::default();
         let health = Arc::new(Health::new(Duration::from_secs(60)));
         let (leader_tx, leader) = watch::channel(true);
         let fresh_install = CaView {
@@ -138,13 +138,7 @@ mod tests {
             2,
             "the failed term was replaced"
         );
-        let counted = metrics
-            .task_failures
-            .get_or_create(&TaskLabels {
-                group: "term",
-                task: "ca",
-            })
-            .get();
+        let counted = metrics.get("term", "ca");
         assert_eq!(counted, 1);
         // Losing leadership ends the second term; shutdown ends the loop.
         leader_tx.send_replace(false);

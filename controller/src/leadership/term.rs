@@ -27,10 +27,13 @@ use tracing::{debug, info};
 use crate::ca::steward::{Begun, NotBegun, Steward};
 use crate::cluster::Cluster;
 use crate::config::Config;
+use crate::federation::metrics::FederationMetrics;
+use crate::leadership::LeaderGauge;
+use crate::requests::metrics::RequestMetrics;
 use crate::requests::pcr::Pcr;
 use crate::requests::reconcile::{self, Context};
 use crate::runtime::admin::{Health, Loop};
-use crate::runtime::metrics::Metrics;
+use crate::runtime::metrics::Tasks;
 use crate::runtime::retry::Failures;
 use crate::runtime::supervisor::{Ended, Lifetime, Supervisor};
 
@@ -41,13 +44,23 @@ pub const GRACE: Duration = Duration::from_secs(5);
 pub struct Parts {
     pub cluster: Cluster,
     pub config: Config,
-    pub metrics: Arc<Metrics>,
+    /// What a term records: its requests, its federation imports, its tasks, that it leads.
+    pub metrics: TermMetrics,
     pub health: Arc<Health>,
     /// The leader's part of the CA's life.
     pub steward: Arc<Steward>,
     pub recorder: Recorder,
     /// The identity policy in use, when `--identity-policy` is set.
     pub identity: Option<watch::Receiver<Arc<signer_core::IdentityPolicy>>>,
+}
+
+/// The metrics a term records into.
+#[derive(Debug, Clone)]
+pub struct TermMetrics {
+    pub requests: RequestMetrics,
+    pub federation: FederationMetrics,
+    pub tasks: Tasks,
+    pub leader: LeaderGauge,
 }
 
 impl std::fmt::Debug for Parts {
@@ -72,10 +85,10 @@ pub enum TermEnd {
 /// Runs one term until `token` is cancelled or it fails.
 pub async fn run(parts: Arc<Parts>, token: CancellationToken) -> TermEnd {
     parts.health.set_ready(false);
-    parts.metrics.leader.set(1);
+    parts.metrics.leader.set(true);
     let end = run_term(&parts, &token).await;
     token.cancel();
-    parts.metrics.leader.set(0);
+    parts.metrics.leader.set(false);
     parts.steward.end_term();
     end
 }
@@ -102,7 +115,7 @@ async fn run_term(parts: &Arc<Parts>, token: &CancellationToken) -> TermEnd {
         pcr_resource: cluster.pcr.clone(),
         signer_name: config.signer_name.clone(),
         signer: signer_rx.clone(),
-        metrics: parts.metrics.clone(),
+        metrics: parts.metrics.requests.clone(),
         recorder: parts.recorder.clone(),
         failures: Failures::default(),
         cache: cache.clone(),
@@ -117,7 +130,7 @@ async fn run_term(parts: &Arc<Parts>, token: &CancellationToken) -> TermEnd {
         nudge,
     });
 
-    let mut tasks = Supervisor::new("term", token.clone(), parts.metrics.clone())
+    let mut tasks = Supervisor::new("term", token.clone(), parts.metrics.tasks.clone())
         .with_heartbeat(parts.health.clone(), Loop::Leadership);
     tasks.spawn(
         "ca",
@@ -177,7 +190,7 @@ async fn run_term(parts: &Arc<Parts>, token: &CancellationToken) -> TermEnd {
                 config.signer_name.clone(),
             ),
             recorder: parts.recorder.clone(),
-            metrics: parts.metrics.clone(),
+            metrics: parts.metrics.federation.clone(),
             clock: config.clock,
         });
         tasks.spawn(

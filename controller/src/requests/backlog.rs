@@ -88,8 +88,7 @@ pub async fn watch(ctx: Arc<Context>, warn_after: Duration, token: CancellationT
             break;
         }
     }
-    ctx.metrics.pending.set(0);
-    ctx.metrics.oldest_pending.set(0);
+    ctx.metrics.backlog(0, 0);
 }
 
 /// One look at the cache: the gauges, an Event for each request newly waiting too long, and
@@ -117,10 +116,8 @@ async fn look(ctx: &Context, warn_after: Duration, looked: &mut Looked) {
         }
         seen.insert(uid);
     }
-    ctx.metrics.pending.set(waiting);
     ctx.metrics
-        .oldest_pending
-        .set(i64::try_from(oldest.as_secs()).unwrap_or(i64::MAX));
+        .backlog(waiting, i64::try_from(oldest.as_secs()).unwrap_or(i64::MAX));
     // Requests that were answered or deleted are forgotten.
     warned.retain(|uid| seen.contains(uid));
     let waiting_keys: HashSet<&RequestKey> = ages.iter().map(|(k, _)| k).collect();
@@ -143,7 +140,7 @@ async fn look(ctx: &Context, warn_after: Duration, looked: &mut Looked) {
                 kube::runtime::reflector::ObjectRef::new_with(name, ctx.pcr_resource.clone())
                     .within(namespace),
             );
-            ctx.metrics.stranded.inc();
+            ctx.metrics.stranded();
             nudged.insert(key, now);
         }
     }

@@ -15,5 +15,6 @@
 pub mod backlog;
 pub mod cache;
 pub mod lookups;
+pub mod metrics;
 pub mod pcr;
 pub mod reconcile;

@@ -24,8 +24,9 @@ use tokio::sync::watch;
 use tracing::{debug, info, instrument, warn};
 
 use crate::requests::lookups::{Lookups, Wait};
+use crate::requests::metrics::RequestMetrics;
 use crate::requests::pcr::{Pcr, Unreadable, is_terminal, status_for, to_request};
-use crate::runtime::metrics::{ErrorLabels, LatencyLabels, Metrics, OutcomeLabels};
+use crate::runtime::metrics::Errors;
 use crate::runtime::retry::Failures;
 
 /// A request as the per-request backoff knows it: namespace, name and UID (a request
@@ -40,7 +41,7 @@ pub struct Context {
     /// The signer in use; the term's `ca` task swaps it for each new signing intermediate,
     /// and once new roots are published.
     pub signer: watch::Receiver<Arc<Signer>>,
-    pub metrics: Arc<Metrics>,
+    pub metrics: RequestMetrics,
     pub recorder: Recorder,
     /// Backoff state of requests whose last reconcile failed transiently.
     pub failures: Failures<RequestKey>,
@@ -111,10 +112,10 @@ impl Error {
     /// The `error` label of `podcert_reconcile_errors_total`.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Error::Issue(_) => ErrorLabels::ISSUE,
-            Error::Lookup(_) => ErrorLabels::LOOKUP,
-            Error::WriteStatus(_) => ErrorLabels::WRITE_STATUS,
-            Error::SignForbidden { .. } => ErrorLabels::SIGN_FORBIDDEN,
+            Error::Issue(_) => Errors::ISSUE,
+            Error::Lookup(_) => Errors::LOOKUP,
+            Error::WriteStatus(_) => Errors::WRITE_STATUS,
+            Error::SignForbidden { .. } => Errors::SIGN_FORBIDDEN,
         }
     }
 }
@@ -205,18 +206,12 @@ pub async fn reconcile(pcr: Arc<Pcr>, ctx: Arc<Context>) -> Result<Action, Error
         Decision::Issue(_) => ("issued", "Issued"),
         Decision::Deny(d) => ("denied", d.reason.as_str()),
     };
-    ctx.metrics
-        .request_latency
-        .get_or_create(&LatencyLabels { outcome })
-        .observe(age.max(0.0));
-    ctx.metrics
-        .requests
-        .get_or_create(&OutcomeLabels {
-            outcome,
-            key_type: key_type.map_or("unknown", KeyType::as_str),
-            reason,
-        })
-        .inc();
+    ctx.metrics.decided(
+        outcome,
+        key_type.map_or("unknown", KeyType::as_str),
+        reason,
+        age,
+    );
     match &decision {
         Decision::Issue(i) => {
             info!(key_type = %i.key_type, spiffe_id = %i.spiffe_id, serial = %i.serial_hex, outcome = "issued", "issued");
@@ -291,12 +286,7 @@ async fn not_served(pcr: &Pcr, ctx: &Context) {
     warn!(
         "the request has no key material as served through certificates.k8s.io/v1 (a 1.35 kubelet's pkixPublicKey and proofOfPossession do not exist in v1); left pending. Serve certificates.k8s.io/v1beta1 podcertificaterequests so the signer can read it"
     );
-    ctx.metrics
-        .unreadable
-        .get_or_create(&crate::runtime::metrics::ReasonLabels {
-            reason: "KeyMaterialNotServed",
-        })
-        .inc();
+    ctx.metrics.unreadable("KeyMaterialNotServed");
     publish(
         ctx,
         pcr,
@@ -324,12 +314,7 @@ pub(crate) async fn publish(
 }
 
 pub fn error_policy(pcr: Arc<Pcr>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics
-        .reconcile_errors
-        .get_or_create(&ErrorLabels {
-            error: error.metric_label(),
-        })
-        .inc();
+    ctx.metrics.error(error.metric_label());
     let delay = ctx
         .failures
         .failed(&Context::key(&pcr), |key| ctx.is_waiting(key));
@@ -385,7 +370,7 @@ mod tests {
             pcr_resource: resource.clone(),
             signer_name: "example.com/spiffe".into(),
             signer: watch::channel(Arc::new(signer)).1,
-            metrics: Arc::default(),
+            metrics: RequestMetrics::default(),
             failures: Default::default(),
             cache: kube::runtime::reflector::store::Writer::<Pcr>::new(resource).as_reader(),
             clock: crate::runtime::clock::Clock::system(),
@@ -634,13 +619,7 @@ mod tests {
         let note = expect_event(&mut handle, "KeyMaterialNotServed").await;
         assert!(note.contains("v1beta1"), "{note}");
         assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
-        let counted = ctx
-            .metrics
-            .unreadable
-            .get_or_create(&crate::runtime::metrics::ReasonLabels {
-                reason: "KeyMaterialNotServed",
-            })
-            .get();
+        let counted = ctx.metrics.unreadable_count("KeyMaterialNotServed");
         assert_eq!(counted, 1);
     }
 

@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use crate::runtime::metrics::Metrics;
+use crate::runtime::metrics::Exposition;
 
 /// A loop whose progress `/live` checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +89,7 @@ impl Health {
     }
 }
 
-fn respond(health: &Health, metrics: &Metrics, path: &str) -> Response<Full<Bytes>> {
+fn respond(health: &Health, metrics: &Exposition, path: &str) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match path {
         "/live" | "/livez" | "/healthz" => match health.stalled().as_slice() {
             [] => (StatusCode::OK, "text/plain", "ok\n".to_string()),
@@ -136,7 +136,7 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 pub async fn serve(
     listener: TcpListener,
     health: Arc<Health>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<Exposition>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -172,7 +172,7 @@ mod tests {
     #[test]
     fn live_fails_when_a_loop_stops_beating() {
         let h = Health::new(Duration::from_millis(50));
-        let m = Metrics::default();
+        let m = crate::runtime::metrics::Registrar::default().finish();
         assert_eq!(respond(&h, &m, "/live").status(), StatusCode::OK);
         std::thread::sleep(Duration::from_millis(120));
         h.beat(Loop::Election);
@@ -185,7 +185,10 @@ mod tests {
 
     #[test]
     fn ready_follows_health() {
-        let (h, m) = (Health::new(Duration::from_secs(60)), Metrics::default());
+        let (h, m) = (
+            Health::new(Duration::from_secs(60)),
+            crate::runtime::metrics::Registrar::default().finish(),
+        );
         assert_eq!(respond(&h, &m, "/live").status(), StatusCode::OK);
         assert_eq!(
             respond(&h, &m, "/ready").status(),

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
 use crate::runtime::admin::{Health, Loop};
-use crate::runtime::metrics::{Metrics, TaskLabels};
+use crate::runtime::metrics::Tasks;
 
 /// The ticks of a periodic task: `while ticks.next(&token).await { … }` runs its body every
 /// period — the first at once, a late one delayed rather than bunched — until `token` is
@@ -62,7 +62,7 @@ pub struct Supervisor {
     tasks: JoinSet<()>,
     names: HashMap<Id, (&'static str, Lifetime)>,
     token: CancellationToken,
-    metrics: Arc<Metrics>,
+    metrics: Tasks,
     heartbeat: Option<(Arc<Health>, Loop)>,
 }
 
@@ -77,7 +77,7 @@ impl std::fmt::Debug for Supervisor {
 
 impl Supervisor {
     /// A group named `group` (a metric label) whose tasks stop when `token` is cancelled.
-    pub fn new(group: &'static str, token: CancellationToken, metrics: Arc<Metrics>) -> Self {
+    pub fn new(group: &'static str, token: CancellationToken, metrics: Tasks) -> Self {
         Supervisor {
             group,
             tasks: JoinSet::new(),
@@ -142,13 +142,7 @@ impl Supervisor {
                 group = self.group,
                 task, panicked, "a supervised task ended unexpectedly; stopping its group"
             );
-            self.metrics
-                .task_failures
-                .get_or_create(&TaskLabels {
-                    group: self.group,
-                    task,
-                })
-                .inc();
+            self.metrics.failed(self.group, task);
             break Ended::TaskFailed { task, panicked };
         };
         self.token.cancel();
@@ -173,18 +167,13 @@ impl Supervisor {
 mod tests {
     use super::*;
 
-    fn failures(m: &Metrics, task: &'static str) -> u64 {
-        m.task_failures
-            .get_or_create(&TaskLabels {
-                group: "term",
-                task,
-            })
-            .get()
+    fn failures(m: &Tasks, task: &'static str) -> u64 {
+        m.get("term", task)
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_panicking_task_ends_the_group_and_is_counted() {
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Tasks::default();
         let token = CancellationToken::new();
         let mut s = Supervisor::new("term", token.clone(), metrics.clone());
         let t = token.clone();
@@ -213,7 +202,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_task_returning_early_is_a_failure_but_a_one_shot_is_not() {
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Tasks::default();
         let token = CancellationToken::new();
         let mut s = Supervisor::new("term", token.clone(), metrics.clone());
         s.spawn("ready", Lifetime::OneShot, async {});
@@ -233,7 +222,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_task_that_ignores_cancellation_is_aborted_after_the_grace() {
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Tasks::default();
         let token = CancellationToken::new();
         let mut s = Supervisor::new("term", token.clone(), metrics);
         // Like a controller waiting forever for a cache that cannot sync.

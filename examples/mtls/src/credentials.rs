@@ -130,7 +130,10 @@ impl CredentialFiles {
             }
             Ok(roots)
         };
-        let own = trust_domain(&spiffe_id).to_owned();
+        let own = spiffe_tls::svid_id(leaf)
+            .map_err(|e| Error::Identity(e.to_string()))?
+            .trust_domain()
+            .to_owned();
         let mut bundles = BTreeMap::from([(own, roots(&self.trust_bundle)?)]);
         for (domain, path) in &self.federated {
             if bundles.insert(domain.clone(), roots(path)?).is_some() {
@@ -146,10 +149,4 @@ impl CredentialFiles {
             spiffe_id,
         })
     }
-}
-
-/// The trust domain of a SPIFFE ID (`spiffe://<trust domain>/...`).
-pub fn trust_domain(spiffe_id: &str) -> &str {
-    let rest = spiffe_id.strip_prefix("spiffe://").unwrap_or(spiffe_id);
-    rest.split('/').next().unwrap_or(rest)
 }

@@ -2,24 +2,21 @@
 //! podcert-signer issues, read from the files the kubelet writes (no SPIFFE Workload API).
 //!
 //! [`credentials`] loads the credential bundle (key + chain) and trust bundle and re-reads
-//! them when the kubelet rotates them; [`verify`] accepts a peer only if its chain verifies to
+//! them when the kubelet rotates them; [`SpiffeVerifier`] (from the `spiffe-tls` crate) accepts a peer only if its chain verifies to
 //! the bundle of the trust domain its SPIFFE ID names (ours, or a federated one) and that ID
 //! is allowed. [`serve`] answers each
 //! connection with `hello <peer-id> from <own-id>`; [`exchange`] is the client side.
 
 pub mod credentials;
-pub mod verify;
 
 use std::sync::Arc;
 
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use x509_parser::extensions::{GeneralName, ParsedExtension};
-use x509_parser::prelude::FromDer;
 
 pub use credentials::{CredentialFiles, Credentials};
-pub use verify::SpiffeVerifier;
+pub use spiffe_tls::SpiffeVerifier;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -31,32 +28,13 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Identity(String),
+    #[error("{0}")]
+    Bundle(#[from] spiffe_tls::BundleError),
 }
 
-/// The SPIFFE ID of an X.509-SVID: its single URI SAN, which must be a `spiffe://` URI.
+/// The SPIFFE ID of an X.509-SVID: its single URI SAN, a valid SPIFFE ID.
 pub fn spiffe_id(cert: &CertificateDer<'_>) -> Result<String, Error> {
-    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(cert)
-        .map_err(|e| Error::Identity(format!("certificate: {e}")))?;
-    let uris: Vec<String> = cert
-        .extensions()
-        .iter()
-        .filter_map(|e| match e.parsed_extension() {
-            ParsedExtension::SubjectAlternativeName(san) => {
-                Some(san.general_names.iter().filter_map(|n| match n {
-                    GeneralName::URI(u) => Some(u.to_string()),
-                    _ => None,
-                }))
-            }
-            _ => None,
-        })
-        .flatten()
-        .collect();
-    match uris.as_slice() {
-        [id] if id.starts_with("spiffe://") => Ok(id.clone()),
-        _ => Err(Error::Identity(format!(
-            "not an X.509-SVID: URI SANs {uris:?}"
-        ))),
-    }
+    spiffe_tls::peer_id(cert).map_err(Error::Identity)
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {

@@ -1,7 +1,6 @@
 //! Peer verification for SPIFFE X.509-SVIDs.
 //!
-//! An SVID names its holder with a single URI SAN, not a DNS name, so rustls' stock
-//! verifiers (which match DNS names) do not fit. [`SpiffeVerifier`] reads the peer's SPIFFE
+//! [`SpiffeVerifier`] reads the peer's SPIFFE
 //! ID, takes the bundle of the trust domain it names (X509-SVID §5: a peer's trust domain
 //! chooses the bundle; none, and it is refused), checks the chain with rustls-webpki against
 //! that bundle only for the right usage (serverAuth or clientAuth), then accepts the peer only
@@ -19,9 +18,18 @@ use rustls::{
     CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme,
 };
 
-use crate::credentials::trust_domain;
-use crate::spiffe_id;
+use signer_core::spiffe::svid_id;
 
+/// A trust bundle whose roots rustls-webpki cannot use as anchors.
+#[derive(Debug, thiserror::Error)]
+#[error("trust bundle of {domain}: {reason}")]
+pub struct BundleError {
+    pub domain: String,
+    pub reason: String,
+}
+
+/// Accepts a peer whose X.509-SVID chains to its own trust domain's bundle, for the TLS
+/// usage of its side, and whose SPIFFE ID is allowed.
 #[derive(Debug)]
 pub struct SpiffeVerifier {
     /// Trust domain → the anchors of its bundle.
@@ -45,7 +53,7 @@ impl SpiffeVerifier {
         bundles: &BTreeMap<String, Vec<CertificateDer<'static>>>,
         allowed: Vec<String>,
         provider: &CryptoProvider,
-    ) -> Result<Self, crate::Error> {
+    ) -> Result<Self, BundleError> {
         let anchors = bundles
             .iter()
             .map(|(domain, roots)| {
@@ -54,7 +62,10 @@ impl SpiffeVerifier {
                     .map(|r| webpki::anchor_from_trusted_cert(r).map(|a| a.to_owned()))
                     .collect::<Result<Vec<_>, _>>()
                     .map(|a| (domain.clone(), a))
-                    .map_err(|e| crate::Error::Files(format!("trust bundle of {domain}: {e}")))
+                    .map_err(|e| BundleError {
+                        domain: domain.clone(),
+                        reason: e.to_string(),
+                    })
             })
             .collect::<Result<BTreeMap<_, _>, _>>()?;
         Ok(SpiffeVerifier {
@@ -71,8 +82,9 @@ impl SpiffeVerifier {
         now: UnixTime,
         usage: webpki::KeyUsage,
     ) -> Result<(), rustls::Error> {
-        let id = spiffe_id(end_entity).map_err(|e| reject(e.to_string()))?;
-        let domain = trust_domain(&id);
+        let id = svid_id(end_entity).map_err(|e| reject(e.to_string()))?;
+        let domain = id.trust_domain();
+        let id = id.to_string();
         let anchors = self.anchors.get(domain).ok_or_else(|| {
             reject(format!(
                 "peer {id}: no trust bundle for trust domain {domain:?}"
