@@ -19,6 +19,7 @@ pub(crate) mod config;
 pub(crate) mod federation;
 pub(crate) mod identity_policy;
 pub(crate) mod leadership;
+mod metrics;
 pub(crate) mod requests;
 pub(crate) mod runtime;
 
@@ -46,8 +47,8 @@ use crate::cli::Args;
 use crate::cluster::{Cluster, StartError};
 use crate::config::Config;
 use crate::leadership::election::Elector;
+use crate::metrics::Metrics;
 use crate::runtime::admin::Health;
-use crate::runtime::metrics::{Errors, Exposition, Registrar, Tasks};
 use crate::runtime::supervisor::{Ended, Lifetime, Supervisor};
 
 /// Why the signer stopped other than by a signal.
@@ -124,40 +125,6 @@ fn shutdown_on_signal() -> CancellationToken {
         t.cancel();
     });
     token
-}
-
-/// Every part's metrics, registered once at start; each part records through its own.
-struct Metrics {
-    requests: requests::metrics::RequestMetrics,
-    ca: ca::metrics::CaMetrics,
-    federation: federation::metrics::FederationMetrics,
-    policy: identity_policy::PolicyMetrics,
-    leader: leadership::LeaderGauge,
-    tasks: Tasks,
-    /// What `/metrics` serves.
-    exposition: Arc<Exposition>,
-}
-
-impl Metrics {
-    fn register() -> Self {
-        let mut r = Registrar::default();
-        let errors = Errors::register(&mut r);
-        let requests = requests::metrics::RequestMetrics::register(&mut r, errors.clone());
-        let ca = ca::metrics::CaMetrics::register(&mut r, errors);
-        let federation = federation::metrics::FederationMetrics::register(&mut r);
-        let policy = identity_policy::PolicyMetrics::register(&mut r);
-        let leader = leadership::LeaderGauge::register(&mut r);
-        let tasks = Tasks::register(&mut r);
-        Metrics {
-            requests,
-            ca,
-            federation,
-            policy,
-            leader,
-            tasks,
-            exposition: Arc::new(r.finish()),
-        }
-    }
 }
 
 async fn run_with(config: Config) -> Result<(), Error> {
@@ -322,115 +289,5 @@ async fn run_with(config: Config) -> Result<(), Error> {
             Ok(())
         }
         Ended::TaskFailed { task, .. } => Err(Error::TaskFailed(task)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn repo_file(path: &str) -> String {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .join(path);
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-    }
-
-    #[test]
-    fn every_metric_is_in_the_operations_page_with_its_type() {
-        let metrics = Metrics::register();
-        let registered = metrics.exposition.registered();
-        assert!(registered.len() >= 18, "{registered:?}");
-        let page = repo_file("docs/operations.md");
-        for (name, kind) in registered {
-            let row = page
-                .lines()
-                .find(|l| l.starts_with(&format!("| `{name}` |")))
-                .unwrap_or_else(|| panic!("docs/operations.md has no row for {name}"));
-            assert!(
-                row.contains(&format!("| {kind} |")),
-                "{name} is a {kind}: {row}"
-            );
-        }
-        // And nothing documented that the process does not register.
-        for row in page.lines().filter(|l| l.starts_with("| `podcert_")) {
-            let name = row.split('`').nth(1).unwrap();
-            assert!(
-                registered.iter().any(|(n, _)| n == name),
-                "documented but not registered: {name}"
-            );
-        }
-    }
-
-    /// Every `podcert_…` name in `text` (a PromQL expression or a rule file).
-    fn named_metrics(text: &str) -> Vec<String> {
-        let mut out = Vec::new();
-        let mut rest = text;
-        while let Some(i) = rest.find("podcert_") {
-            let name: String = rest[i..]
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            rest = &rest[i + name.len()..];
-            out.push(name);
-        }
-        out
-    }
-
-    #[test]
-    fn every_metric_the_dashboard_and_alerts_query_is_registered() {
-        let metrics = Metrics::register();
-        let registered = metrics.exposition.registered();
-        let known = |name: &str| {
-            registered.iter().any(|(n, kind)| {
-                n == name
-                    || (*kind == "histogram"
-                        && ["_bucket", "_sum", "_count"]
-                            .iter()
-                            .any(|s| name.strip_suffix(s) == Some(n.as_str())))
-            })
-        };
-        for file in [
-            "monitoring/dashboard.json",
-            "monitoring/alerts.yaml",
-            "monitoring/alerts_test.yaml",
-        ] {
-            let names = named_metrics(&repo_file(file));
-            assert!(!names.is_empty(), "{file} names no metric");
-            for name in names {
-                assert!(
-                    known(&name),
-                    "{file} queries {name}, which the signer does not register"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn the_exposition_shows_what_the_parts_record() {
-        let m = Metrics::register();
-        m.requests.decided("issued", "ECDSAP256", "Issued", 0.3);
-        m.requests.error(Errors::WRITE_STATUS);
-        m.tasks.failed("term", "ca");
-        m.ca.not_after(ca::metrics::Role::Root, 7);
-        m.ca.rotated(ca::metrics::Role::Intermediate);
-        let text = m.exposition.encode();
-        for line in [
-            "podcert_requests_total{outcome=\"issued\",key_type=\"ECDSAP256\",reason=\"Issued\"} 1",
-            "podcert_request_latency_seconds_bucket",
-            "podcert_pending_requests 0",
-            "podcert_oldest_pending_request_seconds 0",
-            "podcert_reconcile_errors_total{error=\"attest_forbidden\"} 0",
-            "podcert_reconcile_errors_total{error=\"write_status\"} 1",
-            "podcert_ca_not_after_seconds{role=\"root\"} 7",
-            "podcert_ca_rotations_total{role=\"intermediate\"} 1",
-            "podcert_ca_rotations_total{role=\"root\"} 0",
-            "podcert_leader 0",
-            "podcert_ca_loaded 0",
-            "podcert_ca_secret_usable 0",
-            "podcert_task_failures_total{group=\"term\",task=\"ca\"} 1",
-        ] {
-            assert!(text.contains(line), "{line} missing from\n{text}");
-        }
     }
 }

@@ -184,8 +184,9 @@ fn rust_files(dir: &Path, prefix: &str, out: &mut BTreeSet<String>) {
         let name = path.file_name().unwrap().to_str().unwrap();
         if path.is_dir() {
             rust_files(&path, &format!("{prefix}{name}/"), out);
-        } else if name.ends_with(".rs") {
-            // A folder's mod.rs is the folder's entry.
+        } else if name.ends_with(".rs") && !name.ends_with("_tests.rs") && name != "tests.rs" {
+            // A folder's mod.rs is the folder's entry; a module's tests (`<module>_tests.rs`,
+            // `tests.rs`) go with it.
             out.insert(if name == "mod.rs" {
                 prefix.to_string()
             } else {
