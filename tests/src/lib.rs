@@ -1,10 +1,18 @@
-//! Shared pieces of podcert-signer's cross-implementation and end-to-end tests.
+//! The test kit of podcert-signer: what the suite runs the signer against, the oracles that
+//! judge what it issues, and the tools built on them.
 //!
-//! [`fixtures`] loads keys, proofs and stub CSRs that Go's standard library made exactly as the
-//! kubelet does; [`oracles`] runs independent verifiers over what we issue — Go's
-//! `crypto/x509` (the API server's and kubelet's parser), `openssl verify` and py-spiffe;
-//! [`prometheus`] runs a real Prometheus server over a signer's metrics; [`demo`] shows the
-//! signer's main job with no cluster (`scripts/demo`).
+//! Against: [`apiserver`], our double of kube-apiserver, and [`control_plane`], the real
+//! kube-apiserver and etcd with the kubelet's own pod-certificate code; [`rule_server`] runs one
+//! rule table on either. Kubelets: [`kubelet`] files requests and judges the answers,
+//! [`podcertificate`] behaves as upstream's pod certificate manager on a scaled clock. Judges:
+//! [`fixtures`] (keys, proofs and stub CSRs Go made as the kubelet does), [`oracles`] (Go's
+//! `crypto/x509`, `openssl verify`, py-spiffe, and the tools they find), [`prometheus`] (a real
+//! Prometheus over a signer's metrics), [`https`] (HTTPS as the tests serve and fetch it),
+//! [`softhsm`] (a SoftHSM2 token), [`secrets`] (broken CA keys, and a detector of key material in text).
+//!
+//! The crate also ships three tools, as binaries: `podcert-demo` ([`demo`], `scripts/demo`),
+//! `podcert-load` (the load benchmark, with [`baseline`]) and `podcert-apiserver` (the double
+//! as a process, for `kubectl`).
 
 pub mod apiserver;
 pub mod baseline;

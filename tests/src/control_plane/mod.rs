@@ -19,22 +19,23 @@
 pub mod apiserver;
 pub mod binaries;
 pub mod etcd;
+mod identity;
 pub mod kubelet;
 pub mod objects;
 pub mod pki;
 pub mod process;
 
 use std::fmt;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use base64::Engine;
 use kube::api::{DynamicObject, PostParams};
 use serde_json::{Value, json};
 
 pub use apiserver::ApiServerOptions;
 use apiserver::KubeApiServer;
 use etcd::Etcd;
+pub use identity::Identity;
+use identity::{identity_with_cert, write_kubeconfig};
 use pki::Pki;
 
 /// A Kubernetes release the suite builds: its API server and its kubelet's pod-certificate code.
@@ -74,22 +75,6 @@ impl Release {
 impl fmt::Display for Release {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "1.{}", self.minor())
-    }
-}
-
-/// A Kubernetes identity's kubeconfig and client.
-#[derive(Clone)]
-pub struct Identity {
-    pub user: String,
-    pub kubeconfig: PathBuf,
-    pub client: kube::Client,
-}
-
-impl fmt::Debug for Identity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Identity")
-            .field("user", &self.user)
-            .finish_non_exhaustive()
     }
 }
 
@@ -369,42 +354,4 @@ impl Drop for ControlPlane {
             let _ = dir.keep();
         }
     }
-}
-
-async fn identity_with_cert(
-    dir: &Path,
-    url: &str,
-    pki: &Pki,
-    user: &str,
-    cert: &pki::ClientCert,
-) -> Identity {
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    let kubeconfig = write_kubeconfig(
-        dir,
-        url,
-        &pki.ca_pem,
-        user,
-        json!({"client-certificate-data": b64(&cert.cert_pem), "client-key-data": b64(&cert.key_pem)}),
-    );
-    Identity {
-        client: crate::kube_client(&kubeconfig).await,
-        user: user.to_string(),
-        kubeconfig,
-    }
-}
-
-/// A kubeconfig for `url` trusting `ca_pem`, authenticating with `auth` (a kubeconfig `user`).
-fn write_kubeconfig(dir: &Path, url: &str, ca_pem: &str, user: &str, auth: Value) -> PathBuf {
-    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
-    let kubeconfig = json!({
-        "apiVersion": "v1", "kind": "Config", "current-context": "real",
-        "clusters": [{"name": "real", "cluster": {"server": url, "certificate-authority-data": ca}}],
-        "users": [{"name": "real", "user": auth}],
-        "contexts": [{"name": "real", "context": {"cluster": "real", "user": "real", "namespace": "default"}}],
-    });
-    let file = user.replace([':', '/'], "_");
-    let port = url.rsplit(':').next().unwrap_or("0");
-    let path = dir.join(format!("kubeconfig-{port}-{file}.json"));
-    std::fs::write(&path, kubeconfig.to_string()).unwrap();
-    path
 }

@@ -8,20 +8,21 @@
 //! condition; [`check_issued`] validates an issued chain as the kubelet and API server would;
 //! [`Report`] sums a run up as JSON with latency percentiles.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+mod judge;
+mod tracker;
+
+pub use judge::{Report, check_issued};
+pub use tracker::{Terminal, Tracker};
+
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use kube::api::{DynamicObject, PostParams};
 use kube::core::ApiResource;
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde::Serialize;
 use serde_json::{Value, json};
-use x509_parser::certificate::X509Certificate;
-use x509_parser::extensions::GeneralName;
-use x509_parser::prelude::FromDer;
 
 use crate::fixtures::{KubeletKey, kubelet_keys};
 use crate::oracles::go_prove;
@@ -259,242 +260,5 @@ impl Kubelet {
                 .collect()
                 .await;
         results.into_iter().collect()
-    }
-}
-
-/// The terminal outcome of one request as the kubelet sees it.
-#[derive(Debug, Clone)]
-pub struct Terminal {
-    pub at: Instant,
-    pub status: Value,
-}
-
-impl Terminal {
-    /// The terminal condition type (Issued, Denied, Failed).
-    pub fn condition(&self) -> &str {
-        self.status["conditions"][0]["type"].as_str().unwrap_or("")
-    }
-
-    pub fn reason(&self) -> &str {
-        self.status["conditions"][0]["reason"]
-            .as_str()
-            .unwrap_or("")
-    }
-
-    /// The issued leaf's subject alternative names: (URIs, DNS names, IPv4 addresses).
-    pub fn sans(&self) -> (Vec<String>, Vec<String>, Vec<String>) {
-        let chain = self.status["certificateChain"].as_str().expect("a chain");
-        let leaf = pem::parse_many(chain).expect("PEM").remove(0);
-        let (_, cert) = X509Certificate::from_der(leaf.contents()).expect("a certificate");
-        let san = cert.subject_alternative_name().expect("one SAN extension");
-        let (mut uris, mut dns, mut ips) = (vec![], vec![], vec![]);
-        for n in san
-            .map(|s| s.value.general_names.clone())
-            .unwrap_or_default()
-        {
-            match n {
-                GeneralName::URI(u) => uris.push(u.to_string()),
-                GeneralName::DNSName(d) => dns.push(d.to_string()),
-                GeneralName::IPAddress(b) if b.len() == 4 => {
-                    ips.push(format!("{}.{}.{}.{}", b[0], b[1], b[2], b[3]))
-                }
-                other => panic!("unexpected SAN {other:?}"),
-            }
-        }
-        (uris, dns, ips)
-    }
-}
-
-/// Follows every PCR (a watch, as the kubelet has) and records when each became terminal.
-#[derive(Debug, Clone)]
-pub struct Tracker {
-    seen: Arc<Mutex<HashMap<(String, String), Terminal>>>,
-    changed: Arc<tokio::sync::Notify>,
-    task: Arc<tokio::task::JoinHandle<()>>,
-}
-
-impl Drop for Tracker {
-    fn drop(&mut self) {
-        if Arc::strong_count(&self.task) == 1 {
-            self.task.abort();
-        }
-    }
-}
-
-impl Tracker {
-    pub fn start(client: Client, version: &str) -> Tracker {
-        let api: Api<DynamicObject> = Api::all_with(client, &pcr_resource(version));
-        let seen: Arc<Mutex<HashMap<(String, String), Terminal>>> = Arc::default();
-        let changed = Arc::new(tokio::sync::Notify::new());
-        let (s, c) = (seen.clone(), changed.clone());
-        let task = tokio::spawn(async move {
-            let mut stream = watcher(api, watcher::Config::default())
-                .default_backoff()
-                .applied_objects()
-                .boxed();
-            while let Some(ev) = stream.next().await {
-                let Ok(obj) = ev else { continue };
-                let status = obj.data.get("status").cloned().unwrap_or(Value::Null);
-                if crate::apiserver::validate::is_terminal(&status) {
-                    let key = (obj.namespace().unwrap_or_default(), obj.name_any());
-                    s.lock().unwrap().entry(key).or_insert(Terminal {
-                        at: Instant::now(),
-                        status,
-                    });
-                    c.notify_waiters();
-                }
-            }
-        });
-        Tracker {
-            seen,
-            changed,
-            task: Arc::new(task),
-        }
-    }
-
-    pub fn get(&self, c: &Created) -> Option<Terminal> {
-        self.seen
-            .lock()
-            .unwrap()
-            .get(&(c.namespace.clone(), c.name.clone()))
-            .cloned()
-    }
-
-    /// Waits until every request in `created` is terminal or `timeout` passes; returns the
-    /// outcome of each (None: still pending).
-    pub async fn wait_all(&self, created: &[Created], timeout: Duration) -> Vec<Option<Terminal>> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let notified = self.changed.notified();
-            let outcomes: Vec<_> = created.iter().map(|c| self.get(c)).collect();
-            if outcomes.iter().all(Option::is_some) || tokio::time::Instant::now() >= deadline {
-                return outcomes;
-            }
-            let _ = tokio::time::timeout_at(
-                deadline.min(tokio::time::Instant::now() + Duration::from_millis(200)),
-                notified,
-            )
-            .await;
-        }
-    }
-}
-
-/// Checks an issued status as the kubelet and API server would: the leaf holds the requested
-/// key, the status times equal the leaf's, the single URI SAN is `spiffe_id`, and the chain
-/// verifies up to a root of `trust_bundle_pem`.
-pub fn check_issued(
-    status: &Value,
-    spki_der: &[u8],
-    spiffe_id: &str,
-    trust_bundle_pem: &str,
-) -> Result<(), String> {
-    let chain = status["certificateChain"]
-        .as_str()
-        .ok_or("no certificateChain")?;
-    let blocks = pem::parse_many(chain).map_err(|e| e.to_string())?;
-    let certs: Vec<X509Certificate<'_>> = blocks
-        .iter()
-        .map(|b| {
-            X509Certificate::from_der(b.contents())
-                .map(|(_, c)| c)
-                .map_err(|e| e.to_string())
-        })
-        .collect::<Result<_, _>>()?;
-    let leaf = certs.first().ok_or("empty chain")?;
-    if leaf.public_key().raw != spki_der {
-        return Err("the leaf's key is not the requested key".into());
-    }
-    let ts = |k: &str| -> Result<i64, String> {
-        status[k]
-            .as_str()
-            .and_then(|s| s.parse::<k8s_openapi::jiff::Timestamp>().ok())
-            .map(|t| t.as_second())
-            .ok_or(format!("no {k}"))
-    };
-    if ts("notBefore")? != leaf.validity().not_before.timestamp()
-        || ts("notAfter")? != leaf.validity().not_after.timestamp()
-    {
-        return Err("status times differ from the leaf's".into());
-    }
-    let id = signer_core::spiffe::svid_id(blocks[0].contents()).map_err(|e| e.to_string())?;
-    if id.as_str() != spiffe_id {
-        return Err(format!("SPIFFE ID {id}, expected {spiffe_id}"));
-    }
-    let roots: Vec<Vec<u8>> = pem::parse_many(trust_bundle_pem)
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .map(|p| p.into_contents())
-        .collect();
-    let roots: Vec<X509Certificate<'_>> = roots
-        .iter()
-        .filter_map(|r| X509Certificate::from_der(r).ok().map(|(_, c)| c))
-        .collect();
-    for pair in certs.windows(2) {
-        pair[0]
-            .verify_signature(Some(pair[1].public_key()))
-            .map_err(|e| format!("chain link does not verify: {e}"))?;
-    }
-    let top = certs.last().expect("non-empty");
-    if !roots
-        .iter()
-        .any(|r| top.verify_signature(Some(r.public_key())).is_ok())
-    {
-        return Err("the chain does not verify up to the trust bundle".into());
-    }
-    Ok(())
-}
-
-/// A run summed up.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Report {
-    pub requested: usize,
-    pub issued: usize,
-    pub denied: BTreeMap<String, usize>,
-    pub failed: usize,
-    pub pending: usize,
-    pub seconds: f64,
-    pub requests_per_second: f64,
-    pub latency_ms: BTreeMap<String, f64>,
-}
-
-impl Report {
-    pub fn new(created: &[Created], outcomes: &[Option<Terminal>], started: Instant) -> Report {
-        let mut r = Report {
-            requested: created.len(),
-            ..Default::default()
-        };
-        let mut latencies: Vec<f64> = Vec::new();
-        let mut last = started;
-        for (c, o) in created.iter().zip(outcomes) {
-            match o {
-                None => r.pending += 1,
-                Some(t) => {
-                    latencies
-                        .push(t.at.saturating_duration_since(c.sent_at).as_secs_f64() * 1000.0);
-                    last = last.max(t.at);
-                    match t.condition() {
-                        "Issued" => r.issued += 1,
-                        "Denied" => *r.denied.entry(t.reason().to_string()).or_default() += 1,
-                        _ => r.failed += 1,
-                    }
-                }
-            }
-        }
-        r.seconds = last.saturating_duration_since(started).as_secs_f64();
-        r.requests_per_second = if r.seconds > 0.0 {
-            (r.requested - r.pending) as f64 / r.seconds
-        } else {
-            0.0
-        };
-        latencies.sort_by(f64::total_cmp);
-        for (name, q) in [("p50", 0.50), ("p90", 0.90), ("p99", 0.99), ("max", 1.0)] {
-            if !latencies.is_empty() {
-                let i =
-                    ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1;
-                r.latency_ms
-                    .insert(name.into(), (latencies[i] * 10.0).round() / 10.0);
-            }
-        }
-        r
     }
 }
