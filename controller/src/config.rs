@@ -8,14 +8,14 @@
 //! [`BundleEndpointConfig`] and the trust domains to import, [`FederationFile`].
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use cryptoki::types::AuthPin;
-use signer_core::{CaProfile, Policy};
+use signer_core::{CaProfile, IdentityPolicy, Policy, TrustDomain};
 
-use crate::runtime::clock::Clock;
+use signer_core::time::Clock;
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -28,7 +28,7 @@ pub struct Config {
     /// A request waiting longer than this gets a `StillPending` Warning Event.
     pub pending_warning_after: Duration,
     /// The identity policy file, loaded (`--identity-policy`); None: everyone gets an SVID.
-    pub identity_policy: Option<crate::identity_policy::IdentityFile>,
+    pub identity_policy: Option<IdentityFile>,
     /// For `<svc>.<ns>.svc.<cluster-domain>`.
     pub cluster_domain: String,
     pub admin_addr: SocketAddr,
@@ -229,4 +229,59 @@ impl std::fmt::Display for ObjectName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.namespace, self.name)
     }
+}
+
+/// The identity policy file (`--identity-policy`), read and validated at start, and what it is
+/// validated against when [`crate::identity_policy::follow`] reads it again.
+#[derive(Debug, Clone)]
+pub struct IdentityFile {
+    pub path: PathBuf,
+    trust_domain: TrustDomain,
+    max_lifetime: Duration,
+    /// The policy as loaded at start, and the text it came from.
+    pub initial: Arc<IdentityPolicy>,
+    pub initial_text: String,
+}
+
+impl IdentityFile {
+    /// Reads and validates `path`; the error names the file and the line.
+    pub fn load(
+        path: &Path,
+        trust_domain: &TrustDomain,
+        max_lifetime: Duration,
+    ) -> Result<Self, String> {
+        let initial_text = read(path)?;
+        let initial = parse(path, &initial_text, trust_domain, max_lifetime)?;
+        Ok(IdentityFile {
+            path: path.to_owned(),
+            trust_domain: trust_domain.clone(),
+            max_lifetime,
+            initial: Arc::new(initial),
+            initial_text,
+        })
+    }
+
+    /// The file's text now.
+    pub fn read(&self) -> Result<String, String> {
+        read(&self.path)
+    }
+
+    /// `text` as a policy; the error names the file and the line.
+    pub fn parse(&self, text: &str) -> Result<IdentityPolicy, String> {
+        parse(&self.path, text, &self.trust_domain, self.max_lifetime)
+    }
+}
+
+fn read(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn parse(
+    path: &Path,
+    text: &str,
+    trust_domain: &TrustDomain,
+    max_lifetime: Duration,
+) -> Result<IdentityPolicy, String> {
+    IdentityPolicy::parse(text, trust_domain, max_lifetime)
+        .map_err(|e| format!("{} {e}", path.display()))
 }

@@ -8,64 +8,20 @@
 //! `podcert_identity_policy_reloads_total{result="error"}`; `podcert_identity_policy_loaded`
 //! says whether the policy in use is the file's current content.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use signer_core::{IdentityPolicy, TrustDomain};
+use signer_core::IdentityPolicy;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
+pub use crate::config::IdentityFile;
 use crate::runtime::metrics::{IntGauge, Registrar};
 use crate::runtime::supervisor::Ticks;
 
 /// How often the file is read again.
 pub const RELOAD_EVERY: Duration = Duration::from_secs(5);
-
-/// The policy file and what it is validated against.
-#[derive(Debug, Clone)]
-pub struct IdentityFile {
-    pub path: PathBuf,
-    trust_domain: TrustDomain,
-    max_lifetime: Duration,
-    /// The policy as loaded at start, and the text it came from.
-    pub initial: Arc<IdentityPolicy>,
-    initial_text: String,
-}
-
-impl IdentityFile {
-    /// Reads and validates `path`; the error names the file and the line.
-    pub fn load(
-        path: &Path,
-        trust_domain: &TrustDomain,
-        max_lifetime: Duration,
-    ) -> Result<Self, String> {
-        let text = read(path)?;
-        let initial = parse(path, &text, trust_domain, max_lifetime)?;
-        Ok(IdentityFile {
-            path: path.to_owned(),
-            trust_domain: trust_domain.clone(),
-            max_lifetime,
-            initial: Arc::new(initial),
-            initial_text: text,
-        })
-    }
-}
-
-fn read(path: &Path) -> Result<String, String> {
-    std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-fn parse(
-    path: &Path,
-    text: &str,
-    trust_domain: &TrustDomain,
-    max_lifetime: Duration,
-) -> Result<IdentityPolicy, String> {
-    IdentityPolicy::parse(text, trust_domain, max_lifetime)
-        .map_err(|e| format!("{} {e}", path.display()))
-}
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
 struct ResultLabels {
@@ -124,11 +80,11 @@ pub async fn follow(
     metrics.loaded.set(1);
     let mut ticks = Ticks::every(RELOAD_EVERY);
     while ticks.next(&token).await {
-        let outcome = read(&file.path).and_then(|text| {
+        let outcome = file.read().and_then(|text| {
             if text == last_text {
                 return Ok(None);
             }
-            let policy = parse(&file.path, &text, &file.trust_domain, file.max_lifetime);
+            let policy = file.parse(&text);
             last_text = text;
             policy.map(Some)
         });
@@ -151,6 +107,7 @@ pub async fn follow(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use signer_core::TrustDomain;
 
     const GOOD: &str = "rules:\n  - name: a\n    namespaces: {names: [a]}\n";
     const OTHER: &str = "rules:\n  - name: b\n    namespaces: {names: [b]}\n";

@@ -26,7 +26,7 @@ pub(crate) mod runtime;
 // What reaches outside: main.rs (`run`, `cli::Args`), the fuzz targets (the request adapter),
 // the PKCS#11 bench and tests (root keys in a token), and the tests' few direct calls.
 pub use ca::pkcs11::{Pin, Token, TokenConfig, TokenError};
-pub use ca::{RootKeys, StoredKey};
+pub use ca::{RootKeys, StoredKey, Unusable};
 pub use cluster::connect;
 pub use config::{ClusterConfig, ObjectName};
 pub use federation::svid::secret_name as endpoint_svid_secret_name;

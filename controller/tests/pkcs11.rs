@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use cryptoki::object::{Attribute, AttributeType, ObjectClass};
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
-use podcert_signer::{Pin, RootKeys, StoredKey, Token, TokenConfig, TokenError};
+use podcert_signer::{Pin, RootKeys, StoredKey, Token, TokenConfig, TokenError, Unusable};
 use podcert_tests::fixtures::kubelet_keys;
 use podcert_tests::oracles::{IssuedCase, assert_go_accepts, openssl_verify};
 use podcert_tests::softhsm::TestToken;
@@ -180,7 +180,8 @@ fn the_root_is_found_again_by_label_and_certificate_and_a_stranger_is_named() {
             .unwrap();
         openssl_verify(intermediate.intermediates_pem(), root.ca.trust_bundle_pem()).unwrap();
     }
-    // A certificate whose key is not in the token: refused, naming where we looked.
+    // A certificate whose key is not in the token: refused, naming where we looked, as a
+    // refusal that may mend (another replica may be writing that key).
     let stranger = profile(CaKeyType::EcdsaP384)
         .root(Duration::from_secs(DAY), SystemTime::now())
         .unwrap();
@@ -189,10 +190,10 @@ fn the_root_is_found_again_by_label_and_certificate_and_a_stranger_is_named() {
         .unwrap_err();
     assert_eq!(
         e,
-        format!(
+        Unusable::Token(format!(
             "it has no tls.key, and no key in token {:?} (keys labelled {KEY_LABEL:?}) is the key of tls.crt",
             token.label
-        )
+        ))
     );
 }
 

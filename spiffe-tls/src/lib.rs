@@ -9,12 +9,5 @@
 
 mod verify;
 
-pub use signer_core::spiffe::{SpiffeId, svid_id};
+pub use signer_core::spiffe::{SpiffeError, SpiffeId, svid_id};
 pub use verify::{BundleError, SpiffeVerifier};
-
-/// The SPIFFE ID of a peer's certificate (its single URI SAN), as a string.
-pub fn peer_id(cert: &rustls::pki_types::CertificateDer<'_>) -> Result<String, String> {
-    svid_id(cert)
-        .map(|id| id.to_string())
-        .map_err(|e| e.to_string())
-}

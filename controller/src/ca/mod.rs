@@ -31,7 +31,7 @@ use tracing::{error, info, warn};
 
 use crate::ca::metrics::{CaMetrics, Role};
 use crate::runtime::retry;
-pub use root_keys::{Root, RootKeys, StoredKey};
+pub use root_keys::{Root, RootKeys, StoredKey, Unusable};
 pub use secret::{Created, LoadedCa, SecretState, SecretStore};
 pub use signing::SigningCa;
 pub use trust_bundle::{Refusals, Synced, TrustBundle};
@@ -142,10 +142,7 @@ impl CaKeeper {
                 }
                 _ = shutdown.cancelled() => return,
             };
-            reread_at = self
-                .store
-                .may_mend(&state)
-                .then(|| tokio::time::Instant::now() + reread);
+            reread_at = SecretStore::may_mend(&state).then(|| tokio::time::Instant::now() + reread);
             self.observe(state, &shutdown).await;
         }
     }

@@ -17,6 +17,20 @@ use signer_core::{Ca, CaError, CaPem, CaProfile, KeyDevice};
 
 use super::pkcs11::{Token, TokenKey};
 
+/// Why the CA Secret holds no usable CA. The message names the key at fault and never quotes
+/// key material; the kind says whether reading the same Secret again may succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unusable {
+    /// What the Secret holds is wrong, and stays wrong until the Secret changes.
+    #[error("{0}")]
+    Content(String),
+    /// The root key is to be found in the PKCS#11 token, which could not be read or does not
+    /// hold it as this process sees it: another replica may just have written it, or the
+    /// token may be briefly unreachable.
+    #[error("{0}")]
+    Token(String),
+}
+
 /// A root as stored and as loaded: its certificate (and the roots above it, for an
 /// operator's CA), where its key is, and the CA it loads as.
 #[derive(Debug, Clone)]
@@ -178,34 +192,37 @@ impl RootKeys {
         key_pem: Option<String>,
         roots_pem: Option<String>,
         (cert_name, key_name): (&str, &str),
-    ) -> Result<Root, String> {
+    ) -> Result<Root, Unusable> {
         if let Some(key_pem) = key_pem {
             return Root::load(CaPem {
                 cert_pem,
                 key_pem,
                 roots_pem,
             })
-            .map_err(|e| e.to_string());
+            .map_err(|e| Unusable::Content(e.to_string()));
         }
         let RootKeys::Token(token) = self else {
-            return Err(format!(
+            return Err(Unusable::Content(format!(
                 "it has no {key_name} (and no PKCS#11 token is configured to hold the key of {cert_name}: --ca-pkcs11-module)"
-            ));
+            )));
         };
         let found = match token_ca(token, &cert_pem, roots_pem.as_deref())? {
             // Looked for again after the module has read the token afresh, if this process
             // wrote to it: it may have missed a key another replica generated meanwhile
             // ([`Token::reload_if_written`]).
-            None if token.reload_if_written().map_err(|e| e.to_string())? => {
+            None if token
+                .reload_if_written()
+                .map_err(|e| Unusable::Token(e.to_string()))? =>
+            {
                 tracing::info!(%token, "the root's key was not among the token's keys as this process saw them; read the token afresh");
                 token_ca(token, &cert_pem, roots_pem.as_deref())?
             }
             found => found,
         };
         let Some((key, ca)) = found else {
-            return Err(format!(
+            return Err(Unusable::Token(format!(
                 "it has no {key_name}, and no key in {token} is the key of {cert_name}"
-            ));
+            )));
         };
         Ok(Root {
             cert_pem,
@@ -237,14 +254,14 @@ fn token_ca(
     token: &Arc<Token>,
     cert_pem: &str,
     roots_pem: Option<&str>,
-) -> Result<Option<(Arc<TokenKey>, Ca)>, String> {
-    for key in token.keys().map_err(|e| e.to_string())? {
+) -> Result<Option<(Arc<TokenKey>, Ca)>, Unusable> {
+    for key in token.keys().map_err(|e| Unusable::Token(e.to_string()))? {
         let device: Arc<dyn KeyDevice> = key.clone();
         match Ca::from_device(cert_pem, device, roots_pem) {
             Ok(ca) => return Ok(Some((key, ca))),
             Err(CaError::Device(_)) => {}
             // The certificate itself is at fault: no key will mend it.
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(Unusable::Content(e.to_string())),
         }
     }
     Ok(None)

@@ -26,7 +26,7 @@ use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 
-use super::root_keys::{Root, RootKeys, StoredKey};
+use super::root_keys::{Root, RootKeys, StoredKey, Unusable};
 use crate::config::ObjectName;
 
 pub const TLS_CRT: &str = "tls.crt";
@@ -45,9 +45,8 @@ pub enum SecretState {
     Absent,
     /// A CA that loads and checks.
     Usable(LoadedCa),
-    /// Something that is not a usable CA; the message names the key at fault and never
-    /// quotes key material.
-    Unusable(String),
+    /// Something that is not a usable CA, and why.
+    Unusable(Unusable),
 }
 
 /// The root prepared to replace the active one, and when the bundle began to publish it.
@@ -97,22 +96,31 @@ impl LoadedCa {
 }
 
 /// What `secret` holds, or why it is not a usable CA (naming the key at fault).
-fn load(secret: &Secret, keys: &RootKeys) -> Result<LoadedCa, String> {
-    let data = secret.data.as_ref().ok_or("it has no data")?;
-    let text = |key: &str| -> Result<Option<String>, String> {
+fn load(secret: &Secret, keys: &RootKeys) -> Result<LoadedCa, Unusable> {
+    let content = |m: String| Unusable::Content(m);
+    let data = secret
+        .data
+        .as_ref()
+        .ok_or_else(|| content("it has no data".into()))?;
+    let text = |key: &str| -> Result<Option<String>, Unusable> {
         data.get(key)
-            .map(|b| String::from_utf8(b.0.clone()).map_err(|_| format!("{key} is not PEM text")))
+            .map(|b| {
+                String::from_utf8(b.0.clone())
+                    .map_err(|_| content(format!("{key} is not PEM text")))
+            })
             .transpose()
     };
     let active = keys.load(
-        text(TLS_CRT)?.ok_or_else(|| format!("it has no {TLS_CRT}"))?,
+        text(TLS_CRT)?.ok_or_else(|| content(format!("it has no {TLS_CRT}")))?,
         text(TLS_KEY)?,
         text(CA_CRT)?,
         (TLS_CRT, TLS_KEY),
     )?;
     let next = match (text(NEXT_CRT)?, text(NEXT_KEY)?) {
         (None, None) => None,
-        (None, Some(_)) => return Err(format!("it has {NEXT_KEY} but no {NEXT_CRT}")),
+        (None, Some(_)) => {
+            return Err(content(format!("it has {NEXT_KEY} but no {NEXT_CRT}")));
+        }
         (Some(cert_pem), key_pem) => {
             let root = keys
                 .load(
@@ -121,12 +129,17 @@ fn load(secret: &Secret, keys: &RootKeys) -> Result<LoadedCa, String> {
                     Some(cert_pem),
                     (NEXT_CRT, NEXT_KEY),
                 )
-                .map_err(|e| format!("the next root: {e}"))?;
+                .map_err(|e| match e {
+                    Unusable::Content(m) => content(format!("the next root: {m}")),
+                    Unusable::Token(m) => Unusable::Token(format!("the next root: {m}")),
+                })?;
             let annotations = secret.metadata.annotations.as_ref();
             let published_at = match annotations.and_then(|a| a.get(NEXT_PUBLISHED_AT)) {
                 None => None,
                 Some(t) => Some(t.parse::<i64>().map_err(|_| {
-                    format!("the annotation {NEXT_PUBLISHED_AT} is not a Unix time")
+                    content(format!(
+                        "the annotation {NEXT_PUBLISHED_AT} is not a Unix time"
+                    ))
                 })?),
             };
             Some(NextRoot { root, published_at })
@@ -304,9 +317,9 @@ impl SecretStore {
 
     /// Whether an unusable state may mend without the Secret changing: its root key is
     /// looked up in a token, which another replica may just have written to, or which may be
-    /// briefly unreachable.
-    pub fn may_mend(&self, state: &SecretState) -> bool {
-        matches!(state, SecretState::Unusable(_)) && matches!(self.keys, RootKeys::Token(_))
+    /// briefly unreachable. Wrong content does not mend by reading it again.
+    pub fn may_mend(state: &SecretState) -> bool {
+        matches!(state, SecretState::Unusable(Unusable::Token(_)))
     }
 }
 

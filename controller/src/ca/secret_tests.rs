@@ -54,7 +54,7 @@ fn a_rotation_in_progress_reads_back_with_its_next_root_and_publication_time() {
     match state_of(&s, &RootKeys::Secret) {
         SecretState::Unusable(m) => assert_eq!(
             m,
-            "the next root: it has no next.key (and no PKCS#11 token is configured to hold the key of next.crt: --ca-pkcs11-module)"
+            Unusable::Content("the next root: it has no next.key (and no PKCS#11 token is configured to hold the key of next.crt: --ca-pkcs11-module)".into())
         ),
         other => panic!("{other:?}"),
     }
@@ -75,7 +75,13 @@ fn a_secret_without_a_key_is_unusable_and_says_which() {
     let mut s = to_secret(&generated(), &name());
     s.data.as_mut().unwrap().remove(TLS_KEY);
     match state_of(&s, &RootKeys::Secret) {
-        SecretState::Unusable(m) => assert!(m.starts_with("it has no tls.key"), "{m}"),
+        SecretState::Unusable(m) => {
+            assert!(m.to_string().starts_with("it has no tls.key"), "{m}");
+            assert!(
+                !SecretStore::may_mend(&SecretState::Unusable(m)),
+                "wrong content does not mend by reading it again"
+            );
+        }
         other => panic!("{other:?}"),
     }
 }

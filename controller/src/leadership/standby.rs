@@ -89,7 +89,7 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     use super::*;
-    use crate::ca::SecretState;
+    use crate::ca::{SecretState, Unusable};
     use crate::runtime::metrics::Tasks;
     use crate::runtime::supervisor::{Lifetime, Supervisor};
 
@@ -153,7 +153,9 @@ mod tests {
         let health = Arc::new(Health::new(Duration::from_secs(60)));
         let (_leader_tx, leader) = watch::channel(true);
         let unusable = CaView {
-            secret: Some(SecretState::Unusable("tls.key: not a key".into())),
+            secret: Some(SecretState::Unusable(Unusable::Content(
+                "tls.key: not a key".into(),
+            ))),
             ..Default::default()
         };
         let (_view_tx, view) = watch::channel(unusable);

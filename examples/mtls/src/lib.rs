@@ -29,12 +29,14 @@ pub enum Error {
     #[error("{0}")]
     Identity(String),
     #[error("{0}")]
+    SpiffeId(#[from] spiffe_tls::SpiffeError),
+    #[error("{0}")]
     Bundle(#[from] spiffe_tls::BundleError),
 }
 
 /// The SPIFFE ID of an X.509-SVID: its single URI SAN, a valid SPIFFE ID.
 pub fn spiffe_id(cert: &CertificateDer<'_>) -> Result<String, Error> {
-    spiffe_tls::peer_id(cert).map_err(Error::Identity)
+    Ok(spiffe_tls::svid_id(cert)?.to_string())
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
