@@ -51,19 +51,24 @@ async fn dropped_and_stalled_watches_lose_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_and_server_errors_are_retried_never_failed() {
     let (cluster, signer) = ready_cluster().await;
+    // Slow answers keep the burst in flight when the storm starts.
+    let faults = cluster.server.faults();
+    faults
+        .delay_ms
+        .store(3, std::sync::atomic::Ordering::Relaxed);
     burst_under(&cluster, 60, async |c| {
-        c.server
-            .faults()
-            .throttle_next
-            .store(40, std::sync::atomic::Ordering::Relaxed);
-        c.server
-            .faults()
-            .error_next
-            .store(40, std::sync::atomic::Ordering::Relaxed);
-        c.server
-            .faults()
+        // A storm measured in time, not in requests: a count of failing requests lasts as
+        // long as the clients take to use it up, and once the leader's Lease renewal meets
+        // it and the leader steps down, only its one Lease read a second is left to.
+        let faults = c.server.faults();
+        faults.throttle_for(Duration::from_secs(2));
+        faults.fail_for(Duration::from_secs(3));
+        faults
             .conflict_next_status_writes
             .store(20, std::sync::atomic::Ordering::Relaxed);
+        faults
+            .delay_ms
+            .store(0, std::sync::atomic::Ordering::Relaxed);
     })
     .await;
     let (_, metrics) = signer.admin("/metrics").await.unwrap();

@@ -14,7 +14,10 @@ pub enum ResourceFault {
     Writes(&'static str),
 }
 
-/// Faults to inject; counters are consumed one per request.
+/// Faults to inject. Counters (`*_next`) are consumed one per request by whoever asks next, so
+/// how long they last depends on how busy the clients are: a scenario in which a fault may end
+/// a leader's term (its Lease renewal fails, and it then asks once per renew interval) uses the
+/// windows, [`Faults::throttle_for`] and [`Faults::fail_for`].
 #[derive(Debug)]
 pub struct Faults {
     /// Answer the next N requests 429 Too Many Requests with Retry-After: 1 (`system:masters`
