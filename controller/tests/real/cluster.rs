@@ -220,14 +220,22 @@ impl RealCluster {
         self.cp.get("v1", "Secret", CA_NS, CA_NAME).await
     }
 
-    /// Events whose reason is `reason`.
-    pub async fn events(&self, reason: &str) -> Vec<Value> {
-        self.cp
-            .list("v1", "Event")
-            .await
-            .into_iter()
-            .filter(|e| e["reason"] == reason)
-            .collect()
+    /// The latest Event whose reason is `reason`, waited for up to `timeout`; panics with the
+    /// signer's log if none comes.
+    pub async fn event(&self, reason: &str, timeout: Duration, signer: &SignerProcess) -> Value {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let events = self.cp.list("v1", "Event").await;
+            if let Some(e) = events.into_iter().rfind(|e| e["reason"] == reason) {
+                return e;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no {reason} Event within {timeout:?}; the signer's log:\n{}",
+                signer.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
 }
 

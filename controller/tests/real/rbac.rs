@@ -60,18 +60,9 @@ async fn without_sign_the_status_write_is_refused_by_name_then_issued_once_grant
     rc.pod("shop", "web-0", "web", "node-a", &["ECDSAP256"])
         .await;
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let event = loop {
-        if let Some(e) = rc.events("SignForbidden").await.pop() {
-            break e;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no SignForbidden Event; the signer's log:\n{}",
-            signer.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let event = rc
+        .event("SignForbidden", Duration::from_secs(60), &signer)
+        .await;
     assert_eq!(
         event["involvedObject"]["kind"], "PodCertificateRequest",
         "{event:#}"
@@ -117,18 +108,9 @@ async fn without_attest_nothing_is_signed_and_the_refusal_is_named_then_publishe
     let (_, kubelet) = rc.node_with_kubelet("node-a", Release::V1_37).await;
     rc.pod("shop", "web-0", "web", "node-a", &["ED25519"]).await;
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let event = loop {
-        if let Some(e) = rc.events("AttestForbidden").await.pop() {
-            break e;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no AttestForbidden Event; the signer's log:\n{}",
-            signer.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let event = rc
+        .event("AttestForbidden", Duration::from_secs(60), &signer)
+        .await;
     assert!(
         event["message"].as_str().unwrap().contains("attest"),
         "{event:#}"
