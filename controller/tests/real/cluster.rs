@@ -151,6 +151,23 @@ impl RealCluster {
             .collect()
     }
 
+    /// Waits until the kubelet has filed a request for pod `ns/pod`; returns the first seen.
+    pub async fn filed(&self, ns: &str, pod: &str, timeout: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let mut of_pod = self.pcrs(ns).await;
+            of_pod.retain(|p| p["spec"]["podName"] == pod);
+            if let Some(pcr) = of_pod.pop() {
+                return pcr;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the kubelet filed no request for {ns}/{pod} within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Waits until `n` requests of pod `ns/pod` are terminal; returns them oldest first.
     pub async fn terminal_pcrs(
         &self,

@@ -35,19 +35,7 @@ async fn status_shows_issued_denied_and_waiting_requests_and_the_signer() {
     signer.kill();
     rc.pod("shop", "late", "web", "node-a", &["ECDSAP256"])
         .await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !rc
-        .pcrs("shop")
-        .await
-        .iter()
-        .any(|p| p["spec"]["podName"] == "late")
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the kubelet filed no request for late"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    rc.filed("shop", "late", Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_secs(4)).await; // the Lease (3 s) runs out
 
     let out = Command::new(env!("CARGO_BIN_EXE_podcert-signer"))
