@@ -29,9 +29,8 @@ fn serial(cert: &[u8]) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spiffe_mtls_between_two_workloads_with_rotation() {
     let cluster = Cluster::start(ServerOptions::v1beta1()).await;
-    // The example is rustls: rustls-webpki refuses every chain that carries a URI name
-    // constraint, so its signer runs without (docs/ca-lifecycle.md).
-    let signer = cluster.signer("a", &["--ca-name-constraints", "false"]);
+    // With the default CA profile, as the README's quick start deploys it.
+    let signer = cluster.signer("a", &[]);
     signer.wait_ready(Duration::from_secs(30)).await;
     let dir = tempfile::tempdir().unwrap();
     let file = |n: &str| -> PathBuf { dir.path().join(n) };

@@ -130,7 +130,7 @@ fn the_charts_values_reach_the_objects_they_name() {
         ("image.tag", "9.9.9"),
         ("resources.limits.memory", "256Mi"),
         ("ca.secretName", "root-ca"),
-        ("ca.nameConstraints", "false"),
+        ("ca.nameConstraints", "true"),
         ("ca.validity", "730d"),
         ("namespace.create", "false"),
     ]);
@@ -138,7 +138,7 @@ fn the_charts_values_reach_the_objects_they_name() {
     let config = &find("ConfigMap")["data"];
     assert_eq!(config["PODCERT_SIGNER_NAME"], "pki.example.net/workloads");
     assert_eq!(config["PODCERT_TRUST_DOMAIN"], "prod.example.net");
-    assert_eq!(config["PODCERT_CA_NAME_CONSTRAINTS"], "false");
+    assert_eq!(config["PODCERT_CA_NAME_CONSTRAINTS"], "true");
     assert_eq!(config["PODCERT_CA_VALIDITY"], "730d");
     assert!(config.get("PODCERT_CA_ROTATE_BEFORE").is_none(), "{config}");
     // Another content, another name: the Deployment rolls when a setting changes.

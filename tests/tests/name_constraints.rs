@@ -1,7 +1,8 @@
 //! Name constraints are enforced by verifiers, not only by us (issue 9): a signing
 //! intermediate of our profile that is stolen and made to sign an identity outside the trust
 //! domain yields a chain that Go's crypto/x509 and `openssl verify` both reject; the same
-//! leaf under an unconstrained profile is accepted, so the rejection is the constraint's.
+//! leaf under the default, unconstrained profile is accepted, so the rejection is the
+//! constraint's.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -59,7 +60,10 @@ fn go_verdict(issued: &Issued, roots: &str, spki: &[u8]) -> String {
 
 #[test]
 fn a_leaf_outside_the_trust_domain_from_a_constrained_intermediate_is_rejected_by_go_and_openssl() {
-    let profile = CaProfile::new(TrustDomain::new("example.org").unwrap());
+    let profile = CaProfile {
+        name_constraints: true,
+        ..CaProfile::new(TrustDomain::new("example.org").unwrap())
+    };
     let (issued, roots, spki) = minted(&profile, "evil.example.com");
     assert_eq!(
         issued.spiffe_id.as_str(),
@@ -90,11 +94,9 @@ fn a_leaf_outside_the_trust_domain_from_a_constrained_intermediate_is_rejected_b
 }
 
 #[test]
-fn without_the_constraint_the_same_theft_verifies_which_is_why_it_is_on_by_default() {
-    let profile = CaProfile {
-        name_constraints: false,
-        ..CaProfile::new(TrustDomain::new("example.org").unwrap())
-    };
+fn under_the_default_profile_without_the_constraint_the_same_theft_verifies() {
+    let profile = CaProfile::new(TrustDomain::new("example.org").unwrap());
+    assert!(!profile.name_constraints);
     let (issued, roots, spki) = minted(&profile, "evil.example.com");
     assert_eq!(go_verdict(&issued, &roots, &spki), "");
     openssl_verify(&issued.chain_pem, &roots).unwrap();

@@ -1,9 +1,10 @@
 //! Root rotation with trust overlap: prepare → publish → activate → retire.
 //!
 //! A root we generated is replaced once it has less than `root_rotate_before` left — or at
-//! once when it is a root from before two tiers, which cannot sign intermediates, or when its
-//! key is in the Secret while root keys are now kept in a PKCS#11 token
-//! ([`RootKeys::wants_rotation`]):
+//! once ([`Why`]) when it is a root from before two tiers, which cannot sign intermediates,
+//! when its key is in the Secret while root keys are now kept in a PKCS#11 token
+//! ([`RootKeys::wants_rotation`]), or when it carries a name constraint the profile no longer
+//! asks for, or lacks one it asks for (`--ca-name-constraints` changed):
 //!
 //! 1. **Prepare**: a new root is generated and stored beside the active one (`next.crt`,
 //!    `next.key` in the CA Secret). Nothing is signed with it yet.
@@ -37,15 +38,57 @@ pub enum Step {
     /// Nothing to do; look again at this Unix second, if ever.
     Wait(Option<i64>),
     /// Generate the next root and store it beside the active one.
-    Prepare,
+    Prepare(Why),
     /// Publish both roots in the trust bundle, then record when.
     Publish,
     /// Make the next root the active one.
     Activate,
 }
 
-/// What to do next with `ca`, at Unix second `now`.
-pub fn plan(ca: &LoadedCa, lifecycle: &CaLifecycle, keys: &RootKeys, now: i64) -> Step {
+/// Why a root is replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// It has less than `root_rotate_before` left.
+    Due,
+    /// A root from before two tiers: no room for a signing intermediate.
+    SingleTier,
+    /// Its key is in the Secret while root keys are kept in a PKCS#11 token.
+    KeyOutsideToken,
+    /// It carries a name constraint while the profile asks for none (`wanted` false), or the
+    /// other way round.
+    NameConstraints { wanted: bool },
+}
+
+impl Why {
+    /// Said in the `RootPrepared` Event and log line.
+    fn says(self) -> &'static str {
+        match self {
+            Why::Due => "the active root is due for rotation",
+            Why::SingleTier => {
+                "the active root cannot sign intermediates (a root from before two tiers)"
+            }
+            Why::KeyOutsideToken => {
+                "the active root's key is in the Secret while root keys are kept in the PKCS#11 token"
+            }
+            Why::NameConstraints { wanted: false } => {
+                "the active root carries a URI name constraint and --ca-name-constraints is false"
+            }
+            Why::NameConstraints { wanted: true } => {
+                "the active root carries no URI name constraint and --ca-name-constraints is true"
+            }
+        }
+    }
+}
+
+/// What to do next with `ca`, at Unix second `now`, for roots made with `profile` and
+/// kept by `keys`.
+pub fn plan(
+    ca: &LoadedCa,
+    lifecycle: &CaLifecycle,
+    keys: &RootKeys,
+    profile: &CaProfile,
+    now: i64,
+) -> Step {
     if !ca.managed {
         // An operator's root: rotated by replacing the Secret.
         return Step::Wait(None);
@@ -53,17 +96,20 @@ pub fn plan(ca: &LoadedCa, lifecycle: &CaLifecycle, keys: &RootKeys, now: i64) -
     let seconds = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
     match &ca.next {
         None => {
-            // A root from before two tiers, or with its key outside the token keys now go
-            // to: replaced at once.
-            let replace_now =
-                !ca.active.ca.has_room_for_intermediate() || keys.wants_rotation(&ca.active.key);
-            let rotate_at = ca
-                .active
-                .ca
+            let root = &ca.active.ca;
+            let rotate_at = root
                 .not_after_unix()
                 .saturating_sub(seconds(lifecycle.root_rotate_before));
-            if replace_now || now >= rotate_at {
-                Step::Prepare
+            if !root.has_room_for_intermediate() {
+                Step::Prepare(Why::SingleTier)
+            } else if keys.wants_rotation(&ca.active.key) {
+                Step::Prepare(Why::KeyOutsideToken)
+            } else if root.is_name_constrained() != profile.name_constraints {
+                Step::Prepare(Why::NameConstraints {
+                    wanted: profile.name_constraints,
+                })
+            } else if now >= rotate_at {
+                Step::Prepare(Why::Due)
             } else {
                 Step::Wait(Some(rotate_at))
             }
@@ -121,13 +167,14 @@ impl Rotator {
         let now = self.clock.now();
         let (updated, reason, note) = match step {
             Step::Wait(_) => return Ok(false),
-            Step::Prepare => {
+            Step::Prepare(why) => {
                 let next =
                     self.store
                         .keys
                         .generate(&self.profile, self.lifecycle.root_validity, now)?;
                 let note = format!(
-                    "prepared a new root ({}, valid until {}); it is published beside the active one before it signs",
+                    "{}: prepared a new root ({}, valid until {}); it is published beside the active one before it signs",
+                    why.says(),
                     next.ca.subject(),
                     humantime::format_rfc3339_seconds(next.ca.not_after())
                 );
@@ -178,7 +225,7 @@ impl Rotator {
         };
         match self.store.replace(&updated).await? {
             Replaced::Conflict => {
-                if let (Step::Prepare, Some(next)) = (step, &updated.next) {
+                if let (Step::Prepare(_), Some(next)) = (step, &updated.next) {
                     self.store.keys.discard(&next.root);
                 }
                 info!(secret = %self.store.name, ?step, "the CA Secret changed meanwhile; planning again from what it holds");
@@ -228,8 +275,15 @@ mod tests {
         }
     }
 
+    fn profile() -> CaProfile {
+        CaProfile::new(TrustDomain::new("example.org").unwrap())
+    }
+
     fn root(now: SystemTime) -> Root {
-        let profile = CaProfile::new(TrustDomain::new("example.org").unwrap());
+        root_of(&profile(), now)
+    }
+
+    fn root_of(profile: &CaProfile, now: SystemTime) -> Root {
         Root::load(profile.root(Duration::from_secs(365 * DAY), now).unwrap()).unwrap()
     }
 
@@ -252,12 +306,12 @@ mod tests {
         let ca = ca(now);
         let rotate_at = unix(ca.active.ca.not_after()) - 90 * DAY as i64;
         assert_eq!(
-            plan(&ca, &lifecycle(), &RootKeys::Secret, unix(now)),
+            plan(&ca, &lifecycle(), &RootKeys::Secret, &profile(), unix(now)),
             Step::Wait(Some(rotate_at))
         );
         assert_eq!(
-            plan(&ca, &lifecycle(), &RootKeys::Secret, rotate_at),
-            Step::Prepare
+            plan(&ca, &lifecycle(), &RootKeys::Secret, &profile(), rotate_at),
+            Step::Prepare(Why::Due)
         );
     }
 
@@ -270,17 +324,29 @@ mod tests {
             published_at: None,
         });
         assert_eq!(
-            plan(&ca, &lifecycle(), &RootKeys::Secret, unix(now)),
+            plan(&ca, &lifecycle(), &RootKeys::Secret, &profile(), unix(now)),
             Step::Publish
         );
         let published = unix(now);
         ca.next.as_mut().unwrap().published_at = Some(published);
         assert_eq!(
-            plan(&ca, &lifecycle(), &RootKeys::Secret, published + 10),
+            plan(
+                &ca,
+                &lifecycle(),
+                &RootKeys::Secret,
+                &profile(),
+                published + 10
+            ),
             Step::Wait(Some(published + DAY as i64))
         );
         assert_eq!(
-            plan(&ca, &lifecycle(), &RootKeys::Secret, published + DAY as i64),
+            plan(
+                &ca,
+                &lifecycle(),
+                &RootKeys::Secret,
+                &profile(),
+                published + DAY as i64
+            ),
             Step::Activate
         );
     }
@@ -292,7 +358,7 @@ mod tests {
         ca.managed = false;
         let far = unix(ca.active.ca.not_after()) + 1;
         assert_eq!(
-            plan(&ca, &lifecycle(), &RootKeys::Secret, far),
+            plan(&ca, &lifecycle(), &RootKeys::Secret, &profile(), far),
             Step::Wait(None)
         );
     }
@@ -316,9 +382,50 @@ mod tests {
                 &ca,
                 &lifecycle(),
                 &RootKeys::Secret,
+                &profile(),
                 unix(SystemTime::now())
             ),
-            Step::Prepare
+            Step::Prepare(Why::SingleTier)
+        );
+    }
+
+    #[test]
+    fn a_root_whose_name_constraint_the_profile_no_longer_matches_is_replaced_at_once() {
+        let now = SystemTime::now();
+        let constrained = CaProfile {
+            name_constraints: true,
+            ..profile()
+        };
+        // Made under the old default (constrained); the profile now asks for none.
+        let ca = LoadedCa {
+            active: root_of(&constrained, now),
+            ..ca(now)
+        };
+        assert_eq!(
+            plan(&ca, &lifecycle(), &RootKeys::Secret, &profile(), unix(now)),
+            Step::Prepare(Why::NameConstraints { wanted: false })
+        );
+        // And the other way round; a root that matches waits for its time.
+        assert_eq!(
+            plan(
+                &ca,
+                &lifecycle(),
+                &RootKeys::Secret,
+                &constrained,
+                unix(now)
+            ),
+            Step::Wait(Some(unix(ca.active.ca.not_after()) - 90 * DAY as i64))
+        );
+        let open = self::ca(now);
+        assert_eq!(
+            plan(
+                &open,
+                &lifecycle(),
+                &RootKeys::Secret,
+                &constrained,
+                unix(now)
+            ),
+            Step::Prepare(Why::NameConstraints { wanted: true })
         );
     }
 }

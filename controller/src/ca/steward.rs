@@ -300,19 +300,23 @@ impl Steward {
             if let Some(SecretState::Usable(stored)) = &view.secret
                 && *stored == current
             {
-                let next_look =
-                    match rotation::plan(stored, &lifecycle, &rotator.store.keys, clock.unix_now())
-                    {
-                        Step::Wait(at) => at.map(signer_core::time::from_unix_seconds),
-                        step => match rotator.perform(step, stored).await {
-                            // The watch brings what the write did.
-                            Ok(_) => None,
-                            Err(e) => {
-                                warn!(?step, error = %e, "a root rotation step failed; will retry");
-                                retry_at()
-                            }
-                        },
-                    };
+                let next_look = match rotation::plan(
+                    stored,
+                    &lifecycle,
+                    &rotator.store.keys,
+                    &rotator.profile,
+                    clock.unix_now(),
+                ) {
+                    Step::Wait(at) => at.map(signer_core::time::from_unix_seconds),
+                    step => match rotator.perform(step, stored).await {
+                        // The watch brings what the write did.
+                        Ok(_) => None,
+                        Err(e) => {
+                            warn!(?step, error = %e, "a root rotation step failed; will retry");
+                            retry_at()
+                        }
+                    },
+                };
                 wake = wake.into_iter().chain(next_look).min();
             }
             let sleep = async {

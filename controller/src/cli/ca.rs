@@ -44,8 +44,9 @@ pub struct CaArgs {
     pub intermediate_validity: Duration,
 
     /// Whether generated roots and intermediates carry a URI name constraint for the trust
-    /// domain (rustls-webpki refuses chains with one: turn it off for rustls workloads).
-    #[arg(long, env = "PODCERT_CA_NAME_CONSTRAINTS", default_value_t = true, action = clap::ArgAction::Set)]
+    /// domain (rustls-webpki refuses chains with one, so it is off by default; a root of ours
+    /// that does not match is rotated out at once).
+    #[arg(long, env = "PODCERT_CA_NAME_CONSTRAINTS", default_value_t = false, action = clap::ArgAction::Set)]
     pub ca_name_constraints: bool,
 
     /// Suffix of the ClusterTrustBundle name (`<signer-name with / as :>:<suffix>`).

@@ -3,9 +3,7 @@
 //! over loopback (A fetches B's with `https_spiffe`, B fetches A's with `https_web`). Their
 //! workloads then speak SPIFFE mTLS across the domains with the example, and a certificate
 //! that claims B's domain but chains to A's root is refused. Both run under the RBAC of the
-//! kustomize base with the `federation` component. The example verifies with rustls-webpki,
-//! which refuses URI name constraints, so both CAs are made without (docs/ca-lifecycle.md: "Name
-//! constraints").
+//! kustomize base with the `federation` component, with the default CA profile.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -117,8 +115,6 @@ async fn federate(
     let mut flags_b: Vec<String> = [
         "--trust-domain",
         B,
-        "--ca-name-constraints",
-        "false",
         "--bundle-endpoint-addr",
         &addr_b.to_string(),
         "--bundle-endpoint-profile",
@@ -144,8 +140,6 @@ async fn federate(
         ),
     );
     let mut flags_a: Vec<String> = [
-        "--ca-name-constraints",
-        "false",
         "--bundle-endpoint-addr",
         &addr_a.to_string(),
         "--bundle-endpoint-cert",

@@ -153,6 +153,7 @@ impl Ca {
             not_after,
             subject,
             room_for_intermediate: false,
+            name_constrained: self.name_constrained || profile.name_constraints,
         })
     }
 }
@@ -217,7 +218,7 @@ mod tests {
     }
 
     #[test]
-    fn both_tiers_carry_the_trust_domain_name_constraint_unless_turned_off() {
+    fn both_tiers_carry_the_trust_domain_name_constraint_when_asked_and_none_by_default() {
         let permitted_uris = |pem_text: &str| -> Vec<String> {
             let der = der_of(pem_text).remove(0);
             let (_, cert) = X509Certificate::from_der(&der).unwrap();
@@ -237,24 +238,41 @@ mod tests {
                 })
                 .collect()
         };
-        let root = root(365);
-        let intermediate = root
-            .sign_intermediate(&profile(), Duration::from_secs(DAY), SystemTime::now())
+        let constrained = CaProfile {
+            name_constraints: true,
+            ..profile()
+        };
+        let constrained_root = constrained
+            .root(Duration::from_secs(DAY), SystemTime::now())
+            .unwrap()
+            .load()
             .unwrap();
-        assert_eq!(permitted_uris(root.trust_bundle_pem()), ["example.org"]);
+        let intermediate = constrained_root
+            .sign_intermediate(&constrained, Duration::from_secs(DAY), SystemTime::now())
+            .unwrap();
+        assert_eq!(
+            permitted_uris(constrained_root.trust_bundle_pem()),
+            ["example.org"]
+        );
         assert_eq!(
             permitted_uris(intermediate.intermediates_pem()),
             ["example.org"]
         );
+        assert!(constrained_root.is_name_constrained() && intermediate.is_name_constrained());
 
-        let open = CaProfile {
-            name_constraints: false,
-            ..profile()
-        };
-        let pem = open
-            .root(Duration::from_secs(DAY), SystemTime::now())
+        let open = root(1);
+        assert!(permitted_uris(open.trust_bundle_pem()).is_empty());
+        assert!(!open.is_name_constrained());
+        let open_intermediate = open
+            .sign_intermediate(&profile(), Duration::from_secs(DAY), SystemTime::now())
             .unwrap();
-        assert!(permitted_uris(&pem.cert_pem).is_empty());
+        assert!(permitted_uris(open_intermediate.intermediates_pem()).is_empty());
+        assert!(!open_intermediate.is_name_constrained());
+        // An open intermediate under a constrained root is still on a constrained path.
+        let under_constrained = constrained_root
+            .sign_intermediate(&profile(), Duration::from_secs(DAY), SystemTime::now())
+            .unwrap();
+        assert!(under_constrained.is_name_constrained());
     }
 
     #[test]

@@ -131,6 +131,13 @@ fn max_path_len(c: &X509Certificate<'_>) -> Option<u32> {
         })
 }
 
+/// Whether the certificate carries a nameConstraints extension.
+fn is_name_constrained(c: &X509Certificate<'_>) -> bool {
+    c.extensions()
+        .iter()
+        .any(|ext| matches!(ext.parsed_extension(), ParsedExtension::NameConstraints(_)))
+}
+
 fn is_ca(c: &X509Certificate<'_>) -> bool {
     let mut ca = false;
     let mut can_sign = true;
@@ -206,9 +213,11 @@ impl Ca {
         // The pathLen constraint of each certificate of the path, from the signing certificate
         // up to its root: whether one more CA may go below (see below).
         let mut path_lens = Vec::with_capacity(chain.len().saturating_add(1));
+        let mut name_constrained = false;
         for (n, c) in (1usize..).zip(&chain) {
             let cert = c.parse()?;
             path_lens.push(max_path_len(&cert));
+            name_constrained |= is_name_constrained(&cert);
             if is_self_signed(&cert) {
                 if n != chain.len() {
                     return Err(CaError::Certificate(format!(
@@ -243,6 +252,7 @@ impl Ca {
                         )
                     })?;
                 path_lens.push(max_path_len(&issuing_root));
+                name_constrained |= is_name_constrained(&issuing_root);
             }
             for r in extra {
                 if !roots.contains(&r.der) {
@@ -277,6 +287,7 @@ impl Ca {
             not_after,
             subject,
             room_for_intermediate,
+            name_constrained,
         })
     }
 }

@@ -137,6 +137,8 @@ pub struct Ca {
     subject: String,
     /// Whether every path-length constraint above allows one more CA below this one.
     room_for_intermediate: bool,
+    /// Whether a certificate of its path, up to the root, carries name constraints.
+    name_constrained: bool,
 }
 
 impl fmt::Debug for Ca {
@@ -146,6 +148,7 @@ impl fmt::Debug for Ca {
             .field("not_after", &self.not_after)
             .field("intermediates", &!self.intermediates_pem.is_empty())
             .field("room_for_intermediate", &self.room_for_intermediate)
+            .field("name_constrained", &self.name_constrained)
             .finish_non_exhaustive()
     }
 }
@@ -156,6 +159,12 @@ impl Ca {
     /// `pathlen:0` (or a root made before two tiers) does not, and signs leaves itself.
     pub fn has_room_for_intermediate(&self) -> bool {
         self.room_for_intermediate
+    }
+
+    /// Whether a certificate of its path, up to its root, carries name constraints (which
+    /// rustls-webpki refuses: see [`CaProfile::name_constraints`]).
+    pub fn is_name_constrained(&self) -> bool {
+        self.name_constrained
     }
 
     /// PEM of the root certificate(s), for the ClusterTrustBundle.

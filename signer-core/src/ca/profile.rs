@@ -2,11 +2,12 @@
 //!
 //! Roots and signing intermediates differ only in who signs them, how long they live and how
 //! many CAs may follow them (a root: one, the intermediate; an intermediate: none). Both are
-//! CAs for keyCertSign and CRL signing, name the trust domain's SPIFFE ID, and — unless the
-//! operator turns it off — carry a critical name constraint that permits only URIs whose host
-//! is the trust domain, so even a stolen intermediate cannot mint an identity outside it:
-//! verifiers enforce it (Go's crypto/x509, OpenSSL), not only we. rcgen has no URI subtree,
-//! so the extension is encoded with x509-cert's `NameConstraints`.
+//! CAs for keyCertSign and CRL signing and name the trust domain's SPIFFE ID. When the
+//! operator asks for it they also carry a critical name constraint that permits only URIs whose
+//! host is the trust domain, so even a stolen intermediate cannot mint an identity outside it:
+//! Go's crypto/x509 and OpenSSL enforce it, but rustls-webpki refuses every chain that carries
+//! one, so it is off by default (every TLS stack accepts the default profile). rcgen has no
+//! URI subtree, so the extension is encoded with x509-cert's `NameConstraints`.
 
 use rcgen::{
     BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType, IsCa,
@@ -32,8 +33,8 @@ pub struct CaProfile {
     pub key_type: CaKeyType,
     pub trust_domain: TrustDomain,
     /// Whether roots and intermediates carry a permitted-subtree URI name constraint for the
-    /// trust domain. rustls-webpki (0.103.12 and later) refuses every chain that carries a
-    /// URI name constraint, so rustls-based workloads need it off.
+    /// trust domain (off by default). rustls-webpki (0.103.12 and later) refuses every chain
+    /// that carries a URI name constraint, so rustls-based workloads need it off.
     pub name_constraints: bool,
 }
 
@@ -45,12 +46,12 @@ pub(crate) enum Tier {
 }
 
 impl CaProfile {
-    /// The default profile for `trust_domain`: ECDSA P-256, name-constrained.
+    /// The default profile for `trust_domain`: ECDSA P-256, no name constraint.
     pub fn new(trust_domain: TrustDomain) -> Self {
         CaProfile {
             key_type: CaKeyType::default(),
             trust_domain,
-            name_constraints: true,
+            name_constraints: false,
         }
     }
 

@@ -267,8 +267,7 @@ fn start_signer(options: &Options, kubeconfig: &Path, log: &Path) -> Result<Sign
         .arg("--kubeconfig")
         .arg(kubeconfig)
         .args(["--admin-addr", &format!("127.0.0.1:{}", crate::free_port())])
-        // The example workload verifies with rustls, which refuses URI name constraints.
-        .args(["--ca-name-constraints", "false", "--log-level", "info"])
+        .args(["--log-level", "info"])
         .env_remove("KUBECONFIG")
         .stdin(Stdio::null())
         .stdout(out)
