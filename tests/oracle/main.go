@@ -16,6 +16,9 @@
 //	oracle verify        reads issued chains as JSON on stdin, checks each as the API server
 //	                     and kubelet would (crypto/x509 parse + Verify, SPEC.md §4 and §7), and
 //	                     writes one JSON verdict per chain
+//	oracle handshake     reads interop cases (two SVIDs and a trust bundle) and runs a mutual
+//	                     crypto/tls handshake for each, verifying peers as go-spiffe does
+//	                     (handshake.go); one JSON verdict per case
 //
 // Regenerate the committed fixtures with:
 //
@@ -393,8 +396,10 @@ func main() {
 		err = readCSRs()
 	case len(os.Args) == 2 && os.Args[1] == "verify":
 		err = verify()
+	case len(os.Args) == 2 && os.Args[1] == "handshake":
+		err = handshakes()
 	default:
-		err = fmt.Errorf("usage: oracle keys|prove|csr|read-csr|verify")
+		err = fmt.Errorf("usage: oracle keys|prove|csr|read-csr|verify|handshake")
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "oracle:", err)

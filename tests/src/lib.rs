@@ -6,7 +6,8 @@
 //! rule table on either. Kubelets: [`kubelet`] files requests and judges the answers,
 //! [`podcertificate`] behaves as upstream's pod certificate manager on a scaled clock. Judges:
 //! [`fixtures`] (keys, proofs and stub CSRs Go made as the kubelet does), [`oracles`] (Go's
-//! `crypto/x509`, `openssl verify`, py-spiffe, and the tools they find), [`prometheus`] (a real
+//! `crypto/x509`, `openssl verify`, py-spiffe, and the tools they find), [`interop`] (our SVIDs
+//! in mutual TLS with Go, OpenSSL, rustls and Java), [`prometheus`] (a real
 //! Prometheus over a signer's metrics), [`https`] (HTTPS as the tests serve and fetch it),
 //! [`softhsm`] (a SoftHSM2 token), [`secrets`] (broken CA keys, and a detector of key material in text).
 //!
@@ -20,6 +21,7 @@ pub mod control_plane;
 pub mod demo;
 pub mod fixtures;
 pub mod https;
+pub mod interop;
 pub mod kubelet;
 pub mod oracles;
 pub mod podcertificate;

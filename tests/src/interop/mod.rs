@@ -1,0 +1,80 @@
+//! The interop matrix: our SVIDs in a real mutual TLS handshake with each TLS stack workloads
+//! use, under each CA profile we ship, for each key type the kubelet makes.
+//!
+//! A [`Case`] is two SVIDs issued by signer-core — a server's and a client's, of one key type
+//! under one [`Profile`] — and the trust bundle a workload would mount. Each [`Stack`] runs
+//! every case as one handshake in which the server requires a client certificate, both sides
+//! verify the peer's chain against the bundle for the peer's role (serverAuth, clientAuth) with
+//! no host name (SVIDs carry none), and each reads the peer's SPIFFE ID from its single URI SAN
+//! and compares it with the one expected, as a SPIFFE library of that stack does. The stacks:
+//! Go's `crypto/tls` (the oracle's `handshake` mode), OpenSSL (Python's `ssl`, which is
+//! libssl, with `cryptography` reading the ID as py-spiffe does), rustls (`examples/mtls` itself:
+//! its server and client over loopback) and Java's JSSE (`tests/jsse/Handshake.java` on the
+//! machine's JDK). Two controls make sure each stack's harness can say no: a client whose root
+//! the bundle does not hold, and a server whose SPIFFE ID is not the expected one.
+
+mod jsse;
+mod profiles;
+mod rustls;
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::oracles::{Verdict, go_handshake, py_ssl_handshake};
+
+pub use profiles::{CONTROL_UNTRUSTED_CLIENT, CONTROL_WRONG_SERVER_ID, Profile, cases};
+
+/// One side of a handshake: its chain (leaf first) and PKCS#8 key as PEM, and the SPIFFE ID
+/// its peer must see.
+#[derive(Debug, Clone, Serialize)]
+pub struct Party {
+    pub chain_pem: String,
+    pub key_pem: String,
+    pub spiffe_id: String,
+}
+
+/// One cell of the matrix (or a control).
+#[derive(Debug, Clone, Serialize)]
+pub struct Case {
+    /// `<profile>/<key type>`, or `control/<what>`.
+    pub name: String,
+    pub server: Party,
+    pub client: Party,
+    /// The trust bundle both sides verify against.
+    pub roots_pem: String,
+}
+
+/// A TLS implementation in the matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stack {
+    Go,
+    OpenSsl,
+    Rustls,
+    Jsse,
+}
+
+impl Stack {
+    pub const ALL: [Stack; 4] = [Stack::Go, Stack::OpenSsl, Stack::Rustls, Stack::Jsse];
+
+    /// Runs every case on this stack: one verdict per case, in order ("" = both sides accepted).
+    pub fn run(self, cases: &[Case]) -> Vec<Verdict> {
+        match self {
+            Stack::Go => go_handshake(cases),
+            Stack::OpenSsl => py_ssl_handshake(cases),
+            Stack::Rustls => rustls::handshakes(cases),
+            Stack::Jsse => jsse::handshakes(cases),
+        }
+    }
+}
+
+impl fmt::Display for Stack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Stack::Go => "Go crypto/tls",
+            Stack::OpenSsl => "OpenSSL",
+            Stack::Rustls => "rustls",
+            Stack::Jsse => "Java JSSE",
+        })
+    }
+}

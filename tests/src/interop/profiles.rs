@@ -1,0 +1,217 @@
+//! The CA profiles of the matrix, and the cases: two SVIDs of each key type under each.
+//!
+//! Every profile is made by signer-core exactly as the controller makes it: a root (ours, or an
+//! operator's), a signing intermediate under it, leaves signed by [`Signer::decide`] for the
+//! kubelet's keys (`tests/fixtures`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use signer_core::{
+    Ca, CaKeyType, CaProfile, Decision, KeyMaterial, Policy, PolicyConfig, Request, Signer,
+    TrustDomain,
+};
+
+use super::{Case, Party};
+use crate::fixtures::{KubeletKey, kubelet_keys};
+
+const TRUST_DOMAIN: &str = "example.org";
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// A CA profile we ship, or a situation every workload meets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Profile {
+    /// What the signer makes with default flags: P-256 root and intermediate, no name constraint.
+    Default,
+    /// `--ca-name-constraints=true`: a URI name constraint for the trust domain on both CAs.
+    Constrained,
+    /// `--ca-key-type ECDSAP384`.
+    RootP384,
+    /// `--ca-key-type ED25519`.
+    RootEd25519,
+    /// An operator's CA: its root in `ca.crt`, its intermediate (path length 1) in `tls.crt`,
+    /// and our signing intermediate under that.
+    Byo,
+    /// A root rotation's overlap: the bundle holds the old and the new root; the server's SVID
+    /// chains to the old one, the client's to the new one.
+    RotationOverlap,
+}
+
+impl Profile {
+    pub const ALL: [Profile; 6] = [
+        Profile::Default,
+        Profile::Constrained,
+        Profile::RootP384,
+        Profile::RootEd25519,
+        Profile::Byo,
+        Profile::RotationOverlap,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Default => "default",
+            Profile::Constrained => "name-constrained",
+            Profile::RootP384 => "P-384 root",
+            Profile::RootEd25519 => "Ed25519 root",
+            Profile::Byo => "BYO root + intermediate",
+            Profile::RotationOverlap => "rotation overlap",
+        }
+    }
+
+    /// (server's signer, client's signer, trust bundle).
+    fn signers(self) -> (Signer, Signer, String) {
+        let ca = |profile: &CaProfile| -> Ca {
+            profile
+                .root(365 * DAY, SystemTime::now())
+                .unwrap()
+                .load()
+                .unwrap()
+        };
+        let (profile, root) = match self {
+            Profile::Default => (ca_profile(), ca(&ca_profile())),
+            Profile::Constrained => {
+                let p = CaProfile {
+                    name_constraints: true,
+                    ..ca_profile()
+                };
+                (p.clone(), ca(&p))
+            }
+            Profile::RootP384 | Profile::RootEd25519 => {
+                let key_type = if self == Profile::RootP384 {
+                    CaKeyType::EcdsaP384
+                } else {
+                    CaKeyType::Ed25519
+                };
+                let p = CaProfile {
+                    key_type,
+                    ..ca_profile()
+                };
+                (p.clone(), ca(&p))
+            }
+            Profile::Byo => (ca_profile(), operator_ca()),
+            Profile::RotationOverlap => {
+                let (old, new) = (ca(&ca_profile()), ca(&ca_profile()));
+                let roots = format!("{}{}", old.trust_bundle_pem(), new.trust_bundle_pem());
+                return (signer(&old), signer(&new), roots);
+            }
+        };
+        let roots = root.trust_bundle_pem().to_owned();
+        (
+            signer_with(&root, &profile),
+            signer_with(&root, &profile),
+            roots,
+        )
+    }
+}
+
+fn ca_profile() -> CaProfile {
+    CaProfile::new(TrustDomain::new(TRUST_DOMAIN).unwrap())
+}
+
+fn signer(root: &Ca) -> Signer {
+    signer_with(root, &ca_profile())
+}
+
+/// A signer as a leader makes it: a signing intermediate of `profile` under `root`.
+fn signer_with(root: &Ca, profile: &CaProfile) -> Signer {
+    let intermediate = root
+        .sign_intermediate(profile, 7 * DAY, SystemTime::now())
+        .unwrap();
+    let policy = Policy::new(&PolicyConfig {
+        trust_domain: TRUST_DOMAIN.into(),
+        ..Default::default()
+    })
+    .unwrap();
+    Signer::new(Arc::new(policy), Arc::new(intermediate))
+}
+
+/// An operator's two-tier CA as cert-manager or an offline root would give it: the root in
+/// `ca.crt`, an intermediate with path length 1 (room for our signing intermediate) in `tls.crt`.
+fn operator_ca() -> Ca {
+    let ca_params = |cn: &str, path_len: Option<u8>| {
+        let mut p = CertificateParams::default();
+        p.distinguished_name
+            .push(DnType::OrganizationName, "Example Corp");
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.is_ca = IsCa::Ca(path_len.map_or(BasicConstraints::Unconstrained, |n| {
+            BasicConstraints::Constrained(n)
+        }));
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        p
+    };
+    let root_key = KeyPair::generate().unwrap();
+    let root_params = ca_params("Example Corp Root", None);
+    let root = root_params.clone().self_signed(&root_key).unwrap();
+    let issuer = Issuer::new(root_params, root_key);
+    let key = KeyPair::generate().unwrap();
+    let intermediate = ca_params("Example Corp Workloads", Some(1))
+        .signed_by(&key, &issuer)
+        .unwrap();
+    Ca::from_pem(&intermediate.pem(), &key.serialize_pem(), Some(&root.pem())).unwrap()
+}
+
+/// The SVID `signer` issues for `key` to service account `sa`.
+fn svid(signer: &Signer, key: &KubeletKey, sa: &str) -> Party {
+    let request = Request {
+        namespace: "interop".into(),
+        pod_uid: key.pod_uid.clone(),
+        service_account_name: sa.into(),
+        max_expiration_seconds: 86_400,
+        unverified_user_annotations: BTreeMap::new(),
+        key_material: KeyMaterial::Pkix {
+            spki_der: key.spki_der.clone(),
+            proof: key.proof.clone(),
+        },
+    };
+    let Decision::Issue(issued) = signer.decide(&request, SystemTime::now()).unwrap() else {
+        panic!("{} was denied", key.key_type);
+    };
+    Party {
+        chain_pem: issued.chain_pem,
+        key_pem: key.key_pem(),
+        spiffe_id: issued.spiffe_id.to_string(),
+    }
+}
+
+/// Every cell: each profile × each key type the API server admits; then the two controls,
+/// which every stack must refuse.
+pub fn cases() -> Vec<Case> {
+    let keys: Vec<KubeletKey> = kubelet_keys().into_iter().filter(|k| k.supported).collect();
+    let mut cases = Vec::new();
+    for profile in Profile::ALL {
+        let (server, client, roots_pem) = profile.signers();
+        for key in &keys {
+            cases.push(Case {
+                name: format!("{}/{}", profile.name(), key.key_type),
+                server: svid(&server, key, "server"),
+                client: svid(&client, key, "client"),
+                roots_pem: roots_pem.clone(),
+            });
+        }
+    }
+    let key = &keys[0];
+    let (server, _, roots_pem) = Profile::Default.signers();
+    let (foreign, _, _) = Profile::Default.signers();
+    cases.push(Case {
+        name: CONTROL_UNTRUSTED_CLIENT.into(),
+        server: svid(&server, key, "server"),
+        client: svid(&foreign, key, "client"),
+        roots_pem: roots_pem.clone(),
+    });
+    let mut impostor = svid(&server, key, "server");
+    impostor.spiffe_id = format!("spiffe://{TRUST_DOMAIN}/ns/interop/sa/someone-else");
+    cases.push(Case {
+        name: CONTROL_WRONG_SERVER_ID.into(),
+        server: impostor,
+        client: svid(&server, key, "client"),
+        roots_pem,
+    });
+    cases
+}
+
+/// A control: the client's SVID chains to a root the bundle does not hold.
+pub const CONTROL_UNTRUSTED_CLIENT: &str = "control/untrusted client";
+/// A control: the server is not the SPIFFE ID the client expects.
+pub const CONTROL_WRONG_SERVER_ID: &str = "control/wrong server ID";
