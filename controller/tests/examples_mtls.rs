@@ -1,8 +1,9 @@
-//! examples/: the SPIFFE mTLS workload with certificates the real signer issued, written to
-//! files as the kubelet writes them (credential bundle = PKCS#8 key + chain; trust bundle from
-//! the ClusterTrustBundle). Handshakes over loopback succeed for allowed peers, fail for a
-//! disallowed SPIFFE ID and for a certificate from another CA, and pick up rotation without
-//! a restart.
+//! examples/: the SPIFFE mTLS workload with certificates the real signer issued, written as
+//! the kubelet writes them: for `api` and `web`, SPIFFE credential folders as the examples'
+//! manifests lay them out (`credential-bundle.pem` = PKCS#8 key + chain, and
+//! `<trust-domain>.spiffe-trust-bundle.pem` from the ClusterTrustBundle); for the others, files
+//! named one by one. Handshakes over loopback succeed for allowed peers, fail for a disallowed
+//! SPIFFE ID and for a certificate from another CA, and pick up rotation without a restart.
 
 mod support;
 
@@ -34,13 +35,37 @@ async fn spiffe_mtls_between_two_workloads_with_rotation() {
     signer.wait_ready(Duration::from_secs(30)).await;
     let dir = tempfile::tempdir().unwrap();
     let file = |n: &str| -> PathBuf { dir.path().join(n) };
-    issue(&cluster, "api", "ECDSAP256", &file("api.pem")).await;
-    issue(&cluster, "web", "ED25519", &file("web.pem")).await;
+    let trust_bundle = cluster.trust_bundle().await;
+    for folder in ["api", "web"] {
+        std::fs::create_dir(file(folder)).unwrap();
+        std::fs::write(
+            file(&format!("{folder}/example.org.spiffe-trust-bundle.pem")),
+            &trust_bundle,
+        )
+        .unwrap();
+    }
+    // Without its credential bundle, a folder says what is missing.
+    let err = CredentialFiles::folder(file("api")).current().unwrap_err();
+    assert!(err.to_string().contains("credential-bundle.pem"), "{err}");
+    issue(
+        &cluster,
+        "api",
+        "ECDSAP256",
+        &file("api/credential-bundle.pem"),
+    )
+    .await;
+    issue(
+        &cluster,
+        "web",
+        "ED25519",
+        &file("web/credential-bundle.pem"),
+    )
+    .await;
     issue(&cluster, "intruder", "ECDSAP384", &file("intruder.pem")).await;
-    std::fs::write(file("trust.pem"), cluster.trust_bundle().await).unwrap();
+    std::fs::write(file("trust.pem"), &trust_bundle).unwrap();
 
-    let api = Arc::new(CredentialFiles::new(file("api.pem"), file("trust.pem")));
-    let web = CredentialFiles::new(file("web.pem"), file("trust.pem"));
+    let api = Arc::new(CredentialFiles::folder(file("api")));
+    let web = CredentialFiles::folder(file("web"));
     let server = start_server(api.clone(), &[WEB]).await;
 
     // The allowed client talks to the allowed server; each sees the other's SPIFFE ID.
@@ -114,7 +139,13 @@ async fn spiffe_mtls_between_two_workloads_with_rotation() {
 
     // The kubelet rotates the server's certificate: the next handshake presents the new one,
     // without restarting the server.
-    issue(&cluster, "api", "ECDSAP256", &file("api.pem")).await;
+    issue(
+        &cluster,
+        "api",
+        "ECDSAP256",
+        &file("api/credential-bundle.pem"),
+    )
+    .await;
     let x = exchange(server.addr, &web, &[API.to_string()])
         .await
         .expect("handshake after rotation");
@@ -124,4 +155,15 @@ async fn spiffe_mtls_between_two_workloads_with_rotation() {
         "the rotated certificate was not picked up"
     );
     assert_eq!(x.peer, API);
+
+    // A folder that lost our own trust domain's bundle refuses to go on, naming the file.
+    std::fs::remove_file(file("web/example.org.spiffe-trust-bundle.pem")).unwrap();
+    let err = exchange(server.addr, &web, &[API.to_string()])
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("example.org.spiffe-trust-bundle.pem"),
+        "{err}"
+    );
 }

@@ -568,74 +568,106 @@ async fn the_rbac_allows_every_call_the_controller_makes_and_nothing_it_does_not
     }
 }
 
-/// The example manifests: typed objects, with projections that follow contract §5/§6.
+/// The example manifests: typed objects, with projections that follow contract §5/§6 and lay
+/// out SPIFFE credential folders (the Filesystem Delivery draft): each volume holds one SVID as
+/// `credential-bundle.pem` and our trust domain's live bundle as
+/// `<trust-domain>.spiffe-trust-bundle.pem`, selected by the draft's labels, and each container
+/// that mounts one is told where by `SPIFFE_CREDENTIAL_FOLDER`.
 #[test]
-fn the_example_manifests_are_valid_and_select_the_signers_trust_bundle() {
+fn the_example_manifests_are_valid_and_lay_out_spiffe_credential_folders() {
     use k8s_openapi::api::{apps::v1 as apps, core::v1 as core};
-    let signer = rendered()
-        .iter()
+    let config = rendered()
+        .into_iter()
         .find(|o| o["kind"] == "ConfigMap")
-        .unwrap()["data"]["PODCERT_SIGNER_NAME"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        .unwrap()["data"]
+        .clone();
+    let signer = config["PODCERT_SIGNER_NAME"].as_str().unwrap();
+    let trust_domain = config["PODCERT_TRUST_DOMAIN"].as_str().unwrap();
     let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples");
-    let mut sources = Vec::new();
+    let (mut certs, mut bundles) = (0, 0);
     for file in ["pod.yaml", "mtls/deploy.yaml"] {
         let text = std::fs::read_to_string(examples.join(file)).unwrap();
         for obj in serde_saphyr::from_multiple::<Value>(&text).unwrap() {
-            match obj["kind"].as_str().unwrap() {
+            let spec = match obj["kind"].as_str().unwrap() {
                 "Pod" => {
                     round_trip::<core::Pod>(&obj);
-                    sources.extend(
-                        obj["spec"]["volumes"]
-                            .as_array()
-                            .unwrap()
-                            .iter()
-                            .flat_map(|v| v["projected"]["sources"].as_array().unwrap().clone()),
-                    );
+                    &obj["spec"]
                 }
                 "Deployment" => {
                     round_trip::<apps::Deployment>(&obj);
-                    sources.extend(
-                        obj["spec"]["template"]["spec"]["volumes"]
-                            .as_array()
-                            .unwrap()
-                            .iter()
-                            .flat_map(|v| v["projected"]["sources"].as_array().unwrap().clone()),
+                    &obj["spec"]["template"]["spec"]
+                }
+                "Service" => {
+                    round_trip::<core::Service>(&obj);
+                    continue;
+                }
+                "ServiceAccount" => {
+                    round_trip::<core::ServiceAccount>(&obj);
+                    continue;
+                }
+                other => panic!("{file}: unexpected kind {other}"),
+            };
+            for volume in spec["volumes"].as_array().unwrap() {
+                let sources = volume["projected"]["sources"].as_array().unwrap();
+                let svids: Vec<_> = sources
+                    .iter()
+                    .filter_map(|s| s.get("podCertificate"))
+                    .collect();
+                assert_eq!(svids.len(), 1, "{file}: a credential folder holds one SVID");
+                for pc in svids {
+                    certs += 1;
+                    assert_eq!(pc["signerName"], signer);
+                    assert_eq!(pc["credentialBundlePath"], "credential-bundle.pem");
+                    assert!(
+                        pc.get("userAnnotations").is_none(),
+                        "this signer denies any userAnnotations"
+                    );
+                    assert!(matches!(
+                        pc["keyType"].as_str(),
+                        Some("ECDSAP256" | "ED25519")
+                    ));
+                }
+                for ctb in sources.iter().filter_map(|s| s.get("clusterTrustBundle")) {
+                    bundles += 1;
+                    assert_eq!(ctb["signerName"], signer);
+                    // An unset selector matches nothing (contract §6); ours selects the live
+                    // bundle of our own trust domain by the draft's labels.
+                    let selected = &ctb["labelSelector"]["matchLabels"];
+                    assert_eq!(selected["k8s.spiffe.io/canarying"], "live", "{file}");
+                    for key in [
+                        "k8s.spiffe.io/workload-trust-domain",
+                        "k8s.spiffe.io/peer-trust-domain",
+                    ] {
+                        assert_eq!(selected[key], trust_domain, "{file}: {key}");
+                    }
+                    assert_eq!(
+                        ctb["path"],
+                        format!("{trust_domain}.spiffe-trust-bundle.pem")
                     );
                 }
-                "Service" => round_trip::<core::Service>(&obj),
-                "ServiceAccount" => round_trip::<core::ServiceAccount>(&obj),
-                other => panic!("{file}: unexpected kind {other}"),
+            }
+            // Whoever mounts a credential folder is told where one is.
+            for c in spec["containers"].as_array().unwrap() {
+                let folders: Vec<&Value> = c["volumeMounts"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|m| &m["mountPath"])
+                    .collect();
+                let told = c["env"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|e| e["name"] == "SPIFFE_CREDENTIAL_FOLDER");
+                assert!(
+                    folders.is_empty() || told.is_some_and(|e| folders.contains(&&e["value"])),
+                    "{file}: {} mounts {folders:?} but SPIFFE_CREDENTIAL_FOLDER names none of them",
+                    c["name"]
+                );
             }
         }
     }
-    let (mut certs, mut bundles) = (0, 0);
-    for s in &sources {
-        if let Some(pc) = s.get("podCertificate") {
-            certs += 1;
-            assert_eq!(pc["signerName"], signer.as_str());
-            assert!(
-                pc.get("userAnnotations").is_none(),
-                "this signer denies any userAnnotations"
-            );
-            assert!(matches!(
-                pc["keyType"].as_str(),
-                Some("ECDSAP256" | "ED25519")
-            ));
-        }
-        if let Some(ctb) = s.get("clusterTrustBundle") {
-            bundles += 1;
-            assert_eq!(ctb["signerName"], signer.as_str());
-            // An unset selector matches nothing (contract §6); ours selects the bundle's label.
-            assert_eq!(
-                ctb["labelSelector"]["matchLabels"]["app.kubernetes.io/name"],
-                "podcert-signer"
-            );
-        }
-    }
-    assert_eq!((certs, bundles), (4, 3));
+    assert_eq!((certs, bundles), (4, 4));
 }
 
 /// The deployment's container of a rendering.

@@ -1,7 +1,8 @@
 //! Publishing the CA roots in a ClusterTrustBundle, through CA rotations.
 //!
 //! The bundle is named `<signer-name with / as :>:<suffix>` (contract §6), carries
-//! `spec.signerName` and labels naming the signer and trust domain, and holds the current
+//! `spec.signerName` and labels naming the signer and trust domain — ours, and the SPIFFE
+//! Filesystem Delivery draft's ([`trust_domain_labels`]) — and holds the current
 //! roots (the active root, and during a rotation the next one) plus every *retired* root that
 //! may still have valid leaves: when a root stops signing, it stays until the last leaf that
 //! chains to it has expired (the longest leaf lifetime plus a deposed leader's overlap). That state lives in the bundle itself — the
@@ -28,6 +29,13 @@ pub type Ctb = Object<ClusterTrustBundleSpec, NotUsed>;
 pub const LABEL_NAME: &str = "app.kubernetes.io/name";
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const LABEL_TRUST_DOMAIN: &str = "podcert-signer/trust-domain";
+/// The SPIFFE Filesystem Delivery draft's labels (spiffe/spiffe#376, Appendix B): `live` for
+/// the bundles most pods select, `preview` for what canary pods may trust early.
+pub const LABEL_CANARYING: &str = "k8s.spiffe.io/canarying";
+/// The trust domain of the workloads that should load the bundle.
+pub const LABEL_WORKLOAD_TRUST_DOMAIN: &str = "k8s.spiffe.io/workload-trust-domain";
+/// The trust domain whose peers the bundle verifies.
+pub const LABEL_PEER_TRUST_DOMAIN: &str = "k8s.spiffe.io/peer-trust-domain";
 /// JSON object: SHA-256 (hex) of each root we publish → 0 while current, else the Unix time
 /// until which the retired root is kept.
 pub const RETAINED_ANNOTATION: &str = "podcert-signer/retained-roots";
@@ -36,6 +44,31 @@ pub const RETAINED_ANNOTATION: &str = "podcert-signer/retained-roots";
 /// in the bundle itself, like the retention record, so every leader after any restart
 /// continues it (see [`next_sequence`]).
 pub const SEQUENCE_ANNOTATION: &str = "podcert-signer/spiffe-sequence";
+
+/// The labels naming the trust domains of a bundle that verifies `peer`'s peers for `workload`'s
+/// workloads (the same domain for our own bundle): ours (`podcert-signer/trust-domain: <peer>`)
+/// and the SPIFFE Filesystem Delivery draft's, `live`. A trust domain that is not a valid label
+/// value (over 63 characters) is not labelled, and neither is the bundle by the draft's.
+pub fn trust_domain_labels(workload: &str, peer: &str) -> BTreeMap<String, String> {
+    let valid = |td: &str| {
+        td.len() <= 63
+            && td.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && td.ends_with(|c: char| c.is_ascii_alphanumeric())
+    };
+    let mut labels = BTreeMap::new();
+    if valid(peer) {
+        labels.insert(LABEL_TRUST_DOMAIN.to_string(), peer.to_string());
+        if valid(workload) {
+            labels.insert(LABEL_CANARYING.to_string(), "live".to_string());
+            labels.insert(
+                LABEL_WORKLOAD_TRUST_DOMAIN.to_string(),
+                workload.to_string(),
+            );
+            labels.insert(LABEL_PEER_TRUST_DOMAIN.to_string(), peer.to_string());
+        }
+    }
+    labels
+}
 
 #[derive(Clone)]
 pub struct TrustBundle {
@@ -194,13 +227,7 @@ impl TrustBundle {
             (LABEL_NAME.to_string(), "podcert-signer".to_string()),
             (LABEL_MANAGED_BY.to_string(), "podcert-signer".to_string()),
         ]);
-        // Label values are at most 63 characters; a longer trust domain is simply not labelled.
-        if trust_domain.len() <= 63
-            && trust_domain.starts_with(|c: char| c.is_ascii_alphanumeric())
-            && trust_domain.ends_with(|c: char| c.is_ascii_alphanumeric())
-        {
-            labels.insert(LABEL_TRUST_DOMAIN.to_string(), trust_domain.to_string());
-        }
+        labels.extend(trust_domain_labels(trust_domain, trust_domain));
         TrustBundle {
             api: Api::all_with(client, &resource),
             resource,

@@ -34,7 +34,7 @@ use tracing::{info, warn};
 
 use super::fetch::{self, FetchError};
 use crate::ca::trust_bundle::{
-    Ctb, LABEL_MANAGED_BY, LABEL_NAME, LABEL_TRUST_DOMAIN, SEQUENCE_ANNOTATION, spiffe_bundle_of,
+    Ctb, LABEL_MANAGED_BY, LABEL_NAME, SEQUENCE_ANNOTATION, spiffe_bundle_of, trust_domain_labels,
 };
 use crate::config::{Peer, Profile};
 use crate::federation::metrics::{DomainMetrics, FederationMetrics};
@@ -58,14 +58,22 @@ pub struct Published {
     pub api: Api<Ctb>,
     pub resource: ApiResource,
     pub signer_name: String,
+    /// Our own trust domain: the workloads that load the imported bundles.
+    pub trust_domain: String,
 }
 
 impl Published {
-    pub fn new(client: Client, resource: ApiResource, signer_name: String) -> Self {
+    pub fn new(
+        client: Client,
+        resource: ApiResource,
+        signer_name: String,
+        trust_domain: String,
+    ) -> Self {
         Published {
             api: Api::all_with(client, &resource),
             resource,
             signer_name,
+            trust_domain,
         }
     }
 
@@ -82,14 +90,16 @@ impl Published {
     pub async fn write(&self, peer: &Peer, bundle: &SpiffeBundle) -> Result<(), kube::Error> {
         // Not `app.kubernetes.io/name`: pods select our own bundle by it (examples/), and a
         // foreign root merged into the own-domain file would let that domain mint our IDs.
-        let labels = BTreeMap::from([
+        // The draft's labels name our workloads' domain and the peer's, so a pod selecting
+        // its own domain's bundle (peer-trust-domain: ours) never gets a foreign root.
+        let mut labels = BTreeMap::from([
             (LABEL_MANAGED_BY.to_string(), "podcert-signer".to_string()),
-            (
-                LABEL_TRUST_DOMAIN.to_string(),
-                peer.trust_domain.as_str().to_string(),
-            ),
             (LABEL_FEDERATED.to_string(), "true".to_string()),
         ]);
+        labels.extend(trust_domain_labels(
+            &self.trust_domain,
+            peer.trust_domain.as_str(),
+        ));
         let mut annotations =
             BTreeMap::from([(ENDPOINT_ANNOTATION.to_string(), peer.url.to_string())]);
         if let Some(s) = bundle.sequence {

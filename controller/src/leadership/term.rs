@@ -188,6 +188,7 @@ async fn run_term(parts: &Arc<Parts>, token: &CancellationToken) -> TermEnd {
                 cluster.client.clone(),
                 ctb.clone(),
                 config.signer_name.clone(),
+                config.policy.trust_domain().to_string(),
             ),
             recorder: parts.recorder.clone(),
             metrics: parts.metrics.federation.clone(),

@@ -62,6 +62,30 @@ fn bundle_pem(cluster: &Cluster, name: &str) -> String {
         .unwrap_or_default()
 }
 
+/// What a `clusterTrustBundle` projection selecting the SPIFFE Filesystem Delivery draft's
+/// labels mounts in a workload of `workload_td` for peers of `peer_td`: the one live bundle so
+/// labelled (the kubelet would merge several; exactly one must match).
+fn bundle_for(cluster: &Cluster, workload_td: &str, peer_td: &str) -> String {
+    let selected: Vec<String> = cluster
+        .server
+        .list("clustertrustbundles")
+        .into_iter()
+        .filter(|c| {
+            let l = &c["metadata"]["labels"];
+            l["k8s.spiffe.io/canarying"] == "live"
+                && l["k8s.spiffe.io/workload-trust-domain"] == workload_td
+                && l["k8s.spiffe.io/peer-trust-domain"] == peer_td
+        })
+        .map(|c| c["spec"]["trustBundle"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        selected.len(),
+        1,
+        "bundles labelled for {workload_td} workloads and {peer_td} peers: {selected:?}"
+    );
+    selected.into_iter().next().unwrap()
+}
+
 /// Writes a federation file with one entry (YAML lines after `- `) into `dir`; its path.
 fn federation_file(dir: &Path, entry: &str) -> String {
     let path = dir.join("federation.yaml");
@@ -208,41 +232,88 @@ async fn two_trust_domains_federate_and_their_workloads_speak_mtls() {
             .is_some()
     );
 
-    // Workloads: each trusts its own domain's bundle and, as a separate file, the other's
-    // (the ClusterTrustBundle its signer imported), as two projections would mount them.
+    // Workloads: each reads a SPIFFE credential folder, as the examples' manifests lay it out:
+    // its SVID, its own domain's bundle and the other's, each in a file of its own named for
+    // its trust domain and selected by the draft's labels, as projections would mount them.
     let dir = tempfile::tempdir().unwrap();
     let file = |n: &str| dir.path().join(n);
-    issue(&d.a, "web", "ECDSAP256", &file("a-web.pem")).await;
-    issue(&d.b, "api", "ED25519", &file("b-api.pem")).await;
-    issue(&d.b, "web", "ECDSAP384", &file("b-web.pem")).await;
-    issue(&d.a, "api", "ECDSAP256", &file("a-api.pem")).await;
-    std::fs::write(file("a-own.pem"), bundle_pem(&d.a, CTB_NAME)).unwrap();
-    std::fs::write(file("a-b.pem"), bundle_pem(&d.a, B_IN_A)).unwrap();
+    let folder = |name: &str, cluster: &Cluster, own: &str, peer: &str| {
+        std::fs::create_dir(file(name)).unwrap();
+        for td in [own, peer] {
+            let pem = bundle_for(cluster, own, td);
+            std::fs::write(file(&format!("{name}/{td}.spiffe-trust-bundle.pem")), pem).unwrap();
+        }
+        file(&format!("{name}/credential-bundle.pem"))
+    };
+    issue(
+        &d.a,
+        "web",
+        "ECDSAP256",
+        &folder("a-web", &d.a, TRUST_DOMAIN, B),
+    )
+    .await;
+    issue(
+        &d.b,
+        "api",
+        "ED25519",
+        &folder("b-api", &d.b, B, TRUST_DOMAIN),
+    )
+    .await;
+    issue(
+        &d.b,
+        "web",
+        "ECDSAP384",
+        &folder("b-web", &d.b, B, TRUST_DOMAIN),
+    )
+    .await;
+    issue(
+        &d.a,
+        "api",
+        "ECDSAP256",
+        &folder("a-api", &d.a, TRUST_DOMAIN, B),
+    )
+    .await;
+    // For our own peers the draft's labels select our own bundle; so does the label pods
+    // selected before them, which no imported bundle carries.
+    assert_eq!(
+        bundle_for(&d.a, TRUST_DOMAIN, TRUST_DOMAIN),
+        bundle_pem(&d.a, CTB_NAME)
+    );
+    let by_old_label: Vec<serde_json::Value> =
+        d.a.server
+            .list("clustertrustbundles")
+            .into_iter()
+            .filter(|c| c["metadata"]["labels"]["app.kubernetes.io/name"] == "podcert-signer")
+            .collect();
+    assert_eq!(by_old_label.len(), 1);
+    assert_eq!(by_old_label[0]["metadata"]["name"], CTB_NAME);
     std::fs::write(file("b-own.pem"), bundle_pem(&d.b, CTB_NAME)).unwrap();
-    std::fs::write(file("b-a.pem"), bundle_pem(&d.b, A_IN_B)).unwrap();
-    let in_a = |cred: &str| {
-        CredentialFiles::new(file(cred), file("a-own.pem")).with_federated(B, file("a-b.pem"))
-    };
-    let in_b = |cred: &str| {
-        CredentialFiles::new(file(cred), file("b-own.pem"))
-            .with_federated(TRUST_DOMAIN, file("b-a.pem"))
-    };
+    let in_a = |name: &str| CredentialFiles::folder(file(name));
+    let in_b = |name: &str| CredentialFiles::folder(file(name));
     const A_WEB: &str = "spiffe://example.org/ns/shop/sa/web";
     const A_API: &str = "spiffe://example.org/ns/shop/sa/api";
     const B_API: &str = "spiffe://b.example.net/ns/shop/sa/api";
     const B_WEB: &str = "spiffe://b.example.net/ns/shop/sa/web";
 
     // A's client with B's server, and B's client with A's server.
-    let b_server = start_server(Arc::new(in_b("b-api.pem")), &[A_WEB, B_WEB]).await;
-    let x = exchange(b_server.addr, &in_a("a-web.pem"), &[B_API.to_string()])
+    let b_server = start_server(Arc::new(in_b("b-api")), &[A_WEB, B_WEB]).await;
+    let x = exchange(b_server.addr, &in_a("a-web"), &[B_API.to_string()])
         .await
         .expect("A's client with B's server");
     assert_eq!(x.reply, format!("hello {A_WEB} from {B_API}"));
-    let a_server = start_server(Arc::new(in_a("a-api.pem")), &[B_WEB]).await;
-    let x = exchange(a_server.addr, &in_b("b-web.pem"), &[A_API.to_string()])
+    let a_server = start_server(Arc::new(in_a("a-api")), &[B_WEB]).await;
+    let x = exchange(a_server.addr, &in_b("b-web"), &[A_API.to_string()])
         .await
         .expect("B's client with A's server");
     assert_eq!(x.reply, format!("hello {B_WEB} from {A_API}"));
+
+    // De-federation: with B's bundle gone from its folder, A's client refuses B's server from
+    // the next connection on.
+    std::fs::remove_file(file(&format!("a-web/{B}.spiffe-trust-bundle.pem"))).unwrap();
+    let err = exchange(b_server.addr, &in_a("a-web"), &[B_API.to_string()])
+        .await
+        .expect_err("a peer of a domain whose bundle was removed");
+    assert!(err.to_string().contains(B), "{err}");
 
     // A certificate that claims B's domain but chains to A's root: B's server allows the ID
     // and trusts A's roots — for A's IDs only — so it is refused.

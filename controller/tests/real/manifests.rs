@@ -1,7 +1,8 @@
 //! What users apply, judged by the real server's schemas and admission: `kubectl apply
 //! --dry-run=server` (strict field validation, as kubectl does by default) of `manifests/`
-//! alone and with each component, and of the Helm chart's renderings, on API servers 1.37
-//! and 1.35. Every object must be accepted as written.
+//! alone and with each component, of the Helm chart's renderings, and of the examples (their
+//! pods' credential folders are projected volumes the server checks), on API servers 1.37 and
+//! 1.35. Every object must be accepted as written.
 
 use podcert_tests::control_plane::{ControlPlane, Release};
 
@@ -28,10 +29,10 @@ fn dry_run(cp: &ControlPlane, what: &str, objects: &[serde_json::Value]) {
 async fn everything_we_ship_is_accepted_by(release: Release) {
     let cp = ControlPlane::start(release).await;
     // The namespace must exist for namespaced objects to pass admission in a dry run.
-    cp.create(podcert_tests::control_plane::objects::namespace(
-        "podcert-signer",
-    ))
-    .await;
+    for ns in ["podcert-signer", "shop"] {
+        cp.create(podcert_tests::control_plane::objects::namespace(ns))
+            .await;
+    }
     for components in [
         &[][..],
         &["identity-policy"],
@@ -44,6 +45,17 @@ async fn everything_we_ship_is_accepted_by(release: Release) {
             &format!("manifests/ with {components:?}"),
             &rendered_manifests_with(components),
         );
+    }
+    // As the README's first pod: its ServiceAccount made first (a pod's admission looks it up).
+    cp.create(podcert_tests::control_plane::objects::service_account(
+        "shop", "web",
+    ))
+    .await;
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    for file in ["pod.yaml", "mtls/deploy.yaml"] {
+        let text = std::fs::read_to_string(examples.join(file)).unwrap();
+        let objects: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).unwrap();
+        dry_run(&cp, &format!("examples/{file}"), &objects);
     }
     let policy = cp.dir.path().join("policy.yaml");
     std::fs::write(

@@ -1,21 +1,27 @@
 //! spiffe-mtls server|client: see the crate documentation and examples/README.md.
 //!
 //! ```text
-//! spiffe-mtls server --listen 0.0.0.0:8443 --credential-bundle /var/run/svid/credentialbundle.pem \
-//!     --trust-bundle /var/run/svid/trust-bundle.pem --allow spiffe://cluster.local/ns/shop/sa/web
-//! spiffe-mtls client --connect api:8443 --credential-bundle ... --trust-bundle ... \
-//!     --federated-bundle b.example.org=/var/run/svid/b-bundle.pem \
+//! SPIFFE_CREDENTIAL_FOLDER=/run/workload-spiffe-credentials \
+//!     spiffe-mtls server --listen 0.0.0.0:8443 --allow spiffe://cluster.local/ns/shop/sa/web
+//! spiffe-mtls client --connect api:8443 --credential-folder /run/workload-spiffe-credentials \
 //!     --allow spiffe://cluster.local/ns/shop/sa/api --allow spiffe://b.example.org/ns/shop/sa/api
+//! spiffe-mtls client --connect api:8443 --credential-bundle ... --trust-bundle ... \
+//!     --federated-bundle b.example.org=/var/run/svid/b-bundle.pem --allow ...
 //! ```
+//!
+//! The credentials come from `--credential-folder`, else from `--credential-bundle` and
+//! `--trust-bundle` (with `--federated-bundle`), else from the folder `SPIFFE_CREDENTIAL_FOLDER`
+//! names, as the SPIFFE Filesystem Delivery draft asks an application to look.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use spiffe_mtls::credentials::CREDENTIAL_FOLDER_ENV;
 use spiffe_mtls::{CredentialFiles, Served, exchange, serve};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: spiffe-mtls server --listen ADDR | client --connect ADDR  --credential-bundle PATH --trust-bundle PATH [--federated-bundle TRUST_DOMAIN=PATH]... --allow SPIFFE_ID..."
+        "usage: spiffe-mtls server --listen ADDR | client --connect ADDR  [--credential-folder PATH | --credential-bundle PATH --trust-bundle PATH [--federated-bundle TRUST_DOMAIN=PATH]...] --allow SPIFFE_ID...  (no credential flags: the folder ${CREDENTIAL_FOLDER_ENV} names)"
     );
     ExitCode::from(2)
 }
@@ -26,8 +32,8 @@ async fn main() -> ExitCode {
     let Some(mode) = args.next() else {
         return usage();
     };
-    let (mut addr, mut bundle, mut trust, mut allow, mut every) =
-        (None, None, None, Vec::new(), None);
+    let (mut addr, mut bundle, mut trust, mut folder, mut allow, mut every) =
+        (None, None, None, None, Vec::new(), None);
     let mut federated: Vec<(String, String)> = Vec::new();
     while let Some(flag) = args.next() {
         let Some(value) = args.next() else {
@@ -35,6 +41,7 @@ async fn main() -> ExitCode {
         };
         match flag.as_str() {
             "--listen" | "--connect" => addr = Some(value),
+            "--credential-folder" => folder = Some(value),
             "--credential-bundle" => bundle = Some(value),
             "--trust-bundle" => trust = Some(value),
             "--allow" => allow.push(value),
@@ -59,20 +66,43 @@ async fn main() -> ExitCode {
             _ => return usage(),
         }
     }
-    let (Some(addr), Some(bundle), Some(trust)) = (addr, bundle, trust) else {
+    let Some(addr) = addr else {
         return usage();
     };
     if allow.is_empty() {
         eprintln!("spiffe-mtls: --allow: name at least one SPIFFE ID to accept");
         return ExitCode::from(2);
     }
-    let files = Arc::new(
-        federated
+    let files = match (folder, bundle, trust) {
+        (Some(folder), None, None) if federated.is_empty() => CredentialFiles::folder(folder),
+        (Some(_), _, _) => {
+            eprintln!(
+                "spiffe-mtls: --credential-folder: give either the folder or --credential-bundle, --trust-bundle and --federated-bundle, not both"
+            );
+            return ExitCode::from(2);
+        }
+        (None, Some(bundle), Some(trust)) => federated
             .into_iter()
             .fold(CredentialFiles::new(bundle, trust), |f, (domain, path)| {
                 f.with_federated(&domain, path)
             }),
-    );
+        (None, Some(_), None) | (None, None, Some(_)) => {
+            eprintln!("spiffe-mtls: --credential-bundle and --trust-bundle go together");
+            return ExitCode::from(2);
+        }
+        (None, None, None) => match std::env::var_os(CREDENTIAL_FOLDER_ENV) {
+            Some(folder) if !folder.is_empty() && federated.is_empty() => {
+                CredentialFiles::folder(folder)
+            }
+            _ => {
+                eprintln!(
+                    "spiffe-mtls: no credentials: give --credential-folder (or --credential-bundle and --trust-bundle), or set {CREDENTIAL_FOLDER_ENV}"
+                );
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let files = Arc::new(files);
     match mode.as_str() {
         "server" => {
             let listener = match tokio::net::TcpListener::bind(&addr).await {

@@ -114,6 +114,7 @@ pub struct Issued {
     pub lifetime: Duration,
     /// From the create call to the kubelet's watch seeing the Issued status.
     pub latency: Duration,
+    /// `credential-bundle.pem` in the workload's SPIFFE credential folder.
     pub bundle: PathBuf,
 }
 
@@ -237,9 +238,14 @@ pub async fn run(options: &Options) -> Result<Demo, String> {
             w.service_account,
             w.key_type.to_lowercase()
         ));
+        // A SPIFFE credential folder, as the examples' projections lay it out.
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let bundle = dir.join("credentialbundle.pem");
+        let bundle = dir.join("credential-bundle.pem");
         write(&bundle, &format!("{}{chain}", key.serialize_pem()))?;
+        write(
+            &dir.join(format!("{TRUST_DOMAIN}.spiffe-trust-bundle.pem")),
+            &trust,
+        )?;
         issued.push(Issued {
             workload: w,
             spiffe_id,
@@ -249,7 +255,7 @@ pub async fn run(options: &Options) -> Result<Demo, String> {
             bundle,
         });
     }
-    let handshake = mtls(&issued[CLIENT], &issued[SERVER], &trust_bundle).await?;
+    let handshake = mtls(&issued[CLIENT], &issued[SERVER]).await?;
     drop(signer);
     Ok(Demo {
         issued,

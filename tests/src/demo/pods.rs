@@ -92,17 +92,12 @@ pub(super) fn describe_leaf(chain_pem: &str) -> Result<(String, String, Duration
     ))
 }
 
-/// `client` calls `server`; each accepts only the other's SPIFFE ID.
-pub(super) async fn mtls(
-    client: &Issued,
-    server: &Issued,
-    trust_bundle: &Path,
-) -> Result<String, String> {
-    let server_files = Arc::new(spiffe_mtls::CredentialFiles::new(
-        &server.bundle,
-        trust_bundle,
-    ));
-    let client_files = spiffe_mtls::CredentialFiles::new(&client.bundle, trust_bundle);
+/// `client` calls `server`, each reading its credential folder; each accepts only the other's
+/// SPIFFE ID.
+pub(super) async fn mtls(client: &Issued, server: &Issued) -> Result<String, String> {
+    let folder = |i: &Issued| spiffe_mtls::CredentialFiles::folder(i.bundle.parent().unwrap());
+    let server_files = Arc::new(folder(server));
+    let client_files = folder(client);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| e.to_string())?;
