@@ -7,7 +7,7 @@
 //! [`podcertificate`] behaves as upstream's pod certificate manager on a scaled clock. Judges:
 //! [`fixtures`] (keys, proofs and stub CSRs Go made as the kubelet does), [`oracles`] (Go's
 //! `crypto/x509`, `openssl verify`, py-spiffe, and the tools they find), [`interop`] (our SVIDs
-//! in mutual TLS with Go, OpenSSL, rustls and Java), [`prometheus`] (a real
+//! against Go, OpenSSL, rustls, Java and NSS), [`prometheus`] (a real
 //! Prometheus over a signer's metrics), [`https`] (HTTPS as the tests serve and fetch it),
 //! [`softhsm`] (a SoftHSM2 token), [`secrets`] (broken CA keys, and a detector of key material in text).
 //!

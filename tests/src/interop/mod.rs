@@ -10,10 +10,12 @@
 //! Go's `crypto/tls` (the oracle's `handshake` mode), OpenSSL (Python's `ssl`, which is
 //! libssl, with `cryptography` reading the ID as py-spiffe does), rustls (`examples/mtls` itself:
 //! its server and client over loopback) and Java's JSSE (`tests/jsse/Handshake.java` on the
-//! machine's JDK). Two controls make sure each stack's harness can say no: a client whose root
+//! machine's JDK); NSS verifies both chains for their usages with `vfychain` instead of a
+//! handshake. Two controls make sure each stack's harness can say no: a client whose root
 //! the bundle does not hold, and a server whose SPIFFE ID is not the expected one.
 
 mod jsse;
+mod nss;
 mod profiles;
 mod rustls;
 
@@ -52,10 +54,17 @@ pub enum Stack {
     OpenSsl,
     Rustls,
     Jsse,
+    Nss,
 }
 
 impl Stack {
-    pub const ALL: [Stack; 4] = [Stack::Go, Stack::OpenSsl, Stack::Rustls, Stack::Jsse];
+    pub const ALL: [Stack; 5] = [
+        Stack::Go,
+        Stack::OpenSsl,
+        Stack::Rustls,
+        Stack::Jsse,
+        Stack::Nss,
+    ];
 
     /// Runs every case on this stack: one verdict per case, in order ("" = both sides accepted).
     pub fn run(self, cases: &[Case]) -> Vec<Verdict> {
@@ -64,6 +73,7 @@ impl Stack {
             Stack::OpenSsl => py_ssl_handshake(cases),
             Stack::Rustls => rustls::handshakes(cases),
             Stack::Jsse => jsse::handshakes(cases),
+            Stack::Nss => nss::verifications(cases),
         }
     }
 }
@@ -75,6 +85,7 @@ impl fmt::Display for Stack {
             Stack::OpenSsl => "OpenSSL",
             Stack::Rustls => "rustls",
             Stack::Jsse => "Java JSSE",
+            Stack::Nss => "NSS",
         })
     }
 }

@@ -1,0 +1,139 @@
+//! NSS (Firefox, Thunderbird, and the TLS of programs that link libnss): chain verification
+//! with `vfychain` from Debian's `libnss3-tools`, for each side's usage — the server's leaf as
+//! an SSL server (`-u 1`), the client's as an SSL client (`-u 0`) — with the bundle's roots as
+//! the only trust anchors (`-t`) and NSS's PKIX library (`-pp`). NSS has no SPIFFE library:
+//! the SPIFFE ID is read from the leaf by NSS itself (`certutil -L` of the leaf imported into
+//! a scratch database) and compared with the one expected. Not a handshake: the issue asks NSS
+//! for chain verification, and no NSS TLS client or server ships in that package.
+
+use std::path::Path;
+use std::process::Command;
+
+use super::{Case, Party};
+use crate::oracles::Verdict;
+
+fn tool(name: &str) -> &str {
+    let probe = Command::new(name).arg("--help").output();
+    assert!(
+        probe.is_ok(),
+        "the interop matrix needs NSS's `{name}` (Debian: apt-get install libnss3-tools; scripts/test installs it)"
+    );
+    name
+}
+
+/// Each PEM certificate of `pem`, as its own PEM text.
+fn certificates(pem: &str) -> Vec<String> {
+    pem::parse_many(pem)
+        .unwrap()
+        .into_iter()
+        .filter(|b| b.tag() == "CERTIFICATE")
+        .map(|b| pem::encode(&b))
+        .collect()
+}
+
+/// Whether `vfychain` accepts `party`'s chain for `usage` with `roots` as the only anchors.
+fn verify(
+    dir: &Path,
+    side: &str,
+    party: &Party,
+    roots: &[String],
+    usage: &str,
+) -> Result<(), String> {
+    let mut cmd = Command::new(tool("vfychain"));
+    cmd.args(["-pp", "-u", usage]);
+    for (n, cert) in certificates(&party.chain_pem).iter().enumerate() {
+        let path = dir.join(format!("{side}-{n}.pem"));
+        std::fs::write(&path, cert).unwrap();
+        cmd.arg("-a").arg(path);
+    }
+    for (n, root) in roots.iter().enumerate() {
+        let path = dir.join(format!("root-{n}.pem"));
+        std::fs::write(&path, root).unwrap();
+        cmd.args(["-t", "-a"]).arg(path);
+    }
+    let out = cmd.output().expect("vfychain runs");
+    let said =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    if out.status.success() && said.contains("Chain is good") {
+        Ok(())
+    } else {
+        Err(said.split_whitespace().collect::<Vec<_>>().join(" "))
+    }
+}
+
+/// The URI SANs of `side`'s leaf (written by [`verify`]) as NSS reads them: imported into a
+/// scratch database, printed by `certutil -L`.
+fn uris_as_nss_reads(dir: &Path, side: &str) -> Result<Vec<String>, String> {
+    let db = format!("sql:{}", dir.join(format!("db-{side}")).display());
+    std::fs::create_dir_all(dir.join(format!("db-{side}"))).unwrap();
+    let certutil = tool("certutil");
+    let run = |args: &[&str]| -> Result<String, String> {
+        let out = Command::new(certutil)
+            .args(args)
+            .output()
+            .expect("certutil runs");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if out.status.success() {
+            Ok(text)
+        } else {
+            Err(format!(
+                "certutil {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    };
+    run(&["-N", "-d", &db, "--empty-password"])?;
+    let leaf = dir.join(format!("{side}-0.pem"));
+    run(&[
+        "-A",
+        "-d",
+        &db,
+        "-n",
+        "leaf",
+        "-t",
+        ",,",
+        "-a",
+        "-i",
+        &leaf.display().to_string(),
+    ])?;
+    let listing = run(&["-L", "-d", &db, "-n", "leaf"])?;
+    Ok(listing
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("URI: "))
+        .map(|u| u.trim_matches('"').to_owned())
+        .collect())
+}
+
+fn check(dir: &Path, case: &Case) -> String {
+    let roots = certificates(&case.roots_pem);
+    let mut problems = Vec::new();
+    for (side, party, usage) in [("server", &case.server, "1"), ("client", &case.client, "0")] {
+        if let Err(e) = verify(dir, side, party, &roots, usage) {
+            problems.push(format!("{side}: {e}"));
+            continue;
+        }
+        match uris_as_nss_reads(dir, side) {
+            Ok(uris) if uris.len() == 1 && uris[0] == party.spiffe_id => {}
+            Ok(uris) => problems.push(format!(
+                "{side}: the leaf's URI SANs are {uris:?}, not [{}]",
+                party.spiffe_id
+            )),
+            Err(e) => problems.push(format!("{side}: {e}")),
+        }
+    }
+    problems.join("; ")
+}
+
+/// Verifies every case's two chains.
+pub fn verifications(cases: &[Case]) -> Vec<Verdict> {
+    cases
+        .iter()
+        .map(|case| {
+            let dir = tempfile::tempdir().unwrap();
+            Verdict {
+                name: case.name.clone(),
+                error: check(dir.path(), case),
+            }
+        })
+        .collect()
+}
