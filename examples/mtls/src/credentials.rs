@@ -54,8 +54,6 @@ enum Source {
         credential_bundle: PathBuf,
         /// Our own trust domain's bundle.
         trust_bundle: PathBuf,
-        /// Trust domain → its bundle file.
-        federated: Vec<(String, PathBuf)>,
     },
     Folder(PathBuf),
 }
@@ -81,6 +79,8 @@ pub const CREDENTIAL_FOLDER_ENV: &str = "SPIFFE_CREDENTIAL_FOLDER";
 #[derive(Debug)]
 pub struct CredentialFiles {
     source: Source,
+    /// Trust domain → its bundle file, named beside the source.
+    federated: Vec<(String, PathBuf)>,
     cached: Mutex<Option<Cached>>,
 }
 
@@ -89,7 +89,6 @@ impl CredentialFiles {
         Self::of(Source::Files {
             credential_bundle: credential_bundle.into(),
             trust_bundle: trust_bundle.into(),
-            federated: Vec::new(),
         })
     }
 
@@ -104,16 +103,16 @@ impl CredentialFiles {
     fn of(source: Source) -> Self {
         CredentialFiles {
             source,
+            federated: Vec::new(),
             cached: Mutex::new(None),
         }
     }
 
     /// Also trusts `trust_domain`'s peers, verified against the roots in `bundle` only (a
-    /// credential folder finds them by name instead).
+    /// credential folder also finds bundles by name; a domain with two is refused).
     pub fn with_federated(mut self, trust_domain: &str, bundle: impl Into<PathBuf>) -> Self {
-        if let Source::Files { federated, .. } = &mut self.source {
-            federated.push((trust_domain.to_owned(), bundle.into()));
-        }
+        self.federated
+            .push((trust_domain.to_owned(), bundle.into()));
         self
     }
 
@@ -122,11 +121,10 @@ impl CredentialFiles {
             Source::Files {
                 credential_bundle,
                 trust_bundle,
-                federated,
             } => Ok(Layout {
                 credential_bundle: credential_bundle.clone(),
                 own: Some(trust_bundle.clone()),
-                bundles: federated.clone(),
+                bundles: self.federated.clone(),
             }),
             Source::Folder(folder) => {
                 let listing = std::fs::read_dir(folder)
@@ -146,7 +144,7 @@ impl CredentialFiles {
                             CREDENTIAL_BUNDLE[0]
                         ))
                     })?;
-                let bundles = names
+                let found = names
                     .iter()
                     .filter_map(|name| {
                         let domain = TRUST_BUNDLE_SUFFIXES
@@ -155,11 +153,11 @@ impl CredentialFiles {
                         (!domain.is_empty() && !domain.starts_with('.'))
                             .then(|| (domain.to_owned(), folder.join(name)))
                     })
-                    .collect();
+                    .collect::<Vec<_>>();
                 Ok(Layout {
                     credential_bundle,
                     own: None,
-                    bundles,
+                    bundles: found.into_iter().chain(self.federated.clone()).collect(),
                 })
             }
         }

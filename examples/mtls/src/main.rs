@@ -10,8 +10,9 @@
 //! ```
 //!
 //! The credentials come from `--credential-folder`, else from `--credential-bundle` and
-//! `--trust-bundle` (with `--federated-bundle`), else from the folder `SPIFFE_CREDENTIAL_FOLDER`
-//! names, as the SPIFFE Filesystem Delivery draft asks an application to look.
+//! `--trust-bundle`, else from the folder `SPIFFE_CREDENTIAL_FOLDER` names, as the SPIFFE
+//! Filesystem Delivery draft asks an application to look; `--federated-bundle` adds a trust
+//! domain's bundle to any of them.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use spiffe_mtls::{CredentialFiles, Served, exchange, serve};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: spiffe-mtls server --listen ADDR | client --connect ADDR  [--credential-folder PATH | --credential-bundle PATH --trust-bundle PATH [--federated-bundle TRUST_DOMAIN=PATH]...] --allow SPIFFE_ID...  (no credential flags: the folder ${CREDENTIAL_FOLDER_ENV} names)"
+        "usage: spiffe-mtls server --listen ADDR | client --connect ADDR  [--credential-folder PATH | --credential-bundle PATH --trust-bundle PATH] [--federated-bundle TRUST_DOMAIN=PATH]... --allow SPIFFE_ID...  (no credential flags: the folder ${CREDENTIAL_FOLDER_ENV} names)"
     );
     ExitCode::from(2)
 }
@@ -74,26 +75,20 @@ async fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let files = match (folder, bundle, trust) {
-        (Some(folder), None, None) if federated.is_empty() => CredentialFiles::folder(folder),
+        (Some(folder), None, None) => CredentialFiles::folder(folder),
         (Some(_), _, _) => {
             eprintln!(
-                "spiffe-mtls: --credential-folder: give either the folder or --credential-bundle, --trust-bundle and --federated-bundle, not both"
+                "spiffe-mtls: --credential-folder: give either the folder or --credential-bundle and --trust-bundle, not both"
             );
             return ExitCode::from(2);
         }
-        (None, Some(bundle), Some(trust)) => federated
-            .into_iter()
-            .fold(CredentialFiles::new(bundle, trust), |f, (domain, path)| {
-                f.with_federated(&domain, path)
-            }),
+        (None, Some(bundle), Some(trust)) => CredentialFiles::new(bundle, trust),
         (None, Some(_), None) | (None, None, Some(_)) => {
             eprintln!("spiffe-mtls: --credential-bundle and --trust-bundle go together");
             return ExitCode::from(2);
         }
         (None, None, None) => match std::env::var_os(CREDENTIAL_FOLDER_ENV) {
-            Some(folder) if !folder.is_empty() && federated.is_empty() => {
-                CredentialFiles::folder(folder)
-            }
+            Some(folder) if !folder.is_empty() => CredentialFiles::folder(folder),
             _ => {
                 eprintln!(
                     "spiffe-mtls: no credentials: give --credential-folder (or --credential-bundle and --trust-bundle), or set {CREDENTIAL_FOLDER_ENV}"
@@ -102,7 +97,11 @@ async fn main() -> ExitCode {
             }
         },
     };
-    let files = Arc::new(files);
+    let files = Arc::new(
+        federated
+            .into_iter()
+            .fold(files, |f, (domain, path)| f.with_federated(&domain, path)),
+    );
     match mode.as_str() {
         "server" => {
             let listener = match tokio::net::TcpListener::bind(&addr).await {
