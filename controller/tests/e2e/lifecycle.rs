@@ -373,3 +373,74 @@ async fn a_leader_killed_at_every_rotation_step_loses_and_duplicates_nothing() {
     );
     assert!(root_rotations >= 2, "{root_rotations} root rotations");
 }
+
+/// Whether the CA Secret's active root (`tls.crt`) carries a name constraint; None while
+/// there is no Secret.
+fn active_root_constrained(cluster: &Cluster) -> Option<(Vec<u8>, bool)> {
+    use base64::Engine;
+    let secret = cluster.server.get("secrets", CA_NS, CA_NAME)?;
+    let pem_text = base64::engine::general_purpose::STANDARD
+        .decode(secret["data"]["tls.crt"].as_str()?)
+        .ok()?;
+    let der = ders(std::str::from_utf8(&pem_text).ok()?).remove(0);
+    let (_, cert) = X509Certificate::from_der(&der).ok()?;
+    let constrained = cert.extensions().iter().any(|e| {
+        matches!(
+            e.parsed_extension(),
+            x509_parser::extensions::ParsedExtension::NameConstraints(_)
+        )
+    });
+    Some((der, constrained))
+}
+
+/// An upgrade from a release whose default CA profile carried the URI name constraint
+/// (issue 29): the signer, now run with the default, replaces that root at once — prepared
+/// with an Event that says why, published, activated after the propagation delay — by one
+/// without, while requests keep being issued and verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_made_under_the_old_constrained_default_is_rotated_out_at_once() {
+    let (cluster, _clock, flags) = compressed().await;
+    let mut old_flags = flags.clone();
+    old_flags.extend(["--ca-name-constraints".to_string(), "true".to_string()]);
+    let old = signer(&cluster, "old", &old_flags);
+    old.wait_ready(Duration::from_secs(30)).await;
+    let (old_root, constrained) = active_root_constrained(&cluster).expect("a CA Secret");
+    assert!(constrained, "the old default made a constrained root");
+    drop(old);
+
+    let new = signer(&cluster, "new", &flags);
+    new.wait_ready(Duration::from_secs(30)).await;
+    // The root is due for its ordinary rotation 6 hours (18 s) into its life; this one is
+    // prepared long before, for the constraint.
+    let prepared = cluster
+        .wait_for_events("RootPrepared", 1, Duration::from_secs(15))
+        .await;
+    let note = prepared[0]["note"].as_str().unwrap();
+    assert!(
+        note.contains("carries a URI name constraint and --ca-name-constraints is false"),
+        "{note}"
+    );
+    // Activated after the propagation delay (2 hours: 6 s): a root without the constraint.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (root, constrained) = active_root_constrained(&cluster).expect("a CA Secret");
+        if root != old_root {
+            assert!(!constrained, "the new root carries the constraint");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the constrained root was not replaced; log:\n{}",
+            new.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_burst_issued(
+        &cluster,
+        "after",
+        10,
+        Duration::from_secs(30),
+        &new.log_text(),
+    )
+    .await;
+}
