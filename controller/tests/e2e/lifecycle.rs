@@ -399,6 +399,8 @@ fn active_root_constrained(cluster: &Cluster) -> Option<(Vec<u8>, bool)> {
 /// without, while requests keep being issued and verified.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_root_made_under_the_old_constrained_default_is_rotated_out_at_once() {
+    // On the compressed clock, like the other lifecycle scenarios: not beside them.
+    let _heavy = heavy_scenario().await;
     let (cluster, _clock, flags) = compressed().await;
     let mut old_flags = flags.clone();
     old_flags.extend(["--ca-name-constraints".to_string(), "true".to_string()]);
