@@ -12,7 +12,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
@@ -80,39 +79,17 @@ func peerVerifier(roots *x509.CertPool, usage x509.ExtKeyUsage, want string) fun
 	}
 }
 
-func keyPair(p Party) (tls.Certificate, error) {
-	return tls.X509KeyPair([]byte(p.ChainPEM), []byte(p.KeyPEM))
-}
-
-func pool(rootsPEM string) (*x509.CertPool, error) {
-	roots := x509.NewCertPool()
-	rest := []byte(rootsPEM)
-	for {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		roots.AddCert(c)
-	}
-	return roots, nil
-}
-
 // handshakeOne runs one mutual handshake; "" when both sides accepted.
 func handshakeOne(c HandshakeCase) string {
-	roots, err := pool(c.RootsPEM)
-	if err != nil {
-		return "roots: " + err.Error()
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM([]byte(c.RootsPEM)) {
+		return "roots: no certificate in the trust bundle"
 	}
-	serverCert, err := keyPair(c.Server)
+	serverCert, err := tls.X509KeyPair([]byte(c.Server.ChainPEM), []byte(c.Server.KeyPEM))
 	if err != nil {
 		return "server key pair: " + err.Error()
 	}
-	clientCert, err := keyPair(c.Client)
+	clientCert, err := tls.X509KeyPair([]byte(c.Client.ChainPEM), []byte(c.Client.KeyPEM))
 	if err != nil {
 		return "client key pair: " + err.Error()
 	}

@@ -73,6 +73,12 @@ pub fn single_tier_root_pem() -> (String, String) {
 /// A CA as cert-manager gives a BYO user: a P-384 root and a P-256 intermediate (path length
 /// 0) below it, as (`tls.crt` = the intermediate, `tls.key`, `ca.crt` = the root) PEM.
 pub fn intermediate_ca_pem(name: &str) -> (String, String, String) {
+    intermediate_ca_pem_with_path_len(name, 0)
+}
+
+/// [`intermediate_ca_pem`] with the intermediate's path length `path_len`: with 1 or more, the
+/// signer makes its signing intermediates below it.
+pub fn intermediate_ca_pem_with_path_len(name: &str, path_len: u8) -> (String, String, String) {
     use rcgen::{
         BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
     };
@@ -88,7 +94,7 @@ pub fn intermediate_ca_pem(name: &str) -> (String, String, String) {
     inter
         .distinguished_name
         .push(DnType::CommonName, format!("{name} intermediate"));
-    inter.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    inter.is_ca = IsCa::Ca(BasicConstraints::Constrained(path_len));
     inter.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::DigitalSignature,

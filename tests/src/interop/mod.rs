@@ -14,8 +14,10 @@
 //! handshake. Two controls make sure each stack's harness can say no: a client whose root
 //! the bundle does not hold, and a server whose SPIFFE ID is not the expected one.
 
+mod go;
 mod jsse;
 mod nss;
+mod openssl;
 mod profiles;
 mod rustls;
 
@@ -23,7 +25,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::oracles::{Verdict, go_handshake, py_ssl_handshake};
+use crate::oracles::Verdict;
 
 pub use profiles::{CONTROL_UNTRUSTED_CLIENT, CONTROL_WRONG_SERVER_ID, Profile, cases};
 
@@ -41,6 +43,9 @@ pub struct Party {
 pub struct Case {
     /// `<profile>/<key type>`, or `control/<what>`.
     pub name: String,
+    /// The cell's profile and key type; None for a control, which every stack must refuse.
+    #[serde(skip)]
+    pub cell: Option<(Profile, String)>,
     pub server: Party,
     pub client: Party,
     /// The trust bundle both sides verify against.
@@ -69,8 +74,8 @@ impl Stack {
     /// Runs every case on this stack: one verdict per case, in order ("" = both sides accepted).
     pub fn run(self, cases: &[Case]) -> Vec<Verdict> {
         match self {
-            Stack::Go => go_handshake(cases),
-            Stack::OpenSsl => py_ssl_handshake(cases),
+            Stack::Go => go::handshakes(cases),
+            Stack::OpenSsl => openssl::handshakes(cases),
             Stack::Rustls => rustls::handshakes(cases),
             Stack::Jsse => jsse::handshakes(cases),
             Stack::Nss => nss::verifications(cases),

@@ -6,19 +6,20 @@
 //! a scratch database) and compared with the one expected. Not a handshake: the issue asks NSS
 //! for chain verification, and no NSS TLS client or server ships in that package.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::{Case, Party};
 use crate::oracles::Verdict;
 
-fn tool(name: &str) -> &str {
-    let probe = Command::new(name).arg("--help").output();
-    assert!(
-        probe.is_ok(),
-        "the interop matrix needs NSS's `{name}` (Debian: apt-get install libnss3-tools; scripts/test installs it)"
-    );
-    name
+/// Fails naming the tool when NSS's tools are missing.
+fn require_tools() {
+    for name in ["vfychain", "certutil"] {
+        assert!(
+            Command::new(name).arg("--help").output().is_ok(),
+            "the interop matrix needs NSS's `{name}` (Debian: apt-get install libnss3-tools; scripts/test installs it)"
+        );
+    }
 }
 
 /// Each PEM certificate of `pem`, as its own PEM text.
@@ -31,50 +32,57 @@ fn certificates(pem: &str) -> Vec<String> {
         .collect()
 }
 
-/// Whether `vfychain` accepts `party`'s chain for `usage` with `roots` as the only anchors.
+/// Whether `vfychain` accepts `party`'s chain for `usage` with `roots` as the only anchors;
+/// the file of the leaf it was given.
 fn verify(
     dir: &Path,
     side: &str,
     party: &Party,
     roots: &[String],
     usage: &str,
-) -> Result<(), String> {
-    let mut cmd = Command::new(tool("vfychain"));
+) -> Result<PathBuf, String> {
+    let write = |name: String, pem: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        path
+    };
+    let chain: Vec<PathBuf> = certificates(&party.chain_pem)
+        .iter()
+        .enumerate()
+        .map(|(n, cert)| write(format!("{side}-{n}.pem"), cert))
+        .collect();
+    let mut cmd = Command::new("vfychain");
     cmd.args(["-pp", "-u", usage]);
-    for (n, cert) in certificates(&party.chain_pem).iter().enumerate() {
-        let path = dir.join(format!("{side}-{n}.pem"));
-        std::fs::write(&path, cert).unwrap();
+    for path in &chain {
         cmd.arg("-a").arg(path);
     }
     for (n, root) in roots.iter().enumerate() {
-        let path = dir.join(format!("root-{n}.pem"));
-        std::fs::write(&path, root).unwrap();
-        cmd.args(["-t", "-a"]).arg(path);
+        cmd.args(["-t", "-a"])
+            .arg(write(format!("root-{n}.pem"), root));
     }
     let out = cmd.output().expect("vfychain runs");
     let said =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     if out.status.success() && said.contains("Chain is good") {
-        Ok(())
+        Ok(chain.into_iter().next().expect("a chain has a leaf"))
     } else {
         Err(said.split_whitespace().collect::<Vec<_>>().join(" "))
     }
 }
 
-/// The URI SANs of `side`'s leaf (written by [`verify`]) as NSS reads them: imported into a
-/// scratch database, printed by `certutil -L`.
-fn uris_as_nss_reads(dir: &Path, side: &str) -> Result<Vec<String>, String> {
-    let db = format!("sql:{}", dir.join(format!("db-{side}")).display());
-    std::fs::create_dir_all(dir.join(format!("db-{side}"))).unwrap();
-    let certutil = tool("certutil");
+/// The URI SANs of `leaf` as NSS reads them: imported into a scratch database of `side`,
+/// printed by `certutil -L`.
+fn uris_as_nss_reads(dir: &Path, side: &str, leaf: &Path) -> Result<Vec<String>, String> {
+    let db_dir = dir.join(format!("db-{side}"));
+    std::fs::create_dir_all(&db_dir).unwrap();
+    let db = format!("sql:{}", db_dir.display());
     let run = |args: &[&str]| -> Result<String, String> {
-        let out = Command::new(certutil)
+        let out = Command::new("certutil")
             .args(args)
             .output()
             .expect("certutil runs");
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
         if out.status.success() {
-            Ok(text)
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {
             Err(format!(
                 "certutil {args:?}: {}",
@@ -82,20 +90,9 @@ fn uris_as_nss_reads(dir: &Path, side: &str) -> Result<Vec<String>, String> {
             ))
         }
     };
+    let leaf = leaf.display().to_string();
     run(&["-N", "-d", &db, "--empty-password"])?;
-    let leaf = dir.join(format!("{side}-0.pem"));
-    run(&[
-        "-A",
-        "-d",
-        &db,
-        "-n",
-        "leaf",
-        "-t",
-        ",,",
-        "-a",
-        "-i",
-        &leaf.display().to_string(),
-    ])?;
+    run(&["-A", "-d", &db, "-n", "leaf", "-t", ",,", "-a", "-i", &leaf])?;
     let listing = run(&["-L", "-d", &db, "-n", "leaf"])?;
     Ok(listing
         .lines()
@@ -108,11 +105,9 @@ fn check(dir: &Path, case: &Case) -> String {
     let roots = certificates(&case.roots_pem);
     let mut problems = Vec::new();
     for (side, party, usage) in [("server", &case.server, "1"), ("client", &case.client, "0")] {
-        if let Err(e) = verify(dir, side, party, &roots, usage) {
-            problems.push(format!("{side}: {e}"));
-            continue;
-        }
-        match uris_as_nss_reads(dir, side) {
+        let read = verify(dir, side, party, &roots, usage)
+            .and_then(|leaf| uris_as_nss_reads(dir, side, &leaf));
+        match read {
             Ok(uris) if uris.len() == 1 && uris[0] == party.spiffe_id => {}
             Ok(uris) => problems.push(format!(
                 "{side}: the leaf's URI SANs are {uris:?}, not [{}]",
@@ -126,6 +121,7 @@ fn check(dir: &Path, case: &Case) -> String {
 
 /// Verifies every case's two chains.
 pub fn verifications(cases: &[Case]) -> Vec<Verdict> {
+    require_tools();
     cases
         .iter()
         .map(|case| {

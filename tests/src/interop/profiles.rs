@@ -8,14 +8,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use signer_core::{
     Ca, CaKeyType, CaProfile, Decision, KeyMaterial, Policy, PolicyConfig, Request, Signer,
     TrustDomain,
 };
 
 use super::{Case, Party};
-use crate::fixtures::{KubeletKey, kubelet_keys};
+use crate::fixtures::{KubeletKey, intermediate_ca_pem_with_path_len, kubelet_keys};
 
 const TRUST_DOMAIN: &str = "example.org";
 const DAY: Duration = Duration::from_secs(86_400);
@@ -31,8 +30,8 @@ pub enum Profile {
     RootP384,
     /// `--ca-key-type ED25519`.
     RootEd25519,
-    /// An operator's CA: its root in `ca.crt`, its intermediate (path length 1) in `tls.crt`,
-    /// and our signing intermediate under that.
+    /// An operator's CA: its P-384 root in `ca.crt`, its P-256 intermediate (path length 1) in
+    /// `tls.crt`, and our signing intermediate under that.
     Byo,
     /// A root rotation's overlap: the bundle holds the old and the new root; the server's SVID
     /// chains to the old one, the client's to the new one.
@@ -94,13 +93,14 @@ impl Profile {
             Profile::RotationOverlap => {
                 let (old, new) = (ca(&ca_profile()), ca(&ca_profile()));
                 let roots = format!("{}{}", old.trust_bundle_pem(), new.trust_bundle_pem());
-                return (signer(&old), signer(&new), roots);
+                let p = ca_profile();
+                return (leader_signer(&old, &p), leader_signer(&new, &p), roots);
             }
         };
         let roots = root.trust_bundle_pem().to_owned();
         (
-            signer_with(&root, &profile),
-            signer_with(&root, &profile),
+            leader_signer(&root, &profile),
+            leader_signer(&root, &profile),
             roots,
         )
     }
@@ -110,12 +110,8 @@ fn ca_profile() -> CaProfile {
     CaProfile::new(TrustDomain::new(TRUST_DOMAIN).unwrap())
 }
 
-fn signer(root: &Ca) -> Signer {
-    signer_with(root, &ca_profile())
-}
-
 /// A signer as a leader makes it: a signing intermediate of `profile` under `root`.
-fn signer_with(root: &Ca, profile: &CaProfile) -> Signer {
+fn leader_signer(root: &Ca, profile: &CaProfile) -> Signer {
     let intermediate = root
         .sign_intermediate(profile, 7 * DAY, SystemTime::now())
         .unwrap();
@@ -127,29 +123,11 @@ fn signer_with(root: &Ca, profile: &CaProfile) -> Signer {
     Signer::new(Arc::new(policy), Arc::new(intermediate))
 }
 
-/// An operator's two-tier CA as cert-manager or an offline root would give it: the root in
-/// `ca.crt`, an intermediate with path length 1 (room for our signing intermediate) in `tls.crt`.
+/// An operator's two-tier CA as cert-manager gives it (`tests/src/fixtures.rs`), with room
+/// below its intermediate for our signing intermediate.
 fn operator_ca() -> Ca {
-    let ca_params = |cn: &str, path_len: Option<u8>| {
-        let mut p = CertificateParams::default();
-        p.distinguished_name
-            .push(DnType::OrganizationName, "Example Corp");
-        p.distinguished_name.push(DnType::CommonName, cn);
-        p.is_ca = IsCa::Ca(path_len.map_or(BasicConstraints::Unconstrained, |n| {
-            BasicConstraints::Constrained(n)
-        }));
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        p
-    };
-    let root_key = KeyPair::generate().unwrap();
-    let root_params = ca_params("Example Corp Root", None);
-    let root = root_params.clone().self_signed(&root_key).unwrap();
-    let issuer = Issuer::new(root_params, root_key);
-    let key = KeyPair::generate().unwrap();
-    let intermediate = ca_params("Example Corp Workloads", Some(1))
-        .signed_by(&key, &issuer)
-        .unwrap();
-    Ca::from_pem(&intermediate.pem(), &key.serialize_pem(), Some(&root.pem())).unwrap()
+    let (crt, key, root) = intermediate_ca_pem_with_path_len("Example Corp", 1);
+    Ca::from_pem(&crt, &key, Some(&root)).unwrap()
 }
 
 /// The SVID `signer` issues for `key` to service account `sa`.
@@ -185,17 +163,24 @@ pub fn cases() -> Vec<Case> {
         for key in &keys {
             cases.push(Case {
                 name: format!("{}/{}", profile.name(), key.key_type),
+                cell: Some((profile, key.key_type.clone())),
                 server: svid(&server, key, "server"),
                 client: svid(&client, key, "client"),
                 roots_pem: roots_pem.clone(),
             });
         }
     }
-    let key = &keys[0];
+    // The controls use a key every stack accepts (NSS 3.87 refuses Ed25519, the first
+    // fixture): a refusal must be the control's, not the key type's.
+    let key = keys
+        .iter()
+        .find(|k| k.key_type == "ECDSAP256")
+        .expect("a P-256 fixture");
     let (server, _, roots_pem) = Profile::Default.signers();
     let (foreign, _, _) = Profile::Default.signers();
     cases.push(Case {
         name: CONTROL_UNTRUSTED_CLIENT.into(),
+        cell: None,
         server: svid(&server, key, "server"),
         client: svid(&foreign, key, "client"),
         roots_pem: roots_pem.clone(),
@@ -204,6 +189,7 @@ pub fn cases() -> Vec<Case> {
     impostor.spiffe_id = format!("spiffe://{TRUST_DOMAIN}/ns/interop/sa/someone-else");
     cases.push(Case {
         name: CONTROL_WRONG_SERVER_ID.into(),
+        cell: None,
         server: impostor,
         client: svid(&server, key, "client"),
         roots_pem,

@@ -4,7 +4,7 @@
 //! writes them.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use spiffe_mtls::{CredentialFiles, Served, exchange, serve};
@@ -31,10 +31,9 @@ async fn handshake(case: &Case) -> String {
     let client_files = files(dir.path(), "client", &case.client, &case.roots_pem);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let served = Arc::new(Mutex::new(None));
-    let report = {
-        let served = served.clone();
-        move |s: Served| *served.lock().unwrap() = Some(s)
+    let (report, mut served) = tokio::sync::mpsc::unbounded_channel();
+    let report = move |s: Served| {
+        let _ = report.send(s);
     };
     let server = tokio::spawn(serve(
         listener,
@@ -59,16 +58,10 @@ async fn handshake(case: &Case) -> String {
         Err(_) => problems.push("client: timed out".into()),
     }
     // The server reports once the connection is over (or refused).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let outcome = loop {
-        if let Some(s) = served.lock().unwrap().take() {
-            break Some(s);
-        }
-        if tokio::time::Instant::now() > deadline {
-            break None;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    let outcome = tokio::time::timeout(Duration::from_secs(10), served.recv())
+        .await
+        .ok()
+        .flatten();
     server.abort();
     match outcome {
         Some(Served::Accepted { peer }) if peer == case.client.spiffe_id => {}

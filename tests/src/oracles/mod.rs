@@ -9,7 +9,8 @@ mod python;
 mod tools;
 
 pub use openssl::{openssl, openssl_rsa, openssl_verify, openssl_verify_at};
-pub use python::{py_jwk_matches_x5c, py_spiffe_parse, py_ssl_handshake};
+pub(crate) use python::python_batch;
+pub use python::{py_jwk_matches_x5c, py_spiffe_parse};
 pub use tools::{
     go_binary, helm_binary, helm_template, kubectl_binary, kustomize, prometheus_binary,
     promtool_binary, stdout_of,
@@ -137,7 +138,7 @@ pub fn oracle_binary() -> &'static Path {
 }
 
 /// Runs `oracle <mode>` with `input` as JSON on stdin and parses its JSON stdout.
-fn run_oracle<T: serde::de::DeserializeOwned>(mode: &str, input: &impl Serialize) -> T {
+pub(crate) fn run_oracle<T: serde::de::DeserializeOwned>(mode: &str, input: &impl Serialize) -> T {
     let mut child = Command::new(oracle_binary())
         .arg(mode)
         .stdin(Stdio::piped())
@@ -153,12 +154,6 @@ fn run_oracle<T: serde::de::DeserializeOwned>(mode: &str, input: &impl Serialize
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "oracle {mode} failed");
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("oracle {mode} output: {e}"))
-}
-
-/// Runs each interop case as a mutual handshake in Go's crypto/tls, peers verified as
-/// go-spiffe does (`tests/oracle/handshake.go`).
-pub fn go_handshake(cases: &[crate::interop::Case]) -> Vec<Verdict> {
-    run_oracle("handshake", &cases)
 }
 
 /// Runs the Go oracle (crypto/x509, as the API server and kubelet parse) over `cases`.
