@@ -583,11 +583,9 @@ fn the_example_manifests_are_valid_and_lay_out_spiffe_credential_folders() {
         .clone();
     let signer = config["PODCERT_SIGNER_NAME"].as_str().unwrap();
     let trust_domain = config["PODCERT_TRUST_DOMAIN"].as_str().unwrap();
-    let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples");
     let (mut certs, mut bundles) = (0, 0);
-    for file in ["pod.yaml", "mtls/deploy.yaml"] {
-        let text = std::fs::read_to_string(examples.join(file)).unwrap();
-        for obj in serde_saphyr::from_multiple::<Value>(&text).unwrap() {
+    for (file, objects) in example_objects() {
+        for obj in objects {
             let spec = match obj["kind"].as_str().unwrap() {
                 "Pod" => {
                     round_trip::<core::Pod>(&obj);
@@ -627,7 +625,12 @@ fn the_example_manifests_are_valid_and_lay_out_spiffe_credential_folders() {
                         Some("ECDSAP256" | "ED25519")
                     ));
                 }
-                for ctb in sources.iter().filter_map(|s| s.get("clusterTrustBundle")) {
+                let trusted: Vec<_> = sources
+                    .iter()
+                    .filter_map(|s| s.get("clusterTrustBundle"))
+                    .collect();
+                assert_eq!(trusted.len(), 1, "{file}: our domain's bundle, once");
+                for ctb in trusted {
                     bundles += 1;
                     assert_eq!(ctb["signerName"], signer);
                     // An unset selector matches nothing (contract §6); ours selects the live

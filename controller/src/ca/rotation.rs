@@ -275,6 +275,11 @@ mod tests {
         }
     }
 
+    /// [`plan`] with the test lifecycle and root keys in the Secret.
+    fn plan_with(ca: &LoadedCa, profile: &CaProfile, now: i64) -> Step {
+        plan(ca, &lifecycle(), &RootKeys::Secret, profile, now)
+    }
+
     fn profile() -> CaProfile {
         CaProfile::new(TrustDomain::new("example.org").unwrap())
     }
@@ -306,11 +311,11 @@ mod tests {
         let ca = ca(now);
         let rotate_at = unix(ca.active.ca.not_after()) - 90 * DAY as i64;
         assert_eq!(
-            plan(&ca, &lifecycle(), &RootKeys::Secret, &profile(), unix(now)),
+            plan_with(&ca, &profile(), unix(now)),
             Step::Wait(Some(rotate_at))
         );
         assert_eq!(
-            plan(&ca, &lifecycle(), &RootKeys::Secret, &profile(), rotate_at),
+            plan_with(&ca, &profile(), rotate_at),
             Step::Prepare(Why::Due)
         );
     }
@@ -323,30 +328,15 @@ mod tests {
             root: root(now),
             published_at: None,
         });
-        assert_eq!(
-            plan(&ca, &lifecycle(), &RootKeys::Secret, &profile(), unix(now)),
-            Step::Publish
-        );
+        assert_eq!(plan_with(&ca, &profile(), unix(now)), Step::Publish);
         let published = unix(now);
         ca.next.as_mut().unwrap().published_at = Some(published);
         assert_eq!(
-            plan(
-                &ca,
-                &lifecycle(),
-                &RootKeys::Secret,
-                &profile(),
-                published + 10
-            ),
+            plan_with(&ca, &profile(), published + 10),
             Step::Wait(Some(published + DAY as i64))
         );
         assert_eq!(
-            plan(
-                &ca,
-                &lifecycle(),
-                &RootKeys::Secret,
-                &profile(),
-                published + DAY as i64
-            ),
+            plan_with(&ca, &profile(), published + DAY as i64),
             Step::Activate
         );
     }
@@ -357,10 +347,7 @@ mod tests {
         let mut ca = ca(now);
         ca.managed = false;
         let far = unix(ca.active.ca.not_after()) + 1;
-        assert_eq!(
-            plan(&ca, &lifecycle(), &RootKeys::Secret, &profile(), far),
-            Step::Wait(None)
-        );
+        assert_eq!(plan_with(&ca, &profile(), far), Step::Wait(None));
     }
 
     #[test]
@@ -378,13 +365,7 @@ mod tests {
             ..ca(SystemTime::now())
         };
         assert_eq!(
-            plan(
-                &ca,
-                &lifecycle(),
-                &RootKeys::Secret,
-                &profile(),
-                unix(SystemTime::now())
-            ),
+            plan_with(&ca, &profile(), unix(SystemTime::now())),
             Step::Prepare(Why::SingleTier)
         );
     }
@@ -402,29 +383,17 @@ mod tests {
             ..ca(now)
         };
         assert_eq!(
-            plan(&ca, &lifecycle(), &RootKeys::Secret, &profile(), unix(now)),
+            plan_with(&ca, &profile(), unix(now)),
             Step::Prepare(Why::NameConstraints { wanted: false })
         );
         // And the other way round; a root that matches waits for its time.
         assert_eq!(
-            plan(
-                &ca,
-                &lifecycle(),
-                &RootKeys::Secret,
-                &constrained,
-                unix(now)
-            ),
+            plan_with(&ca, &constrained, unix(now)),
             Step::Wait(Some(unix(ca.active.ca.not_after()) - 90 * DAY as i64))
         );
         let open = self::ca(now);
         assert_eq!(
-            plan(
-                &open,
-                &lifecycle(),
-                &RootKeys::Secret,
-                &constrained,
-                unix(now)
-            ),
+            plan_with(&open, &constrained, unix(now)),
             Step::Prepare(Why::NameConstraints { wanted: true })
         );
     }

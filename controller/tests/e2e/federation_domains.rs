@@ -245,34 +245,14 @@ async fn two_trust_domains_federate_and_their_workloads_speak_mtls() {
         }
         file(&format!("{name}/credential-bundle.pem"))
     };
-    issue(
-        &d.a,
-        "web",
-        "ECDSAP256",
-        &folder("a-web", &d.a, TRUST_DOMAIN, B),
-    )
-    .await;
-    issue(
-        &d.b,
-        "api",
-        "ED25519",
-        &folder("b-api", &d.b, B, TRUST_DOMAIN),
-    )
-    .await;
-    issue(
-        &d.b,
-        "web",
-        "ECDSAP384",
-        &folder("b-web", &d.b, B, TRUST_DOMAIN),
-    )
-    .await;
-    issue(
-        &d.a,
-        "api",
-        "ECDSAP256",
-        &folder("a-api", &d.a, TRUST_DOMAIN, B),
-    )
-    .await;
+    for (name, cluster, own, peer, sa, key_type) in [
+        ("a-web", &d.a, TRUST_DOMAIN, B, "web", "ECDSAP256"),
+        ("b-api", &d.b, B, TRUST_DOMAIN, "api", "ED25519"),
+        ("b-web", &d.b, B, TRUST_DOMAIN, "web", "ECDSAP384"),
+        ("a-api", &d.a, TRUST_DOMAIN, B, "api", "ECDSAP256"),
+    ] {
+        issue(cluster, sa, key_type, &folder(name, cluster, own, peer)).await;
+    }
     // For our own peers the draft's labels select our own bundle; so does the label pods
     // selected before them, which no imported bundle carries.
     assert_eq!(
@@ -288,21 +268,20 @@ async fn two_trust_domains_federate_and_their_workloads_speak_mtls() {
     assert_eq!(by_old_label.len(), 1);
     assert_eq!(by_old_label[0]["metadata"]["name"], CTB_NAME);
     std::fs::write(file("b-own.pem"), bundle_pem(&d.b, CTB_NAME)).unwrap();
-    let in_a = |name: &str| CredentialFiles::folder(file(name));
-    let in_b = |name: &str| CredentialFiles::folder(file(name));
+    let workload = |name: &str| CredentialFiles::folder(file(name));
     const A_WEB: &str = "spiffe://example.org/ns/shop/sa/web";
     const A_API: &str = "spiffe://example.org/ns/shop/sa/api";
     const B_API: &str = "spiffe://b.example.net/ns/shop/sa/api";
     const B_WEB: &str = "spiffe://b.example.net/ns/shop/sa/web";
 
     // A's client with B's server, and B's client with A's server.
-    let b_server = start_server(Arc::new(in_b("b-api")), &[A_WEB, B_WEB]).await;
-    let x = exchange(b_server.addr, &in_a("a-web"), &[B_API.to_string()])
+    let b_server = start_server(Arc::new(workload("b-api")), &[A_WEB, B_WEB]).await;
+    let x = exchange(b_server.addr, &workload("a-web"), &[B_API.to_string()])
         .await
         .expect("A's client with B's server");
     assert_eq!(x.reply, format!("hello {A_WEB} from {B_API}"));
-    let a_server = start_server(Arc::new(in_a("a-api")), &[B_WEB]).await;
-    let x = exchange(a_server.addr, &in_b("b-web"), &[A_API.to_string()])
+    let a_server = start_server(Arc::new(workload("a-api")), &[B_WEB]).await;
+    let x = exchange(a_server.addr, &workload("b-web"), &[A_API.to_string()])
         .await
         .expect("B's client with A's server");
     assert_eq!(x.reply, format!("hello {B_WEB} from {A_API}"));
@@ -310,23 +289,14 @@ async fn two_trust_domains_federate_and_their_workloads_speak_mtls() {
     // De-federation: with B's bundle gone from its folder, A's client refuses B's server from
     // the next connection on.
     std::fs::remove_file(file(&format!("a-web/{B}.spiffe-trust-bundle.pem"))).unwrap();
-    let err = exchange(b_server.addr, &in_a("a-web"), &[B_API.to_string()])
+    let err = exchange(b_server.addr, &workload("a-web"), &[B_API.to_string()])
         .await
         .expect_err("a peer of a domain whose bundle was removed");
     assert!(err.to_string().contains(B), "{err}");
 
     // A certificate that claims B's domain but chains to A's root: B's server allows the ID
     // and trusts A's roots — for A's IDs only — so it is refused.
-    let a_root = d.a.server.get("secrets", CA_NS, CA_NAME).unwrap();
-    let decode = |k: &str| {
-        use base64::Engine;
-        String::from_utf8(
-            base64::engine::general_purpose::STANDARD
-                .decode(a_root["data"][k].as_str().unwrap())
-                .unwrap(),
-        )
-        .unwrap()
-    };
+    let a_root = d.a.ca_secret_data().unwrap();
     let forger = {
         use signer_core::*;
         let policy = Policy::new(&PolicyConfig {
@@ -336,7 +306,7 @@ async fn two_trust_domains_federate_and_their_workloads_speak_mtls() {
         .unwrap();
         Signer::new(
             Arc::new(policy),
-            Arc::new(Ca::from_pem(&decode("tls.crt"), &decode("tls.key"), None).unwrap()),
+            Arc::new(Ca::from_pem(&a_root["tls.crt"], &a_root["tls.key"], None).unwrap()),
         )
     };
     issue_outside(&forger, "web", &file("forged.pem"));

@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use base64::Engine;
 use podcert_tests::apiserver::ServerOptions;
 use podcert_tests::softhsm::TestToken;
 
@@ -26,22 +25,6 @@ fn args(flags: &[String]) -> Vec<&str> {
     flags.iter().map(String::as_str).collect()
 }
 
-/// The CA Secret's data, decoded.
-fn secret_data(cluster: &Cluster) -> std::collections::BTreeMap<String, String> {
-    let secret = cluster.server.get("secrets", CA_NS, CA_NAME).unwrap();
-    secret["data"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| {
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(v.as_str().unwrap())
-                .unwrap();
-            (k.clone(), String::from_utf8(bytes).unwrap())
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_root_key_in_a_token_the_secret_holds_no_key_and_a_new_leader_signs_under_the_same_root()
  {
@@ -58,7 +41,7 @@ async fn with_the_root_key_in_a_token_the_secret_holds_no_key_and_a_new_leader_s
         &a.log_text(),
     )
     .await;
-    let stored = secret_data(&cluster);
+    let stored = cluster.ca_secret_data().unwrap();
     assert_eq!(
         stored.keys().collect::<Vec<_>>(),
         ["ca.crt", "tls.crt"],
@@ -83,7 +66,11 @@ async fn with_the_root_key_in_a_token_the_secret_holds_no_key_and_a_new_leader_s
     )
     .await;
     assert_eq!(first, second, "the trust bundle is unchanged");
-    assert_eq!(secret_data(&cluster), stored, "the Secret is unchanged");
+    assert_eq!(
+        cluster.ca_secret_data().unwrap(),
+        stored,
+        "the Secret is unchanged"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,7 +79,7 @@ async fn a_root_whose_key_is_in_the_secret_moves_into_a_newly_configured_token_b
     let cluster = Cluster::start(ServerOptions::v1beta1()).await;
     let mut a = cluster.signer("a", &[]);
     a.wait_ready(Duration::from_secs(30)).await;
-    assert!(secret_data(&cluster).contains_key("tls.key"));
+    assert!(cluster.ca_secret_data().unwrap().contains_key("tls.key"));
     assert_eq!(a.terminate(), Some(0));
 
     // The operator configures a token: the root is rotated into it, with the usual overlap.
@@ -103,7 +90,7 @@ async fn a_root_whose_key_is_in_the_secret_moves_into_a_newly_configured_token_b
     cluster
         .wait_for_event("RootActivated", Duration::from_secs(30))
         .await;
-    let stored = secret_data(&cluster);
+    let stored = cluster.ca_secret_data().unwrap();
     assert!(
         !stored.contains_key("tls.key") && !stored.contains_key("next.key"),
         "the Secret still holds a key: {:?}",

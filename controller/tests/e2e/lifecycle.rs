@@ -374,15 +374,10 @@ async fn a_leader_killed_at_every_rotation_step_loses_and_duplicates_nothing() {
     assert!(root_rotations >= 2, "{root_rotations} root rotations");
 }
 
-/// Whether the CA Secret's active root (`tls.crt`) carries a name constraint; None while
-/// there is no Secret.
+/// The CA Secret's active root (`tls.crt`, DER) and whether it carries a name constraint;
+/// None while there is no Secret.
 fn active_root_constrained(cluster: &Cluster) -> Option<(Vec<u8>, bool)> {
-    use base64::Engine;
-    let secret = cluster.server.get("secrets", CA_NS, CA_NAME)?;
-    let pem_text = base64::engine::general_purpose::STANDARD
-        .decode(secret["data"]["tls.crt"].as_str()?)
-        .ok()?;
-    let der = ders(std::str::from_utf8(&pem_text).ok()?).remove(0);
+    let der = ders(cluster.ca_secret_data()?.get("tls.crt")?).remove(0);
     let (_, cert) = X509Certificate::from_der(&der).ok()?;
     let constrained = cert.extensions().iter().any(|e| {
         matches!(

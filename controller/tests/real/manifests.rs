@@ -6,7 +6,7 @@
 
 use podcert_tests::control_plane::{ControlPlane, Release};
 
-use crate::support::{rendered_chart, rendered_manifests_with};
+use crate::support::{example_objects, rendered_chart, rendered_manifests_with};
 
 fn dry_run(cp: &ControlPlane, what: &str, objects: &[serde_json::Value]) {
     let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": objects});
@@ -51,10 +51,7 @@ async fn everything_we_ship_is_accepted_by(release: Release) {
         "shop", "web",
     ))
     .await;
-    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
-    for file in ["pod.yaml", "mtls/deploy.yaml"] {
-        let text = std::fs::read_to_string(examples.join(file)).unwrap();
-        let objects: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).unwrap();
+    for (file, objects) in example_objects() {
         dry_run(&cp, &format!("examples/{file}"), &objects);
     }
     let policy = cp.dir.path().join("policy.yaml");

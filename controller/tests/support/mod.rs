@@ -55,6 +55,19 @@ pub fn rendered_manifests_with(components: &[&str]) -> Vec<serde_json::Value> {
         .expect("kustomize output is YAML")
 }
 
+/// The example manifests users apply (`examples/pod.yaml`, `examples/mtls/deploy.yaml`): each
+/// file with its objects.
+pub fn example_objects() -> Vec<(&'static str, Vec<serde_json::Value>)> {
+    let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    ["pod.yaml", "mtls/deploy.yaml"]
+        .into_iter()
+        .map(|file| {
+            let text = std::fs::read_to_string(examples.join(file)).unwrap();
+            (file, serde_saphyr::from_multiple(&text).unwrap())
+        })
+        .collect()
+}
+
 /// What `helm template podcert-signer charts/podcert-signer --namespace podcert-signer`
 /// renders with `set` (`--set` pairs).
 pub fn rendered_chart(set: &[(&str, &str)]) -> Vec<serde_json::Value> {
@@ -170,6 +183,23 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("no ClusterTrustBundle {CTB_NAME} was published");
+    }
+
+    /// The CA Secret's data, decoded (key → text); None while there is no Secret.
+    pub fn ca_secret_data(&self) -> Option<std::collections::BTreeMap<String, String>> {
+        use base64::Engine;
+        let secret = self.server.get("secrets", CA_NS, CA_NAME)?;
+        let data = secret["data"].as_object()?;
+        Some(
+            data.iter()
+                .map(|(k, v)| {
+                    let bytes = base64::engine::general_purpose::STANDARD
+                        .decode(v.as_str().unwrap())
+                        .unwrap();
+                    (k.clone(), String::from_utf8(bytes).unwrap())
+                })
+                .collect(),
+        )
     }
 
     /// The holder of the signers' leader Lease, if any.

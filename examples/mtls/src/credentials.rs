@@ -132,6 +132,7 @@ impl CredentialFiles {
                 let mut names: Vec<String> = listing
                     .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
                     .collect();
+                // read_dir's order is not fixed: sorted, the stamps of two reads compare.
                 names.sort();
                 let credential_bundle = CREDENTIAL_BUNDLE
                     .iter()
