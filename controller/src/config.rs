@@ -127,14 +127,16 @@ pub struct CaConfig {
 }
 
 /// When CAs are made, activated and retired (see [`crate::ca::rotation`]). Checked at start
-/// so that each step has room: `root_validity > root_rotate_before > propagation_delay +
-/// intermediate_validity`, and `intermediate_validity ≥ 2 × the longest leaf lifetime`.
+/// so that each step has room: `root_validity > root_rotate_before > preview_delay +
+/// propagation_delay + intermediate_validity`, and `intermediate_validity ≥ 2 × the longest leaf lifetime`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CaLifecycle {
     /// Validity of a root we generate.
     pub root_validity: Duration,
     /// A root we generated is replaced once it has less than this left.
     pub root_rotate_before: Duration,
+    /// How long a new root is published in the preview bundle before it joins the live one.
+    pub preview_delay: Duration,
     /// How long a new root is published beside the old one before it signs anything.
     pub propagation_delay: Duration,
     /// Validity of a signing intermediate; a new one is made half-way through.

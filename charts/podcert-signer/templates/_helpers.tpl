@@ -7,7 +7,7 @@ app.kubernetes.io/part-of: podcert-signer
 {{/* The signer's settings, as manifests/config.env sets them (only those given). */}}
 {{- define "podcert-signer.config" -}}
 {{- $c := dict "PODCERT_SIGNER_NAME" .Values.signerName "PODCERT_TRUST_DOMAIN" .Values.trustDomain "PODCERT_LOG_FORMAT" .Values.log.format "PODCERT_LOG_LEVEL" .Values.log.level "PODCERT_CA_NAME_CONSTRAINTS" (toString .Values.ca.nameConstraints) -}}
-{{- range $env, $value := dict "PODCERT_CA_KEY_TYPE" .Values.ca.keyType "PODCERT_CA_VALIDITY" .Values.ca.validity "PODCERT_CA_ROTATE_BEFORE" .Values.ca.rotateBefore "PODCERT_CA_PROPAGATION_DELAY" .Values.ca.propagationDelay "PODCERT_INTERMEDIATE_VALIDITY" .Values.ca.intermediateValidity "PODCERT_CA_PKCS11_MODULE" .Values.ca.pkcs11.module "PODCERT_CA_PKCS11_TOKEN_LABEL" .Values.ca.pkcs11.tokenLabel "PODCERT_CA_PKCS11_KEY_LABEL" .Values.ca.pkcs11.keyLabel "PODCERT_CA_PKCS11_PIN_FILE" .Values.ca.pkcs11.pinFile -}}
+{{- range $env, $value := dict "PODCERT_CA_KEY_TYPE" .Values.ca.keyType "PODCERT_CA_VALIDITY" .Values.ca.validity "PODCERT_CA_ROTATE_BEFORE" .Values.ca.rotateBefore "PODCERT_CA_PREVIEW_DELAY" .Values.ca.previewDelay "PODCERT_CA_PROPAGATION_DELAY" .Values.ca.propagationDelay "PODCERT_INTERMEDIATE_VALIDITY" .Values.ca.intermediateValidity "PODCERT_CA_PKCS11_MODULE" .Values.ca.pkcs11.module "PODCERT_CA_PKCS11_TOKEN_LABEL" .Values.ca.pkcs11.tokenLabel "PODCERT_CA_PKCS11_KEY_LABEL" .Values.ca.pkcs11.keyLabel "PODCERT_CA_PKCS11_PIN_FILE" .Values.ca.pkcs11.pinFile -}}
 {{- if $value }}{{ $_ := set $c $env (toString $value) }}{{ end -}}
 {{- end -}}
 {{- toJson $c -}}

@@ -8,12 +8,16 @@
 //!
 //! 1. **Prepare**: a new root is generated and stored beside the active one (`next.crt`,
 //!    `next.key` in the CA Secret). Nothing is signed with it yet.
-//! 2. **Publish**: the trust bundle is synced with both roots as current; once that has
-//!    succeeded, the Secret records when ([`super::secret::NEXT_PUBLISHED_AT`]).
-//! 3. **Activate**: `propagation_delay` after publication (time for every kubelet to project
+//! 2. **Preview**: the preview trust bundle (for canary pods, see [`super::trust_bundle`]) is
+//!    synced with both roots as current; once that has succeeded, the Secret records when
+//!    ([`super::secret::NEXT_PREVIEWED_AT`]).
+//! 3. **Publish**: `preview_delay` later (time for canaries to show trouble), the live trust
+//!    bundle is synced with both roots as current; once that has succeeded, the Secret records
+//!    when ([`super::secret::NEXT_PUBLISHED_AT`]).
+//! 4. **Activate**: `propagation_delay` after publication (time for every kubelet to project
 //!    the new bundle), the next root becomes the active one and its predecessor's key is
 //!    dropped; the leader makes a new signing intermediate under it at once.
-//! 4. **Retire**: the trust bundle keeps the old root, now retired, until the last leaf that
+//! 5. **Retire**: the trust bundle keeps the old root, now retired, until the last leaf that
 //!    chains to it has expired (see [`super::trust_bundle`]), then drops it.
 //!
 //! Every step is one write, conditioned on the resourceVersion it was planned from, so a
@@ -39,7 +43,9 @@ pub enum Step {
     Wait(Option<i64>),
     /// Generate the next root and store it beside the active one.
     Prepare(Why),
-    /// Publish both roots in the trust bundle, then record when.
+    /// Publish both roots in the preview trust bundle, then record when.
+    Preview,
+    /// Publish both roots in the live trust bundle, then record when.
     Publish,
     /// Make the next root the active one.
     Activate,
@@ -114,21 +120,28 @@ pub fn plan(
                 Step::Wait(Some(rotate_at))
             }
         }
+        // (A rotation begun before preview bundles has only a publication time.)
         Some(NextRoot {
-            published_at: None, ..
-        }) => Step::Publish,
+            previewed_at: None,
+            published_at: None,
+            ..
+        }) => Step::Preview,
+        Some(NextRoot {
+            previewed_at: Some(at),
+            published_at: None,
+            ..
+        }) => due(now, *at, lifecycle.preview_delay, Step::Publish),
         Some(NextRoot {
             published_at: Some(at),
             ..
-        }) => {
-            let activate_at = at.saturating_add(seconds(lifecycle.propagation_delay));
-            if now >= activate_at {
-                Step::Activate
-            } else {
-                Step::Wait(Some(activate_at))
-            }
-        }
+        }) => due(now, *at, lifecycle.propagation_delay, Step::Activate),
     }
+}
+
+/// `step` if `delay` has passed at `now` since Unix second `since`; else wait until it has.
+fn due(now: i64, since: i64, delay: std::time::Duration, step: Step) -> Step {
+    let at = since.saturating_add(i64::try_from(delay.as_secs()).unwrap_or(i64::MAX));
+    if now >= at { step } else { Step::Wait(Some(at)) }
 }
 
 /// Performs rotation steps for the leader.
@@ -179,15 +192,12 @@ impl Rotator {
                     humantime::format_rfc3339_seconds(next.ca.not_after())
                 );
                 let updated = LoadedCa {
-                    next: Some(NextRoot {
-                        root: next,
-                        published_at: None,
-                    }),
+                    next: Some(NextRoot::prepared(next)),
                     ..ca.clone()
                 };
                 (updated, "RootPrepared", note)
             }
-            Step::Publish => {
+            Step::Preview => {
                 let Some(next) = &ca.next else {
                     return Ok(false);
                 };
@@ -196,11 +206,33 @@ impl Rotator {
                 }
                 let updated = LoadedCa {
                     next: Some(NextRoot {
+                        previewed_at: Some(self.clock.unix_now()),
+                        ..next.clone()
+                    }),
+                    ..ca.clone()
+                };
+                let note = format!(
+                    "the preview trust bundle publishes the new root beside the active one; the live one does after {}",
+                    humantime::format_duration(self.lifecycle.preview_delay)
+                );
+                (updated, "RootPreviewed", note)
+            }
+            Step::Publish => {
+                let Some(next) = &ca.next else {
+                    return Ok(false);
+                };
+                let updated = LoadedCa {
+                    next: Some(NextRoot {
                         published_at: Some(self.clock.unix_now()),
                         ..next.clone()
                     }),
                     ..ca.clone()
                 };
+                // The live bundle holds the next root once the CA records it published: synced
+                // as the write will make it, before the write.
+                if let Some(tb) = &self.trust_bundle {
+                    tb.sync(&updated).await?;
+                }
                 let note = format!(
                     "the trust bundle publishes the new root beside the active one; it signs after {}",
                     humantime::format_duration(self.lifecycle.propagation_delay)
@@ -269,6 +301,7 @@ mod tests {
         CaLifecycle {
             root_validity: Duration::from_secs(365 * DAY),
             root_rotate_before: Duration::from_secs(90 * DAY),
+            preview_delay: Duration::from_secs(2 * DAY),
             propagation_delay: Duration::from_secs(DAY),
             intermediate_validity: Duration::from_secs(7 * DAY),
             retain_retired_roots: Duration::from_secs(DAY),
@@ -321,15 +354,23 @@ mod tests {
     }
 
     #[test]
-    fn a_prepared_root_is_published_then_activated_after_the_propagation_delay() {
+    fn a_prepared_root_is_previewed_then_published_then_activated() {
         let now = SystemTime::now();
         let mut ca = ca(now);
-        ca.next = Some(NextRoot {
-            root: root(now),
-            published_at: None,
-        });
-        assert_eq!(plan_with(&ca, &profile(), unix(now)), Step::Publish);
-        let published = unix(now);
+        ca.next = Some(NextRoot::prepared(root(now)));
+        assert_eq!(plan_with(&ca, &profile(), unix(now)), Step::Preview);
+        let previewed = unix(now);
+        ca.next.as_mut().unwrap().previewed_at = Some(previewed);
+        assert_eq!(
+            plan_with(&ca, &profile(), previewed + DAY as i64),
+            Step::Wait(Some(previewed + 2 * DAY as i64)),
+            "in the preview bundle alone for the preview delay"
+        );
+        assert_eq!(
+            plan_with(&ca, &profile(), previewed + 2 * DAY as i64),
+            Step::Publish
+        );
+        let published = previewed + 2 * DAY as i64;
         ca.next.as_mut().unwrap().published_at = Some(published);
         assert_eq!(
             plan_with(&ca, &profile(), published + 10),
@@ -337,6 +378,20 @@ mod tests {
         );
         assert_eq!(
             plan_with(&ca, &profile(), published + DAY as i64),
+            Step::Activate
+        );
+    }
+
+    #[test]
+    fn a_rotation_published_before_preview_bundles_goes_on_to_activation() {
+        let now = SystemTime::now();
+        let mut ca = ca(now);
+        ca.next = Some(NextRoot {
+            published_at: Some(unix(now)),
+            ..NextRoot::prepared(root(now))
+        });
+        assert_eq!(
+            plan_with(&ca, &profile(), unix(now) + DAY as i64),
             Step::Activate
         );
     }

@@ -3,7 +3,8 @@
 //!
 //! `tls.crt`, `tls.key` and `ca.crt` hold the active root. While a root rotation is under way
 //! (see [`super::rotation`]) `next.crt` and `next.key` hold the root prepared to replace it,
-//! and the annotation [`NEXT_PUBLISHED_AT`] records when the trust bundle began to publish it.
+//! and the annotations [`NEXT_PREVIEWED_AT`] and [`NEXT_PUBLISHED_AT`] record when the preview
+//! and the live trust bundle began to publish it.
 //! A Secret we created carries the label `app.kubernetes.io/managed-by: podcert-signer`; only
 //! such a root is rotated by us (an operator's root is rotated by replacing the Secret).
 //! Every write after the first carries the resourceVersion it was planned from.
@@ -27,6 +28,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 
 use super::root_keys::{Root, RootKeys, StoredKey, Unusable};
+use super::trust_bundle::Channel;
 use crate::config::ObjectName;
 
 pub const TLS_CRT: &str = "tls.crt";
@@ -34,7 +36,9 @@ pub const TLS_KEY: &str = "tls.key";
 pub const CA_CRT: &str = "ca.crt";
 pub const NEXT_CRT: &str = "next.crt";
 pub const NEXT_KEY: &str = "next.key";
-/// Unix second at which the trust bundle was first synced with the next root in it.
+/// Unix second at which the preview trust bundle was first synced with the next root in it.
+pub const NEXT_PREVIEWED_AT: &str = "podcert-signer/next-root-previewed-at";
+/// Unix second at which the live trust bundle was first synced with the next root in it.
 pub const NEXT_PUBLISHED_AT: &str = "podcert-signer/next-root-published-at";
 const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "podcert-signer");
 
@@ -49,11 +53,24 @@ pub enum SecretState {
     Unusable(Unusable),
 }
 
-/// The root prepared to replace the active one, and when the bundle began to publish it.
+/// The root prepared to replace the active one, and when the preview and the live bundle
+/// began to publish it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NextRoot {
     pub root: Root,
+    pub previewed_at: Option<i64>,
     pub published_at: Option<i64>,
+}
+
+impl NextRoot {
+    /// A root just prepared: published nowhere yet.
+    pub fn prepared(root: Root) -> Self {
+        NextRoot {
+            root,
+            previewed_at: None,
+            published_at: None,
+        }
+    }
 }
 
 /// What the CA Secret holds, loaded: the active root, the next root during a rotation, and
@@ -84,11 +101,14 @@ impl LoadedCa {
         }
     }
 
-    /// The roots the trust bundle must publish as current: the active root(s), and the next
-    /// root while a rotation is under way.
-    pub fn roots_to_publish(&self) -> String {
+    /// The roots `channel`'s trust bundle must publish as current: the active root(s), and
+    /// the next root while a rotation is under way — in the preview bundle from when it is
+    /// prepared, in the live one once the rotation has published it there.
+    pub fn roots_to_publish(&self, channel: Channel) -> String {
         let mut pem = self.active.ca.trust_bundle_pem().to_owned();
-        if let Some(next) = &self.next {
+        if let Some(next) = &self.next
+            && (channel == Channel::Preview || next.published_at.is_some())
+        {
             pem.push_str(next.root.ca.trust_bundle_pem());
         }
         pem
@@ -134,15 +154,17 @@ fn load(secret: &Secret, keys: &RootKeys) -> Result<LoadedCa, Unusable> {
                     Unusable::Token(m) => Unusable::Token(format!("the next root: {m}")),
                 })?;
             let annotations = secret.metadata.annotations.as_ref();
-            let published_at = match annotations.and_then(|a| a.get(NEXT_PUBLISHED_AT)) {
-                None => None,
-                Some(t) => Some(t.parse::<i64>().map_err(|_| {
-                    content(format!(
-                        "the annotation {NEXT_PUBLISHED_AT} is not a Unix time"
-                    ))
-                })?),
+            let time = |annotation: &str| match annotations.and_then(|a| a.get(annotation)) {
+                None => Ok(None),
+                Some(t) => t.parse::<i64>().map(Some).map_err(|_| {
+                    content(format!("the annotation {annotation} is not a Unix time"))
+                }),
             };
-            Some(NextRoot { root, published_at })
+            Some(NextRoot {
+                root,
+                previewed_at: time(NEXT_PREVIEWED_AT)?,
+                published_at: time(NEXT_PUBLISHED_AT)?,
+            })
         }
     };
     let managed = secret
@@ -183,8 +205,13 @@ fn to_secret(ca: &LoadedCa, name: &ObjectName) -> Secret {
         if let StoredKey::Secret(key_pem) = &next.root.key {
             data.insert(NEXT_KEY.to_string(), bytes(key_pem));
         }
-        if let Some(at) = next.published_at {
-            annotations.insert(NEXT_PUBLISHED_AT.to_string(), at.to_string());
+        for (annotation, at) in [
+            (NEXT_PREVIEWED_AT, next.previewed_at),
+            (NEXT_PUBLISHED_AT, next.published_at),
+        ] {
+            if let Some(at) = at {
+                annotations.insert(annotation.to_string(), at.to_string());
+            }
         }
     }
     let labels = ca

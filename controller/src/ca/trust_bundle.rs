@@ -1,16 +1,21 @@
-//! Publishing the CA roots in a ClusterTrustBundle, through CA rotations.
+//! Publishing the CA roots in ClusterTrustBundles, through CA rotations.
 //!
-//! The bundle is named `<signer-name with / as :>:<suffix>` (contract §6), carries
-//! `spec.signerName` and labels naming the signer and trust domain — ours, and the SPIFFE
-//! Filesystem Delivery draft's ([`trust_domain_labels`]) — and holds the current
-//! roots (the active root, and during a rotation the next one) plus every *retired* root that
-//! may still have valid leaves: when a root stops signing, it stays until the last leaf that
-//! chains to it has expired (the longest leaf lifetime plus a deposed leader's overlap). That state lives in the bundle itself — the
-//! annotation [`RETAINED_ANNOTATION`] records each root we publish by SHA-256 (see
-//! [`desired`]) — so any leader, after any restart, honours it. The controller
-//! publishes before it signs with a new CA ([`TrustBundle::sync`] must succeed first) and
-//! repairs drift periodically. When the cluster serves no ClusterTrustBundle API the
-//! controller says so once and keeps signing.
+//! Two bundles, one per [`Channel`] of the SPIFFE Filesystem Delivery draft: the `live` one,
+//! named `<signer-name with / as :>:<suffix>` (contract §6), which most pods select, and the
+//! `preview` one, named `<live name>.preview`, which canary pods select to trust a rotation's
+//! next root before the rest of the fleet does. Both carry `spec.signerName` and the draft's
+//! labels ([`trust_domain_labels`]); only the live one also carries our older labels, so a
+//! pod selecting those keeps getting exactly the live roots. Each holds the current
+//! roots of its channel ([`LoadedCa::roots_to_publish`]: the next root joins the preview bundle
+//! when it is prepared, the live one only after the preview delay) plus every *retired* root
+//! that may still have valid leaves: when a root stops signing, it stays until the last leaf
+//! that chains to it has expired (the longest leaf lifetime plus a deposed leader's overlap).
+//! Outside a rotation the two hold the same roots. That state lives in each bundle itself —
+//! the annotation [`RETAINED_ANNOTATION`] records each root it publishes by SHA-256 (see
+//! [`desired`]) — so any leader, after any restart, honours it. The controller publishes
+//! before it signs with a new CA ([`TrustBundle::sync`] must succeed first, preview before
+//! live) and repairs drift periodically. When the cluster serves no ClusterTrustBundle API
+//! the controller says so once and keeps signing.
 
 use std::collections::BTreeMap;
 
@@ -22,6 +27,23 @@ use signer_core::time::Clock;
 use signer_core::x509::certificate_pem;
 
 use super::secret::LoadedCa;
+
+/// Which of the draft's two bundles: `live` for most pods, `preview` for canaries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    Live,
+    Preview,
+}
+
+impl Channel {
+    /// The value of [`LABEL_CANARYING`].
+    pub fn label_value(self) -> &'static str {
+        match self {
+            Channel::Live => "live",
+            Channel::Preview => "preview",
+        }
+    }
+}
 
 /// A ClusterTrustBundle of any served version (the spec is the same in all).
 pub type Ctb = Object<ClusterTrustBundleSpec, NotUsed>;
@@ -45,11 +67,16 @@ pub const RETAINED_ANNOTATION: &str = "podcert-signer/retained-roots";
 /// continues it (see [`next_sequence`]).
 pub const SEQUENCE_ANNOTATION: &str = "podcert-signer/spiffe-sequence";
 
-/// The labels naming the trust domains of a bundle that verifies `peer`'s peers for `workload`'s
-/// workloads (the same domain for our own bundle): ours (`podcert-signer/trust-domain: <peer>`)
-/// and the SPIFFE Filesystem Delivery draft's, `live`. A trust domain that is not a valid label
-/// value (over 63 characters) is not labelled, and neither is the bundle by the draft's.
-pub fn trust_domain_labels(workload: &str, peer: &str) -> BTreeMap<String, String> {
+/// The labels naming the trust domains of a bundle of `channel` that verifies `peer`'s peers
+/// for `workload`'s workloads (the same domain for our own bundle): the SPIFFE Filesystem
+/// Delivery draft's, and for a live bundle ours (`podcert-signer/trust-domain: <peer>`). A
+/// trust domain that is not a valid label value (over 63 characters) is not labelled, and
+/// neither is the bundle by the draft's.
+pub fn trust_domain_labels(
+    workload: &str,
+    peer: &str,
+    channel: Channel,
+) -> BTreeMap<String, String> {
     let valid = |td: &str| {
         td.len() <= 63
             && td.starts_with(|c: char| c.is_ascii_alphanumeric())
@@ -57,9 +84,14 @@ pub fn trust_domain_labels(workload: &str, peer: &str) -> BTreeMap<String, Strin
     };
     let mut labels = BTreeMap::new();
     if valid(peer) {
-        labels.insert(LABEL_TRUST_DOMAIN.to_string(), peer.to_string());
+        if channel == Channel::Live {
+            labels.insert(LABEL_TRUST_DOMAIN.to_string(), peer.to_string());
+        }
         if valid(workload) {
-            labels.insert(LABEL_CANARYING.to_string(), "live".to_string());
+            labels.insert(
+                LABEL_CANARYING.to_string(),
+                channel.label_value().to_string(),
+            );
             labels.insert(
                 LABEL_WORKLOAD_TRUST_DOMAIN.to_string(),
                 workload.to_string(),
@@ -70,13 +102,23 @@ pub fn trust_domain_labels(workload: &str, peer: &str) -> BTreeMap<String, Strin
     labels
 }
 
+/// One of the two bundles: its name and labels.
+#[derive(Debug, Clone)]
+struct Published {
+    channel: Channel,
+    name: String,
+    labels: BTreeMap<String, String>,
+}
+
 #[derive(Clone)]
 pub struct TrustBundle {
     api: Api<Ctb>,
     resource: ApiResource,
+    /// The live bundle's name.
     pub name: String,
     signer_name: String,
-    labels: BTreeMap<String, String>,
+    /// Preview first: the live bundle never holds a root the preview one lacks.
+    bundles: [Published; 2],
     /// How long a root stays after it stopped being current (see [`desired`]).
     retain_for: std::time::Duration,
     /// The certificate clock retention is measured on.
@@ -110,12 +152,17 @@ impl std::fmt::Debug for Refusals {
     }
 }
 
-/// What [`TrustBundle::sync`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What [`TrustBundle::sync`] did (to either bundle: created one, else updated one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Synced {
-    Created,
-    Updated,
     Unchanged,
+    Updated,
+    Created,
+}
+
+/// The preview bundle's name beside the live bundle `live_name`.
+pub fn preview_name(live_name: &str) -> String {
+    format!("{live_name}.preview")
 }
 
 fn sha256_hex(der: &[u8]) -> String {
@@ -223,17 +270,35 @@ impl TrustBundle {
         retain_for: std::time::Duration,
         clock: Clock,
     ) -> Self {
-        let mut labels = BTreeMap::from([
-            (LABEL_NAME.to_string(), "podcert-signer".to_string()),
-            (LABEL_MANAGED_BY.to_string(), "podcert-signer".to_string()),
-        ]);
-        labels.extend(trust_domain_labels(trust_domain, trust_domain));
+        let labels = |channel| {
+            let mut labels = BTreeMap::from([(
+                LABEL_MANAGED_BY.to_string(),
+                "podcert-signer".to_string(),
+            )]);
+            if channel == Channel::Live {
+                labels.insert(LABEL_NAME.to_string(), "podcert-signer".to_string());
+            }
+            labels.extend(trust_domain_labels(trust_domain, trust_domain, channel));
+            labels
+        };
+        let bundles = [
+            Published {
+                channel: Channel::Preview,
+                name: preview_name(&name),
+                labels: labels(Channel::Preview),
+            },
+            Published {
+                channel: Channel::Live,
+                name: name.clone(),
+                labels: labels(Channel::Live),
+            },
+        ];
         TrustBundle {
             api: Api::all_with(client, &resource),
             resource,
             name,
             signer_name,
-            labels,
+            bundles,
             retain_for,
             clock,
             refusals: None,
@@ -249,14 +314,14 @@ impl TrustBundle {
     /// kube-apiserver answers 403 to a ClusterTrustBundle write naming a signer the writer may
     /// not `attest` for (contract §6): named in the log, an Event and a metric, since nothing
     /// is signed under roots that are not published.
-    async fn report_refusal(&self, status: &kube::core::Status) {
-        tracing::error!(name = %self.name, signer = %self.signer_name, message = %status.message,
+    async fn report_refusal(&self, name: &str, status: &kube::core::Status) {
+        tracing::error!(%name, signer = %self.signer_name, message = %status.message,
             "the API server refuses to publish the trust bundle: grant the verb \"attest\" on certificates.k8s.io signers for this signer name");
         let Some(r) = &self.refusals else { return };
         r.metrics.attest_forbidden();
         let note = format!(
-            "the API server refuses to publish ClusterTrustBundle {}: the signer's identity lacks the verb \"attest\" on certificates.k8s.io \"signers\" \"{}\" (manifests/clusterrole.yaml grants it); nothing is signed under roots that are not published",
-            self.name, self.signer_name
+            "the API server refuses to publish ClusterTrustBundle {name}: the signer's identity lacks the verb \"attest\" on certificates.k8s.io \"signers\" \"{}\" (manifests/clusterrole.yaml grants it); nothing is signed under roots that are not published",
+            self.signer_name
         );
         if let Err(e) = crate::runtime::events::publish(
             &r.recorder,
@@ -302,33 +367,37 @@ impl TrustBundle {
         }))
     }
 
-    /// Makes the published bundle hold the roots `ca` publishes as current (see
-    /// [`LoadedCa::roots_to_publish`]) plus the retired roots still within their retention,
-    /// with our signer name and labels.
+    /// Makes each bundle — preview, then live — hold the roots `ca` publishes as current in
+    /// its channel (see [`LoadedCa::roots_to_publish`]) plus the retired roots still within
+    /// their retention, with our signer name and labels.
     pub async fn sync(&self, ca: &LoadedCa) -> Result<Synced, kube::Error> {
-        let result = self.sync_once(ca).await;
-        if let Err(kube::Error::Api(status)) = &result
-            && status.code == 403
-        {
-            self.report_refusal(status).await;
+        let mut done = Synced::Unchanged;
+        for bundle in &self.bundles {
+            let result = self.sync_one(bundle, ca).await;
+            if let Err(kube::Error::Api(status)) = &result
+                && status.code == 403
+            {
+                self.report_refusal(&bundle.name, status).await;
+            }
+            done = done.max(result?);
         }
-        result
+        Ok(done)
     }
 
-    async fn sync_once(&self, ca: &LoadedCa) -> Result<Synced, kube::Error> {
-        let roots = ca.roots_to_publish();
+    async fn sync_one(&self, target: &Published, ca: &LoadedCa) -> Result<Synced, kube::Error> {
+        let roots = ca.roots_to_publish(target.channel);
         let roots_pem = roots.as_str();
         let now = self.clock.unix_now();
         let retain_for = i64::try_from(self.retain_for.as_secs()).unwrap_or(i64::MAX / 2);
-        match self.api.get_opt(&self.name).await? {
+        match self.api.get_opt(&target.name).await? {
             None => {
                 let (bundle, annotation) = desired(None, None, roots_pem, now, retain_for);
                 let spec = ClusterTrustBundleSpec {
                     signer_name: Some(self.signer_name.clone()),
                     trust_bundle: bundle,
                 };
-                let mut ctb = Ctb::new(&self.name, &self.resource, spec);
-                ctb.metadata.labels = Some(self.labels.clone());
+                let mut ctb = Ctb::new(&target.name, &self.resource, spec);
+                ctb.metadata.labels = Some(target.labels.clone());
                 ctb.metadata.annotations = Some(BTreeMap::from([
                     (RETAINED_ANNOTATION.to_string(), annotation),
                     (
@@ -353,7 +422,7 @@ impl TrustBundle {
                     retain_for,
                 );
                 let labels = ctb.metadata.labels.get_or_insert_with(BTreeMap::new);
-                let labels_ok = self.labels.iter().all(|(k, v)| labels.get(k) == Some(v));
+                let labels_ok = target.labels.iter().all(|(k, v)| labels.get(k) == Some(v));
                 let spec = ClusterTrustBundleSpec {
                     signer_name: Some(self.signer_name.clone()),
                     trust_bundle: bundle,
@@ -370,13 +439,13 @@ impl TrustBundle {
                 {
                     return Ok(Synced::Unchanged);
                 }
-                labels.extend(self.labels.clone());
+                labels.extend(target.labels.clone());
                 annotations.insert(RETAINED_ANNOTATION.to_string(), annotation);
                 annotations.insert(SEQUENCE_ANNOTATION.to_string(), sequence);
                 ctb.spec = spec;
                 ctb.metadata.managed_fields = None;
                 self.api
-                    .replace(&self.name, &PostParams::default(), &ctb)
+                    .replace(&target.name, &PostParams::default(), &ctb)
                     .await?;
                 Ok(Synced::Updated)
             }

@@ -96,3 +96,19 @@ fn a_root_we_never_published_is_drift_and_dropped_at_once() {
     let (repaired, _) = desired(Some(&format!("{a}{x}")), Some("not json"), &a, NOW, DAY);
     assert_eq!(ders(&repaired), ders(&a));
 }
+
+#[test]
+fn the_preview_bundle_carries_the_drafts_labels_and_the_live_one_also_our_older_ones() {
+    let live = trust_domain_labels("cluster.local", "cluster.local", Channel::Live);
+    let preview = trust_domain_labels("cluster.local", "cluster.local", Channel::Preview);
+    assert_eq!(live[LABEL_CANARYING], "live");
+    assert_eq!(preview[LABEL_CANARYING], "preview");
+    for labels in [&live, &preview] {
+        assert_eq!(labels[LABEL_WORKLOAD_TRUST_DOMAIN], "cluster.local");
+        assert_eq!(labels[LABEL_PEER_TRUST_DOMAIN], "cluster.local");
+    }
+    // A pod selecting the older label gets the live roots only, never the preview's.
+    assert_eq!(live[LABEL_TRUST_DOMAIN], "cluster.local");
+    assert!(!preview.contains_key(LABEL_TRUST_DOMAIN), "{preview:?}");
+    assert_eq!(preview_name("example.com:spiffe:ca"), "example.com:spiffe:ca.preview");
+}

@@ -35,7 +35,12 @@ pub struct CaArgs {
     #[arg(long, env = "PODCERT_CA_ROTATE_BEFORE", default_value = "90d", value_parser = parse_duration)]
     pub ca_rotate_before: Duration,
 
-    /// How long a new root is published in the trust bundle beside the old one before it signs.
+    /// How long a new root is published in the preview trust bundle (for canary pods) before
+    /// it joins the live one.
+    #[arg(long, env = "PODCERT_CA_PREVIEW_DELAY", default_value = "24h", value_parser = parse_duration)]
+    pub ca_preview_delay: Duration,
+
+    /// How long a new root is published in the live trust bundle beside the old one before it signs.
     #[arg(long, env = "PODCERT_CA_PROPAGATION_DELAY", default_value = "24h", value_parser = parse_duration)]
     pub ca_propagation_delay: Duration,
 
@@ -109,12 +114,16 @@ impl CaArgs {
             signer_name.replace('/', ":"),
             self.trust_bundle_suffix
         );
-        let name_errors = names::cluster_trust_bundle_name_errors(signer_name, &trust_bundle_name);
-        if !name_errors.is_empty() {
+        let preview_name = crate::ca::trust_bundle::preview_name(&trust_bundle_name);
+        for name in [&trust_bundle_name, &preview_name] {
+            let name_errors = names::cluster_trust_bundle_name_errors(signer_name, name);
+            if name_errors.is_empty() {
+                continue;
+            }
             return Err(err(
                 "trust-bundle-suffix",
                 format!(
-                    "{:?} would make the ClusterTrustBundle name {trust_bundle_name:?}, which the API server refuses: {}",
+                    "{:?} would make the ClusterTrustBundle name {name:?}, which the API server refuses: {}",
                     self.trust_bundle_suffix,
                     name_errors.join("; ")
                 ),
@@ -150,12 +159,13 @@ impl CaArgs {
                 ),
             ));
         }
-        let least_rotate_before = self.ca_propagation_delay + self.intermediate_validity;
+        let least_rotate_before =
+            self.ca_preview_delay + self.ca_propagation_delay + self.intermediate_validity;
         if self.ca_rotate_before <= least_rotate_before {
             return Err(err(
                 "ca-rotate-before",
                 format!(
-                    "must be more than --ca-propagation-delay plus --intermediate-validity ({}), so the old root can sign until the new one is trusted",
+                    "must be more than --ca-preview-delay plus --ca-propagation-delay plus --intermediate-validity ({}), so the old root can sign until the new one is trusted",
                     show(least_rotate_before)
                 ),
             ));
@@ -176,6 +186,7 @@ impl CaArgs {
         Ok(CaLifecycle {
             root_validity: self.ca_validity,
             root_rotate_before: self.ca_rotate_before,
+            preview_delay: self.ca_preview_delay,
             propagation_delay: self.ca_propagation_delay,
             intermediate_validity: self.intermediate_validity,
             retain_retired_roots: longest_leaf + deposed_grace,

@@ -20,7 +20,7 @@ use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::ca::secret::NEXT_PUBLISHED_AT;
+use crate::ca::secret::{NEXT_PREVIEWED_AT, NEXT_PUBLISHED_AT};
 use crate::ca::trust_bundle::Ctb;
 use crate::cluster::{self, Cluster, StartError};
 use crate::config::Config;
@@ -235,12 +235,21 @@ async fn ca_secret(client: &kube::Client, config: &Config) -> String {
     let api: Api<Secret> = Api::namespaced(client.clone(), &secret.namespace);
     // Metadata only: the Secret's data never leaves the API server.
     match api.get_metadata_opt(&secret.name).await {
-        Ok(Some(meta)) => match meta.annotations().get(NEXT_PUBLISHED_AT) {
-            Some(at) => format!(
-                "{secret}: present; a root rotation is under way (next root published at Unix {at})"
-            ),
-            None => format!("{secret}: present; no rotation under way"),
-        },
+        Ok(Some(meta)) => {
+            let annotations = meta.annotations();
+            match (
+                annotations.get(NEXT_PREVIEWED_AT),
+                annotations.get(NEXT_PUBLISHED_AT),
+            ) {
+                (_, Some(at)) => format!(
+                    "{secret}: present; a root rotation is under way (next root published at Unix {at})"
+                ),
+                (Some(at), None) => format!(
+                    "{secret}: present; a root rotation is under way (next root in the preview bundle since Unix {at}, not yet live)"
+                ),
+                (None, None) => format!("{secret}: present; no rotation under way"),
+            }
+        }
         Ok(None) => format!(
             "{secret}: missing (the leader creates it on a fresh install; if one existed, it restores it from memory)"
         ),

@@ -34,7 +34,7 @@ use tracing::{info, warn};
 
 use super::fetch::{self, FetchError};
 use crate::ca::trust_bundle::{
-    Ctb, LABEL_MANAGED_BY, LABEL_NAME, SEQUENCE_ANNOTATION, spiffe_bundle_of, trust_domain_labels,
+    Channel, Ctb, LABEL_MANAGED_BY, LABEL_NAME, SEQUENCE_ANNOTATION, spiffe_bundle_of, trust_domain_labels,
 };
 use crate::config::{Peer, Profile};
 use crate::federation::metrics::{DomainMetrics, FederationMetrics};
@@ -99,6 +99,7 @@ impl Published {
         labels.extend(trust_domain_labels(
             &self.trust_domain,
             peer.trust_domain.as_str(),
+            Channel::Live,
         ));
         let mut annotations =
             BTreeMap::from([(ENDPOINT_ANNOTATION.to_string(), peer.url.to_string())]);

@@ -249,7 +249,7 @@ async fn a_byo_intermediate_ca_is_used_and_followed_when_it_changes() {
     let published = writes
         .iter()
         .position(|w| {
-            w.path.contains("clustertrustbundles")
+            w.path.ends_with(&format!("clustertrustbundles/{CTB_NAME}"))
                 && w.status < 300
                 && w.body.contains(&first_line(&root2))
         })

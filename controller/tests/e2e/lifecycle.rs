@@ -1,6 +1,6 @@
 //! The CA's life on a compressed clock (issue 9): one real second is twenty minutes, so a
-//! root lives 11 hours (33 s), is replaced 5 hours before its end, is published 2 hours
-//! before it signs, and each signing intermediate lives 2 hours and is renewed after one.
+//! root lives 11 hours (33 s), is replaced 5 hours before its end, is previewed for half an
+//! hour and then published 2 hours before it signs, and each signing intermediate lives 2 hours and is renewed after one.
 //! Requests keep coming all the while; a test kubelet sees every bundle change an hour late
 //! and must verify every chain it is given against the bundle it could have seen then.
 //!
@@ -8,7 +8,8 @@
 //! `openssl verify`, at the time it was issued) against the lagging kubelet's bundle; no
 //! published bundle ever lacks the root of a leaf still valid at that moment; no leaf
 //! outlives its intermediate; every root that became active had been prepared exactly once,
-//! and retired roots leave the bundle.
+//! retired roots leave the bundle, and canary pods (the `preview` bundle) met every new root
+//! the preview delay before the rest (the `live` one).
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -47,6 +48,7 @@ pub(crate) async fn compressed() -> (Cluster, Clock, Vec<String>) {
         // notBefore must be within 5 minutes of the API server's time: 250 ms real here.
         ("--backdate", "0s".into()),
         ("--intermediate-validity", "2h".into()),
+        ("--ca-preview-delay", "30m".into()),
         ("--ca-propagation-delay", "2h".into()),
         ("--ca-rotate-before", "5h".into()),
         ("--ca-validity", "11h".into()),
@@ -67,6 +69,8 @@ fn signer(cluster: &Cluster, name: &str, flags: &[String]) -> SignerProcess {
 #[derive(Default)]
 struct History {
     bundles: Vec<(i64, String)>,
+    /// The same for the preview bundle (read after the live one at each poll).
+    previews: Vec<(i64, String)>,
     /// The bundle's SPIFFE sequence with each distinct bundle: (trust bundle, sequence).
     sequences: Vec<(String, u64)>,
     /// (time, tls.crt, next.crt)
@@ -97,9 +101,16 @@ fn follow(cluster: &Cluster, clock: Clock) -> (Arc<Mutex<History>>, tokio::task:
                     .as_str()
                     .and_then(|s| s.parse::<u64>().ok())
             });
+            let preview = get("clustertrustbundles", "", PREVIEW_CTB_NAME)
+                .map(|b| b["spec"]["trustBundle"].as_str().unwrap_or("").to_owned());
             let secret = get("secrets", CA_NS, CA_NAME);
             {
                 let mut h = h.lock().unwrap();
+                if let Some(p) = preview
+                    && h.previews.last().is_none_or(|(_, last)| *last != p)
+                {
+                    h.previews.push((now, p));
+                }
                 if let (Some(b), Some(seq)) = (&bundle, sequence)
                     && h.sequences.last() != Some(&(b.clone(), seq))
                 {
@@ -290,6 +301,22 @@ fn assert_lifecycle(history: &History, issued: &[(Created, Terminal)]) -> (usize
         "the first root never left the bundle"
     );
     assert!(ders(last).len() <= 3, "{} roots remain", ders(last).len());
+    // Canary pods met each new root in the preview bundle the preview delay (30 minutes,
+    // less a poll's slack) before it joined the live bundle.
+    let first_seen = |bundles: &[(i64, String)], root: &Vec<u8>| {
+        bundles
+            .iter()
+            .find(|(_, b)| ders(b).contains(root))
+            .map(|(at, _)| *at)
+    };
+    for root in roots.iter().filter(|r| *r != &ders(&history.bundles[0].1)[0]) {
+        let live = first_seen(&history.bundles, root).unwrap();
+        let preview = first_seen(&history.previews, root).expect("a root live but never previewed");
+        assert!(
+            live - preview >= 1800 - 300,
+            "a root was previewed at {preview} and live at {live}: not the preview delay apart"
+        );
+    }
     // The SPIFFE sequence federated domains read: it changed with every change of the roots
     // and never went back.
     assert!(history.sequences.len() >= history.bundles.len());
@@ -327,7 +354,7 @@ async fn three_root_rotations_and_twenty_intermediates_while_requests_keep_comin
     );
     assert!(labelled(&signer, "root").await >= 3.0);
     assert!(labelled(&signer, "intermediate").await >= 20.0);
-    for reason in ["RootPrepared", "RootPublished", "RootActivated"] {
+    for reason in ["RootPrepared", "RootPreviewed", "RootPublished", "RootActivated"] {
         let n = cluster.occurrences(reason);
         assert!(n >= 3, "{n} {reason} Events");
     }
@@ -345,7 +372,12 @@ async fn a_leader_killed_at_every_rotation_step_loses_and_duplicates_nothing() {
         signer(&cluster, "r1", &flags),
     ];
     replicas[0].wait_ready(Duration::from_secs(30)).await;
-    let steps = ["RootPrepared", "RootPublished", "RootActivated"];
+    let steps = [
+        "RootPrepared",
+        "RootPreviewed",
+        "RootPublished",
+        "RootActivated",
+    ];
     let mut killed_after = 0;
     let mut spawned = 2;
     let issued = keep_requesting(&cluster, Duration::from_secs(66), async || {

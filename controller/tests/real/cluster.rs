@@ -126,6 +126,20 @@ impl RealCluster {
     ) -> Value {
         let selector =
             serde_json::json!({"matchLabels": {"app.kubernetes.io/name": "podcert-signer"}});
+        self.pod_selecting(ns, name, sa, node, sources, selector)
+            .await
+    }
+
+    /// [`Self::pod_with`], its trust bundle selected by `selector`.
+    pub async fn pod_selecting(
+        &self,
+        ns: &str,
+        name: &str,
+        sa: &str,
+        node: &str,
+        sources: &[CertificateSource],
+        selector: Value,
+    ) -> Value {
         self.cp
             .create(objects::pod(
                 ns,
@@ -205,8 +219,13 @@ impl RealCluster {
         }
     }
 
-    /// The signer's ClusterTrustBundle as stored, once it exists.
+    /// The signer's (live) ClusterTrustBundle as stored, once it exists.
     pub async fn trust_bundle_object(&self) -> Value {
+        self.trust_bundle_named(CTB_NAME).await
+    }
+
+    /// The ClusterTrustBundle `name` as stored, once it exists.
+    pub async fn trust_bundle_named(&self, name: &str) -> Value {
         for _ in 0..300 {
             if let Some(ctb) = self
                 .cp
@@ -214,7 +233,7 @@ impl RealCluster {
                     &format!("certificates.k8s.io/{}", self.ctb_version()),
                     "ClusterTrustBundle",
                     "",
-                    CTB_NAME,
+                    name,
                 )
                 .await
             {
@@ -222,7 +241,7 @@ impl RealCluster {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("no ClusterTrustBundle {CTB_NAME} was published");
+        panic!("no ClusterTrustBundle {name} was published");
     }
 
     pub async fn trust_bundle(&self) -> String {

@@ -1,15 +1,17 @@
 //! What the real server stores and what the kubelet code does with it: the CA Secret and the
-//! ClusterTrustBundle as kube-apiserver keeps them (validated, defaulted, read back by a
-//! restarted signer, which signs under the same root), and a refresh the kubelet's own code
+//! ClusterTrustBundles (live and preview) as kube-apiserver keeps them (validated, defaulted,
+//! read back by a restarted signer, which signs under the same root; each selected by the
+//! SPIFFE delivery draft's labels through the kubelet's own projection), and a refresh the kubelet's own code
 //! acts on — its clock stepped past `beginRefreshAt` — with the pod's credential never absent.
 
 use std::time::Duration;
 
 use podcert_tests::control_plane::Release;
+use podcert_tests::control_plane::objects::CertificateSource;
 use serde_json::Value;
 
 use crate::cluster::{RealCluster, TRUST_DOMAIN, terminal};
-use crate::support::{CTB_NAME, SIGNER};
+use crate::support::{CTB_NAME, PREVIEW_CTB_NAME, SIGNER};
 
 fn rfc3339(v: &Value) -> i64 {
     v.as_str()
@@ -36,8 +38,22 @@ async fn the_ca_secret_and_trust_bundle_as_stored_survive_a_signer_restart() {
     let labels = &ctb["metadata"]["labels"];
     assert_eq!(labels["app.kubernetes.io/name"], "podcert-signer");
     assert_eq!(labels["podcert-signer/trust-domain"], TRUST_DOMAIN);
+    assert_eq!(labels["k8s.spiffe.io/canarying"], "live");
     let roots = pem::parse_many(ctb["spec"]["trustBundle"].as_str().unwrap()).unwrap();
     assert_eq!(roots.len(), 1, "one root on a fresh install");
+    // The canaries' bundle: the draft's labels only, and outside a rotation the same roots.
+    let preview = rc.trust_bundle_named(PREVIEW_CTB_NAME).await;
+    assert_eq!(preview["spec"]["signerName"], SIGNER);
+    assert_eq!(preview["spec"]["trustBundle"], ctb["spec"]["trustBundle"]);
+    let preview_labels = preview["metadata"]["labels"].as_object().unwrap();
+    assert_eq!(preview_labels["k8s.spiffe.io/canarying"], "preview");
+    assert_eq!(preview_labels["k8s.spiffe.io/workload-trust-domain"], TRUST_DOMAIN);
+    assert_eq!(preview_labels["k8s.spiffe.io/peer-trust-domain"], TRUST_DOMAIN);
+    assert!(
+        !preview_labels.contains_key("app.kubernetes.io/name")
+            && !preview_labels.contains_key("podcert-signer/trust-domain"),
+        "the older selectors must match the live bundle only: {preview_labels:?}"
+    );
 
     // A new process reads the stored CA back: no second CA, the bundle untouched.
     first.terminate();
@@ -64,6 +80,26 @@ async fn the_ca_secret_and_trust_bundle_as_stored_survive_a_signer_restart() {
         mounted.file("bundle.pem"),
         ctb["spec"]["trustBundle"].as_str().unwrap()
     );
+    // A canary pod selecting the draft's preview labels gets the preview bundle from the
+    // kubelet's own projection code, and a pod selecting them with `live` the live one.
+    for (pod, channel, bundle) in [("canary-0", "preview", &preview), ("web-1", "live", &ctb)] {
+        let selector = serde_json::json!({"matchLabels": {
+            "k8s.spiffe.io/canarying": channel,
+            "k8s.spiffe.io/workload-trust-domain": TRUST_DOMAIN,
+            "k8s.spiffe.io/peer-trust-domain": TRUST_DOMAIN,
+        }});
+        let source = CertificateSource::new(SIGNER, "ED25519");
+        rc.pod_selecting("shop", pod, "web", "node-a", &[source], selector)
+            .await;
+        let mounted = kubelet
+            .mounted("shop", pod, "trust", Duration::from_secs(60))
+            .await;
+        assert_eq!(
+            mounted.file("bundle.pem"),
+            bundle["spec"]["trustBundle"].as_str().unwrap(),
+            "{pod} selecting {channel}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

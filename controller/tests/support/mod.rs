@@ -16,6 +16,8 @@ pub const TRUST_DOMAIN: &str = "example.org";
 pub const CA_NS: &str = "podcert-signer";
 pub const CA_NAME: &str = "podcert-signer-ca";
 pub const CTB_NAME: &str = "example.com:spiffe:ca";
+/// The bundle canary pods select (`k8s.spiffe.io/canarying: preview`).
+pub const PREVIEW_CTB_NAME: &str = "example.com:spiffe:ca.preview";
 /// The signers' identity: the service account manifests/ creates and binds.
 pub const SIGNER_USER: &str = "system:serviceaccount:podcert-signer:podcert-signer";
 
