@@ -451,6 +451,8 @@ async fn the_rbac_allows_every_call_the_controller_makes_and_nothing_it_does_not
         &[
             "--ca-secret",
             "podcert-signer/podcert-signer-ca",
+            "--ca-preview-delay",
+            "1s",
             "--ca-propagation-delay",
             "1s",
         ],
@@ -575,7 +577,9 @@ async fn the_rbac_allows_every_call_the_controller_makes_and_nothing_it_does_not
 /// that mounts one is told where by `SPIFFE_CREDENTIAL_FOLDER`.
 #[test]
 fn the_example_manifests_are_valid_and_lay_out_spiffe_credential_folders() {
-    use k8s_openapi::api::{apps::v1 as apps, core::v1 as core};
+    use k8s_openapi::api::{
+        admissionregistration::v1 as admission, apps::v1 as apps, core::v1 as core,
+    };
     let config = rendered()
         .into_iter()
         .find(|o| o["kind"] == "ConfigMap")
@@ -603,6 +607,14 @@ fn the_example_manifests_are_valid_and_lay_out_spiffe_credential_folders() {
                     round_trip::<core::ServiceAccount>(&obj);
                     continue;
                 }
+                "ValidatingAdmissionPolicy" => {
+                    round_trip::<admission::ValidatingAdmissionPolicy>(&obj);
+                    continue;
+                }
+                "ValidatingAdmissionPolicyBinding" => {
+                    round_trip::<admission::ValidatingAdmissionPolicyBinding>(&obj);
+                    continue;
+                }
                 other => panic!("{file}: unexpected kind {other}"),
             };
             for volume in spec["volumes"].as_array().unwrap() {
@@ -618,7 +630,7 @@ fn the_example_manifests_are_valid_and_lay_out_spiffe_credential_folders() {
                     assert_eq!(pc["credentialBundlePath"], "credential-bundle.pem");
                     assert!(
                         pc.get("userAnnotations").is_none(),
-                        "this signer denies any userAnnotations"
+                        "the examples run without an identity policy, which denies any userAnnotations"
                     );
                     assert!(matches!(
                         pc["keyType"].as_str(),

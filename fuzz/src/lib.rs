@@ -138,20 +138,56 @@ pub fn status_builder(data: &[u8]) -> bool {
     let Ok(pcr) = serde_json::from_value::<Pcr>(obj.clone()) else {
         return false;
     };
-    let decision = match to_request(&pcr, &version) {
-        Ok(request) => test_signer()
-            .decide(&request, SystemTime::now())
-            .expect("a healthy CA decides every request"),
-        Err(Unreadable::Deny(d)) => Decision::Deny(d),
+    // Decided twice: with the signer's plain settings, and under an identity-policy rule
+    // that lets workloads set every user annotation, so annotations reach every path.
+    let decisions = match to_request(&pcr, &version) {
+        Ok(request) => {
+            let grant = granting_rule();
+            let placement = signer_core::Placement {
+                service_dns_names: vec!["api.ns.svc".into(), "api.ns.svc.cluster.local".into()],
+                pod_ips: vec![],
+            };
+            let signer = test_signer();
+            [None, Some(grant)].map(|grant| {
+                signer
+                    .decide_under(grant, &request, &placement, SystemTime::now())
+                    .expect("a healthy CA decides every request")
+            })
+        }
+        Err(Unreadable::Deny(d)) => [Decision::Deny(d.clone()), Decision::Deny(d)],
         Err(Unreadable::KeyMaterialNotServed) => return false,
     };
-    let now = SystemTime::now();
-    let status = serde_json::to_value(status_for(&decision, &pcr, now)).expect("status serialises");
-    let at = k8s_openapi::jiff::Timestamp::try_from(now).expect("now is a timestamp");
-    let causes = pcr_status_update(&obj, &status, at);
-    assert!(
-        causes.is_empty(),
-        "the API server refuses our status {status}: {causes:?}"
-    );
+    for decision in decisions {
+        let now = SystemTime::now();
+        let status =
+            serde_json::to_value(status_for(&decision, &pcr, now)).expect("status serialises");
+        let at = k8s_openapi::jiff::Timestamp::try_from(now).expect("now is a timestamp");
+        let causes = pcr_status_update(&obj, &status, at);
+        assert!(
+            causes.is_empty(),
+            "the API server refuses our status {status}: {causes:?}"
+        );
+    }
     true
+}
+
+/// A rule for every namespace that lets workloads set all three user annotations.
+fn granting_rule() -> &'static signer_core::Grant {
+    static POLICY: std::sync::OnceLock<signer_core::IdentityPolicy> = std::sync::OnceLock::new();
+    let policy = POLICY.get_or_init(|| {
+        signer_core::IdentityPolicy::parse(
+            "rules:\n  - name: all\n    namespaces: {selector: {}}\n    lifetime: 12h\n    dnsNames: {services: true}\n    userAnnotations: [lifetime, usage, dns-names]\n",
+            test_signer().policy().trust_domain(),
+            std::time::Duration::from_secs(86_400),
+        )
+        .expect("the fuzz policy parses")
+    });
+    let labels = Default::default();
+    policy
+        .decide(&signer_core::Subject {
+            namespace: "any",
+            namespace_labels: &labels,
+            service_account: "any",
+        })
+        .expect("the rule applies to every request")
 }

@@ -9,9 +9,11 @@
 //! when omitted) applies; a service account in a namespace-matching rule's
 //! `serviceAccounts.deny` is refused at once, never passed on to a later rule. No applicable
 //! rule is a denial ([`DenyReason::NotAllowedByPolicy`]). A rule may narrow the signer's
-//! settings: its own SPIFFE ID template, a shorter lifetime, fewer key types; and may ask for
-//! DNS names of the Services that select the pod and for the pod's IPs, which the controller
-//! looks up live and signer-core puts beside the one URI SAN.
+//! settings: its own SPIFFE ID template, a shorter lifetime, fewer key types, client or server
+//! usage only ([`Usage`]); may ask for DNS names of the Services that select the pod and for
+//! the pod's IPs, which the controller looks up live and signer-core puts beside the one URI
+//! SAN; and may let its workloads narrow the grant further with user annotations
+//! ([`crate::annotations`]).
 //!
 //! ```yaml
 //! rules:
@@ -21,7 +23,9 @@
 //!     serviceAccounts: {deny: [default]}
 //!     lifetime: 6h
 //!     keyTypes: [ECDSAP256]
+//!     usage: server
 //!     dnsNames: {services: true}
+//!     userAnnotations: [lifetime, dns-names]
 //!   - name: everyone-else
 //!     namespaces: {names: [web, batch]}
 //! ```
@@ -32,11 +36,13 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use crate::annotations::AnnotationKey;
 use crate::key::KeyType;
 use crate::policy::MIN_LIFETIME_SECONDS;
 use crate::request::{Denial, DenyReason};
 use crate::selector::{LabelSelector, LabelSelectorSpec};
 use crate::spiffe::{SpiffeIdTemplate, TrustDomain};
+use crate::usage::Usage;
 
 /// Why a policy file cannot be used: the line (1-based, 0 when unknown) and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -66,7 +72,11 @@ pub struct Grant {
     pub lifetime: Option<Duration>,
     /// Its key types, if it narrows them.
     pub key_types: Option<Vec<KeyType>>,
+    /// Client, server or both (the default).
+    pub usage: Usage,
     pub dns_names: DnsNames,
+    /// The user annotations its workloads may set (none by default).
+    pub user_annotations: BTreeSet<AnnotationKey>,
 }
 
 /// Which names beside the SPIFFE ID a rule asks for.
@@ -124,8 +134,10 @@ struct RuleSpec {
     spiffe_id_template: Option<Spanned<String>>,
     lifetime: Option<Spanned<String>>,
     key_types: Option<Spanned<Vec<String>>>,
+    usage: Option<Spanned<String>>,
     #[serde(default)]
     dns_names: DnsNames,
+    user_annotations: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -198,6 +210,13 @@ impl IdentityPolicy {
                 lifetime(l, max_lifetime)
             })?;
             let key_types = field(name, "keyTypes", s.key_types.as_ref(), |k| key_types(k))?;
+            let usage = field(name, "usage", s.usage.as_ref(), |u| u.parse::<Usage>())?;
+            let user_annotations = field(
+                name,
+                "userAnnotations",
+                s.user_annotations.as_ref(),
+                |keys| user_annotations(keys, &s.dns_names),
+            )?;
             rules.push(Rule {
                 namespace_names: s.namespaces.names.map(|n| n.into_iter().collect()),
                 namespace_selector,
@@ -208,7 +227,9 @@ impl IdentityPolicy {
                     template,
                     lifetime,
                     key_types,
+                    usage: usage.unwrap_or_default(),
                     dns_names: s.dns_names,
+                    user_annotations: user_annotations.unwrap_or_default(),
                 },
             });
         }
@@ -300,6 +321,28 @@ fn key_types(names: &[String]) -> Result<Vec<KeyType>, String> {
             })
         })
         .collect()
+}
+
+/// The annotation keys a rule lists: known names, each once; `dns-names` only where the rule
+/// gives Service names to choose from.
+fn user_annotations(
+    keys: &[String],
+    dns_names: &DnsNames,
+) -> Result<BTreeSet<AnnotationKey>, String> {
+    let mut set = BTreeSet::new();
+    for k in keys {
+        let key = k.parse::<AnnotationKey>()?;
+        if !set.insert(key) {
+            return Err(format!("{k:?} is listed twice"));
+        }
+        if key == AnnotationKey::DnsNames && !dns_names.services {
+            return Err(
+                "dns-names chooses among the pod's Service names, so the rule needs dnsNames: {services: true}"
+                    .into(),
+            );
+        }
+    }
+    Ok(set)
 }
 
 fn lifetime(text: &str, max: Duration) -> Result<Duration, String> {

@@ -230,6 +230,11 @@ impl<'a> SubjectKey<'a> {
         self.key_type
     }
 
+    /// The whole SubjectPublicKeyInfo DER, as requested.
+    pub fn spki_der(&self) -> &'a [u8] {
+        self.spki_der
+    }
+
     /// Whether the key may be used for RSA key transport (keyEncipherment in the leaf).
     pub fn is_rsa(&self) -> bool {
         self.key_type.is_rsa()

@@ -5,9 +5,11 @@
 //! validated [`Policy`] and a loaded [`Ca`]) returns a [`Decision`]: an issued SPIFFE
 //! X.509-SVID chain with the times the PodCertificateRequest status must carry, or a denial
 //! with the reason the API defines. Modules, in the order a request meets them:
-//! [`request`] (the model), [`policy`] (operator settings, lifetimes), [`spiffe`]
-//! (identities), [`key`] and [`proof`] (subject keys and proof of possession), [`ca`] (the
-//! signing CA) and [`signer`] (the decision).
+//! [`request`] (the model), [`policy`] (operator settings, lifetimes), [`identity`] (the
+//! identity policy's rules), [`annotations`] (what a workload may ask within its rule),
+//! [`spiffe`] (identities), [`key`] and [`proof`] (subject keys and proof of possession),
+//! [`usage`] (client and server), [`ca`] (the signing CA) and [`signer`] (the decision, and
+//! the check of every leaf before it leaves).
 //!
 //! ```
 //! use std::{sync::Arc, time::{Duration, SystemTime}};
@@ -40,6 +42,7 @@
 )]
 #![cfg_attr(test, allow(clippy::disallowed_macros))]
 
+pub mod annotations;
 pub mod bundle;
 pub mod ca;
 mod csr;
@@ -52,10 +55,12 @@ pub mod proof;
 pub mod request;
 mod rsa;
 pub mod selector;
+mod self_check;
 pub mod signature;
 pub mod signer;
 pub mod spiffe;
 pub mod time;
+pub mod usage;
 pub mod x509;
 
 pub use ca::{Ca, CaError, CaKey, CaKeyType, CaPem, CaProfile, CertSummary, KeyDevice};
@@ -66,3 +71,4 @@ pub use policy::{ConfigError, Policy, PolicyConfig, Validity};
 pub use request::{Decision, Denial, DenyReason, Issued, KeyMaterial, Request};
 pub use signer::{IssueError, Placement, Signer};
 pub use spiffe::{SpiffeId, SpiffeIdTemplate, TrustDomain};
+pub use usage::Usage;

@@ -6,7 +6,6 @@
 //! [`Policy::validity`] computes notBefore/notAfter/beginRefreshAt in whole seconds so that
 //! they satisfy contract §4 exactly.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use crate::key::KeyType;
@@ -27,6 +26,9 @@ pub const MAX_BACKDATE_SECONDS: i64 = 180;
 /// The policy as configured; every field has a CLI flag of the same name.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PolicyConfig {
+    /// The signer name (`<domain>/<path>`): its domain prefixes the user annotations a rule
+    /// may allow.
+    pub signer_name: String,
     pub trust_domain: String,
     pub spiffe_id_template: String,
     /// Lifetime of a certificate when the request allows more (`--default-lifetime`).
@@ -42,6 +44,7 @@ pub struct PolicyConfig {
 impl Default for PolicyConfig {
     fn default() -> Self {
         PolicyConfig {
+            signer_name: "example.com/spiffe".into(),
             trust_domain: "cluster.local".into(),
             spiffe_id_template: SpiffeIdTemplate::DEFAULT.into(),
             default_lifetime: Duration::from_secs(86_400),
@@ -71,6 +74,8 @@ fn config_err(setting: &'static str, message: impl Into<String>) -> ConfigError 
 /// A validated policy.
 #[derive(Debug, Clone)]
 pub struct Policy {
+    /// The signer name's domain: user annotations are `<domain>/<name>`.
+    annotation_domain: String,
     trust_domain: TrustDomain,
     template: SpiffeIdTemplate,
     default_lifetime: i64,
@@ -95,6 +100,15 @@ impl Validity {
 
 impl Policy {
     pub fn new(config: &PolicyConfig) -> Result<Policy, ConfigError> {
+        let annotation_domain = match config.signer_name.split_once('/') {
+            Some((domain, _)) if !domain.is_empty() => domain.to_string(),
+            _ => {
+                return Err(config_err(
+                    "signer-name",
+                    format!("{:?} is not <domain>/<path>", config.signer_name),
+                ));
+            }
+        };
         let trust_domain = TrustDomain::new(&config.trust_domain)
             .map_err(|e| config_err("trust-domain", e.to_string()))?;
         let template = SpiffeIdTemplate::new(&config.spiffe_id_template, &trust_domain)
@@ -136,6 +150,7 @@ impl Policy {
             ));
         }
         Ok(Policy {
+            annotation_domain,
             trust_domain,
             template,
             default_lifetime,
@@ -163,25 +178,10 @@ impl Policy {
         &self.allowed_key_types
     }
 
-    /// Accepted `unverifiedUserAnnotations` keys: none yet. Any key is denied, as the API asks
-    /// signers to do for keys they do not understand.
-    pub fn check_annotations(&self, annotations: &BTreeMap<String, String>) -> Result<(), Denial> {
-        if annotations.is_empty() {
-            return Ok(());
-        }
-        let keys: Vec<&str> = annotations.keys().map(String::as_str).take(10).collect();
-        Err(Denial::new(
-            DenyReason::InvalidUnverifiedUserAnnotations,
-            format!(
-                "this signer accepts no unverifiedUserAnnotations (userAnnotations in the pod's podCertificate volume); got {}{}",
-                keys.join(", "),
-                if annotations.len() > keys.len() {
-                    ", ..."
-                } else {
-                    ""
-                }
-            ),
-        ))
+    /// The domain that prefixes the user annotations workloads may set (see
+    /// [`crate::annotations`]).
+    pub fn annotation_domain(&self) -> &str {
+        &self.annotation_domain
     }
 
     /// The validity of a certificate issued `now` for a request allowing
@@ -317,18 +317,5 @@ mod tests {
                 .setting,
             "refresh-fraction"
         );
-    }
-
-    #[test]
-    fn unknown_annotations_are_denied_with_the_api_reason() {
-        let p = policy(|_| {}).unwrap();
-        assert!(p.check_annotations(&BTreeMap::new()).is_ok());
-        let a = BTreeMap::from([(
-            "example.com/spiffe-id".to_string(),
-            "spiffe://evil".to_string(),
-        )]);
-        let d = p.check_annotations(&a).unwrap_err();
-        assert_eq!(d.reason, DenyReason::InvalidUnverifiedUserAnnotations);
-        assert!(d.message.contains("example.com/spiffe-id"));
     }
 }

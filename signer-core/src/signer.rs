@@ -1,28 +1,31 @@
 //! The decision: one [`Request`] in, one [`Decision`] out.
 //!
 //! [`Signer::decide`] runs the checks cheapest first — annotations, identity names, key type,
-//! proof of possession, lifetime — and either denies with the first failed check's reason or
-//! signs an X.509-SVID (contract §7) for the requested key. Errors are reserved for what is not
-//! the request's fault (the CA expires too soon, signing failed): the controller retries
-//! those and never writes them as `Denied` or `Failed`.
+//! proof of possession, names, usage, lifetime — and either denies with the first failed
+//! check's reason or signs an X.509-SVID (contract §7) for the requested key, which the
+//! [`crate::self_check`] reads back before it is returned. Errors are reserved for what is not
+//! the request's fault (the CA expires too soon, signing failed, the self-check failed): the
+//! controller retries those and never writes them as `Denied` or `Failed`.
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use rcgen::{
-    CertificateParams, DistinguishedName, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose, SanType,
-};
+use rcgen::{CertificateParams, DistinguishedName, IsCa, SanType};
 
+use crate::annotations::{self, Allowed, AnnotationKey, Asked};
 use crate::ca::Ca;
 use crate::identity::Grant;
 use crate::key::SubjectKey;
 use crate::policy::{MIN_LIFETIME_SECONDS, Policy, Validity};
 use crate::proof::verify_possession;
 use crate::request::{Decision, Denial, DenyReason, Issued, Request};
+use crate::self_check::{self, Expected};
 use crate::spiffe::SpiffeId;
 use crate::time::{from_unix_seconds, to_offset};
-use crate::x509::random_serial;
+use crate::usage::Usage;
+use crate::x509::{certificate_pem, random_serial};
 
 /// What the controller found live about a request's pod, for a grant that asks for names.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -44,18 +47,47 @@ pub enum IssueError {
     CaNotYetValid { ca_not_before: i64 },
     #[error("signing the certificate failed: {0}")]
     Sign(String),
+    /// The signed leaf is not what was decided ([`crate::self_check`]): a bug in issuance,
+    /// caught before the leaf left.
+    #[error("the signed certificate failed its self-check: {0}")]
+    SelfCheck(String),
 }
+
+/// What the checks decided a certificate must be.
+struct Decided<'r> {
+    key: SubjectKey<'r>,
+    spiffe_id: SpiffeId,
+    /// DNS names and IPs beside the SPIFFE ID.
+    names: Vec<SanType>,
+    validity: Validity,
+    usage: Usage,
+}
+
+/// No rule, no annotations.
+static NO_ANNOTATIONS: BTreeSet<AnnotationKey> = BTreeSet::new();
 
 /// A policy and a CA: everything needed to decide requests. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Signer {
     policy: Arc<Policy>,
     ca: Arc<Ca>,
+    /// A corruption of the signing path, for the self-check's tests.
+    #[cfg(test)]
+    fault: Option<faults::Fault>,
 }
 
 impl Signer {
     pub fn new(policy: Arc<Policy>, ca: Arc<Ca>) -> Self {
-        Signer { policy, ca }
+        Signer {
+            policy,
+            ca,
+            #[cfg(test)]
+            fault: None,
+        }
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
     }
 
     pub fn ca(&self) -> &Ca {
@@ -77,9 +109,7 @@ impl Signer {
         now: SystemTime,
     ) -> Result<Decision, IssueError> {
         match self.check(grant, request, placement, now) {
-            Ok((key, spiffe_id, names, validity)) => self
-                .issue(&key, spiffe_id, names, validity)
-                .map(Decision::Issue),
+            Ok(decided) => self.issue(decided).map(Decision::Issue),
             Err(Checked::Deny(d)) => Ok(Decision::Deny(d)),
             Err(Checked::Error(e)) => Err(e),
         }
@@ -91,10 +121,14 @@ impl Signer {
         request: &'r Request,
         placement: &Placement,
         now: SystemTime,
-    ) -> Result<(SubjectKey<'r>, SpiffeId, Vec<SanType>, Validity), Checked> {
+    ) -> Result<Decided<'r>, Checked> {
         check_pod_uid(&request.pod_uid)?;
-        self.policy
-            .check_annotations(&request.unverified_user_annotations)?;
+        let may_set = Allowed {
+            domain: self.policy.annotation_domain(),
+            keys: grant.map_or(&NO_ANNOTATIONS, |g| &g.user_annotations),
+            rule: grant.map(|g| g.rule.as_str()),
+        };
+        let asked = annotations::read(&request.unverified_user_annotations, &may_set)?;
         let template = grant
             .and_then(|g| g.template.as_ref())
             .unwrap_or(self.policy.template());
@@ -111,11 +145,14 @@ impl Signer {
         });
         let key_types = narrowed.as_deref().unwrap_or(allowed);
         let key = verify_possession(&request.key_material, &request.pod_uid, key_types)?;
-        let names = grant.map_or(Ok(Vec::new()), |g| extra_names(g, placement))?;
-        // A rule's lifetime only shortens (identity.rs refuses one above the signer's).
-        let cap = grant
-            .and_then(|g| g.lifetime)
-            .map_or(i64::MAX, |l| i64::try_from(l.as_secs()).unwrap_or(i64::MAX));
+        let names = match grant {
+            Some(g) => extra_names(g, placement, &asked, &may_set)?,
+            None => Vec::new(),
+        };
+        let usage = usage(grant, &asked, &may_set)?;
+        // A rule's lifetime only shortens (identity.rs refuses one above the signer's), and a
+        // workload's only shortens the rule's.
+        let cap = lifetime_cap(&self.policy, grant, &asked, &may_set)?;
         let mut validity = self
             .policy
             .validity(request.max_expiration_seconds.min(cap), now)?;
@@ -135,16 +172,23 @@ impl Signer {
             }
             validity = self.policy.window(validity.not_before, not_after);
         }
-        Ok((key, spiffe_id, names, validity))
+        Ok(Decided {
+            key,
+            spiffe_id,
+            names,
+            validity,
+            usage,
+        })
     }
 
-    fn issue(
-        &self,
-        key: &SubjectKey<'_>,
-        spiffe_id: SpiffeId,
-        names: Vec<SanType>,
-        v: Validity,
-    ) -> Result<Issued, IssueError> {
+    fn issue(&self, decided: Decided<'_>) -> Result<Issued, IssueError> {
+        let Decided {
+            key,
+            spiffe_id,
+            names,
+            validity: v,
+            usage,
+        } = decided;
         let sign_err = |e: rcgen::Error| IssueError::Sign(e.to_string());
         let mut params = CertificateParams::default();
         // contract §7: empty subject, so rcgen marks the SAN extension critical; exactly one
@@ -155,18 +199,8 @@ impl Signer {
         )];
         params.subject_alt_names.extend(names);
         params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = if key.is_rsa() {
-            vec![
-                KeyUsagePurpose::DigitalSignature,
-                KeyUsagePurpose::KeyEncipherment,
-            ]
-        } else {
-            vec![KeyUsagePurpose::DigitalSignature]
-        };
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        params.key_usages = usage.key_usages(key.is_rsa());
+        params.extended_key_usages = usage.extended_key_usages();
         params.use_authority_key_identifier_extension = true;
         let serial = random_serial();
         let serial_hex = serial
@@ -181,7 +215,22 @@ impl Signer {
         let leaf = params
             .signed_by(&key.as_rcgen(), self.ca.issuer())
             .map_err(sign_err)?;
-        let mut chain_pem = leaf.pem();
+        let expected = Expected {
+            spki_der: key.spki_der(),
+            sans: &params.subject_alt_names,
+            validity: v,
+            usage,
+            rsa: key.is_rsa(),
+        };
+        #[cfg(test)]
+        let corrupted = faults::apply(self.fault, leaf.der(), params.clone(), &key, self);
+        #[cfg(test)]
+        let leaf_der: &[u8] = &corrupted;
+        #[cfg(not(test))]
+        let leaf_der: &[u8] = leaf.der();
+        self_check::leaf(leaf_der, self.ca.signing_cert(), &expected)
+            .map_err(IssueError::SelfCheck)?;
+        let mut chain_pem = certificate_pem(leaf_der);
         chain_pem.push_str(self.ca.intermediates_pem());
         Ok(Issued {
             chain_pem,
@@ -224,13 +273,42 @@ fn check_pod_uid(pod_uid: &str) -> Result<(), Denial> {
     Ok(())
 }
 
-/// The SANs beside the SPIFFE ID that `grant` asks for, from what the controller found. A
-/// name that is not a valid DNS name is the controller's bug or a hostile Service name: the
-/// request is denied rather than issued with a name the API server or a client would reject.
-fn extra_names(grant: &Grant, placement: &Placement) -> Result<Vec<SanType>, Denial> {
+/// The SANs beside the SPIFFE ID that `grant` asks for, from what the controller found — or,
+/// when the workload chose among the Service names (`<domain>/dns-names`), those alone, each
+/// one the policy would have given. A name that is not a valid DNS name is the controller's
+/// bug or a hostile Service name: the request is denied rather than issued with a name the
+/// API server or a client would reject.
+fn extra_names(
+    grant: &Grant,
+    placement: &Placement,
+    asked: &Asked,
+    allowed: &Allowed<'_>,
+) -> Result<Vec<SanType>, Denial> {
     let mut names = Vec::new();
     if grant.dns_names.services {
-        for name in &placement.service_dns_names {
+        let services = &placement.service_dns_names;
+        let chosen: &[String] = match &asked.dns_names {
+            Some(chosen) => {
+                if let Some(other) = chosen.iter().find(|n| !services.contains(n)) {
+                    let mut offered: Vec<&str> =
+                        services.iter().map(String::as_str).take(20).collect();
+                    if services.len() > offered.len() {
+                        offered.push("...");
+                    }
+                    return Err(allowed.deny(
+                        AnnotationKey::DnsNames,
+                        format_args!(
+                            "{other:?} is not a name of a Service that selects this pod; rule {:?} gives {}",
+                            grant.rule,
+                            if offered.is_empty() { "none".to_string() } else { offered.join(", ") }
+                        ),
+                    ));
+                }
+                chosen
+            }
+            None => services,
+        };
+        for name in chosen {
             if !crate::names::is_dns1123_subdomain(name) {
                 return Err(Denial::new(
                     DenyReason::InvalidIdentity,
@@ -252,5 +330,230 @@ fn extra_names(grant: &Grant, placement: &Placement) -> Result<Vec<SanType>, Den
     Ok(names)
 }
 
+/// The usage: the rule's (both without one), or the narrower one the workload asked for.
+fn usage(grant: Option<&Grant>, asked: &Asked, allowed: &Allowed<'_>) -> Result<Usage, Denial> {
+    let granted = grant.map_or(Usage::Both, |g| g.usage);
+    match asked.usage {
+        None => Ok(granted),
+        Some(u) if granted.allows(u) => Ok(u),
+        Some(u) => Err(allowed.deny(
+            AnnotationKey::Usage,
+            format_args!(
+                "{u} is outside what rule {:?} grants ({granted})",
+                allowed.rule.unwrap_or_default()
+            ),
+        )),
+    }
+}
+
+/// The longest lifetime, in seconds: the rule's cap (none without one), or the shorter one
+/// the workload asked for, which must lie within the rule's and the API's bounds.
+fn lifetime_cap(
+    policy: &Policy,
+    grant: Option<&Grant>,
+    asked: &Asked,
+    allowed: &Allowed<'_>,
+) -> Result<i64, Denial> {
+    let seconds = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    let rule_cap = grant.and_then(|g| g.lifetime).map(seconds);
+    let Some(wanted) = asked.lifetime else {
+        return Ok(rule_cap.unwrap_or(i64::MAX));
+    };
+    let show =
+        |s: i64| humantime::format_duration(Duration::from_secs(s.unsigned_abs())).to_string();
+    if wanted < MIN_LIFETIME_SECONDS {
+        return Err(allowed.deny(
+            AnnotationKey::Lifetime,
+            format_args!(
+                "{} is shorter than the {} every certificate must last",
+                show(wanted),
+                show(MIN_LIFETIME_SECONDS)
+            ),
+        ));
+    }
+    let most = rule_cap.unwrap_or_else(|| seconds(policy.max_leaf_lifetime()));
+    if wanted > most {
+        return Err(allowed.deny(
+            AnnotationKey::Lifetime,
+            format_args!(
+                "{} is longer than rule {:?} allows ({})",
+                show(wanted),
+                allowed.rule.unwrap_or_default(),
+                show(most)
+            ),
+        ));
+    }
+    Ok(wanted)
+}
+
 /// Upstream `validation.ValidatePodCertificateRequest`: UIDs are at most 128 characters.
 const MAX_POD_UID_LEN: usize = 128;
+
+#[cfg(test)]
+mod faults {
+    //! Deliberate corruptions of the signing path, each of which the self-check must catch:
+    //! the leaf is signed again, differently, after the real one was made.
+
+    use std::time::{Duration, SystemTime};
+
+    use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, KeyPair, SanType};
+
+    use super::Signer;
+    use crate::key::SubjectKey;
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Fault {
+        /// The leaf certifies a key nobody asked for.
+        OtherKey,
+        /// Another CA signs it.
+        OtherCa,
+        /// A DNS name nobody decided.
+        ExtraName,
+        /// codeSigning beside the decided usage.
+        ExtraUsage,
+        /// A day longer than decided.
+        LongerValidity,
+        /// One bit of the signature flipped.
+        BadSignature,
+    }
+
+    impl Signer {
+        pub(crate) fn with_fault(mut self, fault: Fault) -> Self {
+            self.fault = Some(fault);
+            self
+        }
+    }
+
+    pub fn apply(
+        fault: Option<Fault>,
+        der: &[u8],
+        mut params: CertificateParams,
+        key: &SubjectKey<'_>,
+        signer: &Signer,
+    ) -> Vec<u8> {
+        let issuer = signer.ca.issuer();
+        let resign = |params: CertificateParams| {
+            params
+                .signed_by(&key.as_rcgen(), issuer)
+                .unwrap()
+                .der()
+                .to_vec()
+        };
+        match fault {
+            None => der.to_vec(),
+            Some(Fault::OtherKey) => {
+                let other = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+                params.signed_by(&other, issuer).unwrap().der().to_vec()
+            }
+            Some(Fault::OtherCa) => {
+                let profile = crate::CaProfile::new(signer.policy.trust_domain().clone());
+                let other = profile
+                    .root(Duration::from_secs(86_400 * 30), SystemTime::now())
+                    .unwrap()
+                    .load()
+                    .unwrap();
+                params
+                    .signed_by(&key.as_rcgen(), other.issuer())
+                    .unwrap()
+                    .der()
+                    .to_vec()
+            }
+            Some(Fault::ExtraName) => {
+                params
+                    .subject_alt_names
+                    .push(SanType::DnsName("evil.example".try_into().unwrap()));
+                resign(params)
+            }
+            Some(Fault::ExtraUsage) => {
+                params
+                    .extended_key_usages
+                    .push(ExtendedKeyUsagePurpose::CodeSigning);
+                resign(params)
+            }
+            Some(Fault::LongerValidity) => {
+                params.not_after += time::Duration::days(1);
+                resign(params)
+            }
+            Some(Fault::BadSignature) => {
+                let mut der = der.to_vec();
+                let last = der.len() - 1;
+                der[last] ^= 1;
+                der
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The self-check, against a signing path corrupted on purpose.
+
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use super::faults::Fault;
+    use super::*;
+    use crate::{CaKeyType, CaPem, KeyMaterial, PolicyConfig};
+
+    fn signer() -> Signer {
+        let policy = Policy::new(&PolicyConfig::default()).unwrap();
+        let pem = CaPem::generate(
+            CaKeyType::EcdsaP256,
+            policy.trust_domain(),
+            Duration::from_secs(86_400 * 30),
+            SystemTime::now(),
+        )
+        .unwrap();
+        let ca = Ca::from_pem(&pem.cert_pem, &pem.key_pem, None).unwrap();
+        Signer::new(Arc::new(policy), Arc::new(ca))
+    }
+
+    fn request(alg: &'static rcgen::SignatureAlgorithm) -> Request {
+        let key = rcgen::KeyPair::generate_for(alg).unwrap();
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        Request {
+            namespace: "shop".into(),
+            pod_uid: "uid".into(),
+            service_account_name: "web".into(),
+            max_expiration_seconds: 86_400,
+            unverified_user_annotations: BTreeMap::new(),
+            key_material: KeyMaterial::StubCsr {
+                der: params.serialize_request(&key).unwrap().der().to_vec(),
+            },
+        }
+    }
+
+    #[test]
+    fn every_corruption_of_the_signing_path_is_caught_and_nothing_is_issued() {
+        for (fault, says) in [
+            (Fault::OtherKey, "does not certify the requested key"),
+            (Fault::OtherCa, "does not verify under the signing CA's key"),
+            (Fault::ExtraName, "subjectAltName is not the decided one"),
+            (
+                Fault::ExtraUsage,
+                "extendedKeyUsage is not the decided both",
+            ),
+            (Fault::LongerValidity, "not the decided"),
+            (Fault::BadSignature, "does not verify"),
+        ] {
+            let signer = signer().with_fault(fault);
+            match signer.decide(&request(&rcgen::PKCS_ECDSA_P256_SHA256), SystemTime::now()) {
+                Err(IssueError::SelfCheck(m)) => assert!(m.contains(says), "{fault:?}: {m}"),
+                other => panic!("{fault:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_uncorrupted_leaf_of_every_key_type_passes() {
+        for alg in [
+            &rcgen::PKCS_ED25519,
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+            &rcgen::PKCS_ECDSA_P384_SHA384,
+        ] {
+            let decision = signer().decide(&request(alg), SystemTime::now()).unwrap();
+            assert!(matches!(decision, Decision::Issue(_)), "{decision:?}");
+        }
+    }
+}

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use podcert_tests::interop::{
-    CONTROL_UNTRUSTED_CLIENT, CONTROL_WRONG_SERVER_ID, Profile, Stack, cases,
+    CONTROL_UNTRUSTED_CLIENT, CONTROL_WRONG_SERVER_ID, Profile, Stack, cases, usage_cases,
 };
 
 /// The cells a stack refuses, by a rule of its own, and what its refusal says; every other
@@ -102,4 +102,31 @@ fn table(matrix: &Matrix) -> String {
         }
     }
     out
+}
+
+/// Per-rule usage (issue 30): a client-only leaf is refused as a server and a server-only
+/// leaf as a client, by Go's crypto/tls and OpenSSL, each for the usage; the pair each in its
+/// role is accepted.
+#[test]
+fn a_client_only_leaf_is_refused_as_a_server_and_a_server_only_leaf_as_a_client() {
+    let cases = usage_cases();
+    let (cases, accept): (Vec<_>, Vec<_>) = cases.into_iter().unzip();
+    for stack in [Stack::Go, Stack::OpenSsl] {
+        for ((case, verdict), accept) in cases.iter().zip(stack.run(&cases)).zip(&accept) {
+            if *accept {
+                assert_eq!(verdict.error, "", "{stack} refused {}", case.name);
+            } else {
+                let says = match stack {
+                    Stack::Go => "incompatible key usage",
+                    _ => "unsuitable certificate purpose",
+                };
+                assert!(
+                    verdict.error.contains(says),
+                    "{stack} on {}: {:?}",
+                    case.name,
+                    verdict.error
+                );
+            }
+        }
+    }
 }

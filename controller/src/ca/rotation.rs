@@ -141,7 +141,11 @@ pub fn plan(
 /// `step` if `delay` has passed at `now` since Unix second `since`; else wait until it has.
 fn due(now: i64, since: i64, delay: std::time::Duration, step: Step) -> Step {
     let at = since.saturating_add(i64::try_from(delay.as_secs()).unwrap_or(i64::MAX));
-    if now >= at { step } else { Step::Wait(Some(at)) }
+    if now >= at {
+        step
+    } else {
+        Step::Wait(Some(at))
+    }
 }
 
 /// Performs rotation steps for the leader.

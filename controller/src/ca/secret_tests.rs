@@ -88,8 +88,7 @@ fn a_secret_without_a_key_is_unusable_and_says_which() {
 }
 
 #[test]
-fn a_next_root_is_current_in_the_preview_bundle_when_prepared_and_in_the_live_one_once_published()
-{
+fn a_next_root_is_current_in_the_preview_bundle_when_prepared_and_in_the_live_one_once_published() {
     let mut ca = generated();
     let active = ca.active.ca.trust_bundle_pem().to_owned();
     let next = Root::load(pem()).unwrap();

@@ -271,10 +271,8 @@ impl TrustBundle {
         clock: Clock,
     ) -> Self {
         let labels = |channel| {
-            let mut labels = BTreeMap::from([(
-                LABEL_MANAGED_BY.to_string(),
-                "podcert-signer".to_string(),
-            )]);
+            let mut labels =
+                BTreeMap::from([(LABEL_MANAGED_BY.to_string(), "podcert-signer".to_string())]);
             if channel == Channel::Live {
                 labels.insert(LABEL_NAME.to_string(), "podcert-signer".to_string());
             }

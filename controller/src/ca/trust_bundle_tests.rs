@@ -110,5 +110,8 @@ fn the_preview_bundle_carries_the_drafts_labels_and_the_live_one_also_our_older_
     // A pod selecting the older label gets the live roots only, never the preview's.
     assert_eq!(live[LABEL_TRUST_DOMAIN], "cluster.local");
     assert!(!preview.contains_key(LABEL_TRUST_DOMAIN), "{preview:?}");
-    assert_eq!(preview_name("example.com:spiffe:ca"), "example.com:spiffe:ca.preview");
+    assert_eq!(
+        preview_name("example.com:spiffe:ca"),
+        "example.com:spiffe:ca.preview"
+    );
 }

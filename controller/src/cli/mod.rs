@@ -87,7 +87,7 @@ impl Args {
     /// The validated configuration, or the first flag at fault.
     pub fn config(&self) -> Result<Config, ConfigError> {
         validate_signer_name(&self.signer_name)?;
-        let policy = self.policy.policy()?;
+        let policy = self.policy.policy(&self.signer_name)?;
         let trust_domain = policy.trust_domain().clone();
         let clock = self.clock.clock()?;
         let ca = self.ca.config(

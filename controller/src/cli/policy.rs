@@ -56,9 +56,11 @@ pub struct PolicyArgs {
 }
 
 impl PolicyArgs {
-    /// signer-core's policy, checked by signer-core (its errors name these flags).
-    pub fn policy(&self) -> Result<Policy, ConfigError> {
+    /// signer-core's policy for `signer_name`, checked by signer-core (its errors name these
+    /// flags).
+    pub fn policy(&self, signer_name: &str) -> Result<Policy, ConfigError> {
         Policy::new(&PolicyConfig {
+            signer_name: signer_name.to_string(),
             trust_domain: self.trust_domain.clone(),
             spiffe_id_template: self.spiffe_id_template.clone(),
             default_lifetime: self.default_lifetime,

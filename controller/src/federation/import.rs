@@ -34,7 +34,8 @@ use tracing::{info, warn};
 
 use super::fetch::{self, FetchError};
 use crate::ca::trust_bundle::{
-    Channel, Ctb, LABEL_MANAGED_BY, LABEL_NAME, SEQUENCE_ANNOTATION, spiffe_bundle_of, trust_domain_labels,
+    Channel, Ctb, LABEL_MANAGED_BY, LABEL_NAME, SEQUENCE_ANNOTATION, spiffe_bundle_of,
+    trust_domain_labels,
 };
 use crate::config::{Peer, Profile};
 use crate::federation::metrics::{DomainMetrics, FederationMetrics};

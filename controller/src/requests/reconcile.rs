@@ -112,6 +112,7 @@ impl Error {
     /// The `error` label of `podcert_reconcile_errors_total`.
     pub fn metric_label(&self) -> &'static str {
         match self {
+            Error::Issue(IssueError::SelfCheck(_)) => Errors::SELF_CHECK,
             Error::Issue(_) => Errors::ISSUE,
             Error::Lookup(_) => Errors::LOOKUP,
             Error::WriteStatus(_) => Errors::WRITE_STATUS,

@@ -133,12 +133,16 @@ impl Errors {
     pub const LOOKUP: &'static str = "lookup";
     /// The trust bundle could not be published for want of `attest` (nothing is signed then).
     pub const ATTEST_FORBIDDEN: &'static str = "attest_forbidden";
-    const ALL: [&'static str; 5] = [
+    /// A signed leaf was not what was decided (signer-core's self-check): a bug, never
+    /// written.
+    pub const SELF_CHECK: &'static str = "self_check";
+    const ALL: [&'static str; 6] = [
         Self::ISSUE,
         Self::WRITE_STATUS,
         Self::SIGN_FORBIDDEN,
         Self::LOOKUP,
         Self::ATTEST_FORBIDDEN,
+        Self::SELF_CHECK,
     ];
 
     pub fn register(r: &mut Registrar) -> Self {

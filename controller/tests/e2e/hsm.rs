@@ -84,7 +84,7 @@ async fn a_root_whose_key_is_in_the_secret_moves_into_a_newly_configured_token_b
 
     // The operator configures a token: the root is rotated into it, with the usual overlap.
     let mut flags = token_flags(&token);
-    flags.extend(["--ca-propagation-delay".into(), "2s".into()]);
+    flags.extend(["--ca-preview-delay", "1s", "--ca-propagation-delay", "2s"].map(String::from));
     let b = cluster.signer("b", &args(&flags));
     b.wait_ready(Duration::from_secs(30)).await;
     cluster

@@ -1,6 +1,6 @@
 //! The identity policy (`--identity-policy`) with the real signer: who gets an SVID, with which
-//! template and lifetime, a bad reload that keeps the last good policy, and Service DNS names
-//! read live — never from the request.
+//! template, lifetime and usage, what a workload may narrow with user annotations, a bad reload
+//! that keeps the last good policy, and Service DNS names read live — never from the request.
 
 use std::time::Duration;
 
@@ -21,9 +21,11 @@ rules:
     serviceAccounts: {deny: [default]}
     spiffeIdTemplate: spiffe://{trust_domain}/pay/{namespace}/{service_account}
     lifetime: 6h
+    userAnnotations: [lifetime, usage]
   - name: web
     namespaces: {names: [web]}
     serviceAccounts: {allow: [frontend]}
+    usage: client
   - name: shop
     namespaces: {names: [shop]}
     dnsNames: {services: true, podIP: true}
@@ -109,6 +111,15 @@ async fn the_policy_decides_who_gets_which_identity_and_a_bad_reload_keeps_the_l
             request("search", "api"),
             request("web", "frontend"),
             request("web", "batch"),
+            // The signer's domain is its name's (example.com/spiffe): within the grant, taken;
+            // outside it or unlisted, denied.
+            request("checkout", "narrow").with_user_annotations(&[
+                ("example.com/lifetime", "2h"),
+                ("example.com/usage", "server"),
+            ]),
+            request("checkout", "longer").with_user_annotations(&[("example.com/lifetime", "8h")]),
+            PodRequest::new("web", "wider-pod", "frontend", "ECDSAP256", Format::Csr)
+                .with_user_annotations(&[("example.com/usage", "both")]),
         ],
     )
     .await;
@@ -124,7 +135,24 @@ async fn the_policy_decides_who_gets_which_identity_and_a_bad_reload_keeps_the_l
             ("Denied", "NotAllowedByPolicy"),
             ("Issued", "Issued"),
             ("Denied", "NotAllowedByPolicy"),
+            ("Issued", "Issued"),
+            ("Denied", "InvalidUnverifiedUserAnnotations"),
+            ("Denied", "InvalidUnverifiedUserAnnotations"),
         ]
+    );
+    let message = |i: usize| {
+        answers[i].1.status["conditions"][0]["message"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        message(6),
+        "unverifiedUserAnnotations: example.com/lifetime: 8h is longer than rule \"payments\" allows (6h)"
+    );
+    assert_eq!(
+        message(7),
+        "unverifiedUserAnnotations: the key \"example.com/usage\" is not allowed: rule \"web\" allows none (its userAnnotations lists the keys workloads may set)"
     );
     let (_, pay) = &answers[0];
     assert_eq!(
@@ -142,6 +170,21 @@ async fn the_policy_decides_who_gets_which_identity_and_a_bad_reload_keeps_the_l
         t("notAfter") - t("notBefore")
     };
     assert_eq!(lifetime(&pay.status), 6 * 3600, "the rule's lifetime");
+    assert_eq!(lifetime(&answers[5].1.status), 2 * 3600, "the workload's");
+    let usage = |t: &Terminal| {
+        let chain = t.status["certificateChain"].as_str().unwrap();
+        let der = pem::parse(chain).unwrap().into_contents();
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let eku = cert.extended_key_usage().unwrap().unwrap().value;
+        (eku.server_auth, eku.client_auth)
+    };
+    assert_eq!(usage(&answers[0].1), (true, true), "the default: both");
+    assert_eq!(usage(&answers[3].1), (false, true), "web's rule: client");
+    assert_eq!(
+        usage(&answers[5].1),
+        (true, false),
+        "the workload's: server"
+    );
     assert_eq!(
         lifetime(&answers[3].1.status),
         86_400,

@@ -309,7 +309,10 @@ fn assert_lifecycle(history: &History, issued: &[(Created, Terminal)]) -> (usize
             .find(|(_, b)| ders(b).contains(root))
             .map(|(at, _)| *at)
     };
-    for root in roots.iter().filter(|r| *r != &ders(&history.bundles[0].1)[0]) {
+    for root in roots
+        .iter()
+        .filter(|r| *r != &ders(&history.bundles[0].1)[0])
+    {
         let live = first_seen(&history.bundles, root).unwrap();
         let preview = first_seen(&history.previews, root).expect("a root live but never previewed");
         assert!(
@@ -354,7 +357,12 @@ async fn three_root_rotations_and_twenty_intermediates_while_requests_keep_comin
     );
     assert!(labelled(&signer, "root").await >= 3.0);
     assert!(labelled(&signer, "intermediate").await >= 20.0);
-    for reason in ["RootPrepared", "RootPreviewed", "RootPublished", "RootActivated"] {
+    for reason in [
+        "RootPrepared",
+        "RootPreviewed",
+        "RootPublished",
+        "RootActivated",
+    ] {
         let n = cluster.occurrences(reason);
         assert!(n >= 3, "{n} {reason} Events");
     }

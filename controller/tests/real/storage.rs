@@ -47,8 +47,14 @@ async fn the_ca_secret_and_trust_bundle_as_stored_survive_a_signer_restart() {
     assert_eq!(preview["spec"]["trustBundle"], ctb["spec"]["trustBundle"]);
     let preview_labels = preview["metadata"]["labels"].as_object().unwrap();
     assert_eq!(preview_labels["k8s.spiffe.io/canarying"], "preview");
-    assert_eq!(preview_labels["k8s.spiffe.io/workload-trust-domain"], TRUST_DOMAIN);
-    assert_eq!(preview_labels["k8s.spiffe.io/peer-trust-domain"], TRUST_DOMAIN);
+    assert_eq!(
+        preview_labels["k8s.spiffe.io/workload-trust-domain"],
+        TRUST_DOMAIN
+    );
+    assert_eq!(
+        preview_labels["k8s.spiffe.io/peer-trust-domain"],
+        TRUST_DOMAIN
+    );
     assert!(
         !preview_labels.contains_key("app.kubernetes.io/name")
             && !preview_labels.contains_key("podcert-signer/trust-domain"),

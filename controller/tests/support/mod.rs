@@ -61,13 +61,17 @@ pub fn rendered_manifests_with(components: &[&str]) -> Vec<serde_json::Value> {
 /// file with its objects.
 pub fn example_objects() -> Vec<(&'static str, Vec<serde_json::Value>)> {
     let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples");
-    ["pod.yaml", "mtls/deploy.yaml"]
-        .into_iter()
-        .map(|file| {
-            let text = std::fs::read_to_string(examples.join(file)).unwrap();
-            (file, serde_saphyr::from_multiple(&text).unwrap())
-        })
-        .collect()
+    [
+        "pod.yaml",
+        "mtls/deploy.yaml",
+        "user-annotations-policy.yaml",
+    ]
+    .into_iter()
+    .map(|file| {
+        let text = std::fs::read_to_string(examples.join(file)).unwrap();
+        (file, serde_saphyr::from_multiple(&text).unwrap())
+    })
+    .collect()
 }
 
 /// What `helm template podcert-signer charts/podcert-signer --namespace podcert-signer`

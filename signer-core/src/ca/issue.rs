@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 use rcgen::{Issuer, KeyPair, SigningKey};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::prelude::FromDer;
+use x509_parser::x509::SubjectPublicKeyInfo;
 
 use super::profile::{CaProfile, Tier};
 use super::{Ca, CaError, CaKey, CaKeyType, CaPem, KeyDevice};
@@ -140,9 +141,18 @@ impl Ca {
         let cert = params
             .signed_by(&key, &self.issuer)
             .map_err(|e| signing_failed(self.issuer.key(), e))?;
-        let subject = X509Certificate::from_der(cert.der())
-            .map(|(_, c)| c.subject().to_string())
+        let (_, parsed) = X509Certificate::from_der(cert.der())
             .map_err(|_| CaError::Generate("the new intermediate does not parse".into()))?;
+        // Checked once here, so each leaf's self-check needs only the link to it.
+        let (_, parent_key) = SubjectPublicKeyInfo::from_der(&self.signing.spki_der)
+            .map_err(|_| CaError::Generate("the CA's own key does not parse".into()))?;
+        parsed.verify_signature(Some(&parent_key)).map_err(|e| {
+            CaError::Generate(format!(
+                "the new intermediate does not verify under the CA ({e})"
+            ))
+        })?;
+        let subject = parsed.subject().to_string();
+        let signing = crate::self_check::SigningCert::of(&parsed);
         let mut intermediates_pem = certificate_pem(cert.der());
         intermediates_pem.push_str(&self.intermediates_pem);
         Ok(Ca {
@@ -154,6 +164,7 @@ impl Ca {
             subject,
             room_for_intermediate: false,
             name_constrained: self.name_constrained || profile.name_constraints,
+            signing,
         })
     }
 }

@@ -277,6 +277,7 @@ impl Ca {
             validity.not_after.timestamp(),
         );
         let subject = signing.subject().to_string();
+        let signing_cert = crate::self_check::SigningCert::of(&signing);
         let issuer = Issuer::from_ca_cert_der(&first.der.clone().into(), key)
             .map_err(|e| CaError::Certificate(e.to_string()))?;
         Ok(Ca {
@@ -288,6 +289,7 @@ impl Ca {
             subject,
             room_for_intermediate,
             name_constrained,
+            signing: signing_cert,
         })
     }
 }

@@ -139,6 +139,8 @@ pub struct Ca {
     room_for_intermediate: bool,
     /// Whether a certificate of its path, up to the root, carries name constraints.
     name_constrained: bool,
+    /// The signing certificate, as every leaf's self-check needs it.
+    signing: crate::self_check::SigningCert,
 }
 
 impl fmt::Debug for Ca {
@@ -192,6 +194,11 @@ impl Ca {
 
     pub fn subject(&self) -> &str {
         &self.subject
+    }
+
+    /// The signing certificate's key, subject and validity, for the self-check.
+    pub(crate) fn signing_cert(&self) -> &crate::self_check::SigningCert {
+        &self.signing
     }
 
     pub(crate) fn issuer(&self) -> &Issuer<'static, CaKey> {

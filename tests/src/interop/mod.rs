@@ -27,7 +27,9 @@ use serde::Serialize;
 
 use crate::oracles::Verdict;
 
-pub use profiles::{CONTROL_UNTRUSTED_CLIENT, CONTROL_WRONG_SERVER_ID, Profile, cases};
+pub use profiles::{
+    CONTROL_UNTRUSTED_CLIENT, CONTROL_WRONG_SERVER_ID, Profile, cases, usage_cases,
+};
 
 /// One side of a handshake: its chain (leaf first) and PKCS#8 key as PEM, and the SPIFFE ID
 /// its peer must see.

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use signer_core::{
-    Ca, CaKeyType, CaProfile, Decision, KeyMaterial, Policy, PolicyConfig, Request, Signer,
-    TrustDomain,
+    Ca, CaKeyType, CaProfile, Decision, Grant, IdentityPolicy, KeyMaterial, Placement, Policy,
+    PolicyConfig, Request, Signer, Subject, TrustDomain,
 };
 
 use super::{Case, Party};
@@ -132,6 +132,11 @@ fn operator_ca() -> Ca {
 
 /// The SVID `signer` issues for `key` to service account `sa`.
 fn svid(signer: &Signer, key: &KubeletKey, sa: &str) -> Party {
+    svid_under(signer, None, key, sa)
+}
+
+/// [`svid`] under an identity-policy grant.
+fn svid_under(signer: &Signer, grant: Option<&Grant>, key: &KubeletKey, sa: &str) -> Party {
     let request = Request {
         namespace: "interop".into(),
         pod_uid: key.pod_uid.clone(),
@@ -143,7 +148,11 @@ fn svid(signer: &Signer, key: &KubeletKey, sa: &str) -> Party {
             proof: key.proof.clone(),
         },
     };
-    let Decision::Issue(issued) = signer.decide(&request, SystemTime::now()).unwrap() else {
+    let placement = Placement::default();
+    let decision = signer
+        .decide_under(grant, &request, &placement, SystemTime::now())
+        .unwrap();
+    let Decision::Issue(issued) = decision else {
         panic!("{} was denied", key.key_type);
     };
     Party {
@@ -201,3 +210,59 @@ pub fn cases() -> Vec<Case> {
 pub const CONTROL_UNTRUSTED_CLIENT: &str = "control/untrusted client";
 /// A control: the server is not the SPIFFE ID the client expects.
 pub const CONTROL_WRONG_SERVER_ID: &str = "control/wrong server ID";
+
+/// Per-rule usage (issue 30): service account `server-only` gets serverAuth alone,
+/// `client-only` clientAuth alone.
+const USAGE_POLICY: &str = "\
+rules:
+  - name: servers
+    namespaces: {names: [interop]}
+    serviceAccounts: {allow: [server-only]}
+    usage: server
+  - name: clients
+    namespaces: {names: [interop]}
+    serviceAccounts: {allow: [client-only]}
+    usage: client
+";
+
+/// Handshakes between leaves of one usage each, P-256 under the default profile, and whether
+/// a stack must accept each: a server-only leaf serving to a client-only one, accepted; a
+/// client-only leaf serving, and a server-only one calling, refused.
+pub fn usage_cases() -> Vec<(Case, bool)> {
+    let key = kubelet_keys()
+        .into_iter()
+        .find(|k| k.key_type == "ECDSAP256")
+        .expect("a P-256 fixture");
+    let (signer, _, roots_pem) = Profile::Default.signers();
+    let identity =
+        IdentityPolicy::parse(USAGE_POLICY, &TrustDomain::new(TRUST_DOMAIN).unwrap(), DAY).unwrap();
+    let labels = BTreeMap::new();
+    let leaf = |sa: &str| {
+        let grant = identity
+            .decide(&Subject {
+                namespace: "interop",
+                namespace_labels: &labels,
+                service_account: sa,
+            })
+            .unwrap();
+        svid_under(&signer, Some(grant), &key, sa)
+    };
+    let case = |name: &str, server: &str, client: &str| Case {
+        name: format!("usage/{name}"),
+        cell: None,
+        server: leaf(server),
+        client: leaf(client),
+        roots_pem: roots_pem.clone(),
+    };
+    vec![
+        (case("each in its role", "server-only", "client-only"), true),
+        (
+            case("client-only serving", "client-only", "client-only"),
+            false,
+        ),
+        (
+            case("server-only calling", "server-only", "server-only"),
+            false,
+        ),
+    ]
+}

@@ -63,6 +63,8 @@ pub struct PodRequest {
     /// The real pod's and service account's UIDs (a real cluster checks them); random if None.
     pub pod_uid: Option<String>,
     pub service_account_uid: Option<String>,
+    /// The volume's `userAnnotations`, sent as `unverifiedUserAnnotations`.
+    pub user_annotations: Vec<(String, String)>,
 }
 
 impl PodRequest {
@@ -83,7 +85,17 @@ impl PodRequest {
             tamper: Tamper::None,
             pod_uid: None,
             service_account_uid: None,
+            user_annotations: Vec::new(),
         }
+    }
+
+    /// The request with `userAnnotations` set on its volume.
+    pub fn with_user_annotations(mut self, annotations: &[(&str, &str)]) -> Self {
+        self.user_annotations = annotations
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self
     }
 }
 
@@ -201,6 +213,10 @@ impl Kubelet {
                         let csr = if p.tamper == Tamper::NonEmptyCsr { &key.non_empty_csr_der } else { &key.stub_csr_der };
                         spec["stubPKCS10Request"] = b64(csr).into();
                     }
+                }
+                if !p.user_annotations.is_empty() {
+                    let map: serde_json::Map<String, Value> = p.user_annotations.iter().map(|(k, v)| (k.clone(), Value::from(v.as_str()))).collect();
+                    spec["unverifiedUserAnnotations"] = Value::Object(map);
                 }
                 if p.tamper == Tamper::UnknownAnnotation {
                     spec["unverifiedUserAnnotations"] = json!({"example.com/spiffe-id": "spiffe://evil/ns/kube-system/sa/admin"});
