@@ -173,6 +173,29 @@ fn denied(d: Decision) -> String {
 }
 
 #[test]
+fn every_policy_on_the_documentation_page_is_one_the_signer_reads() {
+    let page = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/identity-policy.md"),
+    )
+    .unwrap();
+    let policies: Vec<&str> = page
+        .split("```yaml\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap())
+        .filter(|b| b.starts_with("rules:"))
+        .collect();
+    assert!(policies.len() >= 2, "{} policies on the page", policies.len());
+    for yaml in policies {
+        IdentityPolicy::parse(
+            yaml,
+            &TrustDomain::new("example.org").unwrap(),
+            Duration::from_secs(86_400),
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    }
+}
+
+#[test]
 fn the_documented_pod_gets_a_client_only_leaf_for_two_hours_with_the_names_it_chose() {
     let (_, annotations) = documented();
     let pairs: Vec<(&str, &str)> = annotations
