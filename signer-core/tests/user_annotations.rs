@@ -184,7 +184,11 @@ fn every_policy_on_the_documentation_page_is_one_the_signer_reads() {
         .map(|b| b.split("```").next().unwrap())
         .filter(|b| b.starts_with("rules:"))
         .collect();
-    assert!(policies.len() >= 2, "{} policies on the page", policies.len());
+    assert!(
+        policies.len() >= 2,
+        "{} policies on the page",
+        policies.len()
+    );
     for yaml in policies {
         IdentityPolicy::parse(
             yaml,

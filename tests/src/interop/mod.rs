@@ -8,12 +8,15 @@
 //! no host name (SVIDs carry none), and each reads the peer's SPIFFE ID from its single URI SAN
 //! and compares it with the one expected, as a SPIFFE library of that stack does. The stacks:
 //! Go's `crypto/tls` (the oracle's `handshake` mode), OpenSSL (Python's `ssl`, which is
-//! libssl, with `cryptography` reading the ID as py-spiffe does), rustls (`examples/mtls` itself:
+//! libssl, with `cryptography` reading the ID as py-spiffe does), BoringSSL (gRPC's stock TLS
+//! credentials in Python's `grpcio`, which checks the server's host name: see
+//! [`boringssl`]), rustls (`examples/mtls` itself:
 //! its server and client over loopback) and Java's JSSE (`tests/jsse/Handshake.java` on the
 //! machine's JDK); NSS verifies both chains for their usages with `vfychain` instead of a
 //! handshake. Two controls make sure each stack's harness can say no: a client whose root
 //! the bundle does not hold, and a server whose SPIFFE ID is not the expected one.
 
+mod boringssl;
 mod go;
 mod jsse;
 mod nss;
@@ -49,6 +52,10 @@ pub struct Case {
     #[serde(skip)]
     pub cell: Option<(Profile, String)>,
     pub server: Party,
+    /// The server's key with an SVID that also carries a Service DNS name, for stacks that
+    /// check the host name they dial (gRPC); and that name, as the client expects it.
+    pub server_named: Party,
+    pub server_name: String,
     pub client: Party,
     /// The trust bundle both sides verify against.
     pub roots_pem: String,
@@ -59,15 +66,17 @@ pub struct Case {
 pub enum Stack {
     Go,
     OpenSsl,
+    BoringSsl,
     Rustls,
     Jsse,
     Nss,
 }
 
 impl Stack {
-    pub const ALL: [Stack; 5] = [
+    pub const ALL: [Stack; 6] = [
         Stack::Go,
         Stack::OpenSsl,
+        Stack::BoringSsl,
         Stack::Rustls,
         Stack::Jsse,
         Stack::Nss,
@@ -78,6 +87,7 @@ impl Stack {
         match self {
             Stack::Go => go::handshakes(cases),
             Stack::OpenSsl => openssl::handshakes(cases),
+            Stack::BoringSsl => boringssl::handshakes(cases),
             Stack::Rustls => rustls::handshakes(cases),
             Stack::Jsse => jsse::handshakes(cases),
             Stack::Nss => nss::verifications(cases),
@@ -90,6 +100,7 @@ impl fmt::Display for Stack {
         f.write_str(match self {
             Stack::Go => "Go crypto/tls",
             Stack::OpenSsl => "OpenSSL",
+            Stack::BoringSsl => "BoringSSL (gRPC)",
             Stack::Rustls => "rustls",
             Stack::Jsse => "Java JSSE",
             Stack::Nss => "NSS",

@@ -135,8 +135,50 @@ fn svid(signer: &Signer, key: &KubeletKey, sa: &str) -> Party {
     svid_under(signer, None, key, sa)
 }
 
+/// The Service DNS name the server's SVID carries for gRPC ([`named_svid`]), and the name a
+/// gRPC client dials to reach service account `sa`.
+fn service_name(sa: &str) -> String {
+    format!("{sa}.interop.svc")
+}
+
+/// The server's SVID as gRPC's stock TLS needs it: issued under an identity-policy rule with
+/// `dnsNames: {services: true}`, so it also carries the DNS name of the Service that selects
+/// the pod.
+fn named_svid(signer: &Signer, key: &KubeletKey) -> Party {
+    let identity = IdentityPolicy::parse(
+        "rules:\n  - name: services\n    namespaces: {names: [interop]}\n    dnsNames: {services: true}\n",
+        &TrustDomain::new(TRUST_DOMAIN).unwrap(),
+        DAY,
+    )
+    .unwrap();
+    let labels = BTreeMap::new();
+    let grant = identity
+        .decide(&Subject {
+            namespace: "interop",
+            namespace_labels: &labels,
+            service_account: "server",
+        })
+        .unwrap();
+    let placement = Placement {
+        service_dns_names: vec![service_name("server")],
+        pod_ips: vec![],
+    };
+    svid_with(signer, Some(grant), &placement, key, "server")
+}
+
 /// [`svid`] under an identity-policy grant.
 fn svid_under(signer: &Signer, grant: Option<&Grant>, key: &KubeletKey, sa: &str) -> Party {
+    svid_with(signer, grant, &Placement::default(), key, sa)
+}
+
+/// [`svid_under`], with the names found for the pod.
+fn svid_with(
+    signer: &Signer,
+    grant: Option<&Grant>,
+    placement: &Placement,
+    key: &KubeletKey,
+    sa: &str,
+) -> Party {
     let request = Request {
         namespace: "interop".into(),
         pod_uid: key.pod_uid.clone(),
@@ -148,9 +190,8 @@ fn svid_under(signer: &Signer, grant: Option<&Grant>, key: &KubeletKey, sa: &str
             proof: key.proof.clone(),
         },
     };
-    let placement = Placement::default();
     let decision = signer
-        .decide_under(grant, &request, &placement, SystemTime::now())
+        .decide_under(grant, &request, placement, SystemTime::now())
         .unwrap();
     let Decision::Issue(issued) = decision else {
         panic!("{} was denied", key.key_type);
@@ -174,6 +215,8 @@ pub fn cases() -> Vec<Case> {
                 name: format!("{}/{}", profile.name(), key.key_type),
                 cell: Some((profile, key.key_type.clone())),
                 server: svid(&server, key, "server"),
+                server_named: named_svid(&server, key),
+                server_name: service_name("server"),
                 client: svid(&client, key, "client"),
                 roots_pem: roots_pem.clone(),
             });
@@ -191,6 +234,8 @@ pub fn cases() -> Vec<Case> {
         name: CONTROL_UNTRUSTED_CLIENT.into(),
         cell: None,
         server: svid(&server, key, "server"),
+        server_named: named_svid(&server, key),
+        server_name: service_name("server"),
         client: svid(&foreign, key, "client"),
         roots_pem: roots_pem.clone(),
     });
@@ -200,6 +245,9 @@ pub fn cases() -> Vec<Case> {
         name: CONTROL_WRONG_SERVER_ID.into(),
         cell: None,
         server: impostor,
+        server_named: named_svid(&server, key),
+        // gRPC's client names the server it expects by the host name it dials.
+        server_name: service_name("someone-else"),
         client: svid(&server, key, "client"),
         roots_pem,
     });
@@ -251,6 +299,9 @@ pub fn usage_cases() -> Vec<(Case, bool)> {
         name: format!("usage/{name}"),
         cell: None,
         server: leaf(server),
+        // (gRPC is not among the stacks of these cases.)
+        server_named: leaf(server),
+        server_name: service_name(server),
         client: leaf(client),
         roots_pem: roots_pem.clone(),
     };
