@@ -11,7 +11,8 @@
 //! anything is published, 503. The certificate — the files, or the SVID Secret — is read
 //! again every [`RELOAD`] (cert-manager renews files in place, the leader renews the SVID); a
 //! pair that does not load keeps the last good one and says so in the log. With
-//! `https_spiffe`, connections are closed until the first SVID is there.
+//! `https_spiffe`, connections are closed until the first SVID is there. Clients are held to
+//! [`crate::runtime::http_server::Limits::DEFAULT`], the TLS handshake within [`HANDSHAKE`].
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -21,8 +22,6 @@ use futures::StreamExt;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use rustls::ServerConfig;
@@ -36,6 +35,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::ca::trust_bundle::TrustBundle;
 use crate::config::{BundleEndpointConfig, EndpointTls};
+use crate::runtime::http_server::{Gate, Limits};
 use crate::runtime::supervisor::Ticks;
 
 /// How often the published bundle is read again.
@@ -156,6 +156,7 @@ async fn accept(
     doc_rx: watch::Receiver<Option<Bytes>>,
     token: &CancellationToken,
 ) {
+    let gate = Gate::new(Limits::DEFAULT);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -167,6 +168,10 @@ async fn accept(
                 }
             },
             _ = token.cancelled() => return,
+        };
+        let Some(place) = gate.admit(peer.ip()) else {
+            debug!(%peer, "bundle endpoint: over the connection limit; closed");
+            continue;
         };
         // Each response at once, not held back by Nagle's algorithm for the client's ACK.
         let _ = stream.set_nodelay(true);
@@ -182,6 +187,7 @@ async fn accept(
         let acceptor = tokio_rustls::TlsAcceptor::from(current);
         let doc = doc_rx.clone();
         let token = token.clone();
+        let gate = gate.clone();
         tokio::spawn(async move {
             let stream = match tokio::time::timeout(HANDSHAKE, acceptor.accept(stream)).await {
                 Ok(Ok(s)) => s,
@@ -190,14 +196,12 @@ async fn accept(
                 }
                 Err(_) => return debug!(%peer, "bundle endpoint: TLS handshake timed out"),
             };
-            let service = service_fn(move |req| {
+            let conn = gate.serve(stream, place, move |req| {
                 let doc = doc.borrow().clone();
-                async move { Ok::<_, std::convert::Infallible>(answer(&req, doc)) }
+                answer(req, doc)
             });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
             tokio::select! {
-                r = conn => if let Err(e) = r { debug!(%peer, error = %e, "bundle endpoint: connection ended") },
+                () = conn => {}
                 _ = token.cancelled() => {}
             }
         });

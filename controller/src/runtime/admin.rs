@@ -7,22 +7,22 @@
 //! once it has taken part in an election round and could sign if it led (it holds the CA, or
 //! may create one on a fresh install), the leader once its watch of PodCertificateRequests
 //! has synced; 503 otherwise. `/metrics` is
-//! the Prometheus exposition.
+//! the Prometheus exposition. Clients are held to [`super::http_server::Limits::DEFAULT`]: a
+//! slow, flooding or idle client cannot starve the probes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use http::{Request, Response, StatusCode};
+use http::{Response, StatusCode};
 use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper::body::Bytes;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
+use crate::runtime::http_server::{Gate, Limits};
 use crate::runtime::metrics::Exposition;
 
 /// A loop whose progress `/live` checks.
@@ -139,28 +139,32 @@ pub async fn serve(
     metrics: Arc<Exposition>,
     shutdown: CancellationToken,
 ) {
+    let gate = Gate::new(Limits::DEFAULT);
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(s) => s,
-                Err(e) => { debug!(error = %e, "admin accept failed"); continue; }
+                Err(e) => {
+                    // Out of file descriptors, most likely: give the closing ones a moment.
+                    debug!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
             },
             _ = shutdown.cancelled() => return,
         };
+        let Some(place) = gate.admit(peer.ip()) else {
+            debug!(%peer, "admin server: over the connection limit; closed");
+            continue;
+        };
         // Each response at once, not held back by Nagle's algorithm for the client's ACK.
         let _ = stream.set_nodelay(true);
-        let (health, metrics) = (health.clone(), metrics.clone());
+        let (health, metrics, gate) = (health.clone(), metrics.clone(), gate.clone());
         tokio::spawn(async move {
-            let service = service_fn(move |req: Request<Incoming>| {
-                let response = respond(&health, &metrics, req.uri().path());
-                async move { Ok::<_, std::convert::Infallible>(response) }
-            });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                debug!(error = %e, "admin connection ended");
-            }
+            gate.serve(stream, place, move |req| {
+                respond(&health, &metrics, req.uri().path())
+            })
+            .await;
         });
     }
 }

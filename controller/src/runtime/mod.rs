@@ -1,6 +1,7 @@
 //! The mechanisms every part of the controller shares, and nothing else: supervised tasks
 //! ([`supervisor`]), the one backoff ([`retry`]), the admin server ([`admin`]: `/live`,
-//! `/ready`, `/metrics`), the metrics registry ([`metrics`]), logging ([`telemetry`]), the
+//! `/ready`, `/metrics`), serving HTTP to untrusted clients within limits ([`http_server`],
+//! for the admin server and the bundle endpoint), the metrics registry ([`metrics`]), logging ([`telemetry`]), the
 //! certificate clock ([`clock`]) and the one way Events are written ([`events`]). Nothing
 //! here knows about requests, leadership or the CA; the wings above import it.
 //!
@@ -9,12 +10,13 @@
 //!        │            │        │         │
 //!        └────────────┴────┬───┴─────────┘
 //!                          ▼
-//!   runtime:  supervisor  retry  admin ─► metrics  telemetry  clock  events
+//!   runtime:  supervisor  retry  admin ─► http_server, metrics  telemetry  clock  events
 //! ```
 
 pub mod admin;
 pub mod clock;
 pub mod events;
+pub mod http_server;
 pub mod metrics;
 pub mod retry;
 pub mod supervisor;

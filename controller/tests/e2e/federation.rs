@@ -12,7 +12,7 @@ use signer_core::bundle::SpiffeBundle;
 use crate::support::*;
 
 /// Writes `web`'s pair beside the cluster's files; the endpoint flags for `addr`.
-fn endpoint_flags(cluster: &Cluster, web: &WebCert, addr: SocketAddr) -> Vec<String> {
+pub(crate) fn endpoint_flags(cluster: &Cluster, web: &WebCert, addr: SocketAddr) -> Vec<String> {
     let (cert, key) = (
         cluster.dir.path().join("endpoint.crt"),
         cluster.dir.path().join("endpoint.key"),

@@ -14,6 +14,7 @@ mod faults;
 mod federation;
 mod federation_domains;
 mod federation_import;
+mod hostile_clients;
 mod hsm;
 mod identity;
 mod issuance;

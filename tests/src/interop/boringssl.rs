@@ -14,6 +14,8 @@ use crate::oracles::{Verdict, python_batch};
 
 pub fn handshakes(cases: &[Case]) -> Vec<Verdict> {
     const SCRIPT: &str = r#"
+import os
+os.environ["GRPC_VERBOSITY"] = "NONE"  # refusals are the verdicts; gRPC need not log them too
 import grpc
 from concurrent import futures
 def cases(cases): return cases

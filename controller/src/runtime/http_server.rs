@@ -1,0 +1,173 @@
+//! Serving HTTP/1.1 to clients we do not trust: the admin server (probes, `/metrics`) and the
+//! SPIFFE bundle endpoint, which other organisations reach over the Internet.
+//!
+//! A [`Gate`] bounds what clients can hold. At most [`Limits::connections`] connections at
+//! once, and [`Limits::per_peer`] from one IP address, so one abusive host cannot crowd out the
+//! kubelet's probes or Prometheus; over either cap a new connection is closed at once. A
+//! request's head must arrive whole within [`Limits::header_timeout`], which also closes a
+//! keep-alive connection idle that long (slowloris, floods of idle connections); a head over
+//! [`Limits::max_header_bytes`] is refused with 431; a connection serves at most
+//! [`Limits::requests_per_connection`] requests (a pipelining flood is answered, then closed)
+//! and lives at most [`Limits::connection_lifetime`]. Bodies are never read: both servers
+//! answer `GET` only. What this costs at most: `connections` × (a task, hyper's buffers of
+//! at most `max_header_bytes` plus one response).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{HeaderValue, Request, Response};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::debug;
+
+/// What one server allows its clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections open at once, from everyone.
+    pub connections: usize,
+    /// Connections open at once from one IP address.
+    pub per_peer: usize,
+    /// The longest a request's head may take to arrive, counted from when the server is ready
+    /// for it (so also the longest a keep-alive connection may sit idle).
+    pub header_timeout: Duration,
+    /// The largest request head.
+    pub max_header_bytes: usize,
+    /// Requests served on one connection before it is closed.
+    pub requests_per_connection: usize,
+    /// The longest a connection is kept, however busy.
+    pub connection_lifetime: Duration,
+}
+
+impl Limits {
+    /// For the admin server and the bundle endpoint alike: a probe, a scrape or a bundle
+    /// fetch is one small GET, so none of these bounds touches a well-behaved client.
+    pub const DEFAULT: Limits = Limits {
+        connections: 256,
+        per_peer: 16,
+        header_timeout: Duration::from_secs(5),
+        max_header_bytes: 16 * 1024,
+        requests_per_connection: 100,
+        connection_lifetime: Duration::from_secs(60),
+    };
+}
+
+/// Admits connections within [`Limits`] and serves them.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    limits: Limits,
+    open: Arc<Semaphore>,
+    per_peer: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// An admitted connection's place; given back when it is dropped.
+#[derive(Debug)]
+pub struct Admitted {
+    _permit: OwnedSemaphorePermit,
+    peer: IpAddr,
+    per_peer: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut counts = self.per_peer.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = counts.get_mut(&self.peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.remove(&self.peer);
+            }
+        }
+    }
+}
+
+impl Gate {
+    pub fn new(limits: Limits) -> Self {
+        Gate {
+            limits,
+            open: Arc::new(Semaphore::new(limits.connections)),
+            per_peer: Arc::default(),
+        }
+    }
+
+    /// A place for a connection from `peer`, or None over a cap (close the connection).
+    pub fn admit(&self, peer: IpAddr) -> Option<Admitted> {
+        let permit = self.open.clone().try_acquire_owned().ok()?;
+        let mut counts = self.per_peer.lock().unwrap_or_else(|p| p.into_inner());
+        let n = counts.entry(peer).or_insert(0);
+        if *n >= self.limits.per_peer {
+            return None;
+        }
+        *n += 1;
+        Some(Admitted {
+            _permit: permit,
+            peer,
+            per_peer: self.per_peer.clone(),
+        })
+    }
+
+    /// Serves HTTP/1.1 on `io` (admitted as `place`) within the limits, answering each request
+    /// with `respond`, until the client leaves or a limit closes the connection.
+    pub async fn serve<I, F>(&self, io: I, place: Admitted, respond: F)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        F: Fn(&Request<Incoming>) -> Response<Full<Bytes>> + Send + Sync + 'static,
+    {
+        let limits = self.limits;
+        let served = AtomicUsize::new(0);
+        let service = service_fn(move |req: Request<Incoming>| {
+            let mut response = respond(&req);
+            if served.fetch_add(1, Ordering::Relaxed) + 1 >= limits.requests_per_connection {
+                response
+                    .headers_mut()
+                    .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            std::future::ready(Ok::<_, Infallible>(response))
+        });
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .max_header_size(limits.max_header_bytes);
+        let conn = builder.serve_connection(TokioIo::new(io), service);
+        tokio::pin!(conn);
+        match tokio::time::timeout(limits.connection_lifetime, conn.as_mut()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => debug!(peer = %place.peer, error = %e, "connection ended"),
+            Err(_) => {
+                // Long enough: finish the request under way, if any, then close.
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(limits.header_timeout, conn).await;
+            }
+        }
+        drop(place);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_gets_its_share_and_everyone_the_total_and_places_come_back() {
+        let gate = Gate::new(Limits {
+            connections: 3,
+            per_peer: 2,
+            ..Limits::DEFAULT
+        });
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let a1 = gate.admit(a).unwrap();
+        let _a2 = gate.admit(a).unwrap();
+        assert!(gate.admit(a).is_none(), "a third from one peer");
+        let _b1 = gate.admit(b).unwrap();
+        assert!(gate.admit(b).is_none(), "a fourth in all");
+        drop(a1);
+        assert!(gate.admit(a).is_some(), "a's place came back");
+    }
+}
