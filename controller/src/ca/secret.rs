@@ -28,7 +28,6 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 
 use super::root_keys::{Root, RootKeys, StoredKey, Unusable};
-use super::trust_bundle::Channel;
 use crate::config::ObjectName;
 
 pub const TLS_CRT: &str = "tls.crt";
@@ -99,19 +98,6 @@ impl LoadedCa {
             managed: true,
             resource_version: None,
         }
-    }
-
-    /// The roots `channel`'s trust bundle must publish as current: the active root(s), and
-    /// the next root while a rotation is under way — in the preview bundle from when it is
-    /// prepared, in the live one once the rotation has published it there.
-    pub fn roots_to_publish(&self, channel: Channel) -> String {
-        let mut pem = self.active.ca.trust_bundle_pem().to_owned();
-        if let Some(next) = &self.next
-            && (channel == Channel::Preview || next.published_at.is_some())
-        {
-            pem.push_str(next.root.ca.trust_bundle_pem());
-        }
-        pem
     }
 }
 

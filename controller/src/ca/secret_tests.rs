@@ -86,21 +86,3 @@ fn a_secret_without_a_key_is_unusable_and_says_which() {
         other => panic!("{other:?}"),
     }
 }
-
-#[test]
-fn a_next_root_is_current_in_the_preview_bundle_when_prepared_and_in_the_live_one_once_published() {
-    let mut ca = generated();
-    let active = ca.active.ca.trust_bundle_pem().to_owned();
-    let next = Root::load(pem()).unwrap();
-    let both = format!("{active}{}", next.ca.trust_bundle_pem());
-    assert_eq!(ca.roots_to_publish(Channel::Live), active, "no rotation");
-    assert_eq!(ca.roots_to_publish(Channel::Preview), active, "no rotation");
-    ca.next = Some(NextRoot::prepared(next));
-    assert_eq!(ca.roots_to_publish(Channel::Preview), both, "prepared");
-    assert_eq!(ca.roots_to_publish(Channel::Live), active, "prepared");
-    ca.next.as_mut().unwrap().previewed_at = Some(1_800_000_000);
-    assert_eq!(ca.roots_to_publish(Channel::Live), active, "previewed");
-    ca.next.as_mut().unwrap().published_at = Some(1_800_086_400);
-    assert_eq!(ca.roots_to_publish(Channel::Live), both, "published");
-    assert_eq!(ca.roots_to_publish(Channel::Preview), both, "published");
-}

@@ -6,7 +6,7 @@
 //! next root before the rest of the fleet does. Both carry `spec.signerName` and the draft's
 //! labels ([`trust_domain_labels`]); only the live one also carries our older labels, so a
 //! pod selecting those keeps getting exactly the live roots. Each holds the current
-//! roots of its channel ([`LoadedCa::roots_to_publish`]: the next root joins the preview bundle
+//! roots of its channel ([`Channel::current_roots`]: the next root joins the preview bundle
 //! when it is prepared, the live one only after the preview delay) plus every *retired* root
 //! that may still have valid leaves: when a root stops signing, it stays until the last leaf
 //! that chains to it has expired (the longest leaf lifetime plus a deposed leader's overlap).
@@ -42,6 +42,19 @@ impl Channel {
             Channel::Live => "live",
             Channel::Preview => "preview",
         }
+    }
+
+    /// The roots this channel's bundle must publish as current for `ca`: the active root(s),
+    /// and the next root while a rotation is under way — in the preview bundle from when it
+    /// is prepared, in the live one once the rotation has published it there.
+    pub fn current_roots(self, ca: &LoadedCa) -> String {
+        let mut pem = ca.active.ca.trust_bundle_pem().to_owned();
+        if let Some(next) = &ca.next
+            && (self == Channel::Preview || next.published_at.is_some())
+        {
+            pem.push_str(next.root.ca.trust_bundle_pem());
+        }
+        pem
     }
 }
 
@@ -366,7 +379,7 @@ impl TrustBundle {
     }
 
     /// Makes each bundle — preview, then live — hold the roots `ca` publishes as current in
-    /// its channel (see [`LoadedCa::roots_to_publish`]) plus the retired roots still within
+    /// its channel (see [`Channel::current_roots`]) plus the retired roots still within
     /// their retention, with our signer name and labels.
     pub async fn sync(&self, ca: &LoadedCa) -> Result<Synced, kube::Error> {
         let mut done = Synced::Unchanged;
@@ -383,7 +396,7 @@ impl TrustBundle {
     }
 
     async fn sync_one(&self, target: &Published, ca: &LoadedCa) -> Result<Synced, kube::Error> {
-        let roots = ca.roots_to_publish(target.channel);
+        let roots = target.channel.current_roots(ca);
         let roots_pem = roots.as_str();
         let now = self.clock.unix_now();
         let retain_for = i64::try_from(self.retain_for.as_secs()).unwrap_or(i64::MAX / 2);

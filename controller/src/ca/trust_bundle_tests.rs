@@ -1,6 +1,8 @@
 //! Tests of the trust bundle: which roots are published and retained through rotations.
 
 use super::*;
+use crate::ca::Root;
+use crate::ca::secret::NextRoot;
 
 fn root(cn: &str) -> String {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
@@ -114,4 +116,31 @@ fn the_preview_bundle_carries_the_drafts_labels_and_the_live_one_also_our_older_
         preview_name("example.com:spiffe:ca"),
         "example.com:spiffe:ca.preview"
     );
+}
+
+#[test]
+fn a_next_root_is_current_in_the_preview_bundle_when_prepared_and_in_the_live_one_once_published() {
+    let ca_pem = || {
+        signer_core::CaPem::generate(
+            signer_core::CaKeyType::EcdsaP256,
+            &signer_core::TrustDomain::new("example.org").unwrap(),
+            std::time::Duration::from_secs(30 * DAY as u64),
+            std::time::SystemTime::now(),
+        )
+        .unwrap()
+    };
+    let mut ca = LoadedCa::generated(Root::load(ca_pem()).unwrap());
+    let active = ca.active.ca.trust_bundle_pem().to_owned();
+    let next = Root::load(ca_pem()).unwrap();
+    let both = format!("{active}{}", next.ca.trust_bundle_pem());
+    assert_eq!(Channel::Live.current_roots(&ca), active, "no rotation");
+    assert_eq!(Channel::Preview.current_roots(&ca), active, "no rotation");
+    ca.next = Some(NextRoot::prepared(next));
+    assert_eq!(Channel::Preview.current_roots(&ca), both, "prepared");
+    assert_eq!(Channel::Live.current_roots(&ca), active, "prepared");
+    ca.next.as_mut().unwrap().previewed_at = Some(1_800_000_000);
+    assert_eq!(Channel::Live.current_roots(&ca), active, "previewed");
+    ca.next.as_mut().unwrap().published_at = Some(1_800_086_400);
+    assert_eq!(Channel::Live.current_roots(&ca), both, "published");
+    assert_eq!(Channel::Preview.current_roots(&ca), both, "published");
 }
