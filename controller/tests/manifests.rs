@@ -54,6 +54,51 @@ fn the_chart_with_default_values_renders_exactly_the_kustomize_base() {
     }
 }
 
+/// The NetworkPolicy switched on both ways: the kustomize component added to the base, and
+/// the chart with `networkPolicy.enabled`; off by default in both.
+#[test]
+fn the_chart_with_a_network_policy_renders_exactly_the_kustomize_component() {
+    let policies = |objects: &[Value]| {
+        objects
+            .iter()
+            .filter(|o| o["kind"] == "NetworkPolicy")
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert!(policies(&rendered()).is_empty() && policies(&rendered_chart(&[])).is_empty());
+    let kustomized = by_kind_and_name(rendered_manifests_with(&["network-policy"]));
+    let charted = by_kind_and_name(rendered_chart(&[("networkPolicy.enabled", "true")]));
+    assert_eq!(kustomized, charted, "the component and the chart differ");
+    let policy = &policies(&charted)[0];
+    assert_eq!(
+        policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"],
+        "podcert-signer"
+    );
+    // Every port the Deployment exposes — the admin port, and with federation the bundle
+    // endpoint's — is one the policy admits.
+    let ingress = policy["spec"]["ingress"][0]["ports"]
+        .as_array()
+        .unwrap()
+        .clone();
+    for objects in [
+        charted.clone(),
+        rendered_manifests_with(&["federation", "network-policy"]),
+    ] {
+        let deploy = objects.iter().find(|o| o["kind"] == "Deployment").unwrap();
+        let ports = deploy["spec"]["template"]["spec"]["containers"][0]["ports"]
+            .as_array()
+            .unwrap();
+        assert!(!ports.is_empty());
+        for port in ports {
+            assert!(
+                ingress.iter().any(|p| p["port"] == port["containerPort"]),
+                "{port} is not admitted by {ingress:?}"
+            );
+        }
+    }
+    assert_typed(charted);
+}
+
 /// The identity policy switched on both ways: the two kustomize components added to the base,
 /// and the chart given the same policy file with `identityPolicy.serviceDnsNames`. Each
 /// renders the same objects, and the RBAC grows only when switched on.
@@ -202,11 +247,14 @@ fn every_rendered_object_is_a_valid_typed_kubernetes_object() {
 /// Kubernetes object.
 fn assert_typed(objects: Vec<Value>) {
     use k8s_openapi::api::{
-        apps::v1 as apps, core::v1 as core, policy::v1 as policy, rbac::v1 as rbac,
+        apps::v1 as apps, core::v1 as core, networking::v1 as networking, policy::v1 as policy,
+        rbac::v1 as rbac,
     };
+    // Every rendering has these kinds; a NetworkPolicy only where it is switched on.
     let mut kinds: Vec<&str> = objects
         .iter()
         .map(|o| o["kind"].as_str().unwrap())
+        .filter(|k| *k != "NetworkPolicy")
         .collect();
     kinds.sort();
     kinds.dedup();
@@ -237,6 +285,7 @@ fn assert_typed(objects: Vec<Value>) {
             "RoleBinding" => round_trip::<rbac::RoleBinding>(obj),
             "Deployment" => round_trip::<apps::Deployment>(obj),
             "PodDisruptionBudget" => round_trip::<policy::PodDisruptionBudget>(obj),
+            "NetworkPolicy" => round_trip::<networking::NetworkPolicy>(obj),
             other => panic!("unexpected kind {other}"),
         }
     }

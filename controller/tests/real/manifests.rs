@@ -39,6 +39,7 @@ async fn everything_we_ship_is_accepted_by(release: Release) {
         &["identity-policy", "service-dns-names"],
         &["federation"],
         &["federation", "identity-policy", "service-dns-names"],
+        &["federation", "network-policy"],
     ] {
         dry_run(
             &cp,
@@ -61,6 +62,11 @@ async fn everything_we_ship_is_accepted_by(release: Release) {
     )
     .unwrap();
     dry_run(&cp, "the chart's defaults", &rendered_chart(&[]));
+    dry_run(
+        &cp,
+        "the chart with a NetworkPolicy",
+        &rendered_chart(&[("networkPolicy.enabled", "true")]),
+    );
     dry_run(
         &cp,
         "the chart with an identity policy, Service names and a PKCS#11 root",
