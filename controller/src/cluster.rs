@@ -62,6 +62,8 @@ pub enum StartError {
     PcrNotServed,
     #[error("cannot listen on the admin address: {0}")]
     Admin(#[source] std::io::Error),
+    #[error("cannot listen on --secure-metrics-addr: {0}")]
+    SecureMetrics(#[source] std::io::Error),
     #[error("cannot listen on --bundle-endpoint-addr: {0}")]
     BundleEndpoint(#[source] std::io::Error),
     #[error(

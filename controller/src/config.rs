@@ -32,6 +32,9 @@ pub struct Config {
     /// For `<svc>.<ns>.svc.<cluster-domain>`.
     pub cluster_domain: String,
     pub admin_addr: SocketAddr,
+    /// `/metrics` over HTTPS for authorized callers (`--secure-metrics-addr`); None: on the
+    /// admin port.
+    pub secure_metrics: Option<SecureMetricsConfig>,
     /// The SPIFFE bundle endpoint (`--bundle-endpoint-addr`); None: not served.
     pub bundle_endpoint: Option<BundleEndpointConfig>,
     /// The foreign trust domains to import (`--federation-config`); None: none.
@@ -41,6 +44,14 @@ pub struct Config {
     pub log: LogConfig,
     /// The wall clock: the system's, or compressed for tests (see [`Clock`]).
     pub clock: Clock,
+}
+
+/// The HTTPS metrics server (`crate::runtime::secure_metrics`), as configured and checked at
+/// start.
+#[derive(Debug, Clone)]
+pub struct SecureMetricsConfig {
+    pub addr: SocketAddr,
+    pub tls: Arc<rustls::ServerConfig>,
 }
 
 /// The SPIFFE bundle endpoint (`crate::federation::endpoint`), as configured and checked at

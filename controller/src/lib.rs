@@ -145,6 +145,15 @@ async fn run_with(config: Config) -> Result<(), Error> {
     let admin = runtime::admin::bind(config.admin_addr)
         .await
         .map_err(StartError::Admin)?;
+    let secure_metrics = match &config.secure_metrics {
+        None => None,
+        Some(m) => Some((
+            runtime::secure_metrics::bind(m.addr)
+                .await
+                .map_err(StartError::SecureMetrics)?,
+            m.tls.clone(),
+        )),
+    };
     if config.federation.is_some() && cluster.ctb.is_none() {
         return Err(StartError::FederationWithoutCtb.into());
     }
@@ -231,10 +240,23 @@ async fn run_with(config: Config) -> Result<(), Error> {
         runtime::admin::serve(
             admin,
             health.clone(),
-            metrics.exposition.clone(),
+            secure_metrics.is_none().then(|| metrics.exposition.clone()),
             shutdown.clone(),
         ),
     );
+    if let Some((listener, tls)) = secure_metrics {
+        tasks.spawn(
+            "secure-metrics",
+            Lifetime::UntilCancelled,
+            runtime::secure_metrics::serve(
+                listener,
+                tls,
+                Arc::new(runtime::secure_metrics::Reviewer::new(client.clone())),
+                metrics.exposition.clone(),
+                shutdown.clone(),
+            ),
+        );
+    }
     if let (Some((listener, endpoint)), Some(bundle)) = (bundle_endpoint, trust_bundle) {
         tasks.spawn(
             "bundle-endpoint",

@@ -50,6 +50,16 @@ impl WebCert {
 /// GETs `path` from `addr` over HTTPS, trusting only `ca_pem`: the status and body, or why
 /// the connection failed (a refused certificate among them).
 pub async fn get(addr: SocketAddr, ca_pem: &str, path: &str) -> Result<(u16, Vec<u8>), String> {
+    get_with(addr, ca_pem, path, None).await
+}
+
+/// [`get`] with `Authorization: Bearer <bearer>` when given.
+pub async fn get_with(
+    addr: SocketAddr,
+    ca_pem: &str,
+    path: &str,
+    bearer: Option<&str>,
+) -> Result<(u16, Vec<u8>), String> {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
@@ -76,10 +86,11 @@ pub async fn get(addr: SocketAddr, ca_pem: &str, path: &str) -> Result<(u16, Vec
         .await
         .map_err(|e| format!("HTTP: {e}"))?;
     tokio::spawn(conn);
-    let req = http::Request::get(path)
-        .header("host", addr.to_string())
-        .body(Empty::<Bytes>::new())
-        .unwrap();
+    let mut req = http::Request::get(path).header("host", addr.to_string());
+    if let Some(token) = bearer {
+        req = req.header("authorization", format!("Bearer {token}"));
+    }
+    let req = req.body(Empty::<Bytes>::new()).unwrap();
     let resp = sender
         .send_request(req)
         .await

@@ -57,9 +57,25 @@ pub struct Args {
     #[arg(long, env = "PODCERT_PENDING_WARNING_AFTER", default_value = "60s", value_parser = parse_duration)]
     pub pending_warning_after: Duration,
 
-    /// Address of the admin HTTP server (/live, /ready, /metrics).
+    /// Address of the admin HTTP server (/live, /ready, and /metrics unless
+    /// --secure-metrics-addr is set).
     #[arg(long, env = "PODCERT_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
     pub admin_addr: SocketAddr,
+
+    /// Serve /metrics over HTTPS on this address instead of the admin port, only to callers
+    /// the API server authenticates (TokenReview) and authorizes to get /metrics
+    /// (SubjectAccessReview; ClusterRole podcert-signer-metrics-reader).
+    #[arg(long, env = "PODCERT_SECURE_METRICS_ADDR")]
+    pub secure_metrics_addr: Option<SocketAddr>,
+
+    /// The serving certificate chain (PEM) for --secure-metrics-addr; unset: one made at
+    /// start and signed by itself.
+    #[arg(long, env = "PODCERT_SECURE_METRICS_CERT")]
+    pub secure_metrics_cert: Option<std::path::PathBuf>,
+
+    /// The serving certificate's private key (PEM) for --secure-metrics-cert.
+    #[arg(long, env = "PODCERT_SECURE_METRICS_KEY")]
+    pub secure_metrics_key: Option<std::path::PathBuf>,
 
     #[command(flatten)]
     pub policy: policy::PolicyArgs,
@@ -117,7 +133,59 @@ impl Args {
             concurrency: self.concurrency,
             pending_warning_after: self.pending_warning_after,
             admin_addr: self.admin_addr,
+            secure_metrics: self.secure_metrics()?,
         })
+    }
+
+    /// The HTTPS metrics server, if asked for: its address and TLS configuration, the
+    /// operator's pair read and checked now.
+    fn secure_metrics(&self) -> Result<Option<crate::config::SecureMetricsConfig>, ConfigError> {
+        use crate::runtime::http_server::PairError;
+        let pair = match (&self.secure_metrics_cert, &self.secure_metrics_key) {
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(err(
+                    "secure-metrics-key",
+                    "is needed with --secure-metrics-cert",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(err(
+                    "secure-metrics-cert",
+                    "is needed with --secure-metrics-key",
+                ));
+            }
+            (Some(c), Some(k)) => {
+                let read = |flag: &'static str, p: &std::path::Path| {
+                    std::fs::read(p).map_err(|e| err(flag, format!("{}: {e}", p.display())))
+                };
+                Some((
+                    read("secure-metrics-cert", c)?,
+                    read("secure-metrics-key", k)?,
+                ))
+            }
+        };
+        let Some(addr) = self.secure_metrics_addr else {
+            if pair.is_some() {
+                return Err(err(
+                    "secure-metrics-cert",
+                    "is only used with --secure-metrics-addr",
+                ));
+            }
+            return Ok(None);
+        };
+        let tls = crate::runtime::secure_metrics::tls(
+            pair.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice())),
+        )
+        .map_err(|e| match e {
+            PairError::Cert(m) => err("secure-metrics-cert", m),
+            PairError::Key(m) => err("secure-metrics-key", m),
+            PairError::Pair(m) => err("secure-metrics-cert", m),
+        })?;
+        Ok(Some(crate::config::SecureMetricsConfig {
+            addr,
+            tls: Arc::new(tls),
+        }))
     }
 }
 

@@ -25,8 +25,6 @@ use hyper::body::{Bytes, Incoming};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use rustls::ServerConfig;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use signer_core::TrustDomain;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -35,7 +33,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::ca::trust_bundle::TrustBundle;
 use crate::config::{BundleEndpointConfig, EndpointTls};
-use crate::runtime::http_server::{Gate, Limits};
+use crate::runtime::http_server::{Gate, Limits, PairError, server_config};
 use crate::runtime::supervisor::Ticks;
 
 /// How often the published bundle is read again.
@@ -63,40 +61,6 @@ pub fn load_tls(cert: &Path, key: &Path) -> Result<ServerConfig, String> {
             key.display()
         ),
     })
-}
-
-/// What is wrong with a certificate pair.
-#[derive(Debug, thiserror::Error)]
-pub enum PairError {
-    #[error("{0}")]
-    Cert(String),
-    #[error("{0}")]
-    Key(String),
-    #[error("{0}")]
-    Pair(String),
-}
-
-/// The server configuration for a PEM chain and key.
-pub fn server_config(cert_pem: &[u8], key_pem: &[u8]) -> Result<ServerConfig, PairError> {
-    let certs = CertificateDer::pem_slice_iter(cert_pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| PairError::Cert(e.to_string()))?;
-    if certs.is_empty() {
-        return Err(PairError::Cert("no CERTIFICATE block".into()));
-    }
-    // Never the key's bytes in an error: only what kind of problem it is.
-    let key_der = PrivateKeyDer::from_pem_slice(key_pem)
-        .map_err(|e| PairError::Key(format!("no private key ({e:?})")))?;
-    let mut config = ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| PairError::Pair(e.to_string()))?
-    .with_no_client_auth()
-    .with_single_cert(certs, key_der)
-    .map_err(|e| PairError::Pair(e.to_string()))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
 }
 
 /// Binds the endpoint's address.
@@ -198,7 +162,7 @@ async fn accept(
             };
             let conn = gate.serve(stream, place, move |req| {
                 let doc = doc.borrow().clone();
-                answer(req, doc)
+                std::future::ready(answer(&req, doc))
             });
             tokio::select! {
                 () = conn => {}

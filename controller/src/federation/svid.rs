@@ -216,7 +216,7 @@ mod tests {
             "spiffe://cluster.local/ns/podcert-signer/sa/podcert-signer"
         );
         // The key is the leaf's: rustls accepts the pair.
-        crate::federation::endpoint::server_config(chain.as_bytes(), key.as_bytes()).unwrap();
+        crate::runtime::http_server::server_config(chain.as_bytes(), key.as_bytes()).unwrap();
         let summary = &signer_core::ca::summarize(&chain).unwrap()[0];
         let half = summary.not_before + (summary.not_after - summary.not_before) / 2;
         assert_eq!(

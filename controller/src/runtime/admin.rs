@@ -89,7 +89,8 @@ impl Health {
     }
 }
 
-fn respond(health: &Health, metrics: &Exposition, path: &str) -> Response<Full<Bytes>> {
+/// The answer on `path`; `/metrics` only when `metrics` is served here (not over HTTPS).
+fn respond(health: &Health, metrics: Option<&Exposition>, path: &str) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match path {
         "/live" | "/livez" | "/healthz" => match health.stalled().as_slice() {
             [] => (StatusCode::OK, "text/plain", "ok\n".to_string()),
@@ -107,11 +108,18 @@ fn respond(health: &Health, metrics: &Exposition, path: &str) -> Response<Full<B
             "text/plain",
             "not ready\n".to_string(),
         ),
-        "/metrics" => (
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            metrics.encode(),
-        ),
+        "/metrics" => match metrics {
+            Some(metrics) => (
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                metrics.encode(),
+            ),
+            None => (
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                "not here: /metrics is served over HTTPS on --secure-metrics-addr\n".to_string(),
+            ),
+        },
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain",
@@ -132,11 +140,12 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     Ok(listener)
 }
 
-/// Serves `/live`, `/ready` and `/metrics` on `listener` until `shutdown`.
+/// Serves `/live`, `/ready` and `/metrics` (when `metrics` is given: not when it is served
+/// over HTTPS, see [`super::secure_metrics`]) on `listener` until `shutdown`.
 pub async fn serve(
     listener: TcpListener,
     health: Arc<Health>,
-    metrics: Arc<Exposition>,
+    metrics: Option<Arc<Exposition>>,
     shutdown: CancellationToken,
 ) {
     let gate = Gate::new(Limits::DEFAULT);
@@ -162,7 +171,7 @@ pub async fn serve(
         let (health, metrics, gate) = (health.clone(), metrics.clone(), gate.clone());
         tokio::spawn(async move {
             gate.serve(stream, place, move |req| {
-                respond(&health, &metrics, req.uri().path())
+                std::future::ready(respond(&health, metrics.as_deref(), req.uri().path()))
             })
             .await;
         });
@@ -177,14 +186,14 @@ mod tests {
     fn live_fails_when_a_loop_stops_beating() {
         let h = Health::new(Duration::from_millis(50));
         let m = crate::runtime::metrics::Registrar::default().finish();
-        assert_eq!(respond(&h, &m, "/live").status(), StatusCode::OK);
+        assert_eq!(respond(&h, Some(&m), "/live").status(), StatusCode::OK);
         std::thread::sleep(Duration::from_millis(120));
         h.beat(Loop::Election);
-        let r = respond(&h, &m, "/live");
+        let r = respond(&h, Some(&m), "/live");
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(h.stalled(), [Loop::Leadership]);
         h.beat(Loop::Leadership);
-        assert_eq!(respond(&h, &m, "/live").status(), StatusCode::OK);
+        assert_eq!(respond(&h, Some(&m), "/live").status(), StatusCode::OK);
     }
 
     #[test]
@@ -193,14 +202,23 @@ mod tests {
             Health::new(Duration::from_secs(60)),
             crate::runtime::metrics::Registrar::default().finish(),
         );
-        assert_eq!(respond(&h, &m, "/live").status(), StatusCode::OK);
+        assert_eq!(respond(&h, Some(&m), "/live").status(), StatusCode::OK);
         assert_eq!(
-            respond(&h, &m, "/ready").status(),
+            respond(&h, Some(&m), "/ready").status(),
             StatusCode::SERVICE_UNAVAILABLE
         );
         h.set_ready(true);
-        assert_eq!(respond(&h, &m, "/ready").status(), StatusCode::OK);
-        assert_eq!(respond(&h, &m, "/metrics").status(), StatusCode::OK);
-        assert_eq!(respond(&h, &m, "/nope").status(), StatusCode::NOT_FOUND);
+        assert_eq!(respond(&h, Some(&m), "/ready").status(), StatusCode::OK);
+        assert_eq!(respond(&h, Some(&m), "/metrics").status(), StatusCode::OK);
+        assert_eq!(
+            respond(&h, Some(&m), "/nope").status(),
+            StatusCode::NOT_FOUND
+        );
+        // Served over HTTPS instead (--secure-metrics-addr): not here.
+        assert_eq!(
+            respond(&h, None, "/metrics").status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(respond(&h, None, "/ready").status(), StatusCode::OK);
     }
 }

@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -114,21 +115,26 @@ impl Gate {
 
     /// Serves HTTP/1.1 on `io` (admitted as `place`) within the limits, answering each request
     /// with `respond`, until the client leaves or a limit closes the connection.
-    pub async fn serve<I, F>(&self, io: I, place: Admitted, respond: F)
+    pub async fn serve<I, F, A>(&self, io: I, place: Admitted, respond: F)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-        F: Fn(&Request<Incoming>) -> Response<Full<Bytes>> + Send + Sync + 'static,
+        F: Fn(Request<Incoming>) -> A + Send + Sync + 'static,
+        A: Future<Output = Response<Full<Bytes>>> + Send + 'static,
     {
         let limits = self.limits;
-        let served = AtomicUsize::new(0);
+        let served = Arc::new(AtomicUsize::new(0));
         let service = service_fn(move |req: Request<Incoming>| {
-            let mut response = respond(&req);
-            if served.fetch_add(1, Ordering::Relaxed) + 1 >= limits.requests_per_connection {
-                response
-                    .headers_mut()
-                    .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            let answer = respond(req);
+            let served = served.clone();
+            async move {
+                let mut response = answer.await;
+                if served.fetch_add(1, Ordering::Relaxed) + 1 >= limits.requests_per_connection {
+                    response
+                        .headers_mut()
+                        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                Ok::<_, Infallible>(response)
             }
-            std::future::ready(Ok::<_, Infallible>(response))
         });
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
@@ -170,4 +176,41 @@ mod tests {
         drop(a1);
         assert!(gate.admit(a).is_some(), "a's place came back");
     }
+}
+
+/// What is wrong with a certificate pair.
+#[derive(Debug, thiserror::Error)]
+pub enum PairError {
+    #[error("{0}")]
+    Cert(String),
+    #[error("{0}")]
+    Key(String),
+    #[error("{0}")]
+    Pair(String),
+}
+
+/// A TLS server configuration (HTTP/1.1) for a PEM chain and key; an error never quotes the
+/// key.
+pub fn server_config(cert_pem: &[u8], key_pem: &[u8]) -> Result<rustls::ServerConfig, PairError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| PairError::Cert(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(PairError::Cert("no CERTIFICATE block".into()));
+    }
+    // Never the key's bytes in an error: only what kind of problem it is.
+    let key_der = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| PairError::Key(format!("no private key ({e:?})")))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| PairError::Pair(e.to_string()))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key_der)
+    .map_err(|e| PairError::Pair(e.to_string()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
 }

@@ -1,7 +1,8 @@
 //! The mechanisms every part of the controller shares, and nothing else: supervised tasks
 //! ([`supervisor`]), the one backoff ([`retry`]), the admin server ([`admin`]: `/live`,
 //! `/ready`, `/metrics`), serving HTTP to untrusted clients within limits ([`http_server`],
-//! for the admin server and the bundle endpoint), the metrics registry ([`metrics`]), logging ([`telemetry`]), the
+//! for the admin server and the bundle endpoint), `/metrics` over HTTPS for authorized
+//! callers ([`secure_metrics`]), the metrics registry ([`metrics`]), logging ([`telemetry`]), the
 //! certificate clock ([`clock`]) and the one way Events are written ([`events`]). Nothing
 //! here knows about requests, leadership or the CA; the wings above import it.
 //!
@@ -19,5 +20,6 @@ pub mod events;
 pub mod http_server;
 pub mod metrics;
 pub mod retry;
+pub mod secure_metrics;
 pub mod supervisor;
 pub mod telemetry;

@@ -52,8 +52,9 @@ impl RealCluster {
         let mut all: Vec<&str> = args
             .iter()
             .map(String::as_str)
-            // The Deployment listens on every interface; a test listens on loopback.
-            .filter(|a| !a.starts_with("--admin-addr"))
+            // The Deployment listens on every interface; a test listens on loopback, and serves
+            // /metrics over HTTPS only where it says so.
+            .filter(|a| !a.starts_with("--admin-addr") && !a.starts_with("--secure-metrics-addr"))
             .collect();
         all.extend_from_slice(extra);
         SignerProcess::start(

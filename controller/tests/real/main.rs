@@ -14,6 +14,7 @@ mod identity;
 mod issuance;
 mod leadership;
 mod manifests;
+mod metrics;
 mod rbac;
 mod restarts;
 mod status;
