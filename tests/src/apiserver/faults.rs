@@ -33,6 +33,10 @@ pub struct Faults {
     pub stall_watches: AtomicBool,
     /// Delay every answer by this many milliseconds.
     pub delay_ms: AtomicU64,
+    /// Collect no PodCertificateRequests while set (`pcr_gc_after` counts whole seconds of
+    /// creationTimestamp, so a short window can collect a request within 100 ms of its
+    /// creation).
+    pub pcr_gc_paused: AtomicBool,
     /// Answer 500 to one kind of request on one resource while set, as an API server whose
     /// storage times out on one resource does.
     pub fail_resource: Mutex<Option<ResourceFault>>,
@@ -51,6 +55,7 @@ impl Default for Faults {
             refuse_writes: AtomicBool::new(false),
             stall_watches: AtomicBool::new(false),
             delay_ms: AtomicU64::new(0),
+            pcr_gc_paused: AtomicBool::new(false),
             fail_resource: Mutex::new(None),
             down_until: Mutex::new(None),
             throttled_until: Mutex::new(None),

@@ -354,6 +354,13 @@ async fn gc(shared: Arc<Shared>, after: Duration) {
     );
     loop {
         tick.tick().await;
+        if shared
+            .faults
+            .pcr_gc_paused
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            continue;
+        }
         let cutoff = Timestamp::now().as_second() - after.as_secs() as i64;
         let mut store = shared.store.lock().unwrap();
         let old: Vec<_> = store
