@@ -46,8 +46,8 @@ pub struct Root {
 /// Where a root's private key is.
 #[derive(Clone)]
 pub enum StoredKey {
-    /// PEM in the Secret (`tls.key` or `next.key`).
-    Secret(String),
+    /// PEM in the Secret (`tls.key` or `next.key`), cleared when dropped.
+    Secret(zeroize::Zeroizing<String>),
     /// In the PKCS#11 token; the Secret holds no key.
     Token(Arc<TokenKey>),
 }
@@ -102,7 +102,7 @@ impl Root {
         Ok(Root {
             cert_pem: pem.cert_pem,
             roots_pem: pem.roots_pem,
-            key: StoredKey::Secret(pem.key_pem),
+            key: StoredKey::Secret(zeroize::Zeroizing::new(pem.key_pem)),
             ca: Arc::new(ca),
         })
     }

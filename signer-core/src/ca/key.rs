@@ -39,6 +39,21 @@ pub enum CaKey {
     Device(DeviceKey),
 }
 
+/// A key in memory is wiped when dropped: rcgen keeps the PKCS#8 it was made from or read
+/// as, which [`wipe`] clears (aws-lc clears its own copy when it frees it).
+impl Drop for CaKey {
+    fn drop(&mut self) {
+        if let CaKey::Memory(key) = self {
+            wipe(key);
+        }
+    }
+}
+
+/// Clears the private key bytes `key` holds.
+fn wipe(key: &mut KeyPair) {
+    zeroize::Zeroize::zeroize(key);
+}
+
 impl fmt::Debug for CaKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -102,5 +117,18 @@ impl SigningKey for CaKey {
                 rcgen::Error::RemoteKeyError
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_in_memory_is_wiped_to_nothing() {
+        let mut key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        assert!(!key.serialize_der().is_empty());
+        wipe(&mut key);
+        assert!(key.serialize_der().is_empty(), "the PKCS#8 bytes survived");
     }
 }
