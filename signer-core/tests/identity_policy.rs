@@ -4,9 +4,9 @@
 
 #![allow(clippy::disallowed_macros)]
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use proptest::prelude::*;
@@ -31,41 +31,14 @@ fn signer() -> Signer {
 }
 
 fn signer_allowing(allowed_key_types: Vec<KeyType>) -> Signer {
-    let policy = Policy::new(&PolicyConfig {
-        trust_domain: "example.org".into(),
+    common::signer(PolicyConfig {
         allowed_key_types,
         ..PolicyConfig::default()
     })
-    .unwrap();
-    let pem = CaPem::generate(
-        CaKeyType::EcdsaP256,
-        policy.trust_domain(),
-        Duration::from_secs(86_400 * 30),
-        SystemTime::now(),
-    )
-    .unwrap();
-    let ca = Ca::from_pem(&pem.cert_pem, &pem.key_pem, None).unwrap();
-    Signer::new(Arc::new(policy), Arc::new(ca))
 }
 
 fn identity() -> IdentityPolicy {
-    let td = TrustDomain::new("example.org").unwrap();
-    IdentityPolicy::parse(POLICY, &td, Duration::from_secs(86_400)).unwrap()
-}
-
-fn request(namespace: &str, alg: &'static rcgen::SignatureAlgorithm) -> Request {
-    let key = rcgen::KeyPair::generate_for(alg).unwrap();
-    let mut params = rcgen::CertificateParams::default();
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    let der = params.serialize_request(&key).unwrap().der().to_vec();
-    Request {
-        namespace: namespace.into(),
-        pod_uid: "uid".into(),
-        service_account_name: "api".into(),
-        max_expiration_seconds: 86_400,
-        unverified_user_annotations: BTreeMap::new(),
-        key_material: KeyMaterial::StubCsr { der },
-    }
+    common::identity(POLICY)
 }
 
 fn placement() -> Placement {
@@ -84,17 +57,14 @@ fn decide(
     placement: &Placement,
 ) -> Decision {
     let policy = identity();
-    let request = request(namespace, alg);
-    let labels = BTreeMap::new();
-    let grant = policy
-        .decide(&Subject {
-            namespace,
-            namespace_labels: &labels,
-            service_account: "api",
-        })
-        .unwrap();
+    let grant = common::grant(&policy, namespace);
     signer()
-        .decide_under(Some(grant), &request, placement, SystemTime::now())
+        .decide_under(
+            Some(grant),
+            &common::request(namespace, alg, &[]),
+            placement,
+            SystemTime::now(),
+        )
         .unwrap()
 }
 
@@ -171,7 +141,7 @@ fn a_rule_that_asks_for_no_names_gets_none_whatever_is_found() {
 
 #[test]
 fn without_a_policy_no_names_are_added() {
-    let request = request("payments", &rcgen::PKCS_ED25519);
+    let request = common::request("payments", &rcgen::PKCS_ED25519, &[]);
     let Ok(Decision::Issue(issued)) =
         signer().decide_under(None, &request, &placement(), SystemTime::now())
     else {
@@ -207,15 +177,8 @@ fn a_rules_key_types_never_widen_the_signers() {
     let signer = signer_allowing(vec![KeyType::EcdsaP256]);
     // The payments rule lists ED25519; the signer does not issue for it.
     let identity = identity();
-    let labels = BTreeMap::new();
-    let grant = identity
-        .decide(&Subject {
-            namespace: "payments",
-            namespace_labels: &labels,
-            service_account: "api",
-        })
-        .unwrap();
-    let request = request("payments", &rcgen::PKCS_ED25519);
+    let grant = common::grant(&identity, "payments");
+    let request = common::request("payments", &rcgen::PKCS_ED25519, &[]);
     let decision = signer
         .decide_under(Some(grant), &request, &placement(), SystemTime::now())
         .unwrap();

@@ -6,8 +6,9 @@
 
 #![allow(clippy::disallowed_macros)]
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use proptest::prelude::*;
@@ -15,12 +16,17 @@ use signer_core::*;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::*;
 
-/// The two YAML blocks of the documentation's section: the policy, then the pod's volumes.
-fn documented() -> (String, BTreeMap<String, String>) {
-    let page = std::fs::read_to_string(
+/// docs/identity-policy.md, whose examples these tests run.
+fn page() -> String {
+    std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/identity-policy.md"),
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// The two YAML blocks of the documentation's section: the policy, then the pod's volumes.
+fn documented() -> (String, BTreeMap<String, String>) {
+    let page = page();
     let section = page
         .split("## What a workload may ask for")
         .nth(1)
@@ -45,33 +51,16 @@ fn documented() -> (String, BTreeMap<String, String>) {
 /// The documented policy, and a rule for client-only workloads that lists only `usage`.
 fn policy() -> IdentityPolicy {
     let (yaml, _) = documented();
-    let yaml = format!(
+    common::identity(&format!(
         "{yaml}  - name: batch\n    namespaces: {{names: [batch]}}\n    usage: client\n    userAnnotations: [usage]\n"
-    );
-    IdentityPolicy::parse(
-        &yaml,
-        &TrustDomain::new("example.org").unwrap(),
-        Duration::from_secs(86_400),
-    )
-    .unwrap()
+    ))
 }
 
 fn signer() -> Signer {
-    let policy = Policy::new(&PolicyConfig {
+    common::signer(PolicyConfig {
         signer_name: "example.com/spiffe".into(),
-        trust_domain: "example.org".into(),
         ..PolicyConfig::default()
     })
-    .unwrap();
-    let pem = CaPem::generate(
-        CaKeyType::EcdsaP256,
-        policy.trust_domain(),
-        Duration::from_secs(86_400 * 30),
-        SystemTime::now(),
-    )
-    .unwrap();
-    let ca = Ca::from_pem(&pem.cert_pem, &pem.key_pem, None).unwrap();
-    Signer::new(Arc::new(policy), Arc::new(ca))
 }
 
 /// The Services that select the pod: `api` and `api-internal`.
@@ -90,31 +79,9 @@ fn placement() -> Placement {
 }
 
 fn decide_in(namespace: &str, annotations: &[(&str, &str)], with_policy: bool) -> Decision {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut params = rcgen::CertificateParams::default();
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    let request = Request {
-        namespace: namespace.into(),
-        pod_uid: "uid".into(),
-        service_account_name: "api".into(),
-        max_expiration_seconds: 86_400,
-        unverified_user_annotations: annotations
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        key_material: KeyMaterial::StubCsr {
-            der: params.serialize_request(&key).unwrap().der().to_vec(),
-        },
-    };
+    let request = common::request(namespace, &rcgen::PKCS_ECDSA_P256_SHA256, annotations);
     let identity = policy();
-    let labels = BTreeMap::new();
-    let grant = identity
-        .decide(&Subject {
-            namespace,
-            namespace_labels: &labels,
-            service_account: "api",
-        })
-        .unwrap();
+    let grant = common::grant(&identity, namespace);
     signer()
         .decide_under(
             with_policy.then_some(grant),
@@ -174,10 +141,7 @@ fn denied(d: Decision) -> String {
 
 #[test]
 fn every_policy_on_the_documentation_page_is_one_the_signer_reads() {
-    let page = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/identity-policy.md"),
-    )
-    .unwrap();
+    let page = page();
     let policies: Vec<&str> = page
         .split("```yaml\n")
         .skip(1)

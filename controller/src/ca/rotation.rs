@@ -201,47 +201,37 @@ impl Rotator {
                 };
                 (updated, "RootPrepared", note)
             }
-            Step::Preview => {
+            Step::Preview | Step::Publish => {
                 let Some(next) = &ca.next else {
                     return Ok(false);
                 };
-                if let Some(tb) = &self.trust_bundle {
-                    tb.sync(ca).await?;
-                }
-                let updated = LoadedCa {
-                    next: Some(NextRoot {
-                        previewed_at: Some(self.clock.unix_now()),
-                        ..next.clone()
-                    }),
-                    ..ca.clone()
-                };
-                let note = format!(
-                    "the preview trust bundle publishes the new root beside the active one; the live one does after {}",
-                    humantime::format_duration(self.lifecycle.preview_delay)
-                );
-                (updated, "RootPreviewed", note)
-            }
-            Step::Publish => {
-                let Some(next) = &ca.next else {
-                    return Ok(false);
+                let mut next = next.clone();
+                let now = Some(self.clock.unix_now());
+                let (reason, note) = if step == Step::Preview {
+                    next.previewed_at = now;
+                    let note = format!(
+                        "the preview trust bundle publishes the new root beside the active one; the live one does after {}",
+                        humantime::format_duration(self.lifecycle.preview_delay)
+                    );
+                    ("RootPreviewed", note)
+                } else {
+                    next.published_at = now;
+                    let note = format!(
+                        "the trust bundle publishes the new root beside the active one; it signs after {}",
+                        humantime::format_duration(self.lifecycle.propagation_delay)
+                    );
+                    ("RootPublished", note)
                 };
                 let updated = LoadedCa {
-                    next: Some(NextRoot {
-                        published_at: Some(self.clock.unix_now()),
-                        ..next.clone()
-                    }),
+                    next: Some(next),
                     ..ca.clone()
                 };
-                // The live bundle holds the next root once the CA records it published: synced
-                // as the write will make it, before the write.
+                // The bundles hold what the CA will record (the live one the next root once it
+                // is recorded published): synced as the write will make it, before the write.
                 if let Some(tb) = &self.trust_bundle {
                     tb.sync(&updated).await?;
                 }
-                let note = format!(
-                    "the trust bundle publishes the new root beside the active one; it signs after {}",
-                    humantime::format_duration(self.lifecycle.propagation_delay)
-                );
-                (updated, "RootPublished", note)
+                (updated, reason, note)
             }
             Step::Activate => {
                 let Some(next) = &ca.next else {

@@ -12,7 +12,7 @@
 //! again every [`RELOAD`] (cert-manager renews files in place, the leader renews the SVID); a
 //! pair that does not load keeps the last good one and says so in the log. With
 //! `https_spiffe`, connections are closed until the first SVID is there. Clients are held to
-//! [`crate::runtime::http_server::Limits::DEFAULT`], the TLS handshake within [`HANDSHAKE`].
+//! [`crate::runtime::http_server::Limits::DEFAULT`].
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -29,7 +29,7 @@ use signer_core::TrustDomain;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info};
 
 use crate::ca::trust_bundle::TrustBundle;
 use crate::config::{BundleEndpointConfig, EndpointTls};
@@ -40,8 +40,6 @@ use crate::runtime::supervisor::Ticks;
 pub const POLL: Duration = Duration::from_secs(2);
 /// How often the certificate files are read again.
 pub const RELOAD: Duration = Duration::from_secs(5);
-/// A client that has not finished its TLS handshake by then is dropped.
-const HANDSHAKE: Duration = Duration::from_secs(10);
 
 /// Reads the `https_web` certificate chain and key; an error names the flag and the file.
 pub fn load_tls(cert: &Path, key: &Path) -> Result<ServerConfig, String> {
@@ -120,32 +118,15 @@ async fn accept(
     doc_rx: watch::Receiver<Option<Bytes>>,
     token: &CancellationToken,
 ) {
-    let gate = Gate::new(Limits::DEFAULT);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    warn!(error = %e, "bundle endpoint: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = token.cancelled() => return,
-        };
-        let Some(place) = gate.admit(peer.ip()) else {
-            debug!(%peer, "bundle endpoint: over the connection limit; closed");
-            continue;
-        };
-        // Each response at once, not held back by Nagle's algorithm for the client's ACK.
-        let _ = stream.set_nodelay(true);
+    let gate = Gate::new("bundle endpoint", Limits::DEFAULT);
+    while let Some((stream, place)) = gate.next(&listener, token).await {
         let current = tls
             .read()
             .map(|c| c.clone())
             .unwrap_or_else(|p| p.into_inner().clone());
         // No certificate yet (https_spiffe before the first SVID): the connection is closed.
         let Some(current) = current else {
-            debug!(%peer, "bundle endpoint: no certificate yet; connection closed");
+            debug!(peer = %place.peer(), "bundle endpoint: no certificate yet; connection closed");
             continue;
         };
         let acceptor = tokio_rustls::TlsAcceptor::from(current);
@@ -153,12 +134,8 @@ async fn accept(
         let token = token.clone();
         let gate = gate.clone();
         tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE, acceptor.accept(stream)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    return debug!(%peer, error = %e, "bundle endpoint: TLS handshake failed");
-                }
-                Err(_) => return debug!(%peer, "bundle endpoint: TLS handshake timed out"),
+            let Some(stream) = gate.handshake(&acceptor, stream, &place).await else {
+                return;
             };
             let conn = gate.serve(stream, place, move |req| {
                 let doc = doc.borrow().clone();

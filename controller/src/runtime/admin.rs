@@ -20,7 +20,7 @@ use http_body_util::Full;
 use hyper::body::Bytes;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::info;
 
 use crate::runtime::http_server::{Gate, Limits};
 use crate::runtime::metrics::Exposition;
@@ -148,26 +148,8 @@ pub async fn serve(
     metrics: Option<Arc<Exposition>>,
     shutdown: CancellationToken,
 ) {
-    let gate = Gate::new(Limits::DEFAULT);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(s) => s,
-                Err(e) => {
-                    // Out of file descriptors, most likely: give the closing ones a moment.
-                    debug!(error = %e, "admin accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => return,
-        };
-        let Some(place) = gate.admit(peer.ip()) else {
-            debug!(%peer, "admin server: over the connection limit; closed");
-            continue;
-        };
-        // Each response at once, not held back by Nagle's algorithm for the client's ACK.
-        let _ = stream.set_nodelay(true);
+    let gate = Gate::new("admin", Limits::DEFAULT);
+    while let Some((stream, place)) = gate.next(&listener, &shutdown).await {
         let (health, metrics, gate) = (health.clone(), metrics.clone(), gate.clone());
         tokio::spawn(async move {
             gate.serve(stream, place, move |req| {

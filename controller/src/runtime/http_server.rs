@@ -1,21 +1,23 @@
 //! Serving HTTP/1.1 to clients we do not trust: the admin server (probes, `/metrics`) and the
 //! SPIFFE bundle endpoint, which other organisations reach over the Internet.
 //!
-//! A [`Gate`] bounds what clients can hold. At most [`Limits::connections`] connections at
+//! A [`Gate`] accepts the connections ([`Gate::next`]), shakes hands ([`Gate::handshake`])
+//! and serves them ([`Gate::serve`]), and bounds what clients can hold. At most [`Limits::connections`] connections at
 //! once, and [`Limits::per_peer`] from one IP address, so one abusive host cannot crowd out the
 //! kubelet's probes or Prometheus; over either cap a new connection is closed at once. A
 //! request's head must arrive whole within [`Limits::header_timeout`], which also closes a
 //! keep-alive connection idle that long (slowloris, floods of idle connections); a head over
 //! [`Limits::max_header_bytes`] is refused with 431; a connection serves at most
 //! [`Limits::requests_per_connection`] requests (a pipelining flood is answered, then closed)
-//! and lives at most [`Limits::connection_lifetime`]. Bodies are never read: both servers
+//! and lives at most [`Limits::connection_lifetime`]; a TLS handshake must be done within
+//! [`Limits::handshake_timeout`]. Bodies are never read: the servers
 //! answer `GET` only. What this costs at most: `connections` × (a task, hyper's buffers of
 //! at most `max_header_bytes` plus one response).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,8 +28,12 @@ use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tracing::debug;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
 
 /// What one server allows its clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +51,8 @@ pub struct Limits {
     pub requests_per_connection: usize,
     /// The longest a connection is kept, however busy.
     pub connection_lifetime: Duration,
+    /// The longest a TLS handshake may take.
+    pub handshake_timeout: Duration,
 }
 
 impl Limits {
@@ -57,12 +65,15 @@ impl Limits {
         max_header_bytes: 16 * 1024,
         requests_per_connection: 100,
         connection_lifetime: Duration::from_secs(60),
+        handshake_timeout: Duration::from_secs(10),
     };
 }
 
 /// Admits connections within [`Limits`] and serves them.
 #[derive(Debug, Clone)]
 pub struct Gate {
+    /// The server's name, in logs.
+    server: &'static str,
     limits: Limits,
     open: Arc<Semaphore>,
     per_peer: Arc<Mutex<HashMap<IpAddr, usize>>>,
@@ -72,36 +83,98 @@ pub struct Gate {
 #[derive(Debug)]
 pub struct Admitted {
     _permit: OwnedSemaphorePermit,
-    peer: IpAddr,
+    peer: SocketAddr,
     per_peer: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl Admitted {
+    /// Who connected.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
 }
 
 impl Drop for Admitted {
     fn drop(&mut self) {
         let mut counts = self.per_peer.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = counts.get_mut(&self.peer) {
+        let ip = self.peer.ip();
+        if let Some(n) = counts.get_mut(&ip) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                counts.remove(&self.peer);
+                counts.remove(&ip);
             }
         }
     }
 }
 
 impl Gate {
-    pub fn new(limits: Limits) -> Self {
+    /// A gate for the server named `server` (in logs).
+    pub fn new(server: &'static str, limits: Limits) -> Self {
         Gate {
+            server,
             limits,
             open: Arc::new(Semaphore::new(limits.connections)),
             per_peer: Arc::default(),
         }
     }
 
+    /// The next connection on `listener` within the limits (with Nagle's algorithm off, so
+    /// each answer goes at once), or None once `token` is cancelled. A failed accept (most
+    /// likely out of file descriptors) is logged and waited out; a connection over a cap is
+    /// closed.
+    pub async fn next(
+        &self,
+        listener: &TcpListener,
+        token: &CancellationToken,
+    ) -> Option<(TcpStream, Admitted)> {
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        warn!(server = self.server, error = %e, "accepting a connection failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+                _ = token.cancelled() => return None,
+            };
+            let Some(place) = self.admit(peer) else {
+                debug!(server = self.server, %peer, "over the connection limit; closed");
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            return Some((stream, place));
+        }
+    }
+
+    /// The TLS session `acceptor` makes on `stream` within the handshake timeout; None (the
+    /// connection closed) if it fails or takes too long.
+    pub async fn handshake(
+        &self,
+        acceptor: &TlsAcceptor,
+        stream: TcpStream,
+        place: &Admitted,
+    ) -> Option<TlsStream<TcpStream>> {
+        let peer = place.peer;
+        match tokio::time::timeout(self.limits.handshake_timeout, acceptor.accept(stream)).await {
+            Ok(Ok(s)) => Some(s),
+            Ok(Err(e)) => {
+                debug!(server = self.server, %peer, error = %e, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                debug!(server = self.server, %peer, "TLS handshake timed out");
+                None
+            }
+        }
+    }
+
     /// A place for a connection from `peer`, or None over a cap (close the connection).
-    pub fn admit(&self, peer: IpAddr) -> Option<Admitted> {
+    pub fn admit(&self, peer: SocketAddr) -> Option<Admitted> {
         let permit = self.open.clone().try_acquire_owned().ok()?;
         let mut counts = self.per_peer.lock().unwrap_or_else(|p| p.into_inner());
-        let n = counts.entry(peer).or_insert(0);
+        let n = counts.entry(peer.ip()).or_insert(0);
         if *n >= self.limits.per_peer {
             return None;
         }
@@ -145,7 +218,9 @@ impl Gate {
         tokio::pin!(conn);
         match tokio::time::timeout(limits.connection_lifetime, conn.as_mut()).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => debug!(peer = %place.peer, error = %e, "connection ended"),
+            Ok(Err(e)) => {
+                debug!(server = self.server, peer = %place.peer, error = %e, "connection ended")
+            }
             Err(_) => {
                 // Long enough: finish the request under way, if any, then close.
                 conn.as_mut().graceful_shutdown();
@@ -153,28 +228,6 @@ impl Gate {
             }
         }
         drop(place);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_peer_gets_its_share_and_everyone_the_total_and_places_come_back() {
-        let gate = Gate::new(Limits {
-            connections: 3,
-            per_peer: 2,
-            ..Limits::DEFAULT
-        });
-        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
-        let a1 = gate.admit(a).unwrap();
-        let _a2 = gate.admit(a).unwrap();
-        assert!(gate.admit(a).is_none(), "a third from one peer");
-        let _b1 = gate.admit(b).unwrap();
-        assert!(gate.admit(b).is_none(), "a fourth in all");
-        drop(a1);
-        assert!(gate.admit(a).is_some(), "a's place came back");
     }
 }
 
@@ -213,4 +266,31 @@ pub fn server_config(cert_pem: &[u8], key_pem: &[u8]) -> Result<rustls::ServerCo
     .map_err(|e| PairError::Pair(e.to_string()))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_gets_its_share_and_everyone_the_total_and_places_come_back() {
+        let gate = Gate::new(
+            "test",
+            Limits {
+                connections: 3,
+                per_peer: 2,
+                ..Limits::DEFAULT
+            },
+        );
+        // Two peers, each connecting from several ports.
+        let a = |port| SocketAddr::from(([10, 0, 0, 1], port));
+        let b = |port| SocketAddr::from(([10, 0, 0, 2], port));
+        let a1 = gate.admit(a(1)).unwrap();
+        let _a2 = gate.admit(a(2)).unwrap();
+        assert!(gate.admit(a(3)).is_none(), "a third from one peer");
+        let _b1 = gate.admit(b(1)).unwrap();
+        assert!(gate.admit(b(2)).is_none(), "a fourth in all");
+        drop(a1);
+        assert!(gate.admit(a(4)).is_some(), "a's place came back");
+    }
 }

@@ -26,7 +26,7 @@ use kube::api::PostParams;
 use kube::{Api, Client};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use super::http_server::{Gate, Limits, PairError, server_config};
 use super::metrics::Exposition;
@@ -35,8 +35,6 @@ use super::metrics::Exposition;
 pub const REMEMBER: Duration = Duration::from_secs(10);
 /// At most this many tokens' answers are kept; past it, all are forgotten.
 const REMEMBERED: usize = 1024;
-/// The TLS handshake must be done within this.
-const HANDSHAKE: Duration = Duration::from_secs(5);
 
 /// What the API server says of a token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -227,32 +225,14 @@ pub async fn serve(
     metrics: Arc<Exposition>,
     shutdown: CancellationToken,
 ) {
-    let gate = Gate::new(Limits::DEFAULT);
+    let gate = Gate::new("metrics", Limits::DEFAULT);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    debug!(error = %e, "metrics: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => return,
-        };
-        let Some(place) = gate.admit(peer.ip()) else {
-            debug!(%peer, "metrics: over the connection limit; closed");
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some((stream, place)) = gate.next(&listener, &shutdown).await {
         let (acceptor, gate) = (acceptor.clone(), gate.clone());
         let (reviewer, metrics) = (reviewer.clone(), metrics.clone());
         tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE, acceptor.accept(stream)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => return debug!(%peer, error = %e, "metrics: TLS handshake failed"),
-                Err(_) => return debug!(%peer, "metrics: TLS handshake timed out"),
+            let Some(stream) = gate.handshake(&acceptor, stream, &place).await else {
+                return;
             };
             gate.serve(stream, place, move |req| {
                 let (reviewer, metrics) = (reviewer.clone(), metrics.clone());

@@ -10,7 +10,7 @@
 //! name ([`super::Case::server_named`]), the name the client dials. Ok holds grpcio's version.
 
 use super::Case;
-use crate::oracles::{Verdict, python_batch};
+use crate::oracles::Verdict;
 
 pub fn handshakes(cases: &[Case]) -> Vec<Verdict> {
     const SCRIPT: &str = r#"
@@ -55,17 +55,9 @@ def check(case):
         server.stop(None)
     return grpc.__version__
 "#;
-    let results = python_batch(
+    super::python_handshakes(
         SCRIPT,
-        &serde_json::to_vec(cases).unwrap(),
+        cases,
         "is `grpcio` installed? scripts/test installs it",
-    );
-    cases
-        .iter()
-        .zip(results)
-        .map(|(case, r)| Verdict {
-            name: case.name.clone(),
-            error: r.err().unwrap_or_default(),
-        })
-        .collect()
+    )
 }

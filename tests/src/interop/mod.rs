@@ -28,7 +28,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::oracles::Verdict;
+use crate::oracles::{Verdict, python_batch};
 
 pub use profiles::{
     CONTROL_UNTRUSTED_CLIENT, CONTROL_WRONG_SERVER_ID, Profile, cases, usage_cases,
@@ -106,4 +106,19 @@ impl fmt::Display for Stack {
             Stack::Nss => "NSS",
         })
     }
+}
+
+/// Runs a Python harness over every case (its `check(case)` returns on acceptance, raises on
+/// refusal; see [`python_batch`]): one verdict per case, in order. `missing` says what to
+/// install if the script cannot run.
+fn python_handshakes(script: &str, cases: &[Case], missing: &str) -> Vec<Verdict> {
+    let results = python_batch(script, &serde_json::to_vec(cases).unwrap(), missing);
+    cases
+        .iter()
+        .zip(results)
+        .map(|(case, r)| Verdict {
+            name: case.name.clone(),
+            error: r.err().unwrap_or_default(),
+        })
+        .collect()
 }

@@ -1,7 +1,7 @@
 //! OpenSSL: Python's `ssl`, which is libssl, in the interop matrix.
 
 use super::Case;
-use crate::oracles::{Verdict, python_batch};
+use crate::oracles::Verdict;
 
 /// Runs each interop case as a mutual handshake in OpenSSL, through Python's `ssl` over a
 /// socket pair: each side requires and verifies the peer's chain against the bundle (libssl
@@ -70,17 +70,9 @@ def check(case):
             raise ValueError("; ".join(problems))
         return ssl.OPENSSL_VERSION
 "#;
-    let results = python_batch(
+    super::python_handshakes(
         SCRIPT,
-        &serde_json::to_vec(cases).unwrap(),
+        cases,
         "is `cryptography` installed? it comes with py-spiffe",
-    );
-    cases
-        .iter()
-        .zip(results)
-        .map(|(case, r)| Verdict {
-            name: case.name.clone(),
-            error: r.err().unwrap_or_default(),
-        })
-        .collect()
+    )
 }

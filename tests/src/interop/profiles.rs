@@ -5,7 +5,7 @@
 //! kubelet's keys (`tests/fixtures`).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use signer_core::{
@@ -132,7 +132,7 @@ fn operator_ca() -> Ca {
 
 /// The SVID `signer` issues for `key` to service account `sa`.
 fn svid(signer: &Signer, key: &KubeletKey, sa: &str) -> Party {
-    svid_under(signer, None, key, sa)
+    svid_with(signer, None, &Placement::default(), key, sa)
 }
 
 /// The Service DNS name the server's SVID carries for gRPC ([`named_svid`]), and the name a
@@ -145,33 +145,41 @@ fn service_name(sa: &str) -> String {
 /// `dnsNames: {services: true}`, so it also carries the DNS name of the Service that selects
 /// the pod.
 fn named_svid(signer: &Signer, key: &KubeletKey) -> Party {
-    let identity = IdentityPolicy::parse(
-        "rules:\n  - name: services\n    namespaces: {names: [interop]}\n    dnsNames: {services: true}\n",
-        &TrustDomain::new(TRUST_DOMAIN).unwrap(),
-        DAY,
-    )
-    .unwrap();
-    let labels = BTreeMap::new();
-    let grant = identity
-        .decide(&Subject {
-            namespace: "interop",
-            namespace_labels: &labels,
-            service_account: "server",
-        })
-        .unwrap();
+    static SERVICES: OnceLock<IdentityPolicy> = OnceLock::new();
+    let identity = SERVICES.get_or_init(|| {
+        policy("rules:\n  - name: services\n    namespaces: {names: [interop]}\n    dnsNames: {services: true}\n")
+    });
     let placement = Placement {
         service_dns_names: vec![service_name("server")],
         pod_ips: vec![],
     };
-    svid_with(signer, Some(grant), &placement, key, "server")
+    svid_with(
+        signer,
+        Some(grant(identity, "server")),
+        &placement,
+        key,
+        "server",
+    )
 }
 
-/// [`svid`] under an identity-policy grant.
-fn svid_under(signer: &Signer, grant: Option<&Grant>, key: &KubeletKey, sa: &str) -> Party {
-    svid_with(signer, grant, &Placement::default(), key, sa)
+/// An identity policy of our trust domain.
+fn policy(yaml: &str) -> IdentityPolicy {
+    IdentityPolicy::parse(yaml, &TrustDomain::new(TRUST_DOMAIN).unwrap(), DAY).unwrap()
 }
 
-/// [`svid_under`], with the names found for the pod.
+/// The grant `identity` gives service account `sa` of namespace `interop`.
+fn grant<'p>(identity: &'p IdentityPolicy, sa: &str) -> &'p Grant {
+    identity
+        .decide(&Subject {
+            namespace: "interop",
+            namespace_labels: &BTreeMap::new(),
+            service_account: sa,
+        })
+        .unwrap()
+}
+
+/// The SVID `signer` issues for `key` to service account `sa` under `grant`, with the names
+/// found for its pod.
 fn svid_with(
     signer: &Signer,
     grant: Option<&Grant>,
@@ -282,28 +290,23 @@ pub fn usage_cases() -> Vec<(Case, bool)> {
         .find(|k| k.key_type == "ECDSAP256")
         .expect("a P-256 fixture");
     let (signer, _, roots_pem) = Profile::Default.signers();
-    let identity =
-        IdentityPolicy::parse(USAGE_POLICY, &TrustDomain::new(TRUST_DOMAIN).unwrap(), DAY).unwrap();
-    let labels = BTreeMap::new();
+    let identity = policy(USAGE_POLICY);
     let leaf = |sa: &str| {
-        let grant = identity
-            .decide(&Subject {
-                namespace: "interop",
-                namespace_labels: &labels,
-                service_account: sa,
-            })
-            .unwrap();
-        svid_under(&signer, Some(grant), &key, sa)
+        let grant = grant(&identity, sa);
+        svid_with(&signer, Some(grant), &Placement::default(), &key, sa)
     };
-    let case = |name: &str, server: &str, client: &str| Case {
-        name: format!("usage/{name}"),
-        cell: None,
-        server: leaf(server),
-        // (gRPC is not among the stacks of these cases.)
-        server_named: leaf(server),
-        server_name: service_name(server),
-        client: leaf(client),
-        roots_pem: roots_pem.clone(),
+    let case = |name: &str, server: &str, client: &str| {
+        let server_leaf = leaf(server);
+        Case {
+            name: format!("usage/{name}"),
+            cell: None,
+            server: server_leaf.clone(),
+            // (gRPC is not among the stacks of these cases.)
+            server_named: server_leaf,
+            server_name: service_name(server),
+            client: leaf(client),
+            roots_pem: roots_pem.clone(),
+        }
     };
     vec![
         (case("each in its role", "server-only", "client-only"), true),
