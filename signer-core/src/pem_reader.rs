@@ -6,13 +6,21 @@
 //! CA Secret's `tls.crt`, `tls.key` and `ca.crt` — goes through [`read_blocks`], whose
 //! [`PemProblem`] is a fixed description that names what is wrong and quotes nothing, and
 //! whose block labels are shown only when they are a label we know ([`PemBlock::label_for_humans`]).
+//! A block's DER is wiped when the block is dropped: for `tls.key` it is the private key.
 
 use std::fmt;
 
-/// One block of PEM text: its label (`CERTIFICATE`, `EC PRIVATE KEY`, ...) and its DER body.
+/// One block of PEM text: its label (`CERTIFICATE`, `EC PRIVATE KEY`, ...) and its DER body,
+/// which is wiped when the block is dropped.
 pub(crate) struct PemBlock {
     label: String,
     der: Vec<u8>,
+}
+
+impl Drop for PemBlock {
+    fn drop(&mut self) {
+        self.wipe();
+    }
 }
 
 impl fmt::Debug for PemBlock {
@@ -45,8 +53,14 @@ impl PemBlock {
         &self.der
     }
 
-    pub(crate) fn into_der(self) -> Vec<u8> {
-        self.der
+    /// The DER, which the caller now keeps (certificates: public, not wiped).
+    pub(crate) fn into_der(mut self) -> Vec<u8> {
+        std::mem::take(&mut self.der)
+    }
+
+    /// Zeroes the DER and empties it.
+    fn wipe(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.der);
     }
 
     /// The label, quoted, if it is one we know; otherwise a phrase that does not repeat it.
@@ -106,23 +120,40 @@ pub(crate) fn read_blocks(text: &str) -> Result<Vec<PemBlock>, PemProblem> {
     if blocks.is_empty() {
         return Err(PemProblem::NoBlock);
     }
-    blocks
+    // Every body becomes a block (wiped when dropped) before any is refused.
+    let mut headers = false;
+    let read: Vec<PemBlock> = blocks
         .into_iter()
         .map(|b| {
-            if b.headers().iter().next().is_some() {
-                return Err(PemProblem::Headers);
-            }
-            Ok(PemBlock {
+            headers |= b.headers().iter().next().is_some();
+            PemBlock {
                 label: b.tag().to_owned(),
                 der: b.into_contents(),
-            })
+            }
         })
-        .collect()
+        .collect();
+    if headers {
+        return Err(PemProblem::Headers);
+    }
+    Ok(read)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_blocks_der_is_wiped() {
+        let text = "-----BEGIN PRIVATE KEY-----\nAQIDBA==\n-----END PRIVATE KEY-----\n";
+        let mut block = read_blocks(text).unwrap().remove(0);
+        assert_eq!(block.der(), [1, 2, 3, 4]);
+        block.wipe();
+        assert!(
+            block.der().is_empty(),
+            "the DER survived: {:?}",
+            block.der()
+        );
+    }
 
     /// With a blank line inside a key's body, `pem` reads the lines before it as RFC 1421
     /// headers and quotes the first in its error: for a SEC1 P-256 key, that is the key.

@@ -113,7 +113,7 @@ impl CaKeeper {
     /// and not found (yet) is read again, at growing intervals, until it loads or changes.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut secrets = self.store.secrets().boxed();
-        let mut last: Option<k8s_openapi::api::core::v1::Secret> = None;
+        let mut last: Option<crate::runtime::wiped::WipedSecret> = None;
         let mut reread = RE_READ_FIRST;
         let mut reread_at: Option<tokio::time::Instant> = None;
         loop {
@@ -128,7 +128,7 @@ impl CaKeeper {
                     Some(Ok(secret)) => {
                         last = secret;
                         reread = RE_READ_FIRST;
-                        self.store.state_of(last.as_ref())
+                        self.store.state_of(last.as_deref())
                     }
                     Some(Err(e)) => {
                         warn!(secret = %self.store.name, error = %e, "watching the CA Secret failed; retrying");
@@ -138,7 +138,7 @@ impl CaKeeper {
                 },
                 () = wake => {
                     reread = (reread * 2).min(RE_READ_MAX);
-                    self.store.state_of(last.as_ref())
+                    self.store.state_of(last.as_deref())
                 }
                 _ = shutdown.cancelled() => return,
             };

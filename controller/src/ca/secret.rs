@@ -29,6 +29,7 @@ use kube::{Api, Client};
 
 use super::root_keys::{Root, RootKeys, StoredKey, Unusable};
 use crate::config::ObjectName;
+use crate::runtime::wiped::WipedSecret;
 
 pub const TLS_CRT: &str = "tls.crt";
 pub const TLS_KEY: &str = "tls.key";
@@ -111,8 +112,10 @@ fn load(secret: &Secret, keys: &RootKeys) -> Result<LoadedCa, Unusable> {
     let text = |key: &str| -> Result<Option<String>, Unusable> {
         data.get(key)
             .map(|b| {
-                String::from_utf8(b.0.clone())
-                    .map_err(|_| content(format!("{key} is not PEM text")))
+                String::from_utf8(b.0.clone()).map_err(|e| {
+                    zeroize::Zeroize::zeroize(&mut e.into_bytes());
+                    content(format!("{key} is not PEM text"))
+                })
             })
             .transpose()
     };
@@ -175,7 +178,7 @@ pub fn state_of(secret: &Secret, keys: &RootKeys) -> SecretState {
     }
 }
 
-fn to_secret(ca: &LoadedCa, name: &ObjectName) -> Secret {
+fn to_secret(ca: &LoadedCa, name: &ObjectName) -> WipedSecret {
     let bytes = |s: &str| ByteString(s.as_bytes().to_vec());
     let active = &ca.active;
     let mut data = BTreeMap::from([(TLS_CRT.to_string(), bytes(&active.cert_pem))]);
@@ -203,7 +206,7 @@ fn to_secret(ca: &LoadedCa, name: &ObjectName) -> Secret {
     let labels = ca
         .managed
         .then(|| BTreeMap::from([(MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string())]));
-    Secret {
+    WipedSecret::new(Secret {
         metadata: ObjectMeta {
             name: Some(name.name.clone()),
             namespace: Some(name.namespace.clone()),
@@ -215,7 +218,7 @@ fn to_secret(ca: &LoadedCa, name: &ObjectName) -> Secret {
         type_: Some("kubernetes.io/tls".into()),
         data: Some(data),
         ..Default::default()
-    }
+    })
 }
 
 /// What a create-only write did.
@@ -285,7 +288,10 @@ impl SecretStore {
         let mut secret = to_secret(ca, &self.name);
         secret.metadata.resource_version = None;
         match self.api.create(&PostParams::default(), &secret).await {
-            Ok(_) => Ok(Created::Created),
+            Ok(echo) => {
+                drop(WipedSecret::new(echo));
+                Ok(Created::Created)
+            }
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(Created::AlreadyExists),
             Err(e) => Err(e),
         }
@@ -306,7 +312,10 @@ impl SecretStore {
             )
             .await
         {
-            Ok(_) => Ok(Replaced::Replaced),
+            Ok(echo) => {
+                drop(WipedSecret::new(echo));
+                Ok(Replaced::Replaced)
+            }
             Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => Ok(Replaced::Conflict),
             Err(e) => Err(e),
         }
@@ -324,7 +333,7 @@ impl SecretStore {
     /// watch errors are retried by kube's watcher backoff and reported as `Err`.
     pub fn secrets(
         &self,
-    ) -> impl Stream<Item = Result<Option<Secret>, watcher::Error>> + Send + use<> {
+    ) -> impl Stream<Item = Result<Option<WipedSecret>, watcher::Error>> + Send + use<> {
         follow(self.api.clone(), &self.name.name)
     }
 
@@ -338,16 +347,17 @@ impl SecretStore {
 
 /// The Secret `name` of `api` after each change and after each (re)list (None: there is
 /// none), forever — a watch of that one name (RBAC may limit list and watch to it); watch
-/// errors are retried by kube's watcher backoff and reported as `Err`.
+/// errors are retried by kube's watcher backoff and reported as `Err`. Each copy is wiped
+/// when dropped (the Secret holds key material).
 pub fn follow(
     api: Api<Secret>,
     name: &str,
-) -> impl Stream<Item = Result<Option<Secret>, watcher::Error>> + Send + use<> {
+) -> impl Stream<Item = Result<Option<WipedSecret>, watcher::Error>> + Send + use<> {
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let events = watcher::watcher(api, config).default_backoff();
     // During a (re)list: the Secret listed, if any; concluded at InitDone.
     events
-        .scan(None::<Option<Secret>>, |listing, event| {
+        .scan(None::<Option<WipedSecret>>, |listing, event| {
             let out = match event {
                 Err(e) => Some(Err(e)),
                 Ok(watcher::Event::Init) => {
@@ -355,12 +365,15 @@ pub fn follow(
                     None
                 }
                 Ok(watcher::Event::InitApply(s)) => {
-                    *listing = Some(Some(s));
+                    *listing = Some(Some(WipedSecret::new(s)));
                     None
                 }
                 Ok(watcher::Event::InitDone) => Some(Ok(listing.take().flatten())),
-                Ok(watcher::Event::Apply(s)) => Some(Ok(Some(s))),
-                Ok(watcher::Event::Delete(_)) => Some(Ok(None)),
+                Ok(watcher::Event::Apply(s)) => Some(Ok(Some(WipedSecret::new(s)))),
+                Ok(watcher::Event::Delete(s)) => {
+                    drop(WipedSecret::new(s));
+                    Some(Ok(None))
+                }
             };
             std::future::ready(Some(out))
         })

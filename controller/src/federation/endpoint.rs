@@ -233,7 +233,11 @@ async fn follow_tls(
 ) {
     match source {
         Source::Files { cert, key } => {
-            let read = || Some((std::fs::read(cert).ok()?, std::fs::read(key).ok()?));
+            // The key's bytes are wiped when dropped.
+            let read = || {
+                let key = zeroize::Zeroizing::new(std::fs::read(key).ok()?);
+                Some((std::fs::read(cert).ok()?, key))
+            };
             // The pair given at start was read and loaded then.
             let mut last = read();
             let mut ticks = Ticks::every(RELOAD);
@@ -251,7 +255,7 @@ async fn follow_tls(
             while let Some(Some(event)) = token.run_until_cancelled(secrets.next()).await {
                 match event {
                     Ok(secret) => {
-                        let now = secret.as_ref().and_then(super::svid::read);
+                        let now = secret.as_deref().and_then(super::svid::read);
                         if let Some((c, k)) = now.as_ref().filter(|_| now != last) {
                             swap_in(tls, c, k, &format!("Secret {name}"));
                             last = now;

@@ -25,10 +25,12 @@ use signer_core::{Decision, KeyMaterial, Request, Signer};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::config::{EndpointIdentity as Identity, ObjectName};
 use crate::runtime::clock::{Clock, sleep_until};
 use crate::runtime::retry;
+use crate::runtime::wiped::{WipedSecret, wipe};
 
 /// The Secret that holds the endpoint's SVID, beside the CA Secret.
 pub fn secret_name(ca_secret: &ObjectName) -> ObjectName {
@@ -38,12 +40,13 @@ pub fn secret_name(ca_secret: &ObjectName) -> ObjectName {
     }
 }
 
-/// A new SVID for `identity` from `signer` as of `now`: the chain and the key, PEM.
+/// A new SVID for `identity` from `signer` as of `now`: the chain and the key, PEM (wiped
+/// when dropped; aws-lc wipes its own copy, the generated PKCS#8 document, likewise).
 pub fn issue(
     signer: &Signer,
     identity: &Identity,
     now: SystemTime,
-) -> Result<(String, String), String> {
+) -> Result<(String, Zeroizing<String>), String> {
     let rng = SystemRandom::new();
     let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng)
         .map_err(|e| format!("generating a key: {e}"))?;
@@ -73,7 +76,9 @@ pub fn issue(
     };
     match signer.decide(&request, now).map_err(|e| e.to_string())? {
         Decision::Issue(issued) => {
-            let key_pem = pem::encode(&pem::Pem::new("PRIVATE KEY", pkcs8.as_ref()));
+            let block = pem::Pem::new("PRIVATE KEY", pkcs8.as_ref());
+            let key_pem = Zeroizing::new(pem::encode(&block));
+            block.into_contents().zeroize();
             Ok((issued.chain_pem, key_pem))
         }
         Decision::Deny(d) => Err(format!(
@@ -93,12 +98,12 @@ pub fn renew_at(chain_pem: &[u8]) -> Option<SystemTime> {
     Some(signer_core::time::from_unix_seconds(half))
 }
 
-/// The Secret's chain and key, if it holds both.
-pub fn read(secret: &Secret) -> Option<(Vec<u8>, Vec<u8>)> {
+/// The Secret's chain and key, if it holds both (the key's copy wiped when dropped).
+pub fn read(secret: &Secret) -> Option<(Vec<u8>, Zeroizing<Vec<u8>>)> {
     let data = secret.data.as_ref()?;
     Some((
         data.get("tls.crt")?.0.clone(),
-        data.get("tls.key")?.0.clone(),
+        Zeroizing::new(data.get("tls.key")?.0.clone()),
     ))
 }
 
@@ -140,11 +145,12 @@ async fn renew_if_due(
     let found = secrets
         .get_opt(&name.name)
         .await
-        .map_err(|e| format!("reading {name}: {e}"))?;
+        .map_err(|e| format!("reading {name}: {e}"))?
+        .map(WipedSecret::new);
     if let Some(due) = found
         .as_ref()
-        .and_then(read)
-        .and_then(|(crt, _)| renew_at(&crt))
+        .and_then(|s| s.data.as_ref()?.get("tls.crt"))
+        .and_then(|crt| renew_at(&crt.0))
         .filter(|t| *t > now)
     {
         return Ok(due);
@@ -154,11 +160,11 @@ async fn renew_if_due(
     let due = renew_at(chain.as_bytes()).ok_or("the issued SVID cannot be read back")?;
     let data = BTreeMap::from([
         ("tls.crt".to_string(), ByteString(chain.into_bytes())),
-        ("tls.key".to_string(), ByteString(key.into_bytes())),
+        ("tls.key".to_string(), ByteString(key.as_bytes().to_vec())),
     ]);
     let written = match found {
         None => {
-            let secret = Secret {
+            let secret = WipedSecret::new(Secret {
                 metadata: kube::api::ObjectMeta {
                     name: Some(name.name.clone()),
                     namespace: Some(name.namespace.clone()),
@@ -171,10 +177,11 @@ async fn renew_if_due(
                 type_: Some("kubernetes.io/tls".into()),
                 data: Some(data),
                 ..Default::default()
-            };
+            });
             secrets.create(&PostParams::default(), &secret).await
         }
         Some(mut secret) => {
+            wipe(&mut secret);
             secret.data = Some(data);
             secret.metadata.managed_fields = None;
             secrets
@@ -182,8 +189,8 @@ async fn renew_if_due(
                 .await
         }
     };
-    match written {
-        Ok(_) => {
+    match written.map(WipedSecret::new) {
+        Ok(_echo) => {
             info!(secret = %name, "issued the bundle endpoint's SVID");
             Ok(due)
         }

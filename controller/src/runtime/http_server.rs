@@ -253,17 +253,28 @@ pub fn server_config(cert_pem: &[u8], key_pem: &[u8]) -> Result<rustls::ServerCo
     if certs.is_empty() {
         return Err(PairError::Cert("no CERTIFICATE block".into()));
     }
-    // Never the key's bytes in an error: only what kind of problem it is.
-    let key_der = PrivateKeyDer::from_pem_slice(key_pem)
+    // Never the key's bytes in an error: only what kind of problem it is. Our DER copy is
+    // wiped once aws-lc holds the key (aws-lc wipes its own when it frees it).
+    let mut key_der = PrivateKeyDer::from_pem_slice(key_pem)
         .map_err(|e| PairError::Key(format!("no private key ({e:?})")))?;
+    let signing_key = rustls::crypto::aws_lc_rs::sign::any_supported_type(&key_der);
+    zeroize::Zeroize::zeroize(&mut key_der);
+    let certified = rustls::sign::CertifiedKey::new(
+        certs,
+        signing_key.map_err(|e| PairError::Key(e.to_string()))?,
+    );
+    // As rustls' own with_single_cert: a mismatch is refused, an undecidable match is not.
+    match certified.keys_match() {
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
+        Err(e) => return Err(PairError::Pair(e.to_string())),
+    }
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::aws_lc_rs::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .map_err(|e| PairError::Pair(e.to_string()))?
     .with_no_client_auth()
-    .with_single_cert(certs, key_der)
-    .map_err(|e| PairError::Pair(e.to_string()))?;
+    .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified)));
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }

@@ -3,7 +3,8 @@
 //! `/ready`, `/metrics`), serving HTTP to untrusted clients within limits ([`http_server`],
 //! for the admin server and the bundle endpoint), `/metrics` over HTTPS for authorized
 //! callers ([`secure_metrics`]), the metrics registry ([`metrics`]), logging ([`telemetry`]), the
-//! certificate clock ([`clock`]) and the one way Events are written ([`events`]). Nothing
+//! certificate clock ([`clock`]), the one way Events are written ([`events`]) and Secrets
+//! that hold key material, wiped when dropped ([`wiped`]). Nothing
 //! here knows about requests, leadership or the CA; the wings above import it.
 //!
 //! ```text
@@ -11,7 +12,7 @@
 //!        │            │        │         │
 //!        └────────────┴────┬───┴─────────┘
 //!                          ▼
-//!   runtime:  supervisor  retry  admin ─► http_server, metrics  telemetry  clock  events
+//!   runtime:  supervisor  retry  admin ─► http_server, metrics  telemetry  clock  events  wiped
 //! ```
 
 pub mod admin;
@@ -23,3 +24,4 @@ pub mod retry;
 pub mod secure_metrics;
 pub mod supervisor;
 pub mod telemetry;
+pub mod wiped;

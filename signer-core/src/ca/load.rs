@@ -91,8 +91,10 @@ fn load_key(key_pem: &str) -> Result<KeyPair, CaError> {
             "must hold exactly one private key PEM block".to_owned(),
         ));
     };
+    // A copy for rustls' key type, wiped below whatever rcgen makes of it (the block wipes
+    // its own when dropped).
     let der = block.der().to_vec();
-    let (key, format) = match block.label() {
+    let (mut key, format) = match block.label() {
         "PRIVATE KEY" => (PrivateKeyDer::Pkcs8(der.into()), "PKCS#8"),
         "EC PRIVATE KEY" => (PrivateKeyDer::Sec1(der.into()), "SEC1"),
         "RSA PRIVATE KEY" => (PrivateKeyDer::Pkcs1(der.into()), "PKCS#1"),
@@ -109,12 +111,14 @@ fn load_key(key_pem: &str) -> Result<KeyPair, CaError> {
         }
     };
     // rcgen's error may describe the key's bytes; ours does not.
-    KeyPair::try_from(&key).map_err(|_| {
+    let loaded = KeyPair::try_from(&key).map_err(|_| {
         CaError::Key(format!(
             "the {:?} block is not a valid {format} private key of a supported type (ECDSA P-256/P-384/P-521, Ed25519 or RSA)",
             block.label()
         ))
-    })
+    });
+    zeroize::Zeroize::zeroize(&mut key);
+    loaded
 }
 
 fn is_self_signed(c: &X509Certificate<'_>) -> bool {
