@@ -1,15 +1,17 @@
-# podcert-signer: a static (musl) binary on distroless/static, running as non-root.
+# podcert-signer on distroless/cc (glibc, libgcc, libstdc++), running as non-root. The binary is
+# linked against glibc, not static musl, so it can dlopen a PKCS#11 module (an HSM vendor's
+# library, mounted or in a derived image) for root keys in a token (docs/ca-lifecycle.md).
 #   docker build -t podcert-signer .
-# Not built in this project's CI: its machines have no container engine.
-FROM rust:1.89-alpine AS build
-RUN apk add --no-cache musl-dev gcc g++ make cmake perl
+# This project's CI has no container engine: it lints this file with hadolint and runs the HSM
+# end-to-end test on the binary scripts/build-release makes, the command the build stage runs.
+FROM rust:1.89-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p podcert-signer \
- && cp target/release/podcert-signer /podcert-signer
+RUN scripts/build-release && cp target/release/podcert-signer /podcert-signer
 
-FROM gcr.io/distroless/static-debian12:nonroot
+# The same Debian release as the build stage, so the binary finds the glibc it was linked to.
+FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /podcert-signer /podcert-signer
 USER 65532:65532
-EXPOSE 8080
+EXPOSE 8080 9443
 ENTRYPOINT ["/podcert-signer"]

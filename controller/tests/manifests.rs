@@ -888,3 +888,64 @@ fn the_federation_component_serves_the_endpoint_and_composes_with_the_others_in_
         assert_eq!(role["rules"][0]["resourceNames"][0], svid.name.as_str());
     }
 }
+
+/// The Dockerfile passes hadolint (which does find fault: the same file with an unpinned base
+/// does not pass), its build stage runs scripts/build-release — the build whose binary the HSM
+/// end-to-end test runs — and the image is a glibc distroless one of the build stage's Debian
+/// release, so the binary can dlopen a PKCS#11 module.
+#[test]
+fn the_dockerfile_passes_hadolint_and_ships_the_tested_build_on_a_glibc_base() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../Dockerfile");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let hadolint = |file: &std::path::Path| {
+        std::process::Command::new(podcert_tests::oracles::hadolint_binary())
+            .arg(file)
+            .output()
+            .unwrap()
+    };
+    let out = hadolint(&path);
+    assert!(
+        out.status.success(),
+        "hadolint Dockerfile:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let unpinned = dir.path().join("Dockerfile");
+    std::fs::write(&unpinned, text.replace("rust:1.89-bookworm", "rust:latest")).unwrap();
+    let out = hadolint(&unpinned);
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stdout).contains("DL3007"),
+        "hadolint let an unpinned base pass: {out:?}"
+    );
+
+    let froms: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("FROM "))
+        .collect();
+    assert_eq!(
+        froms,
+        [
+            "rust:1.89-bookworm AS build",
+            "gcr.io/distroless/cc-debian12:nonroot"
+        ],
+        "the build stage is Debian 12 (bookworm), and so is the glibc of the image"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("RUN scripts/build-release ")),
+        "the build stage runs scripts/build-release"
+    );
+    let rust_version =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml"))
+            .unwrap()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("rust-version = ")
+                    .map(|v| v.trim_matches('"').to_owned())
+            })
+            .unwrap();
+    assert!(
+        froms[0].starts_with(&format!("rust:{rust_version}-")),
+        "the image builds with the workspace's rust-version, {rust_version}"
+    );
+}

@@ -54,6 +54,56 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The binary the container image ships: `scripts/build-release`, which the Dockerfile's build
+/// stage runs, leaves it in target/release (scripts/test runs the script before the tests).
+/// Panics, saying what to run, when it is missing or older than what it is built from (the
+/// sources and manifests of the crates it links, the workspace manifest and the lock file).
+pub fn image_binary() -> std::path::PathBuf {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let bin = root.join("target/release/podcert-signer");
+    let built = std::fs::metadata(&bin)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} is missing: run scripts/build-release (scripts/test does)",
+                bin.display()
+            )
+        });
+    let newest = [
+        "controller/src",
+        "controller/Cargo.toml",
+        "signer-core/src",
+        "signer-core/Cargo.toml",
+        "spiffe-tls/src",
+        "spiffe-tls/Cargo.toml",
+        "Cargo.toml",
+        "Cargo.lock",
+    ]
+    .iter()
+    .flat_map(|d| newest_files(&root.join(d)))
+    .max_by_key(|(t, _)| *t);
+    if let Some((changed, path)) = newest.filter(|(t, _)| *t > built) {
+        panic!(
+            "{} is older than {} ({changed:?}): run scripts/build-release (scripts/test does)",
+            bin.display(),
+            path.display()
+        );
+    }
+    bin
+}
+
+/// Every file under `path` (or `path` itself) with its modification time.
+fn newest_files(path: &std::path::Path) -> Vec<(std::time::SystemTime, std::path::PathBuf)> {
+    let meta = std::fs::metadata(path).unwrap();
+    if meta.is_file() {
+        return vec![(meta.modified().unwrap(), path.to_path_buf())];
+    }
+    std::fs::read_dir(path)
+        .unwrap()
+        .flat_map(|e| newest_files(&e.unwrap().path()))
+        .collect()
+}
+
 /// The kube-rs configuration a kubeconfig file describes (its current context).
 pub async fn kube_config(kubeconfig: &std::path::Path) -> kube::Config {
     let kc = kube::config::Kubeconfig::read_from(kubeconfig)

@@ -28,10 +28,21 @@ fn args(flags: &[String]) -> Vec<&str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_root_key_in_a_token_the_secret_holds_no_key_and_a_new_leader_signs_under_the_same_root()
  {
-    let token = TestToken::new("e2e-custody");
+    key_in_a_token(test_binary(), "e2e-custody").await;
+}
+
+/// The binary the container image ships (glibc, built by scripts/build-release as the
+/// Dockerfile builds it) loads the PKCS#11 module: a static musl build could not dlopen it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_image_binary_loads_the_token_module_and_signs_under_the_token_root() {
+    key_in_a_token(&podcert_tests::image_binary(), "e2e-image").await;
+}
+
+async fn key_in_a_token(bin: &std::path::Path, label: &str) {
+    let token = TestToken::new(label);
     let flags = token_flags(&token);
     let cluster = Cluster::start(ServerOptions::v1beta1()).await;
-    let mut a = cluster.signer("a", &args(&flags));
+    let mut a = cluster.signer_from(bin, "a", &args(&flags));
     a.wait_ready(Duration::from_secs(30)).await;
     let first = assert_burst_issued(
         &cluster,
@@ -55,7 +66,7 @@ async fn with_the_root_key_in_a_token_the_secret_holds_no_key_and_a_new_leader_s
     assert_eq!(a.terminate(), Some(0), "{}", a.log_text());
 
     // A new process (the next leader) finds the root key by label and signs on under it.
-    let b = cluster.signer("b", &args(&flags));
+    let b = cluster.signer_from(bin, "b", &args(&flags));
     b.wait_ready(Duration::from_secs(30)).await;
     let second = assert_burst_issued(
         &cluster,

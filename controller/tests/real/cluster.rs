@@ -10,7 +10,9 @@ use podcert_tests::control_plane::objects::{self, CertificateSource};
 use podcert_tests::control_plane::{ApiServerOptions, ControlPlane, Identity, Node, Release};
 use serde_json::Value;
 
-use crate::support::{CA_NAME, CA_NS, CTB_NAME, SIGNER, SignerProcess, rendered_manifests_with};
+use crate::support::{
+    CA_NAME, CA_NS, CTB_NAME, SIGNER, SignerProcess, rendered_manifests_with, test_binary,
+};
 
 /// The trust domain `manifests/config.env` ships.
 pub const TRUST_DOMAIN: &str = "cluster.local";
@@ -58,6 +60,7 @@ impl RealCluster {
             .collect();
         all.extend_from_slice(extra);
         SignerProcess::start(
+            test_binary(),
             &self.signer_identity.kubeconfig,
             self.cp.dir.path(),
             name,

@@ -276,6 +276,23 @@ impl Cluster {
     pub fn signer(&self, name: &str, extra: &[&str]) -> SignerProcess {
         SignerProcess::spawn(self, name, extra)
     }
+
+    /// A signer from the binary `bin` (e.g. `podcert_tests::image_binary()`) instead of the test build's.
+    pub fn signer_from(&self, bin: &std::path::Path, name: &str, extra: &[&str]) -> SignerProcess {
+        SignerProcess::start(
+            bin,
+            &self.signer_kubeconfig,
+            self.dir.path(),
+            name,
+            extra,
+            &[],
+        )
+    }
+}
+
+/// The signer binary the tests are built with.
+pub fn test_binary() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_BIN_EXE_podcert-signer"))
 }
 
 /// A running signer; killed when dropped. Its log is kept in the cluster's temp dir.
@@ -289,6 +306,7 @@ pub struct SignerProcess {
 impl SignerProcess {
     pub fn spawn(cluster: &Cluster, name: &str, extra: &[&str]) -> SignerProcess {
         SignerProcess::start(
+            test_binary(),
             &cluster.signer_kubeconfig,
             cluster.dir.path(),
             name,
@@ -297,10 +315,11 @@ impl SignerProcess {
         )
     }
 
-    /// The signer binary with `kubeconfig`, its log in `dir`, `extra` flags and `env`
+    /// The signer binary `bin` with `kubeconfig`, its log in `dir`, `extra` flags and `env`
     /// (settings as a ConfigMap gives them). The signer name, trust domain and short leases
     /// the scenarios share are added unless `extra` or `env` set them.
     pub fn start(
+        bin: &std::path::Path,
         kubeconfig: &std::path::Path,
         dir: &std::path::Path,
         name: &str,
@@ -310,7 +329,7 @@ impl SignerProcess {
         let admin_port = podcert_tests::free_port();
         let log = dir.join(format!("{name}.log"));
         let identity = format!("signer-{name}");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_podcert-signer"));
+        let mut cmd = Command::new(bin);
         let set = |flag: &str| {
             let var = format!(
                 "PODCERT_{}",

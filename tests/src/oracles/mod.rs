@@ -12,8 +12,8 @@ pub use openssl::{openssl, openssl_rsa, openssl_verify, openssl_verify_at};
 pub(crate) use python::python_batch;
 pub use python::{py_jwk_matches_x5c, py_spiffe_parse};
 pub use tools::{
-    go_binary, helm_binary, helm_template, kubectl_binary, kustomize, prometheus_binary,
-    promtool_binary, stdout_of,
+    cargo_deny_binary, go_binary, hadolint_binary, helm_binary, helm_template, kubectl_binary,
+    kustomize, prometheus_binary, promtool_binary, stdout_of,
 };
 
 use std::io::Write;

