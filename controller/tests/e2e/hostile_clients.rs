@@ -63,6 +63,66 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
+/// How long the same traffic runs without an attack, for comparison.
+const CALM: Duration = Duration::from_secs(8);
+
+/// What the well-behaved clients saw in one phase.
+struct Traffic {
+    /// Probes answered, and as many bundle fetches.
+    answered: usize,
+    /// The slowest probe plus fetch.
+    slowest: Duration,
+    /// The requests filed, issued, and how fast.
+    report: podcert_tests::kubelet::Report,
+    peak_kib: u64,
+}
+
+/// Until `until`, from 127.0.0.1: a kubelet probe and a peer's bundle fetch every 250 ms, each
+/// answered within 2 s, and two requests filed every second; then waits for their outcomes.
+async fn traffic(
+    cluster: &Cluster,
+    signer: &SignerProcess,
+    endpoint: SocketAddr,
+    web: &WebCert,
+    until: Instant,
+    phase: &str,
+) -> Traffic {
+    let kubelet = cluster.kubelet("v1beta1");
+    let tracker = cluster.tracker("v1beta1");
+    let (mut answered, mut slowest, mut peak_kib) = (0, Duration::ZERO, 0);
+    let mut created = Vec::new();
+    let started = Instant::now();
+    while Instant::now() < until {
+        let asked = Instant::now();
+        let ready = timeout(Duration::from_secs(2), signer.admin("/ready")).await;
+        assert!(
+            matches!(ready, Ok(Some((200, _)))),
+            "a probe went unanswered ({phase}): {ready:?}"
+        );
+        let bundle = timeout(Duration::from_secs(2), get(endpoint, &web.ca_pem, "/")).await;
+        assert!(
+            matches!(bundle, Ok(Ok((200, _)))),
+            "a bundle fetch went unanswered ({phase}): {:?}",
+            bundle.map(|b| b.map(|(code, _)| code))
+        );
+        slowest = slowest.max(asked.elapsed());
+        answered += 1;
+        if answered % 4 == 0 {
+            let pods = plain_burst(&format!("{phase}{}", answered / 4), 2);
+            created.extend(kubelet.create_all(&pods, 2).await.unwrap());
+        }
+        peak_kib = peak_kib.max(rss_kib(signer.child.id()));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let outcomes = tracker.wait_all(&created, Duration::from_secs(30)).await;
+    Traffic {
+        answered,
+        slowest,
+        report: podcert_tests::kubelet::Report::new(&created, &outcomes, started.into_std()),
+        peak_kib,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abusive_clients_starve_neither_probes_nor_bundle_fetches_nor_issuance() {
     let _heavy = heavy_scenario().await;
@@ -86,6 +146,21 @@ async fn abusive_clients_starve_neither_probes_nor_bundle_fetches_nor_issuance()
     }
     let admin: SocketAddr = format!("127.0.0.1:{}", signer.admin_port).parse().unwrap();
     let pid = signer.child.id();
+    // The same traffic without an attack first: what the attack's figures compare with.
+    let calm = traffic(
+        &cluster,
+        &signer,
+        endpoint,
+        &web,
+        Instant::now() + CALM,
+        "calm",
+    )
+    .await;
+    assert_eq!(
+        calm.report.issued, calm.report.requested,
+        "{:?}",
+        calm.report
+    );
     let rss_before = rss_kib(pid);
     let addr = |n: u8| IpAddr::from([127, 0, 0, n]);
     let until = Instant::now() + ATTACK;
@@ -212,42 +287,19 @@ async fn abusive_clients_starve_neither_probes_nor_bundle_fetches_nor_issuance()
 
     // Meanwhile, from 127.0.0.1: the kubelet's probes and a peer's bundle fetches every
     // 250 ms, each answered within 2 s, and requests keep coming.
-    let (mut probes, mut fetches, mut slowest) = (0, 0, Duration::ZERO);
-    let mut peak_kib = rss_before;
-    let kubelet = cluster.kubelet("v1beta1");
-    let tracker = cluster.tracker("v1beta1");
-    let mut created = Vec::new();
-    let mut batch = 0;
-    while Instant::now() < until {
-        let asked = Instant::now();
-        let ready = timeout(Duration::from_secs(2), signer.admin("/ready")).await;
-        assert!(
-            matches!(ready, Ok(Some((200, _)))),
-            "a probe went unanswered during the attack: {ready:?}"
-        );
-        let bundle = timeout(Duration::from_secs(2), get(endpoint, &web.ca_pem, "/")).await;
-        assert!(
-            matches!(bundle, Ok(Ok((200, _)))),
-            "a bundle fetch went unanswered during the attack: {:?}",
-            bundle.map(|b| b.map(|(code, _)| code))
-        );
-        slowest = slowest.max(asked.elapsed());
-        probes += 1;
-        fetches += 1;
-        if probes % 4 == 0 {
-            let pods = plain_burst(&format!("attack{batch}"), 2);
-            created.extend(kubelet.create_all(&pods, 2).await.unwrap());
-            batch += 1;
-        }
-        peak_kib = peak_kib.max(rss_kib(pid));
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    let outcomes = tracker.wait_all(&created, Duration::from_secs(30)).await;
-    let issued = outcomes
-        .iter()
-        .filter(|o| o.as_ref().is_some_and(|t| t.condition() == "Issued"))
-        .count();
-    assert_eq!(issued, created.len(), "requests filed during the attack");
+    let during = traffic(&cluster, &signer, endpoint, &web, until, "attack").await;
+    assert_eq!(
+        during.report.issued, during.report.requested,
+        "requests filed during the attack: {:?}",
+        during.report
+    );
+    let (probes, fetches, slowest, issued) = (
+        during.answered,
+        during.answered,
+        during.slowest,
+        during.report.issued,
+    );
+    let mut peak_kib = during.peak_kib;
 
     let (opened, held) = idle.await.unwrap();
     let slow_closed = slowloris.await.unwrap();
@@ -264,6 +316,19 @@ async fn abusive_clients_starve_neither_probes_nor_bundle_fetches_nor_issuance()
         rss_before,
         peak_kib
     );
+    for (phase, t) in [
+        ("without the attack", &calm),
+        ("during the attack", &during),
+    ] {
+        println!(
+            "{phase}: {} issued at {:.2}/s, create->Issued p50 {} ms, p99 {} ms; probes and fetches slowest {:?}",
+            t.report.issued,
+            t.report.requests_per_second,
+            t.report.latency_ms["p50"],
+            t.report.latency_ms["p99"],
+            t.slowest
+        );
+    }
     assert_eq!(held, 0, "idle connections the server never closed");
     assert_eq!(
         slow_closed, 40,
