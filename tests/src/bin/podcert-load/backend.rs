@@ -1,21 +1,27 @@
 //! The API server a run uses: the test API server in this process, or the real kube-apiserver
-//! and etcd with `manifests/` applied and the signer under its ServiceAccount's token.
+//! and etcd with `manifests/` applied, the signer under its ServiceAccount's token and that
+//! account's requests in kube-apiserver's audit log.
 
+use crate::audit::{AuditLog, Mark};
 use crate::services::NAMESPACES;
 use crate::signer::{Usage, process_usage};
 use podcert_tests::apiserver::TestApiServer;
-use podcert_tests::control_plane::{ControlPlane, Release};
+use podcert_tests::control_plane::Release;
+use podcert_tests::control_plane::{ApiServerOptions, ControlPlane};
 
 /// The API server a run uses: the test API server in this process, or the real control plane.
 pub(crate) enum Backend {
     Double {
-        server: TestApiServer,
+        /// Serves for as long as the run holds it.
+        _server: TestApiServer,
         kubeconfig: std::path::PathBuf,
         client: kube::Client,
     },
     Real {
         cp: Box<ControlPlane>,
         signer_kubeconfig: std::path::PathBuf,
+        audit: AuditLog,
+        _audit_dir: tempfile::TempDir,
     },
 }
 
@@ -23,7 +29,11 @@ impl Backend {
     /// kube-apiserver and etcd of `release`, `manifests/` applied as a user applies them, and
     /// the namespaces the load files requests in.
     pub(crate) async fn real(release: Release) -> Backend {
-        let cp = ControlPlane::start(release).await;
+        let audit_dir = tempfile::tempdir().expect("a directory for the audit log");
+        let (audit, flags) = AuditLog::configure(audit_dir.path());
+        let mut options = ApiServerOptions::new(release);
+        options.extra_flags = flags;
+        let cp = ControlPlane::start_with(options).await;
         let manifests = podcert_tests::control_plane::binaries::workspace().join("manifests");
         let yaml = podcert_tests::oracles::kustomize(&manifests);
         cp.kubectl(&["apply", "-f", "-"], Some(&yaml))
@@ -40,6 +50,8 @@ impl Backend {
         Backend::Real {
             cp: Box::new(cp),
             signer_kubeconfig: signer.kubeconfig,
+            audit,
+            _audit_dir: audit_dir,
         }
     }
 
@@ -60,25 +72,22 @@ impl Backend {
         }
     }
 
-    pub(crate) async fn trust_bundle_published(&self) -> bool {
-        const NAME: &str = "example.com:spiffe:ca";
+    /// Where the signer's requests to kube-apiserver stand now (the double keeps no log: None).
+    pub(crate) fn audit_mark(&self) -> Option<Mark> {
         match self {
-            Backend::Double { server, .. } => server.get("clustertrustbundles", "", NAME).is_some(),
-            Backend::Real { cp, .. } => {
-                let version = if cp.release() >= Release::V1_37 {
-                    "v1"
-                } else {
-                    "v1beta1"
-                };
-                cp.get(
-                    &format!("certificates.k8s.io/{version}"),
-                    "ClusterTrustBundle",
-                    "",
-                    NAME,
-                )
-                .await
-                .is_some()
-            }
+            Backend::Double { .. } => None,
+            Backend::Real { audit, .. } => Some(audit.mark()),
+        }
+    }
+
+    /// The signer's requests since `mark`, by verb and resource.
+    pub(crate) fn audit_since(
+        &self,
+        mark: Option<Mark>,
+    ) -> Option<std::collections::BTreeMap<String, u64>> {
+        match (self, mark) {
+            (Backend::Real { audit, .. }, Some(mark)) => Some(audit.since(mark)),
+            _ => None,
         }
     }
 

@@ -13,6 +13,12 @@
 //! names one of those pods, which exactly one Service selects. The signer is stopped with
 //! SIGTERM, so a profiler wrapped around it (`--signer-bin` a script) writes its data.
 //!
+//! A run starts timing once the signer has issued a first request (its CA made, its watch
+//! synced). Against the real kube-apiserver it also reports the signer's own requests to it,
+//! from kube-apiserver's audit log (`audit`): per issued certificate, and by verb and resource.
+//! `--peer hermetic` runs Kubernetes' reference signer (`peer`) in podcert-signer's place, under
+//! the same account and load (`--kubernetes 1.37` only: it speaks the v1 API).
+//!
 //! Two baselines run without a cluster or a signer process (`podcert_tests::baseline`):
 //! `--core-only` decides the same requests with signer-core alone, one at a time at `--rate`
 //! (or back to back), and reports the CPU each cost — the floor of the signer's CPU per
@@ -24,13 +30,16 @@
 //! target/release/podcert-load --signer-bin target/release/podcert-signer --requests 2000 --concurrency 64
 //! ```
 
+mod audit;
 mod backend;
+mod peer;
 mod services;
 mod signer;
 
 use std::time::{Duration, Instant};
 
 use crate::backend::Backend;
+use crate::peer::Peer;
 use crate::services::{names, pod_uid, populate};
 use crate::signer::{mib, process_usage, restart, spawn_signer, stop};
 use podcert_tests::apiserver::{ServerOptions, TestApiServer};
@@ -50,13 +59,14 @@ struct Args {
     core_only: bool,
     stall_probe: Option<f64>,
     kubernetes: Option<Release>,
+    peer: Option<Peer>,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: podcert-load --signer-bin PATH [--requests N] [--concurrency C] [--rate PER_SECOND] \
          [--key-types ECDSAP256,ED25519] [--format csr|pkix|mixed] [--signer-concurrency N] [--restart] [--services N] \
-         [--core-only] [--stall-probe SECONDS] [--kubernetes 1.35|1.36|1.37]"
+         [--core-only] [--stall-probe SECONDS] [--kubernetes 1.35|1.36|1.37] [--peer hermetic]"
     );
     std::process::exit(2)
 }
@@ -75,6 +85,7 @@ fn parse_args() -> Args {
         core_only: false,
         stall_probe: None,
         kubernetes: None,
+        peer: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -100,8 +111,28 @@ fn parse_args() -> Args {
                         .unwrap_or_else(|| usage()),
                 )
             }
+            "--peer" => {
+                let v = value();
+                a.peer = Some(
+                    Peer::ALL
+                        .into_iter()
+                        .find(|p| p.name() == v)
+                        .unwrap_or_else(|| usage()),
+                )
+            }
             _ => usage(),
         }
+    }
+    if let Some(peer) = a.peer
+        && a.kubernetes != Some(peer.release())
+    {
+        eprintln!(
+            "--peer {} runs against the real kube-apiserver {} only: add --kubernetes {}",
+            peer.name(),
+            peer.release(),
+            peer.release()
+        );
+        std::process::exit(2);
     }
     a
 }
@@ -139,7 +170,7 @@ async fn main() {
             let kubeconfig = server.write_kubeconfig(dir.path());
             let client = podcert_tests::kube_client(&kubeconfig).await;
             Backend::Double {
-                server,
+                _server: server,
                 kubeconfig,
                 client,
             }
@@ -148,14 +179,25 @@ async fn main() {
     };
     let mut signer = spawn_signer(&args, backend.signer_kubeconfig());
     let client = backend.client().clone();
-    // Ready once the CA exists and the watch has synced.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !backend.trust_bundle_published().await && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let kubelet = Kubelet::new(client.clone(), "v1beta1", "example.com/spiffe");
+    let tracker = Tracker::start(client, "v1beta1");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Ready once a first request is issued: the CA made, the watch synced.
+    let warm_up = PodRequest::new("restart", "pod-warm-up", "sa", "ECDSAP256", Format::Csr);
+    let created = kubelet.create_all(&[warm_up], 1).await.unwrap();
+    let outcome = tracker.wait_all(&created, Duration::from_secs(60)).await;
+    if outcome[0]
+        .as_ref()
+        .is_none_or(|t| t.condition() != "Issued")
+    {
+        stop(&mut signer);
+        eprintln!("the signer did not issue a first request within 60 s: {outcome:?}");
+        std::process::exit(1);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let idle = process_usage(signer.id());
     let apiserver_idle = backend.apiserver_usage().await;
+    let audit_mark = backend.audit_mark();
 
     let pods: Vec<PodRequest> = (0..args.requests)
         .map(|i| {
@@ -173,9 +215,6 @@ async fn main() {
             request
         })
         .collect();
-    let kubelet = Kubelet::new(client.clone(), "v1beta1", "example.com/spiffe");
-    let tracker = Tracker::start(client, "v1beta1");
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
     let created = match args.rate {
         None => kubelet.create_all(&pods, args.concurrency).await.unwrap(),
@@ -210,6 +249,7 @@ async fn main() {
     };
     let used = process_usage(signer.id());
     let apiserver_used = backend.apiserver_usage().await;
+    let api_requests = backend.audit_since(audit_mark);
     stop(&mut signer);
     let restart = if args.restart {
         Some(restart(&args, backend.signer_kubeconfig(), &kubelet, &tracker).await)
@@ -229,6 +269,8 @@ async fn main() {
                    "user_ms_per_request": per_request_ms(user),
                    "system_ms_per_request": per_request_ms(system),
                    "peak_rss_mib": mib(used.peak_rss_kib)},
+        "signer_name": args.peer.map_or("podcert-signer", Peer::name),
+        "signer_api_requests": api_requests.map(|counts| audit::summary(&counts, report.issued)),
         "restart": restart,
         "leaves_without_their_service_names": wrong_names,
         "api_server": match (&backend, apiserver_idle, apiserver_used) {

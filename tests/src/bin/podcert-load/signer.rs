@@ -65,7 +65,11 @@ pub(crate) fn mib(kib: u64) -> f64 {
     (kib as f64 / 1024.0 * 10.0).round() / 10.0
 }
 
+/// Starts the signer under test: podcert-signer (`--signer-bin`), or the `--peer`.
 pub(crate) fn spawn_signer(args: &Args, kubeconfig: &std::path::Path) -> std::process::Child {
+    if let Some(peer) = args.peer {
+        return peer.spawn(kubeconfig, "example.com/spiffe");
+    }
     let admin_port = podcert_tests::free_port();
     let mut cmd = Command::new(&args.signer_bin);
     if args.services > 0 {
