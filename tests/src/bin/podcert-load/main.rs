@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use crate::backend::Backend;
 use crate::peer::Peer;
 use crate::services::{names, pod_uid, populate};
-use crate::signer::{mib, process_usage, restart, spawn_signer, stop};
+use crate::signer::{issue_one, mib, process_usage, restart, spawn_signer, stop};
 use podcert_tests::apiserver::{ServerOptions, TestApiServer};
 use podcert_tests::control_plane::Release;
 use podcert_tests::kubelet::{Format, Kubelet, PodRequest, Report, Tracker};
@@ -69,6 +69,13 @@ fn usage() -> ! {
          [--core-only] [--stall-probe SECONDS] [--kubernetes 1.35|1.36|1.37] [--peer hermetic]"
     );
     std::process::exit(2)
+}
+
+/// The one of `all` whose name is `given`, or the usage.
+fn one_of<T, const N: usize>(all: [T; N], given: &str, name: impl Fn(&T) -> String) -> T {
+    all.into_iter()
+        .find(|t| name(t) == given)
+        .unwrap_or_else(|| usage())
 }
 
 fn parse_args() -> Args {
@@ -103,23 +110,9 @@ fn parse_args() -> Args {
             "--core-only" => a.core_only = true,
             "--stall-probe" => a.stall_probe = Some(value().parse().unwrap_or_else(|_| usage())),
             "--kubernetes" => {
-                let v = value();
-                a.kubernetes = Some(
-                    Release::ALL
-                        .into_iter()
-                        .find(|r| r.to_string() == v)
-                        .unwrap_or_else(|| usage()),
-                )
+                a.kubernetes = Some(one_of(Release::ALL, &value(), |r| r.to_string()))
             }
-            "--peer" => {
-                let v = value();
-                a.peer = Some(
-                    Peer::ALL
-                        .into_iter()
-                        .find(|p| p.name() == v)
-                        .unwrap_or_else(|| usage()),
-                )
-            }
+            "--peer" => a.peer = Some(one_of(Peer::ALL, &value(), |p| p.name().to_string())),
             _ => usage(),
         }
     }
@@ -183,15 +176,9 @@ async fn main() {
     let tracker = Tracker::start(client, "v1beta1");
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Ready once a first request is issued: the CA made, the watch synced.
-    let warm_up = PodRequest::new("restart", "pod-warm-up", "sa", "ECDSAP256", Format::Csr);
-    let created = kubelet.create_all(&[warm_up], 1).await.unwrap();
-    let outcome = tracker.wait_all(&created, Duration::from_secs(60)).await;
-    if outcome[0]
-        .as_ref()
-        .is_none_or(|t| t.condition() != "Issued")
-    {
+    if !issue_one(&kubelet, &tracker, "pod-warm-up").await {
         stop(&mut signer);
-        eprintln!("the signer did not issue a first request within 60 s: {outcome:?}");
+        eprintln!("the signer did not issue a first request within 60 s");
         std::process::exit(1);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;

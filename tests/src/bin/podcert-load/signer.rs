@@ -103,6 +103,17 @@ pub(crate) fn spawn_signer(args: &Args, kubeconfig: &std::path::Path) -> std::pr
     })
 }
 
+/// Files one request (pod `pod` in the namespace `restart`) and says whether it was issued
+/// within 60 s.
+pub(crate) async fn issue_one(kubelet: &Kubelet, tracker: &Tracker, pod: &str) -> bool {
+    let request = PodRequest::new("restart", pod, "sa", "ECDSAP256", Format::Csr);
+    let created = kubelet.create_all(&[request], 1).await.unwrap();
+    let outcome = tracker.wait_all(&created, Duration::from_secs(60)).await;
+    outcome[0]
+        .as_ref()
+        .is_some_and(|t| t.condition() == "Issued")
+}
+
 /// A second signer started against the same API server, its CA already stored and every
 /// request of the run decided: the time from its start to its first issuance (a request
 /// filed as it starts), and its peak RSS once that request is issued, which is what holding
@@ -113,18 +124,13 @@ pub(crate) async fn restart(
     kubelet: &Kubelet,
     tracker: &Tracker,
 ) -> serde_json::Value {
-    let pod = PodRequest::new("restart", "pod-restart", "sa", "ECDSAP256", Format::Csr);
     let started = Instant::now();
     let mut signer = spawn_signer(args, kubeconfig);
-    let created = kubelet.create_all(&[pod], 1).await.unwrap();
-    let outcome = tracker.wait_all(&created, Duration::from_secs(60)).await;
+    let issued = issue_one(kubelet, tracker, "pod-restart").await;
     let first_issuance = started.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let used = process_usage(signer.id());
     stop(&mut signer);
-    let issued = outcome[0]
-        .as_ref()
-        .is_some_and(|t| t.condition() == "Issued");
     serde_json::json!({
         "issued": issued,
         "start_to_first_issuance_ms": (first_issuance.as_secs_f64() * 1000.0).round(),
