@@ -28,7 +28,7 @@ fn seconds(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
-fn generate_key(key_type: CaKeyType) -> Result<KeyPair, CaError> {
+pub(super) fn generate_key(key_type: CaKeyType) -> Result<KeyPair, CaError> {
     KeyPair::generate_for(key_type.algorithm()).map_err(|e| CaError::Generate(e.to_string()))
 }
 

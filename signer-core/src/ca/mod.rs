@@ -14,10 +14,12 @@ mod issue;
 mod key;
 mod load;
 mod profile;
+mod upstream;
 
 pub use key::{CaKey, DeviceKey, KeyDevice};
 pub use load::{CertSummary, summarize};
 pub use profile::CaProfile;
+pub use upstream::{Requested, UpstreamAnswerError};
 
 use std::fmt;
 use std::time::SystemTime;
