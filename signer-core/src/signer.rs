@@ -23,6 +23,7 @@ use crate::proof::verify_possession;
 use crate::request::{Decision, Denial, DenyReason, Issued, Request};
 use crate::self_check::{self, Expected};
 use crate::spiffe::SpiffeId;
+use crate::time::unix_seconds;
 use crate::time::{from_unix_seconds, to_offset};
 use crate::usage::Usage;
 use crate::x509::{certificate_pem, random_serial};
@@ -157,12 +158,20 @@ impl Signer {
             .policy
             .validity(request.max_expiration_seconds.min(cap), now)?;
 
-        // A leaf must not outlive its CA; shorten it, but never below the API's minimum.
-        if validity.not_before < self.ca.not_before_unix() {
-            return Err(Checked::Error(IssueError::CaNotYetValid {
-                ca_not_before: self.ca.not_before_unix(),
-            }));
+        // A leaf must not begin before its CA: backdated past a CA made moments ago (an
+        // upstream's, which backdates nothing), it starts with the CA instead, its lifetime
+        // kept; a CA that is not valid yet at all signs nothing.
+        let ca_not_before = self.ca.not_before_unix();
+        if validity.not_before < ca_not_before {
+            if unix_seconds(now) < ca_not_before {
+                return Err(Checked::Error(IssueError::CaNotYetValid { ca_not_before }));
+            }
+            let lifetime = validity.not_after.saturating_sub(validity.not_before);
+            validity = self
+                .policy
+                .window(ca_not_before, ca_not_before.saturating_add(lifetime));
         }
+        // A leaf must not outlive its CA; shorten it, but never below the API's minimum.
         if validity.not_after > self.ca.not_after_unix() {
             let not_after = self.ca.not_after_unix();
             if not_after.saturating_sub(validity.not_before) < MIN_LIFETIME_SECONDS {
@@ -493,6 +502,7 @@ mod tests {
 
     use super::faults::Fault;
     use super::*;
+    use crate::time::from_unix_seconds;
     use crate::{CaKeyType, CaPem, KeyMaterial, PolicyConfig};
 
     fn signer() -> Signer {
@@ -522,6 +532,68 @@ mod tests {
                 der: params.serialize_request(&key).unwrap().der().to_vec(),
             },
         }
+    }
+
+    /// A signer under an intermediate valid from `not_before` (Unix seconds), certified by a
+    /// root, as an upstream that backdates nothing makes one.
+    fn signer_under_ca_from(not_before: i64) -> Signer {
+        let policy = Policy::new(&PolicyConfig::default()).unwrap();
+        let root_pem = CaPem::generate(
+            CaKeyType::EcdsaP256,
+            policy.trust_domain(),
+            Duration::from_secs(86_400 * 30),
+            SystemTime::now(),
+        )
+        .unwrap();
+        let root = Ca::from_pem(&root_pem.cert_pem, &root_pem.key_pem, None).unwrap();
+        let requested = crate::CaProfile::new(policy.trust_domain().clone())
+            .intermediate_request(SystemTime::now())
+            .unwrap();
+        let mut csr =
+            rcgen::CertificateSigningRequestParams::from_pem(requested.csr_pem()).unwrap();
+        csr.params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+        csr.params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+        csr.params.not_before = crate::time::to_offset(not_before);
+        csr.params.not_after = crate::time::to_offset(not_before + 7 * 86_400);
+        let chain = csr.signed_by(root.issuer()).unwrap().pem();
+        let ca = requested
+            .certified(&chain, &root_pem.cert_pem, SystemTime::now())
+            .unwrap();
+        Signer::new(Arc::new(policy), Arc::new(ca))
+    }
+
+    #[test]
+    fn a_leaf_under_a_ca_made_moments_ago_starts_with_the_ca_and_keeps_its_lifetime() {
+        let now = SystemTime::now();
+        let ca_from = unix_seconds(now) - 10;
+        let signer = signer_under_ca_from(ca_from);
+        let Decision::Issue(issued) = signer
+            .decide(&request(&rcgen::PKCS_ECDSA_P256_SHA256), now)
+            .unwrap()
+        else {
+            panic!("not issued")
+        };
+        assert_eq!(
+            unix_seconds(issued.not_before),
+            ca_from,
+            "not backdated past its CA"
+        );
+        assert_eq!(
+            issued.not_after.duration_since(issued.not_before).unwrap(),
+            Duration::from_secs(86_400),
+            "the lifetime asked for"
+        );
+        // Before the CA's notBefore there is nothing to sign with.
+        let early = from_unix_seconds(ca_from - 100);
+        let e = signer
+            .decide(&request(&rcgen::PKCS_ECDSA_P256_SHA256), early)
+            .unwrap_err();
+        assert_eq!(
+            e,
+            IssueError::CaNotYetValid {
+                ca_not_before: ca_from
+            }
+        );
     }
 
     #[test]
