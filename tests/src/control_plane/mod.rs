@@ -18,6 +18,7 @@
 
 pub mod apiserver;
 pub mod binaries;
+pub mod cert_manager;
 pub mod etcd;
 mod identity;
 pub mod kubelet;
