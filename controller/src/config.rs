@@ -2,8 +2,8 @@
 //!
 //! [`crate::cli`] parses flags and checks them; what comes out is a [`Config`], and nothing
 //! after start-up looks at a flag again. Each part takes only its own piece: the CA's life
-//! [`CaConfig`] (with its schedule, [`CaLifecycle`], and the token of root keys,
-//! [`TokenConfig`]), the election [`LeaseConfig`], the
+//! [`CaConfig`] (with its schedule, [`CaLifecycle`], the token of root keys,
+//! [`TokenConfig`], and the upstream authority, [`UpstreamConfig`]), the election [`LeaseConfig`], the
 //! cluster connection [`ClusterConfig`], and federation: the bundle endpoint
 //! [`BundleEndpointConfig`] and the trust domains to import, [`FederationFile`].
 
@@ -135,6 +135,30 @@ pub struct CaConfig {
     pub pkcs11: Option<TokenConfig>,
     pub trust_bundle_name: String,
     pub trust_bundle_resync: Duration,
+    /// Who certifies the signing intermediates: None, our own root (the CA Secret); else the
+    /// upstream authority (`--upstream-authority`), whose roots are the trust anchors.
+    pub upstream: Option<UpstreamConfig>,
+}
+
+/// The upstream authority that certifies signing intermediates ([`crate::ca::upstream`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamConfig {
+    /// A cert-manager Issuer or ClusterIssuer, asked through CertificateRequests filed in
+    /// `namespace` (the signer's own).
+    CertManager {
+        namespace: String,
+        issuer: IssuerRef,
+    },
+}
+
+/// A cert-manager `issuerRef`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuerRef {
+    pub name: String,
+    /// `Issuer` (in the signer's namespace) or `ClusterIssuer`.
+    pub kind: String,
+    /// `cert-manager.io` for cert-manager's own issuers; an external issuer's group otherwise.
+    pub group: String,
 }
 
 /// When CAs are made, activated and retired (see [`crate::ca::rotation`]). Checked at start

@@ -208,16 +208,30 @@ async fn run_with(config: Config) -> Result<(), Error> {
     let identity = identity_file
         .as_ref()
         .map(|file| watch::channel(file.initial.clone()));
-    let steward = Arc::new(ca::steward::Steward {
-        store: ca_secret,
-        trust_bundle: trust_bundle.clone(),
-        view: ca_view.clone(),
-        ca: config.ca.clone(),
-        policy: config.policy.clone(),
-        clock: config.clock,
-        recorder: recorder.clone(),
-        metrics: metrics.ca.clone(),
-    });
+    let authority = match &config.ca.upstream {
+        None => ca::authority::Authority::Own(Arc::new(ca::steward::Steward {
+            store: ca_secret,
+            trust_bundle: trust_bundle.clone(),
+            view: ca_view.clone(),
+            ca: config.ca.clone(),
+            policy: config.policy.clone(),
+            clock: config.clock,
+            recorder: recorder.clone(),
+            metrics: metrics.ca.clone(),
+        })),
+        Some(upstream) => {
+            ca::authority::Authority::Upstream(Arc::new(ca::upstream::UpstreamSteward {
+                upstream: ca::upstream::Upstream::new(client.clone(), upstream),
+                trust_bundle: trust_bundle.clone(),
+                ca: config.ca.clone(),
+                policy: config.policy.clone(),
+                clock: config.clock,
+                recorder: recorder.clone(),
+                metrics: metrics.ca.clone(),
+            }))
+        }
+    };
+    let own_root = matches!(authority, ca::authority::Authority::Own(_));
     let term_parts = Arc::new(leadership::term::Parts {
         cluster,
         config,
@@ -228,7 +242,7 @@ async fn run_with(config: Config) -> Result<(), Error> {
             leader: metrics.leader.clone(),
         },
         health: health.clone(),
-        steward,
+        authority,
         recorder,
         identity: identity.as_ref().map(|(_, rx)| rx.clone()),
     });
@@ -278,18 +292,27 @@ async fn run_with(config: Config) -> Result<(), Error> {
             identity_policy::follow(file, tx, metrics.policy.clone(), shutdown.clone()),
         );
     }
-    tasks.spawn(
-        "ca-keeper",
-        Lifetime::UntilCancelled,
-        keeper.run(shutdown.clone()),
-    );
+    // With our own root, a replica may lead while it holds the CA or may create it (the
+    // keeper follows the CA Secret); with an upstream authority there is no Secret, and any
+    // replica may lead.
+    let can_sign: fn(&CaView) -> bool = if own_root {
+        tasks.spawn(
+            "ca-keeper",
+            Lifetime::UntilCancelled,
+            keeper.run(shutdown.clone()),
+        );
+        CaView::can_sign
+    } else {
+        drop(keeper);
+        |_| true
+    };
     tasks.spawn(
         "election",
         Lifetime::UntilCancelled,
         elector.run(
             leader_tx,
             ca_view.clone(),
-            CaView::can_sign,
+            can_sign,
             health.clone(),
             shutdown.clone(),
         ),
@@ -300,6 +323,7 @@ async fn run_with(config: Config) -> Result<(), Error> {
         leadership::standby::lead_while_elected(
             leader_rx,
             ca_view,
+            can_sign,
             health,
             shutdown.clone(),
             move |token| leadership::term::run(term_parts.clone(), token),

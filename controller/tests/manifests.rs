@@ -148,6 +148,34 @@ fn the_chart_with_a_network_policy_renders_exactly_the_kustomize_component() {
     assert_typed(charted);
 }
 
+/// The upstream authority switched on both ways: the kustomize component, and the chart
+/// given the issuer the component's upstream.env names. Both render the same objects, and the
+/// RBAC grows by the CertificateRequest Role only then.
+#[test]
+fn the_chart_with_an_upstream_issuer_renders_exactly_the_kustomize_component() {
+    let kustomized = by_kind_and_name(rendered_manifests_with(&["upstream-cert-manager"]));
+    let charted = by_kind_and_name(rendered_chart(&[(
+        "upstream.certManager.issuer",
+        "podcert-signer-upstream",
+    )]));
+    assert_eq!(kustomized.len(), charted.len());
+    for (k, h) in kustomized.iter().zip(&charted) {
+        assert_eq!(
+            k, h,
+            "{} {}: the component and the chart differ",
+            k["kind"], k["metadata"]["name"]
+        );
+    }
+    let upstream_role = |objects: &[Value]| {
+        objects
+            .iter()
+            .any(|o| o["kind"] == "Role" && o["metadata"]["name"] == "podcert-signer-upstream")
+    };
+    assert!(upstream_role(&charted));
+    assert!(!upstream_role(&by_kind_and_name(rendered_chart(&[]))));
+    assert_typed(charted);
+}
+
 /// The identity policy switched on both ways: the two kustomize components added to the base,
 /// and the chart given the same policy file with `identityPolicy.serviceDnsNames`. Each
 /// renders the same objects, and the RBAC grows only when switched on.

@@ -10,6 +10,14 @@ app.kubernetes.io/part-of: podcert-signer
 {{- range $env, $value := dict "PODCERT_CA_KEY_TYPE" .Values.ca.keyType "PODCERT_CA_VALIDITY" .Values.ca.validity "PODCERT_CA_ROTATE_BEFORE" .Values.ca.rotateBefore "PODCERT_CA_PREVIEW_DELAY" .Values.ca.previewDelay "PODCERT_CA_PROPAGATION_DELAY" .Values.ca.propagationDelay "PODCERT_INTERMEDIATE_VALIDITY" .Values.ca.intermediateValidity "PODCERT_CA_PKCS11_MODULE" .Values.ca.pkcs11.module "PODCERT_CA_PKCS11_TOKEN_LABEL" .Values.ca.pkcs11.tokenLabel "PODCERT_CA_PKCS11_KEY_LABEL" .Values.ca.pkcs11.keyLabel "PODCERT_CA_PKCS11_PIN_FILE" .Values.ca.pkcs11.pinFile -}}
 {{- if $value }}{{ $_ := set $c $env (toString $value) }}{{ end -}}
 {{- end -}}
+{{- with .Values.upstream.certManager -}}
+{{- if .issuer -}}
+{{- $_ := set $c "PODCERT_UPSTREAM_AUTHORITY" "cert-manager" -}}
+{{- $_ := set $c "PODCERT_UPSTREAM_ISSUER" .issuer -}}
+{{- $_ := set $c "PODCERT_UPSTREAM_ISSUER_KIND" .kind -}}
+{{- $_ := set $c "PODCERT_UPSTREAM_ISSUER_GROUP" .group -}}
+{{- end -}}
+{{- end -}}
 {{- toJson $c -}}
 {{- end -}}
 

@@ -43,7 +43,13 @@ pub struct CaMetrics {
     rotations: Family<RoleLabels, Counter>,
     loaded: IntGauge,
     secret_usable: IntGauge,
+    upstream: Family<OutcomeLabels, Counter>,
     errors: Errors,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
 }
 
 impl CaMetrics {
@@ -74,8 +80,22 @@ impl CaMetrics {
                 "1 while the CA Secret holds a usable CA",
                 IntGauge::default(),
             ),
+            upstream: r.add(
+                "upstream_requests",
+                "Requests to the upstream authority to certify a signing intermediate, by outcome: issued, denied, failed, invalidrequest, unusable (refused by our checks), error (not reached)",
+                Family::default(),
+            ),
             errors,
         }
+    }
+
+    /// A request to the upstream authority ended with `outcome`.
+    pub fn upstream_outcome(&self, outcome: &str) {
+        self.upstream
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
     }
 
     /// The CA of `role` is valid until `unix` (seconds).

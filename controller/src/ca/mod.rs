@@ -14,6 +14,7 @@
 //! it (not ready, an Event on the Secret, `podcert_ca_loaded 0`) and does not lead, so a
 //! replica that still holds the CA can take over and put it back.
 
+pub mod authority;
 pub mod metrics;
 pub mod pkcs11;
 pub mod root_keys;
@@ -22,6 +23,7 @@ pub mod secret;
 pub mod signing;
 pub mod steward;
 pub mod trust_bundle;
+pub mod upstream;
 
 use futures::StreamExt;
 use kube::runtime::events::{EventType, Recorder};

@@ -39,6 +39,12 @@ impl SigningCa {
             });
         }
         let ca = root.ca.sign_intermediate(profile, validity, now)?;
+        Ok(SigningCa::intermediate(ca, longest_leaf, now))
+    }
+
+    /// An intermediate `ca` made (or certified) at `now`: renewed half-way through what is
+    /// left of its life, and never later than 1¼ longest leaf lifetimes before it expires.
+    pub fn intermediate(ca: Ca, longest_leaf: Duration, now: SystemTime) -> Self {
         let not_after = ca.not_after();
         let left = not_after.duration_since(now).unwrap_or_default();
         let halfway = now + left / 2;
@@ -47,11 +53,10 @@ impl SigningCa {
         let latest = not_after
             .checked_sub(longest_leaf + longest_leaf / 4)
             .unwrap_or(now);
-        let renew_at = halfway.min(latest);
-        Ok(SigningCa {
+        SigningCa {
             ca: Arc::new(ca),
-            renew_at: Some(renew_at),
-        })
+            renew_at: Some(halfway.min(latest)),
+        }
     }
 
     /// Whether `ca` is an intermediate we made (else the root signs leaves itself).

@@ -186,7 +186,7 @@ fn sha256_hex(der: &[u8]) -> String {
         .collect()
 }
 
-fn ders(pem_text: &str) -> Vec<Vec<u8>> {
+pub(crate) fn ders(pem_text: &str) -> Vec<Vec<u8>> {
     pem::parse_many(pem_text)
         .unwrap_or_default()
         .into_iter()
@@ -382,9 +382,19 @@ impl TrustBundle {
     /// its channel (see [`Channel::current_roots`]) plus the retired roots still within
     /// their retention, with our signer name and labels.
     pub async fn sync(&self, ca: &LoadedCa) -> Result<Synced, kube::Error> {
+        self.sync_with(|channel| channel.current_roots(ca)).await
+    }
+
+    /// [`TrustBundle::sync`] for roots that are not ours (an upstream authority's): both
+    /// bundles hold `roots_pem` as current, plus the retired roots still within retention.
+    pub async fn sync_roots(&self, roots_pem: &str) -> Result<Synced, kube::Error> {
+        self.sync_with(|_| roots_pem.to_owned()).await
+    }
+
+    async fn sync_with(&self, current: impl Fn(Channel) -> String) -> Result<Synced, kube::Error> {
         let mut done = Synced::Unchanged;
         for bundle in &self.bundles {
-            let result = self.sync_one(bundle, ca).await;
+            let result = self.sync_one(bundle, &current(bundle.channel)).await;
             if let Err(kube::Error::Api(status)) = &result
                 && status.code == 403
             {
@@ -395,9 +405,7 @@ impl TrustBundle {
         Ok(done)
     }
 
-    async fn sync_one(&self, target: &Published, ca: &LoadedCa) -> Result<Synced, kube::Error> {
-        let roots = target.channel.current_roots(ca);
-        let roots_pem = roots.as_str();
+    async fn sync_one(&self, target: &Published, roots_pem: &str) -> Result<Synced, kube::Error> {
         let now = self.clock.unix_now();
         let retain_for = i64::try_from(self.retain_for.as_secs()).unwrap_or(i64::MAX / 2);
         match self.api.get_opt(&target.name).await? {

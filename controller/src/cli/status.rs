@@ -231,6 +231,12 @@ async fn leader(client: &kube::Client, config: &Config, now: Timestamp) -> Strin
 }
 
 async fn ca_secret(client: &kube::Client, config: &Config) -> String {
+    if let Some(crate::config::UpstreamConfig::CertManager { issuer, .. }) = &config.ca.upstream {
+        return format!(
+            "none: an upstream authority certifies the intermediates ({} {}, cert-manager)",
+            issuer.kind, issuer.name
+        );
+    }
     let secret = &config.ca.secret;
     let api: Api<Secret> = Api::namespaced(client.clone(), &secret.namespace);
     // Metadata only: the Secret's data never leaves the API server.

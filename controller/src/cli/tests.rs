@@ -109,6 +109,64 @@ fn bad_values_name_their_flag() {
 }
 
 #[test]
+fn the_upstream_flags_are_checked_together() {
+    let upstream = ["--upstream-authority", "cert-manager"];
+    for (flags, setting) in [
+        (&upstream[..], "upstream-issuer"),
+        (&["--upstream-issuer", "corp-ca"], "upstream-issuer"),
+        (
+            &[upstream[0], upstream[1], "--upstream-issuer", "Corp_CA"],
+            "upstream-issuer",
+        ),
+        (
+            &[
+                upstream[0],
+                upstream[1],
+                "--upstream-issuer",
+                "corp-ca",
+                "--upstream-issuer-group",
+                "not a group",
+            ],
+            "upstream-issuer-group",
+        ),
+    ] {
+        let e = args(flags).unwrap_err();
+        assert_eq!(e.setting, setting, "{flags:?}: {e}");
+    }
+    let c = args(&[
+        upstream[0],
+        upstream[1],
+        "--upstream-issuer",
+        "corp-ca",
+        "--upstream-issuer-kind",
+        "ClusterIssuer",
+    ])
+    .unwrap();
+    assert_eq!(
+        c.ca.upstream,
+        Some(crate::config::UpstreamConfig::CertManager {
+            namespace: "podcert-signer".into(),
+            issuer: crate::config::IssuerRef {
+                name: "corp-ca".into(),
+                kind: "ClusterIssuer".into(),
+                group: "cert-manager.io".into(),
+            },
+        })
+    );
+    assert!(args(&[]).unwrap().ca.upstream.is_none());
+    let e = Args::try_parse_from([
+        "podcert-signer",
+        "--signer-name",
+        "example.com/spiffe",
+        "--upstream-authority",
+        "vault",
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("--upstream-authority"), "{e}");
+}
+
+#[test]
 fn the_pkcs11_flags_are_checked_together_and_the_pin_is_never_shown() {
     let dir = tempfile::tempdir().unwrap();
     let module = dir.path().join("module.so");
@@ -159,6 +217,18 @@ fn the_pkcs11_flags_are_checked_together_and_the_pin_is_never_shown() {
         let e = args(flags).unwrap_err();
         assert_eq!(e.setting, setting, "{flags:?}: {e}");
     }
+    let with_upstream = [
+        "--ca-pkcs11-module",
+        module,
+        "--ca-pkcs11-pin-file",
+        pin,
+        "--upstream-authority",
+        "cert-manager",
+        "--upstream-issuer",
+        "corp-ca",
+    ];
+    let e = args(&with_upstream).unwrap_err();
+    assert_eq!(e.setting, "ca-pkcs11-module", "{e}");
     let c = args(&["--ca-pkcs11-module", module, "--ca-pkcs11-pin-file", pin]).unwrap();
     let token = c.ca.pkcs11.as_ref().expect("a token is configured");
     assert_eq!(token.token_label, "podcert-signer");

@@ -1,6 +1,8 @@
 //! Standby and terms: the loop that turns elected leadership into leadership terms.
 //!
-//! Every replica stands by until it is elected and could sign (see [`crate::ca::CaView`]);
+//! Every replica stands by until it is elected and could sign (with our own root, while it
+//! holds or may create the CA: [`crate::ca::CaView::can_sign`]; with an upstream authority,
+//! always);
 //! then it runs one term ([`crate::leadership::term::run`]) until leadership is lost, shutdown is asked
 //! for, or the term fails. A failed term (a task panicked or ended) is followed by a new one
 //! after the controller's backoff, so one bug does not stop signing for good and a
@@ -14,32 +16,35 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::ca::CaView;
 use crate::leadership::term::TermEnd;
 use crate::runtime::admin::{Health, Loop};
 use crate::runtime::retry;
 
 /// Runs terms while elected, until `shutdown`.
-pub async fn lead_while_elected<T: Future<Output = TermEnd>>(
+pub async fn lead_while_elected<V, T: Future<Output = TermEnd>>(
     mut leader: watch::Receiver<bool>,
-    mut ca_view: watch::Receiver<CaView>,
+    mut eligibility: watch::Receiver<V>,
+    can_sign: impl Fn(&V) -> bool,
     health: Arc<Health>,
     shutdown: CancellationToken,
     mut term: impl FnMut(CancellationToken) -> T,
 ) {
     let mut failed_terms = retry::backoff();
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    let mut open = true;
     loop {
         info!("standing by for the leader Lease");
         loop {
-            let can_sign = ca_view.borrow_and_update().can_sign();
+            let can_sign = can_sign(&eligibility.borrow_and_update());
             if *leader.borrow_and_update() && can_sign {
                 break;
             }
             health.set_ready(can_sign && health.has_campaigned());
             tokio::select! {
                 changed = leader.changed() => if changed.is_err() { return },
-                changed = ca_view.changed() => if changed.is_err() { return },
+                // A closed channel is a settled value (with an upstream authority, always
+                // eligible).
+                changed = eligibility.changed(), if open => if changed.is_err() { open = false },
                 _ = ticker.tick() => health.beat(Loop::Leadership),
                 _ = shutdown.cancelled() => return,
             }
@@ -89,7 +94,7 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     use super::*;
-    use crate::ca::{SecretState, Unusable};
+    use crate::ca::{CaView, SecretState, Unusable};
     use crate::runtime::metrics::Tasks;
     use crate::runtime::supervisor::{Lifetime, Supervisor};
 
@@ -110,6 +115,7 @@ mod tests {
         let run = tokio::spawn(lead_while_elected(
             leader,
             view,
+            CaView::can_sign,
             health,
             shutdown.clone(),
             move |token| {
@@ -165,6 +171,7 @@ mod tests {
         let run = tokio::spawn(lead_while_elected(
             leader,
             view,
+            CaView::can_sign,
             health.clone(),
             shutdown.clone(),
             move |_| {

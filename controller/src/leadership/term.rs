@@ -1,8 +1,9 @@
 //! One leadership term: the CA to sign with, its roots published, then the controller — all
 //! as supervised tasks that end together.
 //!
-//! [`run`] asks the CA's [`Steward`] to begin (settle the CA, publish its roots, make the
-//! term's signing intermediate; see [`crate::ca::steward`]), then runs the term's tasks: `ca`
+//! [`run`] asks the CA's [`Authority`] to begin (settle the CA, publish its roots, make or
+//! have certified the term's signing intermediate; see [`crate::ca::steward`] and
+//! [`crate::ca::upstream`]), then runs the term's tasks: `ca`
 //! (the steward keeping the CA for the rest of the term), `readiness` (report ready once the
 //! request cache has synced), `pending` (the backlog report and its safety net,
 //! [`crate::requests::backlog`]) and `controller` (kube-runtime's `Controller` driving
@@ -24,7 +25,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use crate::ca::steward::{Begun, NotBegun, Steward};
+use crate::ca::authority::Authority;
+use crate::ca::steward::NotBegun;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::federation::metrics::FederationMetrics;
@@ -47,8 +49,8 @@ pub struct Parts {
     /// What a term records: its requests, its federation imports, its tasks, that it leads.
     pub metrics: TermMetrics,
     pub health: Arc<Health>,
-    /// The leader's part of the CA's life.
-    pub steward: Arc<Steward>,
+    /// The leader's part of the CA's life: our own root's steward, or the upstream's.
+    pub authority: Authority,
     pub recorder: Recorder,
     /// The identity policy in use, when `--identity-policy` is set.
     pub identity: Option<watch::Receiver<Arc<signer_core::IdentityPolicy>>>,
@@ -89,17 +91,17 @@ pub async fn run(parts: Arc<Parts>, token: CancellationToken) -> TermEnd {
     let end = run_term(&parts, &token).await;
     token.cancel();
     parts.metrics.leader.set(false);
-    parts.steward.end_term();
+    parts.authority.end_term();
     end
 }
 
 async fn run_term(parts: &Arc<Parts>, token: &CancellationToken) -> TermEnd {
-    let Begun { ca, signing } = match parts.steward.begin(token).await {
+    let begun = match parts.authority.begin(token).await {
         Ok(begun) => begun,
         Err(NotBegun::Stopped) => return TermEnd::Stopped,
         Err(NotBegun::CannotSign) => return TermEnd::CannotSign,
     };
-    let (signer_tx, signer_rx) = watch::channel(parts.steward.signer(&signing));
+    let (signer_tx, signer_rx) = watch::channel(parts.authority.signer(begun.signing()));
 
     let Parts {
         cluster, config, ..
@@ -135,10 +137,7 @@ async fn run_term(parts: &Arc<Parts>, token: &CancellationToken) -> TermEnd {
     tasks.spawn(
         "ca",
         Lifetime::UntilCancelled,
-        parts
-            .steward
-            .clone()
-            .keep(ca, signing, signer_tx, token.clone()),
+        begun.keep(signer_tx, token.clone()),
     );
     tasks.spawn(
         "readiness",

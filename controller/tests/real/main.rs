@@ -19,3 +19,4 @@ mod rbac;
 mod restarts;
 mod status;
 mod storage;
+mod upstream;

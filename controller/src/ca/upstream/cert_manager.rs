@@ -1,0 +1,339 @@
+//! cert-manager as the upstream authority: one `CertificateRequest` (cert-manager.io/v1,
+//! `isCA: true`) per signing intermediate, to the configured Issuer or ClusterIssuer.
+//!
+//! [`CertManager::certify`] files the request in the signer's namespace (labelled as ours,
+//! named `podcert-signer-intermediate-<random>`), then reads it every [`POLL`] until it ends:
+//! issued (`Ready` with `status.certificate` and `status.ca`), denied (a `Denied` condition:
+//! an approver refused it), or failed (`Ready` False with reason `Failed`, or
+//! `InvalidRequest`). A request still waiting for approval or for its issuer is simply waited
+//! for — cert-manager retries an unavailable issuer itself. Before filing, our earlier
+//! requests are deleted (each was for a key that is gone, or has been answered), so there is
+//! never more than one; an issued one is deleted once its certificate is taken.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use base64::Engine;
+use kube::api::{DeleteParams, DynamicObject, ListParams, PostParams};
+use kube::core::{ApiResource, ObjectMeta};
+use kube::{Api, Client, ResourceExt};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::{Answer, Refusal, UpstreamError};
+use crate::config::IssuerRef;
+
+/// How often a filed request is read while it waits.
+pub const POLL: Duration = Duration::from_secs(1);
+/// After this long unanswered, a request is reported as waiting (once).
+const WAITING_REPORT_AFTER: Duration = Duration::from_secs(60);
+
+const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+const LABEL_PURPOSE: &str = "podcert-signer/purpose";
+
+/// The CertificateRequests of one namespace, to one issuer.
+#[derive(Clone)]
+pub struct CertManager {
+    api: Api<DynamicObject>,
+    resource: ApiResource,
+    issuer: IssuerRef,
+}
+
+impl std::fmt::Debug for CertManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertManager")
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a request has come to.
+#[derive(Debug)]
+enum State {
+    Waiting,
+    Issued(Answer),
+    Refused(Refusal),
+}
+
+impl CertManager {
+    pub fn new(client: Client, namespace: &str, issuer: IssuerRef) -> Self {
+        let resource = ApiResource {
+            group: "cert-manager.io".into(),
+            version: "v1".into(),
+            api_version: "cert-manager.io/v1".into(),
+            kind: "CertificateRequest".into(),
+            plural: "certificaterequests".into(),
+        };
+        CertManager {
+            api: Api::namespaced_with(client, namespace, &resource),
+            resource,
+            issuer,
+        }
+    }
+
+    /// Where the requests go, for logs and Events: `Issuer ns/name` or `ClusterIssuer name`.
+    pub fn describe(&self) -> String {
+        let IssuerRef { name, kind, group } = &self.issuer;
+        match self.api.namespace() {
+            Some(ns) if kind == "Issuer" => format!("{kind}.{group} {ns}/{name}"),
+            _ => format!("{kind}.{group} {name}"),
+        }
+    }
+
+    /// Asks the issuer to certify `csr_pem` as a CA for `duration`, and waits for its answer
+    /// until `token` is cancelled (then `None`).
+    pub async fn certify(
+        &self,
+        csr_pem: &str,
+        duration: Duration,
+        token: &CancellationToken,
+    ) -> Option<Result<Answer, UpstreamError>> {
+        let filed = tokio::select! {
+            filed = self.file(csr_pem, duration) => filed,
+            _ = token.cancelled() => return None,
+        };
+        let name = match filed {
+            Ok(name) => name,
+            Err(e) => return Some(Err(e)),
+        };
+        info!(request = %name, issuer = %self.describe(), "asked cert-manager to certify a new signing intermediate");
+        let started = tokio::time::Instant::now();
+        let mut reported = false;
+        loop {
+            let read = tokio::select! {
+                read = self.api.get_opt(&name) => read,
+                _ = token.cancelled() => return None,
+            };
+            let state = match read {
+                Ok(Some(cr)) => state_of(&cr),
+                Ok(None) => {
+                    return Some(Err(UpstreamError::Unreachable(format!(
+                        "the CertificateRequest {name} was deleted before it was answered"
+                    ))));
+                }
+                Err(e) => {
+                    warn!(request = %name, error = %e, "reading the CertificateRequest failed; reading it again");
+                    State::Waiting
+                }
+            };
+            match state {
+                State::Waiting => {
+                    if !reported && started.elapsed() >= WAITING_REPORT_AFTER {
+                        reported = true;
+                        warn!(request = %name, issuer = %self.describe(), waited = ?started.elapsed(), "the CertificateRequest for the signing intermediate is not answered yet (not approved, or the issuer is not ready); still signing with the current intermediate while there is one");
+                    }
+                }
+                State::Issued(answer) => {
+                    if let Err(e) = self.api.delete(&name, &DeleteParams::default()).await {
+                        warn!(request = %name, error = %e, "could not delete the answered CertificateRequest; it is deleted before the next one is filed");
+                    }
+                    return Some(Ok(answer));
+                }
+                State::Refused(mut refusal) => {
+                    refusal.request = Some(self.object_ref(&name));
+                    return Some(Err(UpstreamError::Refused(refusal)));
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(POLL) => {}
+                _ = token.cancelled() => return None,
+            }
+        }
+    }
+
+    /// Deletes our earlier requests, then files one for `csr_pem`; returns its name.
+    async fn file(&self, csr_pem: &str, duration: Duration) -> Result<String, UpstreamError> {
+        let ours = ListParams::default().labels(&format!(
+            "{LABEL_MANAGED_BY}=podcert-signer,{LABEL_PURPOSE}=intermediate"
+        ));
+        let unreachable = |doing: &str, e: kube::Error| {
+            UpstreamError::Unreachable(format!("{doing} CertificateRequests failed: {e}"))
+        };
+        for earlier in self
+            .api
+            .list(&ours)
+            .await
+            .map_err(|e| unreachable("listing our", e))?
+        {
+            match self
+                .api
+                .delete(&earlier.name_any(), &DeleteParams::default())
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(unreachable("deleting an earlier of our", e)),
+            }
+        }
+        let mut cr =
+            DynamicObject::new("", &self.resource).within(self.api.namespace().unwrap_or_default());
+        cr.metadata = ObjectMeta {
+            generate_name: Some("podcert-signer-intermediate-".into()),
+            namespace: cr.metadata.namespace.take(),
+            labels: Some(BTreeMap::from([
+                (LABEL_MANAGED_BY.into(), "podcert-signer".into()),
+                (LABEL_PURPOSE.into(), "intermediate".into()),
+            ])),
+            ..ObjectMeta::default()
+        };
+        cr.data = json!({"spec": {
+            "request": base64::engine::general_purpose::STANDARD.encode(csr_pem),
+            "isCA": true,
+            "duration": format!("{}s", duration.as_secs()),
+            "usages": ["cert sign", "crl sign", "digital signature"],
+            "issuerRef": {
+                "name": self.issuer.name,
+                "kind": self.issuer.kind,
+                "group": self.issuer.group,
+            },
+        }});
+        let created = self
+            .api
+            .create(&PostParams::default(), &cr)
+            .await
+            .map_err(|e| unreachable("creating", e))?;
+        Ok(created.name_any())
+    }
+
+    fn object_ref(&self, name: &str) -> k8s_openapi::api::core::v1::ObjectReference {
+        k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some(self.resource.api_version.clone()),
+            kind: Some(self.resource.kind.clone()),
+            namespace: self.api.namespace().map(str::to_owned),
+            name: Some(name.to_owned()),
+            ..Default::default()
+        }
+    }
+}
+
+/// The condition of `type_` in `status.conditions`, when present.
+fn condition<'a>(status: &'a Value, type_: &str) -> Option<&'a Value> {
+    status["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}
+
+fn decoded(status: &Value, field: &str) -> Result<String, String> {
+    let b64 = status[field]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| format!("status.{field} is empty"))?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|_| format!("status.{field} is not base64"))?;
+    String::from_utf8(bytes).map_err(|_| format!("status.{field} is not PEM text"))
+}
+
+/// What `cr`'s status says (cert-manager's conditions: Approved/Denied, InvalidRequest,
+/// Ready with reason Pending, Failed or Issued).
+fn state_of(cr: &DynamicObject) -> State {
+    let status = &cr.data["status"];
+    let message = |c: &Value| c["message"].as_str().unwrap_or_default().to_owned();
+    if let Some(c) = condition(status, "Denied").filter(|c| c["status"] == "True") {
+        return State::Refused(Refusal::new("Denied", message(c)));
+    }
+    if let Some(c) = condition(status, "InvalidRequest").filter(|c| c["status"] == "True") {
+        return State::Refused(Refusal::new("InvalidRequest", message(c)));
+    }
+    match condition(status, "Ready") {
+        Some(c) if c["status"] == "True" => {
+            match (decoded(status, "certificate"), decoded(status, "ca")) {
+                (Ok(chain_pem), Ok(roots_pem)) => State::Issued(Answer {
+                    chain_pem,
+                    roots_pem,
+                    from: cr.name_any(),
+                }),
+                (Err(e), _) | (_, Err(e)) => State::Refused(Refusal::new(
+                    "Unusable",
+                    format!("cert-manager marked it Ready but {e}"),
+                )),
+            }
+        }
+        Some(c) if c["status"] == "False" && c["reason"] == "Failed" => {
+            State::Refused(Refusal::new("Failed", message(c)))
+        }
+        _ => State::Waiting,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cr(status: Value) -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "cert-manager.io/v1", "kind": "CertificateRequest",
+            "metadata": {"name": "podcert-signer-intermediate-x", "namespace": "podcert-signer"},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    fn b64(s: &str) -> String {
+        base64::engine::general_purpose::STANDARD.encode(s)
+    }
+
+    #[test]
+    fn a_request_waits_until_cert_manager_answers_it() {
+        for status in [
+            json!({}),
+            json!({"conditions": [{"type": "Approved", "status": "True"}]}),
+            json!({"conditions": [{"type": "Ready", "status": "False", "reason": "Pending", "message": "issuer not ready"}]}),
+        ] {
+            assert!(
+                matches!(state_of(&cr(status.clone())), State::Waiting),
+                "{status}"
+            );
+        }
+    }
+
+    #[test]
+    fn ready_gives_the_chain_and_the_ca() {
+        let status = json!({
+            "conditions": [{"type": "Approved", "status": "True"}, {"type": "Ready", "status": "True", "reason": "Issued"}],
+            "certificate": b64("CHAIN"), "ca": b64("ROOT"),
+        });
+        let State::Issued(a) = state_of(&cr(status)) else {
+            panic!()
+        };
+        assert_eq!(
+            (a.chain_pem.as_str(), a.roots_pem.as_str()),
+            ("CHAIN", "ROOT")
+        );
+    }
+
+    #[test]
+    fn denied_failed_invalid_and_a_ready_without_its_ca_are_refusals_with_their_reason() {
+        let cases = [
+            (
+                json!({"conditions": [{"type": "Denied", "status": "True", "reason": "Policy", "message": "no CAs here"}]}),
+                "Denied",
+                "no CAs here",
+            ),
+            (
+                json!({"conditions": [{"type": "Ready", "status": "False", "reason": "Failed", "message": "signing failed"}]}),
+                "Failed",
+                "signing failed",
+            ),
+            (
+                json!({"conditions": [{"type": "InvalidRequest", "status": "True", "message": "bad CSR"}]}),
+                "InvalidRequest",
+                "bad CSR",
+            ),
+            (
+                json!({"conditions": [{"type": "Ready", "status": "True"}], "certificate": b64("CHAIN")}),
+                "Unusable",
+                "status.ca is empty",
+            ),
+        ];
+        for (status, reason, says) in cases {
+            let State::Refused(r) = state_of(&cr(status.clone())) else {
+                panic!("{status}")
+            };
+            assert_eq!(r.reason, reason);
+            assert!(r.message.contains(says), "{}", r.message);
+        }
+    }
+}

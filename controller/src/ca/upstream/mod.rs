@@ -1,0 +1,386 @@
+//! An upstream authority certifies the signing intermediates: the CA an organisation already
+//! runs (cert-manager today) is the trust anchor, and no root of ours exists.
+//!
+//! The leader makes each intermediate's key in memory, asks the upstream to certify it
+//! ([`Upstream::certify`]), and checks the answer ([`signer_core::Requested::certified`]: a
+//! CA certificate for exactly that key, chaining to the roots the upstream names). It
+//! publishes those roots in the ClusterTrustBundle before the intermediate signs anything, and
+//! renews half-way through the intermediate's life, as with our own root ([`SigningCa`]). A
+//! renewal that fails — the upstream down, a request denied — is retried with backoff while
+//! the current intermediate keeps signing, so an outage shorter than the time left after
+//! half-way costs nothing (leaves are cut to the intermediate's end after that). When a
+//! renewal brings a root the bundle lacks (the upstream rotated its CA), the new root is
+//! published beside the old one and the new intermediate signs only after
+//! `--ca-propagation-delay` (or once the old one could no longer sign a full leaf); the old
+//! root then stays until its last leaf has expired. Refusals are Warning Events on the
+//! request and counted in `podcert_upstream_requests_total`; a request is never logged with
+//! a credential (cert-manager is reached with the signer's own ServiceAccount).
+
+pub mod cert_manager;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::{EventType, Recorder};
+use signer_core::{Policy, Signer};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::SigningCa;
+use super::metrics::{CaMetrics, Role};
+use super::steward::NotBegun;
+use super::trust_bundle::{Synced, TrustBundle, ders};
+use crate::config::CaConfig;
+use crate::runtime::clock::{Clock, sleep_until};
+use crate::runtime::retry;
+pub use cert_manager::CertManager;
+
+/// What an upstream answered: our certificate (with any intermediates) and its roots.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub chain_pem: String,
+    pub roots_pem: String,
+    /// The request it answered, for logs.
+    pub from: String,
+}
+
+/// The upstream refused to certify: denied by an approver, failed, or answered unusably.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// Short and fixed: `Denied`, `Failed`, `InvalidRequest`, `Unusable`.
+    pub reason: &'static str,
+    pub message: String,
+    /// The request refused, which its Event is about.
+    pub request: Option<ObjectReference>,
+}
+
+impl Refusal {
+    pub fn new(reason: &'static str, message: String) -> Self {
+        Refusal {
+            reason,
+            message,
+            request: None,
+        }
+    }
+}
+
+/// Why no intermediate was certified this time.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The upstream (or the API it is reached through) could not be asked: transient.
+    #[error("{0}")]
+    Unreachable(String),
+    #[error("{}: {}", .0.reason, .0.message)]
+    Refused(Refusal),
+}
+
+/// The configured upstream authority.
+#[derive(Debug, Clone)]
+pub enum Upstream {
+    CertManager(CertManager),
+}
+
+impl Upstream {
+    /// The upstream `config` names, reached through `client`.
+    pub fn new(client: kube::Client, config: &crate::config::UpstreamConfig) -> Self {
+        match config {
+            crate::config::UpstreamConfig::CertManager { namespace, issuer } => {
+                Upstream::CertManager(CertManager::new(client, namespace, issuer.clone()))
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Upstream::CertManager(cm) => cm.describe(),
+        }
+    }
+
+    async fn certify(
+        &self,
+        csr_pem: &str,
+        duration: Duration,
+        token: &CancellationToken,
+    ) -> Option<Result<Answer, UpstreamError>> {
+        match self {
+            Upstream::CertManager(cm) => cm.certify(csr_pem, duration, token).await,
+        }
+    }
+}
+
+/// A checked intermediate from the upstream, and the roots it chains to.
+#[derive(Debug, Clone)]
+pub struct Certified {
+    pub signing: SigningCa,
+    pub roots_pem: String,
+}
+
+/// The leader's part of the CA's life when an upstream certifies the intermediates; built
+/// once per process.
+pub struct UpstreamSteward {
+    pub upstream: Upstream,
+    pub trust_bundle: Option<TrustBundle>,
+    pub ca: CaConfig,
+    pub policy: Arc<Policy>,
+    pub clock: Clock,
+    pub recorder: Recorder,
+    pub metrics: CaMetrics,
+}
+
+impl std::fmt::Debug for UpstreamSteward {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamSteward")
+            .field("upstream", &self.upstream)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UpstreamSteward {
+    /// A certified intermediate with its roots published; retried until the term ends.
+    pub async fn begin(&self, token: &CancellationToken) -> Result<Certified, NotBegun> {
+        let certified = self.obtain(token).await.ok_or(NotBegun::Stopped)?;
+        self.publish(&certified.roots_pem, token)
+            .await
+            .ok_or(NotBegun::Stopped)?;
+        self.signing_with(&certified);
+        Ok(certified)
+    }
+
+    /// A signer for `signing` under the operator's policy.
+    pub fn signer(&self, signing: &SigningCa) -> Arc<Signer> {
+        Arc::new(Signer::new(self.policy.clone(), signing.ca.clone()))
+    }
+
+    /// At the term's end: only a leader has a signing intermediate.
+    pub fn end_term(&self) {
+        self.metrics.none(Role::Intermediate);
+    }
+
+    /// For the rest of the term: renew the intermediate when due (the current one signing
+    /// until its successor is certified and its roots trusted) and repair trust-bundle drift.
+    pub async fn keep(
+        self: Arc<Self>,
+        mut current: Certified,
+        signer: watch::Sender<Arc<Signer>>,
+        token: CancellationToken,
+    ) {
+        let mut resync = tokio::time::interval(self.ca.trust_bundle_resync);
+        resync.tick().await;
+        loop {
+            // The renewal: certified when due, then (with a new root) trusted for the
+            // propagation delay before it signs.
+            // What the bundle must hold as current while the renewal runs, for drift repair:
+            // the current roots, and the new ones too while they are being trusted.
+            let published = std::sync::Mutex::new(current.roots_pem.clone());
+            let next = {
+                let renewal = async {
+                    if let Some(at) = current.signing.renew_at {
+                        sleep_until(&self.clock, at).await;
+                    }
+                    let next = self.obtain(&token).await?;
+                    let new_root = ders(&next.roots_pem)
+                        .iter()
+                        .any(|r| !ders(&current.roots_pem).contains(r));
+                    if new_root {
+                        let both = union(&current.roots_pem, &next.roots_pem);
+                        self.publish(&both, &token).await?;
+                        *published.lock().unwrap_or_else(|e| e.into_inner()) = both;
+                        let latest = current
+                            .signing
+                            .ca
+                            .not_after()
+                            .checked_sub(self.policy.max_leaf_lifetime())
+                            .unwrap_or(SystemTime::UNIX_EPOCH);
+                        let at =
+                            (self.clock.now() + self.ca.lifecycle.propagation_delay).min(latest);
+                        info!(upstream = %self.upstream.describe(), signs_at = %humantime::format_rfc3339_seconds(at), "the upstream's new intermediate chains to a new root: published it beside the current one; the new intermediate signs once kubelets have had time to project it");
+                        sleep_until(&self.clock, at).await;
+                    }
+                    self.publish(&next.roots_pem, &token).await?;
+                    Some(next)
+                };
+                tokio::pin!(renewal);
+                loop {
+                    tokio::select! {
+                        next = &mut renewal => break next,
+                        _ = resync.tick() => {
+                            let roots = published.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                            self.repair(&roots).await
+                        }
+                        _ = token.cancelled() => return,
+                    }
+                }
+            };
+            let Some(next) = next else { return };
+            self.signing_with(&next);
+            signer.send_replace(self.signer(&next.signing));
+            current = next;
+        }
+    }
+
+    fn signing_with(&self, certified: &Certified) {
+        let ca = &certified.signing.ca;
+        self.metrics
+            .not_after(Role::Intermediate, ca.not_after_unix());
+        self.metrics.rotated(Role::Intermediate);
+        info!(upstream = %self.upstream.describe(), subject = ca.subject(), not_after = %humantime::format_rfc3339_seconds(ca.not_after()), "signing with an intermediate the upstream certified");
+    }
+
+    /// Asks the upstream until an intermediate is certified and passes our checks; None if
+    /// the term ended first.
+    async fn obtain(&self, token: &CancellationToken) -> Option<Certified> {
+        let mut delays = retry::backoff();
+        loop {
+            let outcome = self.try_once(token).await?;
+            let failed = match outcome {
+                Ok(certified) => {
+                    self.metrics.upstream_outcome("issued");
+                    return Some(certified);
+                }
+                Err(UpstreamError::Unreachable(message)) => {
+                    self.metrics.upstream_outcome("error");
+                    warn!(upstream = %self.upstream.describe(), error = %message, "asking the upstream to certify a signing intermediate failed");
+                    message
+                }
+                Err(UpstreamError::Refused(refusal)) => {
+                    self.metrics
+                        .upstream_outcome(&refusal.reason.to_ascii_lowercase());
+                    error!(upstream = %self.upstream.describe(), reason = refusal.reason, message = %refusal.message, "the upstream refused to certify a signing intermediate");
+                    self.report(&refusal).await;
+                    refusal.message
+                }
+            };
+            let delay = delays.next().expect("the backoff never ends");
+            info!(retry_in = ?delay, "asking the upstream again after: {failed}");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = token.cancelled() => return None,
+            }
+        }
+    }
+
+    async fn try_once(
+        &self,
+        token: &CancellationToken,
+    ) -> Option<Result<Certified, UpstreamError>> {
+        let requested = match self.ca.profile.intermediate_request(self.clock.now()) {
+            Ok(r) => r,
+            Err(e) => {
+                return Some(Err(UpstreamError::Unreachable(format!(
+                    "making the intermediate's key and request failed: {e}"
+                ))));
+            }
+        };
+        let validity = self.ca.lifecycle.intermediate_validity;
+        let answer = match self
+            .upstream
+            .certify(requested.csr_pem(), validity, token)
+            .await?
+        {
+            Ok(a) => a,
+            Err(e) => return Some(Err(e)),
+        };
+        let now = self.clock.now();
+        let longest_leaf = self.policy.max_leaf_lifetime();
+        let checked = requested
+            .certified(&answer.chain_pem, &answer.roots_pem, now)
+            .map_err(|e| e.to_string())
+            .and_then(|ca| {
+                let left = ca.not_after().duration_since(now).unwrap_or_default();
+                if left < longest_leaf * 2 {
+                    Err(format!(
+                        "it is valid for {} more, less than twice the longest leaf lifetime ({}): ask the issuer for longer intermediates, or lower --intermediate-validity and the leaf lifetimes",
+                        humantime::format_duration(Duration::from_secs(left.as_secs())),
+                        humantime::format_duration(longest_leaf * 2)
+                    ))
+                } else {
+                    Ok(ca)
+                }
+            });
+        Some(match checked {
+            Ok(ca) => {
+                if ca.is_name_constrained() {
+                    warn!(upstream = %self.upstream.describe(), "the upstream's chain carries a name constraint; rustls-based workloads refuse such chains");
+                }
+                Ok(Certified {
+                    signing: SigningCa::intermediate(ca, longest_leaf, now),
+                    roots_pem: answer.roots_pem,
+                })
+            }
+            Err(message) => Err(UpstreamError::Refused(Refusal {
+                reason: "Unusable",
+                message: format!("{}'s answer cannot sign: {message}", answer.from),
+                request: None,
+            })),
+        })
+    }
+
+    /// Publishes `roots_pem` as the current roots, retrying until done; None if the term ended.
+    async fn publish(&self, roots_pem: &str, token: &CancellationToken) -> Option<()> {
+        let Some(tb) = &self.trust_bundle else {
+            return Some(());
+        };
+        let done = retry::retry(
+            "publishing the upstream's roots (not signing under them until they are published)",
+            token,
+            || tb.sync_roots(roots_pem),
+        )
+        .await?;
+        if done != Synced::Unchanged {
+            info!(name = %tb.name, ?done, "published the upstream's roots in the trust bundle");
+        }
+        Some(())
+    }
+
+    async fn repair(&self, roots_pem: &str) {
+        if let Some(tb) = &self.trust_bundle {
+            match tb.sync_roots(roots_pem).await {
+                Ok(Synced::Unchanged) => {}
+                Ok(done) => info!(name = %tb.name, ?done, "repaired the trust bundle"),
+                Err(e) => {
+                    warn!(name = %tb.name, error = %e, "checking the trust bundle failed; will retry")
+                }
+            }
+        }
+    }
+
+    async fn report(&self, refusal: &Refusal) {
+        let Some(regarding) = &refusal.request else {
+            return;
+        };
+        let reason = format!("Upstream{}", refusal.reason);
+        let note = format!(
+            "{} refused to certify a signing intermediate: {}; the current intermediate, if any, keeps signing, and the signer asks again",
+            self.upstream.describe(),
+            refusal.message
+        );
+        if let Err(e) = crate::runtime::events::publish(
+            &self.recorder,
+            regarding,
+            EventType::Warning,
+            "CertifyIntermediate",
+            &reason,
+            note,
+        )
+        .await
+        {
+            warn!(%reason, error = %e, "could not publish an Event about the upstream's refusal");
+        }
+    }
+}
+
+/// The certificates of `a` followed by those of `b` that `a` lacks, as PEM.
+fn union(a: &str, b: &str) -> String {
+    let mut roots = ders(a);
+    for r in ders(b) {
+        if !roots.contains(&r) {
+            roots.push(r);
+        }
+    }
+    roots
+        .iter()
+        .map(|der| signer_core::x509::certificate_pem(der))
+        .collect()
+}

@@ -1,0 +1,180 @@
+//! An upstream authority: cert-manager's CA issuer — its controller built from cert-manager's
+//! Go module — certifies the signing intermediates, and pods trust the organisation's root,
+//! never one of ours. The signer runs with `manifests/components/upstream-cert-manager` (its
+//! RBAC and settings, as a user adds them); a security team's approver is played by the test,
+//! which approves or denies each CertificateRequest as `cmctl approve`/`deny` would.
+
+use std::time::Duration;
+
+use podcert_tests::control_plane::cert_manager::{CertManager, Verdict};
+use podcert_tests::control_plane::{ApiServerOptions, Release};
+use podcert_tests::fixtures::intermediate_ca_pem_with_path_len;
+use podcert_tests::oracles::openssl_verify;
+use serde_json::json;
+
+use crate::cluster::RealCluster;
+use crate::issuance::assert_mounted;
+use crate::support::{CA_NS, SignerProcess};
+
+/// The Issuer `manifests/components/upstream-cert-manager/upstream.env` names.
+const ISSUER: &str = "podcert-signer-upstream";
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// The organisation's CA as cert-manager's CA Issuer holds it in Secret `secret` (created, or
+/// replaced): `tls.crt` the issuing CA followed by its root, `tls.key` the issuing CA's key.
+/// Returns the root, PEM.
+async fn org_ca(rc: &RealCluster, secret: &str, name: &str) -> String {
+    let (issuing, key, root) = intermediate_ca_pem_with_path_len(name, 1);
+    let object = json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {"name": secret, "namespace": CA_NS},
+        "stringData": {"tls.crt": format!("{issuing}{root}"), "tls.key": key},
+    });
+    rc.cp
+        .kubectl(&["apply", "-f", "-"], Some(&object.to_string()))
+        .unwrap_or_else(|e| panic!("the organisation's CA Secret: {e}"));
+    root
+}
+
+/// The certificates of a PEM text, DER.
+fn ders(pem_text: &str) -> Vec<Vec<u8>> {
+    pem::parse_many(pem_text)
+        .unwrap()
+        .into_iter()
+        .map(|b| b.into_contents())
+        .collect()
+}
+
+/// Our CertificateRequests still stored.
+async fn requests(rc: &RealCluster) -> Vec<String> {
+    rc.cp
+        .list("cert-manager.io/v1", "CertificateRequest")
+        .await
+        .into_iter()
+        .filter(|cr| cr["metadata"]["namespace"] == CA_NS)
+        .map(|cr| cr["metadata"]["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn not_ready_for(signer: &SignerProcess, d: Duration) {
+    let until = tokio::time::Instant::now() + d;
+    while tokio::time::Instant::now() < until {
+        assert_ne!(
+            signer.admin("/ready").await.map(|(c, _)| c),
+            Some(200),
+            "ready without a certified intermediate; log:\n{}",
+            signer.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn cert_manager_certifies_the_intermediates_through_denial_outage_and_a_root_rotation() {
+    let rc = RealCluster::start_with(
+        ApiServerOptions::new(Release::V1_37),
+        &["upstream-cert-manager"],
+    )
+    .await;
+    let mut cm = CertManager::start(&rc.cp, false).await;
+    let root1 = org_ca(&rc, "org-ca", "Org CA 1").await;
+    rc.cp
+        .create(json!({
+            "apiVersion": "cert-manager.io/v1", "kind": "Issuer",
+            "metadata": {"name": ISSUER, "namespace": CA_NS},
+            "spec": {"ca": {"secretName": "org-ca"}},
+        }))
+        .await;
+    let mut signer = rc.signer("a", &[]);
+
+    // The security team denies the first request: a Warning Event on it, counted, and no
+    // signing without a certified intermediate.
+    let denied = cm.decide(&rc.cp, CA_NS, Verdict::Denied, MINUTE).await;
+    let event = rc.event("UpstreamDenied", MINUTE, &signer).await;
+    assert_eq!(
+        event["involvedObject"]["name"],
+        denied.as_str(),
+        "{event:#}"
+    );
+    assert_eq!(event["involvedObject"]["kind"], "CertificateRequest");
+    assert!(
+        event["message"]
+            .as_str()
+            .unwrap()
+            .contains("Denied by the test's approver"),
+        "{event:#}"
+    );
+    assert_eq!(
+        signer
+            .labelled_metric("podcert_upstream_requests_total", "outcome=\"denied\"")
+            .await,
+        Some(1.0)
+    );
+    not_ready_for(&signer, Duration::from_secs(2)).await;
+
+    // It asks again (replacing the denied request); approved, cert-manager issues, and pods
+    // get certificates that verify — with openssl and Go — to the organisation's root, which
+    // is all the trust bundle holds. No root of ours exists: no CA Secret.
+    let approved = cm.decide(&rc.cp, CA_NS, Verdict::Approved, MINUTE).await;
+    assert_ne!(approved, denied);
+    signer.wait_ready(MINUTE).await;
+    assert_eq!(ders(&rc.trust_bundle().await), ders(&root1));
+    assert!(rc.ca_secret().await.is_none(), "no root of ours");
+    assert!(
+        requests(&rc).await.is_empty(),
+        "answered and refused requests are cleaned up: {:?}",
+        requests(&rc).await
+    );
+    rc.namespace("shop", &["web"]).await;
+    let (_, kubelet) = rc.node_with_kubelet("node-a", Release::V1_37).await;
+    rc.pod("shop", "web-1", "web", "node-a", &["ECDSAP256", "RSA3072"])
+        .await;
+    let pcrs = assert_mounted(&rc, &kubelet, &signer, ("shop", "web-1", "web"), 2).await;
+    for pcr in &pcrs {
+        let chain = pcr["status"]["certificateChain"].as_str().unwrap();
+        let certs = ders(chain);
+        assert_eq!(
+            certs.len(),
+            3,
+            "leaf, our intermediate, the org's issuing CA"
+        );
+        openssl_verify(chain, &root1).unwrap();
+    }
+
+    // An upstream outage: cert-manager stops, and signing goes on with the current
+    // intermediate.
+    cm.stop();
+    rc.pod("shop", "web-2", "web", "node-a", &["ED25519"]).await;
+    assert_mounted(&rc, &kubelet, &signer, ("shop", "web-2", "web"), 1).await;
+
+    // The organisation rotates its CA while cert-manager is down. With cert-manager back (its
+    // own approver on, as a default install runs), a new leadership term is certified under
+    // the new CA, and the trust bundle publishes the new root — beside the old one, kept for
+    // the leaves already issued under it — before any leaf chains to it.
+    let root2 = org_ca(&rc, "org-ca", "Org CA 2").await;
+    cm.run(true);
+    signer.terminate();
+    let signer = rc.signer("b", &[]);
+    signer.wait_ready(2 * MINUTE).await;
+    let bundle = rc.trust_bundle().await;
+    let published = ders(&bundle);
+    assert!(
+        ders(&root2).iter().all(|r| published.contains(r)),
+        "the new root is published"
+    );
+    assert!(
+        ders(&root1).iter().all(|r| published.contains(r)),
+        "the old root stays while its leaves are valid"
+    );
+    rc.pod("shop", "web-3", "web", "node-a", &["ECDSAP384"])
+        .await;
+    let pcrs = assert_mounted(&rc, &kubelet, &signer, ("shop", "web-3", "web"), 1).await;
+    let chain = pcrs[0]["status"]["certificateChain"].as_str().unwrap();
+    openssl_verify(chain, &root2).unwrap();
+    assert!(
+        openssl_verify(chain, &root1).is_err(),
+        "the new leaf chains to the new root only"
+    );
+    assert!(requests(&rc).await.is_empty(), "{:?}", requests(&rc).await);
+    let _ = cm.log_tail();
+}
