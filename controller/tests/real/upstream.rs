@@ -13,7 +13,7 @@ use podcert_tests::oracles::openssl_verify;
 use serde_json::json;
 
 use crate::cluster::RealCluster;
-use crate::issuance::assert_mounted;
+use crate::issuance::{assert_mounted, same_certificates};
 use crate::support::{CA_NS, SignerProcess};
 
 /// The Issuer `manifests/components/upstream-cert-manager/upstream.env` names.

@@ -161,7 +161,10 @@ impl Ca {
     /// certificate, which is a CA with keyCertSign; each certificate of `tls.crt` is signed by
     /// the next; the last is signed by a root, which is itself if no `ca.crt` is given.
     pub fn from_pem(cert_pem: &str, key_pem: &str, roots_pem: Option<&str>) -> Result<Ca, CaError> {
-        Ca::from_pem_chain(cert_pem, CaKey::Memory(load_key(key_pem)?), roots_pem)
+        // The certificates first: a Secret broken in both is reported by its tls.crt.
+        let chain = parse_certs(cert_pem, CaError::Certificate)?;
+        let key = CaKey::Memory(load_key(key_pem)?);
+        Ca::from_chain(chain, key, roots_pem)
     }
 
     /// [`Ca::from_pem`] for a key already loaded (or made here).
