@@ -166,6 +166,22 @@ async fn cert_manager_certifies_the_intermediates_through_denial_outage_and_a_ro
         ders(&root1).iter().all(|r| published.contains(r)),
         "the old root stays while its leaves are valid"
     );
+    // The kubelet projects it into a running pod's trust volume (its refresh pass, stepped
+    // here) before the next pod starts.
+    let deadline = tokio::time::Instant::now() + MINUTE;
+    while same_certificates(
+        kubelet
+            .read_volume("shop", "web-1", "trust")
+            .file("bundle.pem"),
+    ) != same_certificates(&bundle)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the kubelet did not project the new bundle"
+        );
+        kubelet.advance(Duration::from_secs(1)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     rc.pod("shop", "web-3", "web", "node-a", &["ECDSAP384"])
         .await;
     let pcrs = assert_mounted(&rc, &kubelet, &signer, ("shop", "web-3", "web"), 1).await;

@@ -53,7 +53,7 @@ impl std::fmt::Debug for CertManager {
 enum State {
     Waiting,
     Issued(Answer),
-    Refused(Refusal),
+    Refused(Box<Refusal>),
 }
 
 impl CertManager {
@@ -232,10 +232,10 @@ fn state_of(cr: &DynamicObject) -> State {
     let status = &cr.data["status"];
     let message = |c: &Value| c["message"].as_str().unwrap_or_default().to_owned();
     if let Some(c) = condition(status, "Denied").filter(|c| c["status"] == "True") {
-        return State::Refused(Refusal::new("Denied", message(c)));
+        return State::Refused(Box::new(Refusal::new("Denied", message(c))));
     }
     if let Some(c) = condition(status, "InvalidRequest").filter(|c| c["status"] == "True") {
-        return State::Refused(Refusal::new("InvalidRequest", message(c)));
+        return State::Refused(Box::new(Refusal::new("InvalidRequest", message(c))));
     }
     match condition(status, "Ready") {
         Some(c) if c["status"] == "True" => {
@@ -245,14 +245,14 @@ fn state_of(cr: &DynamicObject) -> State {
                     roots_pem,
                     from: cr.name_any(),
                 }),
-                (Err(e), _) | (_, Err(e)) => State::Refused(Refusal::new(
+                (Err(e), _) | (_, Err(e)) => State::Refused(Box::new(Refusal::new(
                     "Unusable",
                     format!("cert-manager marked it Ready but {e}"),
-                )),
+                ))),
             }
         }
         Some(c) if c["status"] == "False" && c["reason"] == "Failed" => {
-            State::Refused(Refusal::new("Failed", message(c)))
+            State::Refused(Box::new(Refusal::new("Failed", message(c))))
         }
         _ => State::Waiting,
     }

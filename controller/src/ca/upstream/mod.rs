@@ -73,13 +73,31 @@ pub enum UpstreamError {
     #[error("{0}")]
     Unreachable(String),
     #[error("{}: {}", .0.reason, .0.message)]
-    Refused(Refusal),
+    Refused(Box<Refusal>),
 }
 
 /// The configured upstream authority.
 #[derive(Debug, Clone)]
 pub enum Upstream {
-    CertManager(CertManager),
+    CertManager(Box<CertManager>),
+    /// Answers from a test's script (the renewal schedule on a compressed clock).
+    #[cfg(test)]
+    Scripted(Arc<Scripted>),
+}
+
+/// A test's upstream: answers each CSR as the script says.
+#[cfg(test)]
+pub struct Scripted(pub Box<ScriptFn>);
+
+/// What a test's upstream does with a CSR.
+#[cfg(test)]
+pub type ScriptFn = dyn Fn(&str) -> Result<Answer, UpstreamError> + Send + Sync;
+
+#[cfg(test)]
+impl std::fmt::Debug for Scripted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Scripted")
+    }
 }
 
 impl Upstream {
@@ -87,7 +105,11 @@ impl Upstream {
     pub fn new(client: kube::Client, config: &crate::config::UpstreamConfig) -> Self {
         match config {
             crate::config::UpstreamConfig::CertManager { namespace, issuer } => {
-                Upstream::CertManager(CertManager::new(client, namespace, issuer.clone()))
+                Upstream::CertManager(Box::new(CertManager::new(
+                    client,
+                    namespace,
+                    issuer.clone(),
+                )))
             }
         }
     }
@@ -95,6 +117,8 @@ impl Upstream {
     fn describe(&self) -> String {
         match self {
             Upstream::CertManager(cm) => cm.describe(),
+            #[cfg(test)]
+            Upstream::Scripted(_) => "a scripted upstream".into(),
         }
     }
 
@@ -106,6 +130,8 @@ impl Upstream {
     ) -> Option<Result<Answer, UpstreamError>> {
         match self {
             Upstream::CertManager(cm) => cm.certify(csr_pem, duration, token).await,
+            #[cfg(test)]
+            Upstream::Scripted(s) => Some((s.0)(csr_pem)),
         }
     }
 }
@@ -309,11 +335,11 @@ impl UpstreamSteward {
                     roots_pem: answer.roots_pem,
                 })
             }
-            Err(message) => Err(UpstreamError::Refused(Refusal {
+            Err(message) => Err(UpstreamError::Refused(Box::new(Refusal {
                 reason: "Unusable",
                 message: format!("{}'s answer cannot sign: {message}", answer.from),
                 request: None,
-            })),
+            }))),
         })
     }
 
@@ -384,3 +410,6 @@ fn union(a: &str, b: &str) -> String {
         .map(|der| signer_core::x509::certificate_pem(der))
         .collect()
 }
+
+#[cfg(test)]
+mod tests;
