@@ -142,7 +142,16 @@ pub struct CaConfig {
 
 /// The upstream authority that certifies signing intermediates ([`crate::ca::upstream`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UpstreamConfig {
+pub struct UpstreamConfig {
+    pub authority: UpstreamAuthority,
+    /// `--upstream-trust-anchors`: PEM of the only roots an answer may chain to; None: the
+    /// roots the upstream names.
+    pub trust_anchors: Option<String>,
+}
+
+/// Who the upstream is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamAuthority {
     /// A cert-manager Issuer or ClusterIssuer, asked through CertificateRequests filed in
     /// `namespace` (the signer's own).
     CertManager {

@@ -221,7 +221,8 @@ async fn run_with(config: Config) -> Result<(), Error> {
         })),
         Some(upstream) => {
             ca::authority::Authority::Upstream(Arc::new(ca::upstream::UpstreamSteward {
-                upstream: ca::upstream::Upstream::new(client.clone(), upstream),
+                upstream: ca::upstream::Upstream::new(client.clone(), &upstream.authority),
+                trust_anchors: upstream.trust_anchors.clone(),
                 trust_bundle: trust_bundle.clone(),
                 ca: config.ca.clone(),
                 policy: config.policy.clone(),

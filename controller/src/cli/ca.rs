@@ -9,7 +9,9 @@ use std::time::Duration;
 use signer_core::{CaKeyType, CaProfile, ConfigError, TrustDomain, names};
 
 use super::{err, object_name, parse_duration};
-use crate::config::{CaConfig, CaLifecycle, IssuerRef, Pin, TokenConfig, UpstreamConfig};
+use crate::config::{
+    CaConfig, CaLifecycle, IssuerRef, Pin, TokenConfig, UpstreamAuthority, UpstreamConfig,
+};
 
 /// The CA Secret, the CAs we make, and the trust bundle.
 #[derive(Debug, Clone, clap::Args)]
@@ -93,17 +95,30 @@ pub struct UpstreamArgs {
         default_value = "cert-manager.io"
     )]
     pub upstream_issuer_group: String,
+
+    /// PEM file of the only roots an upstream's answer may chain to (and the bundle may
+    /// publish); unset: the roots the upstream names. Read at start.
+    #[arg(long, env = "PODCERT_UPSTREAM_TRUST_ANCHORS")]
+    pub upstream_trust_anchors: Option<PathBuf>,
 }
 
 impl UpstreamArgs {
     /// The upstream, if one is configured; CertificateRequests go to `namespace`.
     fn config(&self, namespace: &str, pkcs11: bool) -> Result<Option<UpstreamConfig>, ConfigError> {
         if self.upstream_authority == "none" {
-            if self.upstream_issuer.is_some() {
-                return Err(err(
-                    "upstream-issuer",
-                    "is only used with --upstream-authority cert-manager",
-                ));
+            for (setting, set) in [
+                ("upstream-issuer", self.upstream_issuer.is_some()),
+                (
+                    "upstream-trust-anchors",
+                    self.upstream_trust_anchors.is_some(),
+                ),
+            ] {
+                if set {
+                    return Err(err(
+                        setting,
+                        "is only used with --upstream-authority cert-manager",
+                    ));
+                }
             }
             return Ok(None);
         }
@@ -134,14 +149,40 @@ impl UpstreamArgs {
                 ),
             ));
         }
-        Ok(Some(UpstreamConfig::CertManager {
-            namespace: namespace.to_owned(),
-            issuer: IssuerRef {
-                name: name.to_owned(),
-                kind: self.upstream_issuer_kind.clone(),
-                group: self.upstream_issuer_group.clone(),
+        Ok(Some(UpstreamConfig {
+            authority: UpstreamAuthority::CertManager {
+                namespace: namespace.to_owned(),
+                issuer: IssuerRef {
+                    name: name.to_owned(),
+                    kind: self.upstream_issuer_kind.clone(),
+                    group: self.upstream_issuer_group.clone(),
+                },
             },
+            trust_anchors: self.trust_anchors()?,
         }))
+    }
+
+    /// The pinned roots, read and checked: CA certificates, at least one.
+    fn trust_anchors(&self) -> Result<Option<String>, ConfigError> {
+        let Some(path) = &self.upstream_trust_anchors else {
+            return Ok(None);
+        };
+        let flag = "upstream-trust-anchors";
+        let pem = std::fs::read_to_string(path).map_err(|e| {
+            err(
+                flag,
+                format!("cannot read {}: {}", path.display(), e.kind()),
+            )
+        })?;
+        let certs = signer_core::ca::summarize(&pem)
+            .map_err(|e| err(flag, format!("{}: {}", path.display(), e)))?;
+        if certs.is_empty() {
+            return Err(err(
+                flag,
+                format!("{} holds no certificate", path.display()),
+            ));
+        }
+        Ok(Some(pem))
     }
 }
 

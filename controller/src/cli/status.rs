@@ -231,7 +231,9 @@ async fn leader(client: &kube::Client, config: &Config, now: Timestamp) -> Strin
 }
 
 async fn ca_secret(client: &kube::Client, config: &Config) -> String {
-    if let Some(crate::config::UpstreamConfig::CertManager { issuer, .. }) = &config.ca.upstream {
+    if let Some(crate::config::UpstreamAuthority::CertManager { issuer, .. }) =
+        config.ca.upstream.as_ref().map(|u| &u.authority)
+    {
         return format!(
             "none: an upstream authority certifies the intermediates ({} {}, cert-manager)",
             issuer.kind, issuer.name

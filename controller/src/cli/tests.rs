@@ -144,16 +144,58 @@ fn the_upstream_flags_are_checked_together() {
     .unwrap();
     assert_eq!(
         c.ca.upstream,
-        Some(crate::config::UpstreamConfig::CertManager {
-            namespace: "podcert-signer".into(),
-            issuer: crate::config::IssuerRef {
-                name: "corp-ca".into(),
-                kind: "ClusterIssuer".into(),
-                group: "cert-manager.io".into(),
+        Some(crate::config::UpstreamConfig {
+            authority: crate::config::UpstreamAuthority::CertManager {
+                namespace: "podcert-signer".into(),
+                issuer: crate::config::IssuerRef {
+                    name: "corp-ca".into(),
+                    kind: "ClusterIssuer".into(),
+                    group: "cert-manager.io".into(),
+                },
             },
+            trust_anchors: None,
         })
     );
     assert!(args(&[]).unwrap().ca.upstream.is_none());
+    // Pinned roots: read at start, certificates only, and only with an upstream.
+    let dir = tempfile::tempdir().unwrap();
+    let anchors = dir.path().join("anchors.pem");
+    let not_pem = dir.path().join("not.pem");
+    std::fs::write(
+        &anchors,
+        podcert_tests::fixtures::intermediate_ca_pem("Corp").2,
+    )
+    .unwrap();
+    std::fs::write(&not_pem, "no certificates here").unwrap();
+    let (anchors, not_pem) = (anchors.to_str().unwrap(), not_pem.to_str().unwrap());
+    let with = |file: &str| {
+        args(&[
+            upstream[0],
+            upstream[1],
+            "--upstream-issuer",
+            "corp-ca",
+            "--upstream-trust-anchors",
+            file,
+        ])
+    };
+    for bad in [not_pem, "/nonexistent/anchors.pem"] {
+        assert_eq!(
+            with(bad).unwrap_err().setting,
+            "upstream-trust-anchors",
+            "{bad}"
+        );
+    }
+    assert!(
+        with(anchors)
+            .unwrap()
+            .ca
+            .upstream
+            .unwrap()
+            .trust_anchors
+            .is_some()
+    );
+    let e = args(&["--upstream-trust-anchors", anchors]).unwrap_err();
+    assert_eq!(e.setting, "upstream-trust-anchors");
     let e = Args::try_parse_from([
         "podcert-signer",
         "--signer-name",

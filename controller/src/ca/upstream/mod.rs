@@ -102,9 +102,9 @@ impl std::fmt::Debug for Scripted {
 
 impl Upstream {
     /// The upstream `config` names, reached through `client`.
-    pub fn new(client: kube::Client, config: &crate::config::UpstreamConfig) -> Self {
+    pub fn new(client: kube::Client, config: &crate::config::UpstreamAuthority) -> Self {
         match config {
-            crate::config::UpstreamConfig::CertManager { namespace, issuer } => {
+            crate::config::UpstreamAuthority::CertManager { namespace, issuer } => {
                 Upstream::CertManager(Box::new(CertManager::new(
                     client,
                     namespace,
@@ -147,6 +147,9 @@ pub struct Certified {
 /// once per process.
 pub struct UpstreamSteward {
     pub upstream: Upstream,
+    /// `--upstream-trust-anchors`: the only roots an answer may chain to; None: any the
+    /// upstream names.
+    pub trust_anchors: Option<String>,
     pub trust_bundle: Option<TrustBundle>,
     pub ca: CaConfig,
     pub policy: Arc<Policy>,
@@ -308,10 +311,20 @@ impl UpstreamSteward {
             Ok(a) => a,
             Err(e) => return Some(Err(e)),
         };
+        let roots_pem = match self.pinned(&answer.roots_pem) {
+            Ok(roots) => roots,
+            Err(message) => {
+                return Some(Err(UpstreamError::Refused(Box::new(Refusal {
+                    reason: "Unusable",
+                    message: format!("{}'s answer cannot sign: {message}", answer.from),
+                    request: None,
+                }))));
+            }
+        };
         let now = self.clock.now();
         let longest_leaf = self.policy.max_leaf_lifetime();
         let checked = requested
-            .certified(&answer.chain_pem, &answer.roots_pem, now)
+            .certified(&answer.chain_pem, &roots_pem, now)
             .map_err(|e| e.to_string())
             .and_then(|ca| {
                 let left = ca.not_after().duration_since(now).unwrap_or_default();
@@ -332,7 +345,7 @@ impl UpstreamSteward {
                 }
                 Ok(Certified {
                     signing: SigningCa::intermediate(ca, longest_leaf, now),
-                    roots_pem: answer.roots_pem,
+                    roots_pem,
                 })
             }
             Err(message) => Err(UpstreamError::Refused(Box::new(Refusal {
@@ -341,6 +354,26 @@ impl UpstreamSteward {
                 request: None,
             }))),
         })
+    }
+
+    /// The roots of `named` an answer may chain to: all of them, or with
+    /// `--upstream-trust-anchors` only the pinned ones (an error if none is).
+    fn pinned(&self, named: &str) -> Result<String, String> {
+        let Some(anchors) = &self.trust_anchors else {
+            return Ok(named.to_owned());
+        };
+        let anchors = ders(anchors);
+        let kept: String = ders(named)
+            .iter()
+            .filter(|r| anchors.contains(r))
+            .map(|der| signer_core::x509::certificate_pem(der))
+            .collect();
+        if kept.is_empty() {
+            return Err(
+                "it names no root of --upstream-trust-anchors (the upstream's CA changed, or someone other than the upstream answered)".into(),
+            );
+        }
+        Ok(kept)
     }
 
     /// Publishes `roots_pem` as the current roots, retrying until done; None if the term ended.

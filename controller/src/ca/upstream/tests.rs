@@ -72,6 +72,14 @@ struct Script {
 }
 
 fn steward(script: Arc<Mutex<Script>>, cas: Arc<Vec<OrgCa>>) -> Arc<UpstreamSteward> {
+    steward_pinned(script, cas, None)
+}
+
+fn steward_pinned(
+    script: Arc<Mutex<Script>>,
+    cas: Arc<Vec<OrgCa>>,
+    trust_anchors: Option<String>,
+) -> Arc<UpstreamSteward> {
     let origin = unix_seconds(SystemTime::now()).to_string();
     let config = crate::cli::Args::try_parse_from([
         "podcert-signer",
@@ -105,6 +113,7 @@ fn steward(script: Arc<Mutex<Script>>, cas: Arc<Vec<OrgCa>>) -> Arc<UpstreamStew
         kube::Client::try_from(kube::Config::new("http://127.0.0.1:1".parse().unwrap())).unwrap();
     Arc::new(UpstreamSteward {
         upstream: Upstream::Scripted(Arc::new(Scripted(Box::new(answer)))),
+        trust_anchors,
         trust_bundle: None,
         ca: config.ca.clone(),
         policy: config.policy.clone(),
@@ -199,4 +208,30 @@ async fn renewed_half_way_a_new_root_signs_only_after_the_propagation_delay_and_
     );
     token.cancel();
     keeping.await.unwrap();
+}
+
+#[tokio::test]
+async fn with_pinned_trust_anchors_an_answer_under_another_root_is_refused() {
+    let cas = Arc::new(vec![OrgCa::new("Org CA 1"), OrgCa::new("Someone else")]);
+    let script = Arc::new(Mutex::new(Script {
+        answering: Some(1),
+        answered_at: Vec::new(),
+    }));
+    let s = steward_pinned(script.clone(), cas.clone(), Some(cas[0].pem.clone()));
+    let token = CancellationToken::new();
+    match s.try_once(&token).await.unwrap() {
+        Err(UpstreamError::Refused(r)) => {
+            assert_eq!(r.reason, "Unusable");
+            assert!(
+                r.message
+                    .contains("names no root of --upstream-trust-anchors"),
+                "{}",
+                r.message
+            );
+        }
+        other => panic!("accepted an answer under an unpinned root: {other:?}"),
+    }
+    script.lock().unwrap().answering = Some(0);
+    let certified = s.try_once(&token).await.unwrap().unwrap();
+    assert_eq!(ders(&certified.roots_pem), ders(&cas[0].pem));
 }
