@@ -202,7 +202,6 @@ async fn run_with(config: Config) -> Result<(), Error> {
         metrics.ca.clone(),
     );
     let ca_view = keeper.subscribe();
-    let (leader_tx, leader_rx) = watch::channel(false);
     let elector = Elector::new(client.clone(), config.lease.clone());
     let identity_file = config.identity_policy.clone();
     let identity = identity_file
@@ -221,7 +220,12 @@ async fn run_with(config: Config) -> Result<(), Error> {
         })),
         Some(upstream) => {
             ca::authority::Authority::Upstream(Arc::new(ca::upstream::UpstreamSteward {
-                upstream: ca::upstream::Upstream::new(client.clone(), &upstream.authority),
+                upstream: ca::upstream::Upstream::new(
+                    client.clone(),
+                    &upstream.authority,
+                    &config.lease.identity,
+                    config.ca.lifecycle.intermediate_validity,
+                ),
                 trust_anchors: upstream.trust_anchors.clone(),
                 trust_bundle: trust_bundle.clone(),
                 ca: config.ca.clone(),
@@ -229,10 +233,10 @@ async fn run_with(config: Config) -> Result<(), Error> {
                 clock: config.clock,
                 recorder: recorder.clone(),
                 metrics: metrics.ca.clone(),
+                ready: watch::Sender::new(None),
             }))
         }
     };
-    let own_root = matches!(authority, ca::authority::Authority::Own(_));
     let term_parts = Arc::new(leadership::term::Parts {
         cluster,
         config,
@@ -243,7 +247,7 @@ async fn run_with(config: Config) -> Result<(), Error> {
             leader: metrics.leader.clone(),
         },
         health: health.clone(),
-        authority,
+        authority: authority.clone(),
         recorder,
         identity: identity.as_ref().map(|(_, rx)| rx.clone()),
     });
@@ -293,48 +297,89 @@ async fn run_with(config: Config) -> Result<(), Error> {
             identity_policy::follow(file, tx, metrics.policy.clone(), shutdown.clone()),
         );
     }
-    // With our own root, a replica may lead while it holds the CA or may create it (the
-    // keeper follows the CA Secret); with an upstream authority there is no Secret, and any
-    // replica may lead.
-    let can_sign: fn(&CaView) -> bool = if own_root {
-        tasks.spawn(
-            "ca-keeper",
-            Lifetime::UntilCancelled,
-            keeper.run(shutdown.clone()),
-        );
-        CaView::can_sign
-    } else {
-        drop(keeper);
-        |_| true
+    // A replica campaigns for the Lease only while it could sign: with our own root, while
+    // it holds the CA or may create it (the keeper follows the CA Secret); with an upstream
+    // authority, once it holds a certified intermediate (its keeper asks the upstream).
+    let leading = Leading {
+        elector,
+        health,
+        term_parts,
+        shutdown: shutdown.clone(),
     };
-    tasks.spawn(
-        "election",
-        Lifetime::UntilCancelled,
-        elector.run(
-            leader_tx,
-            ca_view.clone(),
-            can_sign,
-            health.clone(),
-            shutdown.clone(),
-        ),
-    );
-    tasks.spawn(
-        "leadership",
-        Lifetime::UntilCancelled,
-        leadership::standby::lead_while_elected(
-            leader_rx,
-            ca_view,
-            can_sign,
-            health,
-            shutdown.clone(),
-            move |token| leadership::term::run(term_parts.clone(), token),
-        ),
-    );
+    match authority {
+        ca::authority::Authority::Own(_) => {
+            tasks.spawn(
+                "ca-keeper",
+                Lifetime::UntilCancelled,
+                keeper.run(shutdown.clone()),
+            );
+            leading.spawn(&mut tasks, ca_view, CaView::can_sign);
+        }
+        ca::authority::Authority::Upstream(steward) => {
+            drop(keeper);
+            let ready = steward.ready.subscribe();
+            tasks.spawn(
+                "upstream-keeper",
+                Lifetime::UntilCancelled,
+                steward.run_keeper(shutdown.clone()),
+            );
+            leading.spawn(&mut tasks, ready, ca::upstream::Certified::held);
+        }
+    }
     match tasks.watch(leadership::term::GRACE * 2).await {
         Ended::Cancelled => {
             info!("stopped");
             Ok(())
         }
         Ended::TaskFailed { task, .. } => Err(Error::TaskFailed(task)),
+    }
+}
+
+/// The election and the leadership loop, and what they share.
+struct Leading {
+    elector: Elector,
+    health: Arc<Health>,
+    term_parts: Arc<leadership::term::Parts>,
+    shutdown: CancellationToken,
+}
+
+impl Leading {
+    /// Spawns both, campaigning while `may_lead` holds for what `eligibility` says.
+    fn spawn<V: Send + Sync + 'static>(
+        self,
+        tasks: &mut Supervisor,
+        eligibility: watch::Receiver<V>,
+        may_lead: fn(&V) -> bool,
+    ) {
+        let Leading {
+            elector,
+            health,
+            term_parts,
+            shutdown,
+        } = self;
+        let (leader_tx, leader_rx) = watch::channel(false);
+        tasks.spawn(
+            "election",
+            Lifetime::UntilCancelled,
+            elector.run(
+                leader_tx,
+                eligibility.clone(),
+                may_lead,
+                health.clone(),
+                shutdown.clone(),
+            ),
+        );
+        tasks.spawn(
+            "leadership",
+            Lifetime::UntilCancelled,
+            leadership::standby::lead_while_elected(
+                leader_rx,
+                eligibility,
+                may_lead,
+                health,
+                shutdown,
+                move |token| leadership::term::run(term_parts.clone(), token),
+            ),
+        );
     }
 }

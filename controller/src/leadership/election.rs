@@ -159,7 +159,6 @@ impl Elector {
         shutdown: CancellationToken,
     ) {
         let mut is_leader = false;
-        let mut eligibility_open = true;
         loop {
             health.beat(Loop::Election);
             let eligible = may_lead(&eligibility.borrow_and_update());
@@ -225,10 +224,8 @@ impl Elector {
             tokio::select! {
                 _ = tokio::time::sleep(self.config.renew_interval) => {}
                 // Able to sign now (or no longer): campaign (or give up) at once.
-                // A closed channel is a settled value (with an upstream authority, always
-                // eligible): the renew interval paces the rounds.
-                changed = eligibility.changed(), if eligibility_open && (!is_leader || !eligible) => {
-                    if changed.is_err() { eligibility_open = false }
+                changed = eligibility.changed(), if !is_leader || !eligible => {
+                    if changed.is_err() { break }
                 }
                 _ = shutdown.cancelled() => break,
             }

@@ -2,7 +2,7 @@
 //!
 //! Every replica stands by until it is elected and could sign (with our own root, while it
 //! holds or may create the CA: [`crate::ca::CaView::can_sign`]; with an upstream authority,
-//! always);
+//! once it holds a certified intermediate: [`crate::ca::upstream::Certified::held`]);
 //! then it runs one term ([`crate::leadership::term::run`]) until leadership is lost, shutdown is asked
 //! for, or the term fails. A failed term (a task panicked or ended) is followed by a new one
 //! after the controller's backoff, so one bug does not stop signing for good and a
@@ -31,7 +31,6 @@ pub async fn lead_while_elected<V, T: Future<Output = TermEnd>>(
 ) {
     let mut failed_terms = retry::backoff();
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
-    let mut open = true;
     loop {
         info!("standing by for the leader Lease");
         loop {
@@ -42,9 +41,7 @@ pub async fn lead_while_elected<V, T: Future<Output = TermEnd>>(
             health.set_ready(can_sign && health.has_campaigned());
             tokio::select! {
                 changed = leader.changed() => if changed.is_err() { return },
-                // A closed channel is a settled value (with an upstream authority, always
-                // eligible).
-                changed = eligibility.changed(), if open => if changed.is_err() { open = false },
+                changed = eligibility.changed() => if changed.is_err() { return },
                 _ = ticker.tick() => health.beat(Loop::Leadership),
                 _ = shutdown.cancelled() => return,
             }

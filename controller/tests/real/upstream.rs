@@ -141,11 +141,27 @@ async fn cert_manager_certifies_the_intermediates_through_denial_outage_and_a_ro
         openssl_verify(chain, &root1).unwrap();
     }
 
+    // A standby holds its own certified intermediate before it may lead: its request is
+    // approved too, and then it is ready.
+    let standby = rc.signer("b", &[]);
+    cm.decide(&rc.cp, CA_NS, Verdict::Approved, MINUTE).await;
+    standby.wait_ready(MINUTE).await;
+
     // An upstream outage: cert-manager stops, and signing goes on with the current
-    // intermediate.
+    // intermediate — and through a failover: the leader killed, the standby takes over and
+    // signs at once with the intermediate it holds.
     cm.stop();
     rc.pod("shop", "web-2", "web", "node-a", &["ED25519"]).await;
     assert_mounted(&rc, &kubelet, &signer, ("shop", "web-2", "web"), 1).await;
+    signer.kill();
+    let signer = standby;
+    rc.pod("shop", "web-3", "web", "node-a", &["ECDSAP256"])
+        .await;
+    assert_mounted(&rc, &kubelet, &signer, ("shop", "web-3", "web"), 1).await;
+    assert!(
+        signer.log_text().contains("became the leader"),
+        "the standby signed as the leader"
+    );
 
     // The organisation rotates its CA while cert-manager is down. With cert-manager back (its
     // own approver on, as a default install runs), a new leadership term is certified under
@@ -153,8 +169,9 @@ async fn cert_manager_certifies_the_intermediates_through_denial_outage_and_a_ro
     // the leaves already issued under it — before any leaf chains to it.
     let root2 = org_ca(&rc, "org-ca", "Org CA 2").await;
     cm.run(true);
+    let mut signer = signer;
     signer.terminate();
-    let signer = rc.signer("b", &[]);
+    let signer = rc.signer("c", &[]);
     signer.wait_ready(2 * MINUTE).await;
     let bundle = rc.trust_bundle().await;
     let published = ders(&bundle);
@@ -182,9 +199,9 @@ async fn cert_manager_certifies_the_intermediates_through_denial_outage_and_a_ro
         kubelet.advance(Duration::from_secs(1)).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    rc.pod("shop", "web-3", "web", "node-a", &["ECDSAP384"])
+    rc.pod("shop", "web-4", "web", "node-a", &["ECDSAP384"])
         .await;
-    let pcrs = assert_mounted(&rc, &kubelet, &signer, ("shop", "web-3", "web"), 1).await;
+    let pcrs = assert_mounted(&rc, &kubelet, &signer, ("shop", "web-4", "web"), 1).await;
     let chain = pcrs[0]["status"]["certificateChain"].as_str().unwrap();
     openssl_verify(chain, &root2).unwrap();
     assert!(

@@ -6,9 +6,11 @@
 //! issued (`Ready` with `status.certificate` and `status.ca`), denied (a `Denied` condition:
 //! an approver refused it), or failed (`Ready` False with reason `Failed`, or
 //! `InvalidRequest`). A request still waiting for approval or for its issuer is simply waited
-//! for — cert-manager retries an unavailable issuer itself. Before filing, our earlier
-//! requests are deleted (each was for a key that is gone, or has been answered), so there is
-//! never more than one; an issued one is deleted once its certificate is taken.
+//! for — cert-manager retries an unavailable issuer itself. Each replica labels its requests
+//! with its identity; before filing, it deletes its own earlier ones (each was for a key that
+//! is gone, or has been answered) and any of ours older than an intermediate's validity (a
+//! replica that went away mid-request), so a replica has at most one; an issued one is
+//! deleted once its certificate is taken.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -31,6 +33,8 @@ const WAITING_REPORT_AFTER: Duration = Duration::from_secs(60);
 
 const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 const LABEL_PURPOSE: &str = "podcert-signer/purpose";
+/// The replica that filed a request (its `--identity`, as a label value).
+const LABEL_REPLICA: &str = "podcert-signer/replica";
 
 /// The CertificateRequests of one namespace, to one issuer.
 #[derive(Clone)]
@@ -38,6 +42,10 @@ pub struct CertManager {
     api: Api<DynamicObject>,
     resource: ApiResource,
     issuer: IssuerRef,
+    /// This replica, as the label value of its requests.
+    replica: String,
+    /// Requests of ours older than this are some gone replica's, deleted before filing.
+    stale_after: Duration,
 }
 
 impl std::fmt::Debug for CertManager {
@@ -57,7 +65,15 @@ enum State {
 }
 
 impl CertManager {
-    pub fn new(client: Client, namespace: &str, issuer: IssuerRef) -> Self {
+    /// Requests to `issuer` in `namespace`, filed as replica `identity`; ours older than
+    /// `stale_after` are deleted before filing.
+    pub fn new(
+        client: Client,
+        namespace: &str,
+        issuer: IssuerRef,
+        identity: &str,
+        stale_after: Duration,
+    ) -> Self {
         let resource = ApiResource {
             group: "cert-manager.io".into(),
             version: "v1".into(),
@@ -69,6 +85,8 @@ impl CertManager {
             api: Api::namespaced_with(client, namespace, &resource),
             resource,
             issuer,
+            replica: label_value(identity),
+            stale_after,
         }
     }
 
@@ -142,7 +160,8 @@ impl CertManager {
         }
     }
 
-    /// Deletes our earlier requests, then files one for `csr_pem`; returns its name.
+    /// Deletes this replica's earlier requests (and ours that are stale), then files one for
+    /// `csr_pem`; returns its name.
     async fn file(&self, csr_pem: &str, duration: Duration) -> Result<String, UpstreamError> {
         let ours = ListParams::default().labels(&format!(
             "{LABEL_MANAGED_BY}=podcert-signer,{LABEL_PURPOSE}=intermediate"
@@ -156,6 +175,18 @@ impl CertManager {
             .await
             .map_err(|e| unreachable("listing our", e))?
         {
+            let mine = earlier.labels().get(LABEL_REPLICA) == Some(&self.replica);
+            let stale = earlier
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .is_some_and(|t| {
+                    let age = system_now().saturating_sub(t.0.as_second());
+                    u64::try_from(age).unwrap_or(0) > self.stale_after.as_secs()
+                });
+            if !mine && !stale {
+                continue;
+            }
             match self
                 .api
                 .delete(&earlier.name_any(), &DeleteParams::default())
@@ -174,6 +205,7 @@ impl CertManager {
             labels: Some(BTreeMap::from([
                 (LABEL_MANAGED_BY.into(), "podcert-signer".into()),
                 (LABEL_PURPOSE.into(), "intermediate".into()),
+                (LABEL_REPLICA.into(), self.replica.clone()),
             ])),
             ..ObjectMeta::default()
         };
@@ -204,6 +236,27 @@ impl CertManager {
             name: Some(name.to_owned()),
             ..Default::default()
         }
+    }
+}
+
+/// Unix seconds now, by the system clock (request ages are the API server's times).
+fn system_now() -> i64 {
+    signer_core::time::unix_seconds(std::time::SystemTime::now())
+}
+
+/// `identity` as a label value: its letters, digits, `-`, `_` and `.`, at most 63, starting
+/// and ending with a letter or digit (`replica` if nothing is left).
+fn label_value(identity: &str) -> String {
+    let kept: String = identity
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .take(63)
+        .collect();
+    let trimmed = kept.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+    if trimmed.is_empty() {
+        "replica".into()
+    } else {
+        trimmed.to_owned()
     }
 }
 
@@ -273,6 +326,17 @@ mod tests {
 
     fn b64(s: &str) -> String {
         base64::engine::general_purpose::STANDARD.encode(s)
+    }
+
+    #[test]
+    fn a_replica_identity_becomes_a_valid_label_value() {
+        assert_eq!(
+            label_value("podcert-signer-7d9f_12"),
+            "podcert-signer-7d9f_12"
+        );
+        assert_eq!(label_value("-a:b/c-"), "abc");
+        assert_eq!(label_value("::"), "replica");
+        assert_eq!(label_value(&"x".repeat(100)).len(), 63);
     }
 
     #[test]

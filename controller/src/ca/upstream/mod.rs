@@ -1,12 +1,13 @@
 //! An upstream authority certifies the signing intermediates: the CA an organisation already
 //! runs (cert-manager today) is the trust anchor, and no root of ours exists.
 //!
-//! The leader makes each intermediate's key in memory, asks the upstream to certify it
+//! Every replica makes an intermediate's key in memory, asks the upstream to certify it
 //! ([`Upstream::certify`]), and checks the answer ([`signer_core::Requested::certified`]: a
-//! CA certificate for exactly that key, chaining to the roots the upstream names). It
-//! publishes those roots in the ClusterTrustBundle before the intermediate signs anything, and
-//! renews half-way through the intermediate's life, as with our own root ([`SigningCa`]). A
-//! renewal that fails — the upstream down, a request denied — is retried with backoff while
+//! CA certificate for exactly that key, chaining to the roots the upstream names), so a
+//! standby is ready to sign the moment it is elected, upstream or no upstream. The leader
+//! publishes those roots in the ClusterTrustBundle before the intermediate signs anything.
+//! Each replica renews half-way through its intermediate's life, as with our own root
+//! ([`SigningCa`]). A renewal that fails — the upstream down, a request denied — is retried with backoff while
 //! the current intermediate keeps signing, so an outage shorter than the time left after
 //! half-way costs nothing (leaves are cut to the intermediate's end after that). When a
 //! renewal brings a root the bundle lacks (the upstream rotated its CA), the new root is
@@ -101,14 +102,22 @@ impl std::fmt::Debug for Scripted {
 }
 
 impl Upstream {
-    /// The upstream `config` names, reached through `client`.
-    pub fn new(client: kube::Client, config: &crate::config::UpstreamAuthority) -> Self {
+    /// The upstream `config` names, reached through `client` as replica `identity`; a
+    /// request older than `stale_after` is some gone replica's.
+    pub fn new(
+        client: kube::Client,
+        config: &crate::config::UpstreamAuthority,
+        identity: &str,
+        stale_after: Duration,
+    ) -> Self {
         match config {
             crate::config::UpstreamAuthority::CertManager { namespace, issuer } => {
                 Upstream::CertManager(Box::new(CertManager::new(
                     client,
                     namespace,
                     issuer.clone(),
+                    identity,
+                    stale_after,
                 )))
             }
         }
@@ -143,8 +152,22 @@ pub struct Certified {
     pub roots_pem: String,
 }
 
-/// The leader's part of the CA's life when an upstream certifies the intermediates; built
-/// once per process.
+impl Certified {
+    /// Whether a replica may lead: it holds a certified intermediate.
+    pub fn held(ready: &Option<Certified>) -> bool {
+        ready.is_some()
+    }
+}
+
+/// The CA's life when an upstream certifies the intermediates; built once per process.
+///
+/// Every replica keeps a certified intermediate ready ([`UpstreamSteward::run_keeper`], a
+/// process task): it asks the upstream at start and again half-way through each
+/// intermediate's life, and publishes the latest in [`UpstreamSteward::ready`]. A replica
+/// campaigns for the Lease only once it holds one, so a failover never waits for the
+/// upstream — a standby elected while the upstream is down signs at once. The leader's term
+/// publishes the ready intermediate's roots before it signs ([`UpstreamSteward::begin`]) and
+/// follows the keeper's renewals ([`UpstreamSteward::keep`]).
 pub struct UpstreamSteward {
     pub upstream: Upstream,
     /// `--upstream-trust-anchors`: the only roots an answer may chain to; None: any the
@@ -156,6 +179,8 @@ pub struct UpstreamSteward {
     pub clock: Clock,
     pub recorder: Recorder,
     pub metrics: CaMetrics,
+    /// The latest intermediate this replica holds certified; None until the first.
+    pub ready: watch::Sender<Option<Certified>>,
 }
 
 impl std::fmt::Debug for UpstreamSteward {
@@ -167,9 +192,42 @@ impl std::fmt::Debug for UpstreamSteward {
 }
 
 impl UpstreamSteward {
-    /// A certified intermediate with its roots published; retried until the term ends.
+    /// Keeps a certified intermediate ready until `shutdown`: the first as soon as the
+    /// upstream answers, then a new one half-way through each one's life (the current one
+    /// stays ready, and signing, while the upstream is asked).
+    pub async fn run_keeper(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            let Some(certified) = self.obtain(&shutdown).await else {
+                return;
+            };
+            info!(upstream = %self.upstream.describe(), subject = certified.signing.ca.subject(), not_after = %humantime::format_rfc3339_seconds(certified.signing.ca.not_after()), "the upstream certified a signing intermediate for this replica");
+            let renew_at = certified.signing.renew_at;
+            self.ready.send_replace(Some(certified));
+            tokio::select! {
+                () = async {
+                    match renew_at {
+                        Some(at) => sleep_until(&self.clock, at).await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// The intermediate this replica holds ready, once it has one (see `run_keeper`), with
+    /// its roots published; None if the term ended first.
     pub async fn begin(&self, token: &CancellationToken) -> Result<Certified, NotBegun> {
-        let certified = self.obtain(token).await.ok_or(NotBegun::Stopped)?;
+        let mut ready = self.ready.subscribe();
+        let certified = loop {
+            if let Some(c) = ready.borrow_and_update().clone() {
+                break c;
+            }
+            tokio::select! {
+                _ = ready.changed() => {}
+                _ = token.cancelled() => return Err(NotBegun::Stopped),
+            }
+        };
         self.publish(&certified.roots_pem, token)
             .await
             .ok_or(NotBegun::Stopped)?;
@@ -187,28 +245,35 @@ impl UpstreamSteward {
         self.metrics.none(Role::Intermediate);
     }
 
-    /// For the rest of the term: renew the intermediate when due (the current one signing
-    /// until its successor is certified and its roots trusted) and repair trust-bundle drift.
+    /// For the rest of the term: sign with each intermediate the keeper renews (with a new
+    /// root, only after publishing it beside the current one for the propagation delay) and
+    /// repair trust-bundle drift.
     pub async fn keep(
         self: Arc<Self>,
         mut current: Certified,
         signer: watch::Sender<Arc<Signer>>,
         token: CancellationToken,
     ) {
+        let mut ready = self.ready.subscribe();
+        ready.borrow_and_update();
         let mut resync = tokio::time::interval(self.ca.trust_bundle_resync);
         resync.tick().await;
         loop {
-            // The renewal: certified when due, then (with a new root) trusted for the
-            // propagation delay before it signs.
-            // What the bundle must hold as current while the renewal runs, for drift repair:
-            // the current roots, and the new ones too while they are being trusted.
+            // What the bundle must hold as current while the next intermediate is awaited,
+            // for drift repair: the current roots, and the new ones too while they are being
+            // trusted.
             let published = std::sync::Mutex::new(current.roots_pem.clone());
             let next = {
-                let renewal = async {
-                    if let Some(at) = current.signing.renew_at {
-                        sleep_until(&self.clock, at).await;
-                    }
-                    let next = self.obtain(&token).await?;
+                let switch = async {
+                    let next = loop {
+                        ready.changed().await.ok()?;
+                        let renewed = ready.borrow_and_update().clone();
+                        if let Some(next) =
+                            renewed.filter(|n| !Arc::ptr_eq(&n.signing.ca, &current.signing.ca))
+                        {
+                            break next;
+                        }
+                    };
                     let new_root = ders(&next.roots_pem)
                         .iter()
                         .any(|r| !ders(&current.roots_pem).contains(r));
@@ -230,10 +295,10 @@ impl UpstreamSteward {
                     self.publish(&next.roots_pem, &token).await?;
                     Some(next)
                 };
-                tokio::pin!(renewal);
+                tokio::pin!(switch);
                 loop {
                     tokio::select! {
-                        next = &mut renewal => break next,
+                        next = &mut switch => break next,
                         _ = resync.tick() => {
                             let roots = published.lock().unwrap_or_else(|e| e.into_inner()).clone();
                             self.repair(&roots).await

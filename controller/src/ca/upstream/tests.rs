@@ -1,4 +1,4 @@
-//! The upstream steward's renewal, on a compressed clock (a day of certificate time per real
+//! The upstream steward's keeper and term, on a compressed clock (a day of certificate time per real
 //! second) with a scripted upstream: an organisation's CA made here certifies each request
 //! for a week of certificate time, as cert-manager's CA issuer would. The real cert-manager
 //! cannot be given a compressed clock, and Kubernetes' one-hour minimum leaf lifetime puts a
@@ -126,6 +126,7 @@ fn steward_pinned(
             },
         ),
         metrics: CaMetrics::default(),
+        ready: watch::Sender::new(None),
     })
 }
 
@@ -152,6 +153,7 @@ async fn renewed_half_way_a_new_root_signs_only_after_the_propagation_delay_and_
     }));
     let s = steward(script.clone(), cas.clone());
     let token = CancellationToken::new();
+    let keeper = tokio::spawn(s.clone().run_keeper(token.clone()));
     let first = s.begin(&token).await.unwrap();
     let issued_at = s.clock.now();
     let renew_at = first.signing.renew_at.unwrap();
@@ -208,6 +210,7 @@ async fn renewed_half_way_a_new_root_signs_only_after_the_propagation_delay_and_
     );
     token.cancel();
     keeping.await.unwrap();
+    keeper.await.unwrap();
 }
 
 #[tokio::test]
