@@ -18,7 +18,7 @@ use kube::core::ApiResource;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use signer_core::{Decision, IdentityPolicy, IssueError, KeyType, Placement, Signer, Subject};
 use tokio::sync::watch;
 use tracing::{debug, info, instrument, warn};
@@ -155,18 +155,8 @@ pub async fn reconcile(pcr: Arc<Pcr>, ctx: Arc<Context>) -> Result<Action, Error
     };
     let status = status_for(&decision, &pcr, now);
 
-    let api: Api<Pcr> = Api::namespaced_with(
-        ctx.client.clone(),
-        &pcr.namespace().unwrap_or_default(),
-        &ctx.pcr_resource,
-    );
-    let mut updated = (*pcr).clone();
-    updated.status = Some(status);
-    match api
-        .replace_status(&pcr.name_any(), &PostParams::default(), &updated)
-        .await
-    {
-        Ok(_) => {}
+    match write_status(&ctx, &pcr, status).await {
+        Ok(()) => {}
         Err(kube::Error::Api(s)) if s.code == 404 => {
             debug!("the request was deleted before its status was written");
             ctx.failures.forget(&Context::key(&pcr));
@@ -321,6 +311,38 @@ pub fn error_policy(pcr: Arc<Pcr>, error: &Error, ctx: Arc<Context>) -> Action {
         .failed(&Context::key(&pcr), |key| ctx.is_waiting(key));
     warn!(namespace = pcr.namespace().unwrap_or_default(), pcr = pcr.name_any(), %error, retry_in = ?delay, "will retry");
     Action::requeue(delay)
+}
+
+/// Writes `status` on `pcr` with one PUT of the status subresource, conditioned on the cached
+/// resourceVersion. Only what a status write reads is sent: the object's identity, its
+/// resourceVersion and the status — for a status write the API server keeps the stored spec
+/// and metadata whatever it is sent (kube-apiserver's PodCertificateRequest StatusStrategy:
+/// `newReq.Spec = oldReq.Spec` and `ResetObjectMetaForStatus`, 1.35 to 1.37). The echoed object is not parsed:
+/// nothing reads it, and the watch brings the change. Errors are kube's, the API's Status
+/// among them.
+async fn write_status(
+    ctx: &Context,
+    pcr: &Pcr,
+    status: k8s_openapi::api::certificates::v1beta1::PodCertificateRequestStatus,
+) -> Result<(), kube::Error> {
+    let meta = &pcr.metadata;
+    let body = serde_json::to_vec(&serde_json::json!({
+        "apiVersion": ctx.pcr_resource.api_version,
+        "kind": ctx.pcr_resource.kind,
+        "metadata": {
+            "name": meta.name,
+            "namespace": meta.namespace,
+            "uid": meta.uid,
+            "resourceVersion": meta.resource_version,
+        },
+        "status": status,
+    }))
+    .map_err(kube::Error::SerdeError)?;
+    let url = Pcr::url_path(&ctx.pcr_resource, pcr.namespace().as_deref());
+    let request = kube::core::Request::new(url)
+        .replace_subresource("status", &pcr.name_any(), &PostParams::default(), body)
+        .map_err(kube::Error::BuildRequest)?;
+    ctx.client.request_text(request).await.map(drop)
 }
 
 #[cfg(test)]
