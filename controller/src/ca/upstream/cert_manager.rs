@@ -118,11 +118,13 @@ impl CertManager {
         info!(request = %name, issuer = %self.describe(), "asked cert-manager to certify a new signing intermediate");
         let started = tokio::time::Instant::now();
         let mut reported = false;
+        let mut failing = false;
         loop {
             let read = tokio::select! {
                 read = self.api.get_opt(&name) => read,
                 _ = token.cancelled() => return None,
             };
+            let read_ok = read.is_ok();
             let state = match read {
                 Ok(Some(cr)) => state_of(&cr),
                 Ok(None) => {
@@ -130,11 +132,18 @@ impl CertManager {
                         "the CertificateRequest {name} was deleted before it was answered"
                     ))));
                 }
+                // Said once per run of failures, not every second of an API outage.
                 Err(e) => {
-                    warn!(request = %name, error = %e, "reading the CertificateRequest failed; reading it again");
+                    if !failing {
+                        warn!(request = %name, error = %e, "reading the CertificateRequest failed; reading it again every second");
+                    }
+                    failing = true;
                     State::Waiting
                 }
             };
+            if read_ok {
+                failing = false;
+            }
             match state {
                 State::Waiting => {
                     if !reported && started.elapsed() >= WAITING_REPORT_AFTER {
