@@ -36,7 +36,7 @@ use crate::runtime::retry;
 pub use root_keys::{Root, RootKeys, StoredKey, Unusable};
 pub use secret::{Created, LoadedCa, SecretState, SecretStore};
 pub use signing::SigningCa;
-pub use trust_bundle::{Refusals, Synced, TrustBundle};
+pub use trust_bundle::{Refusals, Roots, TrustBundle};
 
 /// The first and the longest wait before a Secret that may mend by itself is read again.
 const RE_READ_FIRST: std::time::Duration = std::time::Duration::from_secs(1);

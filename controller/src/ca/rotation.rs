@@ -31,7 +31,7 @@ use tracing::info;
 
 use super::root_keys::RootKeys;
 use super::secret::{LoadedCa, NextRoot, Replaced, SecretStore};
-use super::trust_bundle::TrustBundle;
+use super::trust_bundle::{Roots, TrustBundle};
 use crate::ca::metrics::{CaMetrics, Role};
 use crate::config::CaLifecycle;
 use crate::runtime::clock::Clock;
@@ -229,7 +229,7 @@ impl Rotator {
                 // The bundles hold what the CA will record (the live one the next root once it
                 // is recorded published): synced as the write will make it, before the write.
                 if let Some(tb) = &self.trust_bundle {
-                    tb.sync(&updated).await?;
+                    tb.sync(Roots::Ours(&updated)).await?;
                 }
                 (updated, reason, note)
             }

@@ -20,7 +20,7 @@ use tracing::{error, info, warn};
 
 use super::rotation::{self, Rotator, Step};
 use super::{
-    CaView, Created, LoadedCa, Root, SecretState, SecretStore, SigningCa, Synced, TrustBundle,
+    CaView, Created, LoadedCa, Root, Roots, SecretState, SecretStore, SigningCa, TrustBundle,
 };
 use crate::ca::metrics::{CaMetrics, Role};
 use crate::config::CaConfig;
@@ -197,19 +197,10 @@ impl Steward {
     /// Publishes the roots of `ca` (keeping retired ones), retrying until done; None if the
     /// term ended first. Without a ClusterTrustBundle API there is nothing to publish.
     pub async fn publish(&self, ca: &LoadedCa, token: &CancellationToken) -> Option<()> {
-        let Some(tb) = &self.trust_bundle else {
-            return Some(());
-        };
-        let done = retry::retry(
-            "publishing the trust bundle (not signing under these roots until it is published)",
-            token,
-            || tb.sync(ca),
-        )
-        .await?;
-        if done != Synced::Unchanged {
-            info!(name = %tb.name, ?done, "published the trust bundle");
+        match &self.trust_bundle {
+            Some(tb) => tb.publish(Roots::Ours(ca), token).await,
+            None => Some(()),
         }
-        Some(())
     }
 
     /// For the rest of the term: renew the signing intermediate, act on the CA view (publish a
@@ -330,11 +321,7 @@ impl Steward {
                 _ = sleep => {}
                 _ = resync.tick() => {
                     if let Some(tb) = &self.trust_bundle {
-                        match tb.sync(&current).await {
-                            Ok(Synced::Unchanged) => {}
-                            Ok(done) => info!(name = %tb.name, ?done, "repaired the trust bundle"),
-                            Err(e) => warn!(name = %tb.name, error = %e, "checking the trust bundle failed; will retry"),
-                        }
+                        tb.repair(Roots::Ours(&current)).await;
                     }
                 }
                 _ = token.cancelled() => return,

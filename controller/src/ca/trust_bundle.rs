@@ -25,8 +25,28 @@ use kube::core::{ApiResource, NotUsed, Object};
 use kube::{Api, Client};
 use signer_core::time::Clock;
 use signer_core::x509::certificate_pem;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
 
 use super::secret::LoadedCa;
+use crate::runtime::retry;
+
+/// The roots a leader publishes as current: our CA's (the next root too during a rotation, per
+/// [`Channel::current_roots`]), or an upstream authority's (the same in both bundles).
+#[derive(Debug, Clone, Copy)]
+pub enum Roots<'a> {
+    Ours(&'a LoadedCa),
+    Upstream(&'a str),
+}
+
+impl Roots<'_> {
+    fn current(self, channel: Channel) -> String {
+        match self {
+            Roots::Ours(ca) => channel.current_roots(ca),
+            Roots::Upstream(pem) => pem.to_owned(),
+        }
+    }
+}
 
 /// Which of the draft's two bundles: `live` for most pods, `preview` for canaries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -378,17 +398,37 @@ impl TrustBundle {
         }))
     }
 
-    /// Makes each bundle — preview, then live — hold the roots `ca` publishes as current in
-    /// its channel (see [`Channel::current_roots`]) plus the retired roots still within
-    /// their retention, with our signer name and labels.
-    pub async fn sync(&self, ca: &LoadedCa) -> Result<Synced, kube::Error> {
-        self.sync_with(|channel| channel.current_roots(ca)).await
+    /// Makes each bundle — preview, then live — hold `roots` as current in its channel plus
+    /// the retired roots still within their retention, with our signer name and labels.
+    pub async fn sync(&self, roots: Roots<'_>) -> Result<Synced, kube::Error> {
+        self.sync_with(|channel| roots.current(channel)).await
     }
 
-    /// [`TrustBundle::sync`] for roots that are not ours (an upstream authority's): both
-    /// bundles hold `roots_pem` as current, plus the retired roots still within retention.
-    pub async fn sync_roots(&self, roots_pem: &str) -> Result<Synced, kube::Error> {
-        self.sync_with(|_| roots_pem.to_owned()).await
+    /// [`TrustBundle::sync`] until it succeeds — a leader signs under roots only once they are
+    /// published; None if `token` fires first.
+    pub async fn publish(&self, roots: Roots<'_>, token: &CancellationToken) -> Option<()> {
+        let done = retry::retry(
+            "publishing the trust bundle (not signing under these roots until it is published)",
+            token,
+            || self.sync(roots),
+        )
+        .await?;
+        if done != Synced::Unchanged {
+            info!(name = %self.name, ?done, "published the trust bundle");
+        }
+        Some(())
+    }
+
+    /// One [`TrustBundle::sync`] to repair drift: logged, and retried at the next repair if
+    /// it fails.
+    pub async fn repair(&self, roots: Roots<'_>) {
+        match self.sync(roots).await {
+            Ok(Synced::Unchanged) => {}
+            Ok(done) => info!(name = %self.name, ?done, "repaired the trust bundle"),
+            Err(e) => {
+                warn!(name = %self.name, error = %e, "checking the trust bundle failed; will retry")
+            }
+        }
     }
 
     async fn sync_with(&self, current: impl Fn(Channel) -> String) -> Result<Synced, kube::Error> {

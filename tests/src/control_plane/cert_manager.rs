@@ -118,7 +118,8 @@ impl CertManager {
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "no undecided CertificateRequest in {ns} within {timeout:?}"
+                "no undecided CertificateRequest in {ns} within {timeout:?}; cert-manager's log:\n{}",
+                self.log_tail()
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         };

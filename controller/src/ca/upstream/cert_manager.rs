@@ -124,7 +124,7 @@ impl CertManager {
                 read = self.api.get_opt(&name) => read,
                 _ = token.cancelled() => return None,
             };
-            let read_ok = read.is_ok();
+            let read_failed = read.is_err();
             let state = match read {
                 Ok(Some(cr)) => state_of(&cr),
                 Ok(None) => {
@@ -137,13 +137,10 @@ impl CertManager {
                     if !failing {
                         warn!(request = %name, error = %e, "reading the CertificateRequest failed; reading it again every second");
                     }
-                    failing = true;
                     State::Waiting
                 }
             };
-            if read_ok {
-                failing = false;
-            }
+            failing = read_failed;
             match state {
                 State::Waiting => {
                     if !reported && started.elapsed() >= WAITING_REPORT_AFTER {

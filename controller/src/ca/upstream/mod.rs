@@ -32,7 +32,7 @@ use tracing::{error, info, warn};
 use super::SigningCa;
 use super::metrics::{CaMetrics, Role};
 use super::steward::NotBegun;
-use super::trust_bundle::{Synced, TrustBundle, ders};
+use super::trust_bundle::{Roots, TrustBundle, ders};
 use crate::config::CaConfig;
 use crate::runtime::clock::{Clock, sleep_until};
 use crate::runtime::retry;
@@ -274,9 +274,8 @@ impl UpstreamSteward {
                             break next;
                         }
                     };
-                    let new_root = ders(&next.roots_pem)
-                        .iter()
-                        .any(|r| !ders(&current.roots_pem).contains(r));
+                    let trusted = ders(&current.roots_pem);
+                    let new_root = ders(&next.roots_pem).iter().any(|r| !trusted.contains(r));
                     if new_root {
                         let both = union(&current.roots_pem, &next.roots_pem);
                         self.publish(&both, &token).await?;
@@ -443,30 +442,15 @@ impl UpstreamSteward {
 
     /// Publishes `roots_pem` as the current roots, retrying until done; None if the term ended.
     async fn publish(&self, roots_pem: &str, token: &CancellationToken) -> Option<()> {
-        let Some(tb) = &self.trust_bundle else {
-            return Some(());
-        };
-        let done = retry::retry(
-            "publishing the upstream's roots (not signing under them until they are published)",
-            token,
-            || tb.sync_roots(roots_pem),
-        )
-        .await?;
-        if done != Synced::Unchanged {
-            info!(name = %tb.name, ?done, "published the upstream's roots in the trust bundle");
+        match &self.trust_bundle {
+            Some(tb) => tb.publish(Roots::Upstream(roots_pem), token).await,
+            None => Some(()),
         }
-        Some(())
     }
 
     async fn repair(&self, roots_pem: &str) {
         if let Some(tb) = &self.trust_bundle {
-            match tb.sync_roots(roots_pem).await {
-                Ok(Synced::Unchanged) => {}
-                Ok(done) => info!(name = %tb.name, ?done, "repaired the trust bundle"),
-                Err(e) => {
-                    warn!(name = %tb.name, error = %e, "checking the trust bundle failed; will retry")
-                }
-            }
+            tb.repair(Roots::Upstream(roots_pem)).await;
         }
     }
 
