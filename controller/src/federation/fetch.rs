@@ -14,16 +14,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::Full;
 use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, RootCertStore};
+use rustls::ClientConfig;
+use rustls::pki_types::CertificateDer;
 use signer_core::bundle::{BundleError, MAX_BUNDLE_BYTES, SpiffeBundle};
 
 use crate::config::{Peer, Profile};
 use crate::runtime::clock::Clock;
+use crate::runtime::https_client::{self, HttpsError};
 
 /// The longest one fetch may take, connection to last byte.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,6 +42,17 @@ pub enum FetchError {
     Bundle(#[from] BundleError),
 }
 
+impl From<HttpsError> for FetchError {
+    fn from(e: HttpsError) -> Self {
+        match e {
+            HttpsError::Connect(m) => FetchError::Connect(m),
+            HttpsError::Tls(m) => FetchError::Tls(m),
+            HttpsError::Http(m) => FetchError::Http(m),
+            HttpsError::Timeout(_) => FetchError::Timeout,
+        }
+    }
+}
+
 impl FetchError {
     /// The `reason` label of `podcert_federation_fetches_total`.
     pub fn reason(&self) -> &'static str {
@@ -56,21 +66,6 @@ impl FetchError {
     }
 }
 
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-}
-
-/// Certificates are checked on the signer's certificate clock (compressed only in tests).
-#[derive(Debug)]
-struct CertificateClock(Clock);
-
-impl rustls::time_provider::TimeProvider for CertificateClock {
-    fn current_time(&self) -> Option<UnixTime> {
-        let since = self.0.now().duration_since(std::time::UNIX_EPOCH).ok()?;
-        Some(UnixTime::since_unix_epoch(since))
-    }
-}
-
 /// The TLS client configuration `peer`'s profile asks for, given its last good bundle;
 /// certificates are valid or not as `clock` reads.
 pub fn client_config(
@@ -78,30 +73,8 @@ pub fn client_config(
     last_good: Option<&SpiffeBundle>,
     clock: Clock,
 ) -> Result<ClientConfig, String> {
-    let provider = provider();
-    let builder =
-        ClientConfig::builder_with_details(provider.clone(), Arc::new(CertificateClock(clock)))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?;
     let config = match &peer.profile {
-        Profile::HttpsWeb { roots } => {
-            let mut store = RootCertStore::empty();
-            match roots {
-                Some(roots) => {
-                    for r in roots {
-                        store.add(r.clone()).map_err(|e| format!("caFile: {e}"))?;
-                    }
-                }
-                None => {
-                    let native = rustls_native_certs::load_native_certs();
-                    store.add_parsable_certificates(native.certs);
-                }
-            }
-            if store.is_empty() {
-                return Err("no root certificates to check the endpoint with (the system has none; set caFile)".into());
-            }
-            builder.with_root_certificates(store).with_no_client_auth()
-        }
+        Profile::HttpsWeb { roots } => https_client::web_pki(roots.as_deref(), "caFile", clock)?,
         Profile::HttpsSpiffe {
             endpoint_id,
             bootstrap,
@@ -117,10 +90,10 @@ pub fn client_config(
             let verifier = spiffe_tls::SpiffeVerifier::new(
                 &BTreeMap::from([(bundle.trust_domain.as_str().to_owned(), roots)]),
                 vec![endpoint_id.to_string()],
-                &provider,
+                &https_client::provider(),
             )
             .map_err(|e| e.to_string())?;
-            builder
+            https_client::builder(clock)?
                 .dangerous() // an SVID names a SPIFFE ID, not the host we dialled
                 .with_custom_certificate_verifier(Arc::new(verifier))
                 .with_no_client_auth()
@@ -131,54 +104,14 @@ pub fn client_config(
 
 /// Fetches and reads `peer`'s bundle, authenticating the endpoint with `tls`.
 pub async fn fetch(peer: &Peer, tls: Arc<ClientConfig>) -> Result<SpiffeBundle, FetchError> {
-    let body = tokio::time::timeout(TIMEOUT, get(&peer.url, tls))
-        .await
-        .map_err(|_| FetchError::Timeout)??;
-    Ok(SpiffeBundle::parse(&body, &peer.trust_domain)?)
-}
-
-async fn get(url: &http::Uri, tls: Arc<ClientConfig>) -> Result<Bytes, FetchError> {
-    let host = url.host().unwrap_or_default();
-    // An IPv6 literal comes bracketed in the URL.
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let port = url.port_u16().unwrap_or(443);
-    let tcp = tokio::net::TcpStream::connect((bare, port))
-        .await
-        .map_err(|e| FetchError::Connect(format!("{bare}:{port}: {e}")))?;
-    let name = ServerName::try_from(bare.to_owned())
-        .map_err(|e| FetchError::Connect(format!("{bare}: {e}")))?;
-    let stream = tokio_rustls::TlsConnector::from(tls)
-        .connect(name, tcp)
-        .await
-        .map_err(|e| FetchError::Tls(e.to_string()))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| FetchError::Http(e.to_string()))?;
-    let driver = tokio::spawn(conn);
-    let authority = url.authority().map(|a| a.as_str()).unwrap_or(host);
-    let request = Request::get(url.path_and_query().map_or("/", |p| p.as_str()))
-        .header(http::header::HOST, authority)
+    let request = Request::get(peer.url.path_and_query().map_or("/", |p| p.as_str()))
         .header(http::header::ACCEPT, "application/json")
-        .body(Empty::<Bytes>::new())
+        .body(Full::new(Bytes::new()))
         .map_err(|e| FetchError::Http(e.to_string()))?;
-    let result = async {
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| FetchError::Http(e.to_string()))?;
-        if response.status() != StatusCode::OK {
-            return Err(FetchError::Http(format!(
-                "the endpoint answered {}",
-                response.status()
-            )));
-        }
-        Limited::new(response.into_body(), MAX_BUNDLE_BYTES)
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .map_err(|e| FetchError::Http(format!("reading the body: {e}")))
+    let (status, body) =
+        https_client::exchange(&peer.url, tls, request, MAX_BUNDLE_BYTES, TIMEOUT).await?;
+    if status != StatusCode::OK {
+        return Err(FetchError::Http(format!("the endpoint answered {status}")));
     }
-    .await;
-    driver.abort();
-    result
+    Ok(SpiffeBundle::parse(&body, &peer.trust_domain)?)
 }

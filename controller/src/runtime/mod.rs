@@ -19,6 +19,7 @@ pub mod admin;
 pub mod clock;
 pub mod events;
 pub mod http_server;
+pub mod https_client;
 pub mod metrics;
 pub mod retry;
 pub mod secure_metrics;
