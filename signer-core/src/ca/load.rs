@@ -14,7 +14,7 @@ use rustls_pki_types::PrivateKeyDer;
 
 use super::{Ca, CaError, CaKey, KeyDevice};
 use crate::pem_reader::read_blocks;
-use crate::x509::certificate_pem;
+use crate::x509::{certificate_pem, self_signed as is_self_signed};
 
 /// What an operator reads of a published CA certificate: its subject and validity.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,10 +119,6 @@ fn load_key(key_pem: &str) -> Result<KeyPair, CaError> {
     });
     zeroize::Zeroize::zeroize(&mut key);
     loaded
-}
-
-fn is_self_signed(c: &X509Certificate<'_>) -> bool {
-    c.subject() == c.issuer() && c.verify_signature(None).is_ok()
 }
 
 /// The basicConstraints pathLenConstraint, when there is one.
