@@ -78,6 +78,8 @@ pub enum StartError {
          the ClusterTrustBundle feature gate)"
     )]
     FederationWithoutCtb,
+    #[error("the TLS client for the upstream authority: {0}")]
+    UpstreamTls(String),
     #[error("the PKCS#11 token for root keys (--ca-pkcs11-*): {0}")]
     Token(#[source] crate::ca::pkcs11::TokenError),
     #[error("stopped before start-up finished")]

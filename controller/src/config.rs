@@ -158,6 +158,38 @@ pub enum UpstreamAuthority {
         namespace: String,
         issuer: IssuerRef,
     },
+    /// A Vault (or OpenBao) PKI mount's `sign-intermediate`.
+    Vault(VaultConfig),
+}
+
+/// Where Vault is and how the signer logs in (`--upstream-vault-*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaultConfig {
+    /// The server's base URL, `https://`.
+    pub address: http::Uri,
+    /// `--upstream-vault-ca-file`: the roots its TLS certificate is checked against (DER);
+    /// None: the system's roots.
+    pub ca: Option<Vec<rustls::pki_types::CertificateDer<'static>>>,
+    /// The PKI secrets engine's path, `pki` by default.
+    pub pki_mount: String,
+    /// `X-Vault-Namespace` (Vault Enterprise and OpenBao namespaces), when set.
+    pub namespace: Option<String>,
+    pub auth: VaultAuth,
+}
+
+/// How the signer gets a Vault token. Files are read at each use, so a rotated credential
+/// is picked up; their contents are never logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VaultAuth {
+    /// Kubernetes auth: the ServiceAccount token in `jwt_file` exchanged for a Vault token
+    /// of `role` at `auth/<mount>/login`.
+    Kubernetes {
+        mount: String,
+        role: String,
+        jwt_file: PathBuf,
+    },
+    /// A Vault token kept in `file` (by Vault Agent, say).
+    Token { file: PathBuf },
 }
 
 /// A cert-manager `issuerRef`.

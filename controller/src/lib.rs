@@ -225,7 +225,9 @@ async fn run_with(config: Config) -> Result<(), Error> {
                     &upstream.authority,
                     &config.lease.identity,
                     config.ca.lifecycle.intermediate_validity,
-                ),
+                    config.clock,
+                )
+                .map_err(StartError::UpstreamTls)?,
                 trust_anchors: upstream.trust_anchors.clone(),
                 trust_bundle: trust_bundle.clone(),
                 ca: config.ca.clone(),

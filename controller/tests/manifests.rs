@@ -176,6 +176,34 @@ fn the_chart_with_an_upstream_issuer_renders_exactly_the_kustomize_component() {
     assert_typed(charted);
 }
 
+/// Vault as the upstream authority, both ways: the kustomize component, and the chart given
+/// the address the component's upstream.env names. Both render the same objects: the
+/// settings, the Vault CA's volume, and RBAC grown by system:auth-delegator only then.
+#[test]
+fn the_chart_with_a_vault_address_renders_exactly_the_kustomize_component() {
+    let kustomized = by_kind_and_name(rendered_manifests_with(&["upstream-vault"]));
+    let charted = by_kind_and_name(rendered_chart(&[(
+        "upstream.vault.address",
+        "https://vault.vault.svc:8200",
+    )]));
+    assert_eq!(kustomized.len(), charted.len());
+    for (k, h) in kustomized.iter().zip(&charted) {
+        assert_eq!(
+            k, h,
+            "{} {}: the component and the chart differ",
+            k["kind"], k["metadata"]["name"]
+        );
+    }
+    let delegator = |objects: &[Value]| {
+        objects.iter().any(|o| {
+            o["kind"] == "ClusterRoleBinding" && o["roleRef"]["name"] == "system:auth-delegator"
+        })
+    };
+    assert!(delegator(&charted));
+    assert!(!delegator(&by_kind_and_name(rendered_chart(&[]))));
+    assert_typed(charted);
+}
+
 /// The identity policy switched on both ways: the two kustomize components added to the base,
 /// and the chart given the same policy file with `identityPolicy.serviceDnsNames`. Each
 /// renders the same objects, and the RBAC grows only when switched on.

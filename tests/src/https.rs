@@ -1,11 +1,11 @@
 //! HTTPS as the tests serve and fetch it: a Web PKI server certificate (a CA of its own and a
-//! `localhost`/127.0.0.1 certificate) — the test API server's, or the one an operator gives
-//! the bundle endpoint — and a client that GETs a path trusting only a given CA.
+//! `localhost`/127.0.0.1 certificate) — the test API server's, the one an operator gives
+//! the bundle endpoint, Vault's — and a client that sends a request trusting only a given CA.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use rcgen::{
@@ -60,6 +60,25 @@ pub async fn get_with(
     path: &str,
     bearer: Option<&str>,
 ) -> Result<(u16, Vec<u8>), String> {
+    let auth = bearer.map(|token| format!("Bearer {token}"));
+    let headers: Vec<(&str, &str)> = auth
+        .as_deref()
+        .map(|a| ("authorization", a))
+        .into_iter()
+        .collect();
+    send(addr, ca_pem, "GET", path, &headers, Vec::new()).await
+}
+
+/// One `method` request for `path` to `addr` over HTTPS, trusting only `ca_pem`, with
+/// `headers` and `body`: the status and body, or why the connection failed.
+pub async fn send(
+    addr: SocketAddr,
+    ca_pem: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Result<(u16, Vec<u8>), String> {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
@@ -86,11 +105,14 @@ pub async fn get_with(
         .await
         .map_err(|e| format!("HTTP: {e}"))?;
     tokio::spawn(conn);
-    let mut req = http::Request::get(path).header("host", addr.to_string());
-    if let Some(token) = bearer {
-        req = req.header("authorization", format!("Bearer {token}"));
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    for (name, value) in headers {
+        req = req.header(*name, *value);
     }
-    let req = req.body(Empty::<Bytes>::new()).unwrap();
+    let req = req.body(Full::new(Bytes::from(body))).unwrap();
     let resp = sender
         .send_request(req)
         .await

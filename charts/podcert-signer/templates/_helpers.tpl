@@ -18,6 +18,16 @@ app.kubernetes.io/part-of: podcert-signer
 {{- $_ := set $c "PODCERT_UPSTREAM_ISSUER_GROUP" .group -}}
 {{- end -}}
 {{- end -}}
+{{- with .Values.upstream.vault -}}
+{{- if .address -}}
+{{- $_ := set $c "PODCERT_UPSTREAM_AUTHORITY" "vault" -}}
+{{- $_ := set $c "PODCERT_UPSTREAM_VAULT_ADDRESS" .address -}}
+{{- $_ := set $c "PODCERT_UPSTREAM_VAULT_CA_FILE" "/etc/podcert-signer/vault/ca.crt" -}}
+{{- $_ := set $c "PODCERT_UPSTREAM_VAULT_PKI_MOUNT" .pkiMount -}}
+{{- $_ := set $c "PODCERT_UPSTREAM_VAULT_AUTH_MOUNT" .authMount -}}
+{{- $_ := set $c "PODCERT_UPSTREAM_VAULT_ROLE" .role -}}
+{{- end -}}
+{{- end -}}
 {{- toJson $c -}}
 {{- end -}}
 

@@ -1,7 +1,8 @@
 //! The CA's settings: the CA Secret, what the CAs we make carry, their schedule, the
 //! ClusterTrustBundle that publishes the roots, the PKCS#11 token that may hold the root
-//! keys, and the upstream authority that may certify the intermediates instead — turned into the [`CaConfig`] the CA's life reads, with every step of the schedule
-//! checked to have room.
+//! keys, and the upstream authority that may certify the intermediates instead
+//! ([`super::upstream`]) — turned into the [`CaConfig`] the CA's life reads, with every step
+//! of the schedule checked to have room.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -9,9 +10,7 @@ use std::time::Duration;
 use signer_core::{CaKeyType, CaProfile, ConfigError, TrustDomain, names};
 
 use super::{err, object_name, parse_duration};
-use crate::config::{
-    CaConfig, CaLifecycle, IssuerRef, Pin, TokenConfig, UpstreamAuthority, UpstreamConfig,
-};
+use crate::config::{CaConfig, CaLifecycle, Pin, TokenConfig};
 
 /// The CA Secret, the CAs we make, and the trust bundle.
 #[derive(Debug, Clone, clap::Args)]
@@ -68,122 +67,7 @@ pub struct CaArgs {
     pub pkcs11: Pkcs11Args,
 
     #[command(flatten)]
-    pub upstream: UpstreamArgs,
-}
-
-/// The upstream authority that certifies signing intermediates, if any.
-#[derive(Debug, Clone, clap::Args)]
-#[command(next_help_heading = "Upstream authority")]
-pub struct UpstreamArgs {
-    /// Who certifies the signing intermediates: `none` (our own root, kept in the CA Secret)
-    /// or `cert-manager` (a CertificateRequest to --upstream-issuer; its CA is the trust anchor).
-    #[arg(long, env = "PODCERT_UPSTREAM_AUTHORITY", default_value = "none", value_parser = ["none", "cert-manager"])]
-    pub upstream_authority: String,
-
-    /// The cert-manager issuer that certifies signing intermediates (its `issuerRef.name`).
-    #[arg(long, env = "PODCERT_UPSTREAM_ISSUER")]
-    pub upstream_issuer: Option<String>,
-
-    /// `Issuer` (in the signer's namespace) or `ClusterIssuer`.
-    #[arg(long, env = "PODCERT_UPSTREAM_ISSUER_KIND", default_value = "Issuer", value_parser = ["Issuer", "ClusterIssuer"])]
-    pub upstream_issuer_kind: String,
-
-    /// The issuer's API group: cert-manager.io, or an external issuer's.
-    #[arg(
-        long,
-        env = "PODCERT_UPSTREAM_ISSUER_GROUP",
-        default_value = "cert-manager.io"
-    )]
-    pub upstream_issuer_group: String,
-
-    /// PEM file of the only roots an upstream's answer may chain to (and the bundle may
-    /// publish); unset: the roots the upstream names. Read at start.
-    #[arg(long, env = "PODCERT_UPSTREAM_TRUST_ANCHORS")]
-    pub upstream_trust_anchors: Option<PathBuf>,
-}
-
-impl UpstreamArgs {
-    /// The upstream, if one is configured; CertificateRequests go to `namespace`.
-    fn config(&self, namespace: &str, pkcs11: bool) -> Result<Option<UpstreamConfig>, ConfigError> {
-        if self.upstream_authority == "none" {
-            for (setting, set) in [
-                ("upstream-issuer", self.upstream_issuer.is_some()),
-                (
-                    "upstream-trust-anchors",
-                    self.upstream_trust_anchors.is_some(),
-                ),
-            ] {
-                if set {
-                    return Err(err(
-                        setting,
-                        "is only used with --upstream-authority cert-manager",
-                    ));
-                }
-            }
-            return Ok(None);
-        }
-        if pkcs11 {
-            return Err(err(
-                "ca-pkcs11-module",
-                "holds root keys, and with --upstream-authority there is no root of ours: the upstream's root is the trust anchor",
-            ));
-        }
-        let Some(name) = self.upstream_issuer.as_deref() else {
-            return Err(err(
-                "upstream-issuer",
-                "is required with --upstream-authority cert-manager (the Issuer or ClusterIssuer that certifies signing intermediates)",
-            ));
-        };
-        if !names::is_dns1123_subdomain(name) {
-            return Err(err(
-                "upstream-issuer",
-                format!("{name:?} is not a valid object name (a DNS-1123 subdomain)"),
-            ));
-        }
-        if !names::is_dns1123_subdomain(&self.upstream_issuer_group) {
-            return Err(err(
-                "upstream-issuer-group",
-                format!(
-                    "{:?} is not an API group (a DNS subdomain)",
-                    self.upstream_issuer_group
-                ),
-            ));
-        }
-        Ok(Some(UpstreamConfig {
-            authority: UpstreamAuthority::CertManager {
-                namespace: namespace.to_owned(),
-                issuer: IssuerRef {
-                    name: name.to_owned(),
-                    kind: self.upstream_issuer_kind.clone(),
-                    group: self.upstream_issuer_group.clone(),
-                },
-            },
-            trust_anchors: self.trust_anchors()?,
-        }))
-    }
-
-    /// The pinned roots, read and checked: CA certificates, at least one.
-    fn trust_anchors(&self) -> Result<Option<String>, ConfigError> {
-        let Some(path) = &self.upstream_trust_anchors else {
-            return Ok(None);
-        };
-        let flag = "upstream-trust-anchors";
-        let pem = std::fs::read_to_string(path).map_err(|e| {
-            err(
-                flag,
-                format!("cannot read {}: {}", path.display(), e.kind()),
-            )
-        })?;
-        let certs = signer_core::ca::summarize(&pem)
-            .map_err(|e| err(flag, format!("{}: {}", path.display(), e)))?;
-        if certs.is_empty() {
-            return Err(err(
-                flag,
-                format!("{} holds no certificate", path.display()),
-            ));
-        }
-        Ok(Some(pem))
-    }
+    pub upstream: super::upstream::UpstreamArgs,
 }
 
 /// The PKCS#11 token that holds root keys, if any.

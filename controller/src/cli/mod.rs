@@ -16,6 +16,7 @@ mod process;
 pub mod status;
 #[cfg(test)]
 mod tests;
+mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -231,13 +231,21 @@ async fn leader(client: &kube::Client, config: &Config, now: Timestamp) -> Strin
 }
 
 async fn ca_secret(client: &kube::Client, config: &Config) -> String {
-    if let Some(crate::config::UpstreamAuthority::CertManager { issuer, .. }) =
-        config.ca.upstream.as_ref().map(|u| &u.authority)
-    {
-        return format!(
-            "none: an upstream authority certifies the intermediates ({} {}, cert-manager)",
-            issuer.kind, issuer.name
-        );
+    use crate::config::UpstreamAuthority;
+    match config.ca.upstream.as_ref().map(|u| &u.authority) {
+        Some(UpstreamAuthority::CertManager { issuer, .. }) => {
+            return format!(
+                "none: an upstream authority certifies the intermediates ({} {}, cert-manager)",
+                issuer.kind, issuer.name
+            );
+        }
+        Some(UpstreamAuthority::Vault(vault)) => {
+            return format!(
+                "none: an upstream authority certifies the intermediates (Vault {}, mount {})",
+                vault.address, vault.pki_mount
+            );
+        }
+        None => {}
     }
     let secret = &config.ca.secret;
     let api: Api<Secret> = Api::namespaced(client.clone(), &secret.namespace);

@@ -201,11 +201,158 @@ fn the_upstream_flags_are_checked_together() {
         "--signer-name",
         "example.com/spiffe",
         "--upstream-authority",
-        "vault",
+        "aws-pca",
     ])
     .unwrap_err()
     .to_string();
     assert!(e.contains("--upstream-authority"), "{e}");
+}
+
+#[test]
+fn the_vault_flags_are_checked_together_and_name_credentials_by_file_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("vault-ca.pem");
+    std::fs::write(
+        &ca,
+        podcert_tests::fixtures::intermediate_ca_pem("Vault TLS").2,
+    )
+    .unwrap();
+    let ca = ca.to_str().unwrap();
+    let vault = ["--upstream-authority", "vault"];
+    let address = ["--upstream-vault-address", "https://vault.example:8200"];
+    let role = ["--upstream-vault-role", "podcert-signer"];
+    let with = |extra: &[&str]| {
+        let mut all = vault.to_vec();
+        all.extend_from_slice(extra);
+        args(&all)
+    };
+    for (flags, setting) in [
+        (&role[..], "upstream-vault-address"),
+        (
+            &[address[0], "http://vault.example:8200", role[0], role[1]][..],
+            "upstream-vault-address",
+        ),
+        (
+            &[
+                address[0],
+                "https://vault.example:8200/v1",
+                role[0],
+                role[1],
+            ],
+            "upstream-vault-address",
+        ),
+        (&address[..], "upstream-vault-role"),
+        (
+            &[
+                address[0],
+                address[1],
+                role[0],
+                role[1],
+                "--upstream-vault-pki-mount",
+                "../sys",
+            ],
+            "upstream-vault-pki-mount",
+        ),
+        (
+            &[
+                address[0],
+                address[1],
+                role[0],
+                role[1],
+                "--upstream-vault-ca-file",
+                "/nonexistent.pem",
+            ],
+            "upstream-vault-ca-file",
+        ),
+        (
+            &[address[0], address[1], "--upstream-vault-auth", "token"],
+            "upstream-vault-token-file",
+        ),
+        (
+            &[
+                address[0],
+                address[1],
+                role[0],
+                role[1],
+                "--upstream-vault-auth",
+                "token",
+                "--upstream-vault-token-file",
+                "/t",
+            ],
+            "upstream-vault-role",
+        ),
+        (
+            &[
+                address[0],
+                address[1],
+                role[0],
+                role[1],
+                "--upstream-issuer",
+                "corp-ca",
+            ],
+            "upstream-issuer",
+        ),
+    ] {
+        let e = with(flags).unwrap_err();
+        assert_eq!(e.setting, setting, "{flags:?}: {e}");
+    }
+    // Vault's flags without Vault.
+    let e = args(&address).unwrap_err();
+    assert_eq!(e.setting, "upstream-vault-address");
+    let e = args(&[
+        "--upstream-authority",
+        "cert-manager",
+        "--upstream-issuer",
+        "corp-ca",
+        role[0],
+        role[1],
+    ])
+    .unwrap_err();
+    assert_eq!(e.setting, "upstream-vault-role");
+
+    let c = with(&[
+        address[0],
+        address[1],
+        role[0],
+        role[1],
+        "--upstream-vault-ca-file",
+        ca,
+    ])
+    .unwrap();
+    let Some(crate::config::UpstreamAuthority::Vault(v)) = c.ca.upstream.map(|u| u.authority)
+    else {
+        panic!("a Vault upstream")
+    };
+    assert_eq!(v.address.to_string(), "https://vault.example:8200/");
+    assert_eq!(v.pki_mount, "pki");
+    assert_eq!(v.ca.map(|c| c.len()), Some(1));
+    assert_eq!(
+        v.auth,
+        crate::config::VaultAuth::Kubernetes {
+            mount: "kubernetes".into(),
+            role: "podcert-signer".into(),
+            jwt_file: "/var/run/secrets/kubernetes.io/serviceaccount/token".into(),
+        }
+    );
+    let c = with(&[
+        address[0],
+        address[1],
+        "--upstream-vault-auth",
+        "token",
+        "--upstream-vault-token-file",
+        "/run/vault/token",
+    ])
+    .unwrap();
+    let Some(crate::config::UpstreamAuthority::Vault(v)) = c.ca.upstream.map(|u| u.authority)
+    else {
+        panic!("a Vault upstream")
+    };
+    assert_eq!(
+        v.auth,
+        crate::config::VaultAuth::Token {
+            file: "/run/vault/token".into()
+        }
+    );
 }
 
 #[test]

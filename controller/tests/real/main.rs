@@ -20,3 +20,4 @@ mod restarts;
 mod status;
 mod storage;
 mod upstream;
+mod upstream_vault;

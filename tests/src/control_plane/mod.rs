@@ -25,6 +25,7 @@ pub mod kubelet;
 pub mod objects;
 pub mod pki;
 pub mod process;
+pub mod vault;
 
 use std::fmt;
 use std::time::Duration;
@@ -186,6 +187,16 @@ impl ControlPlane {
 
     /// A kubeconfig that authenticates as ServiceAccount `namespace/name` with a token from
     /// the TokenRequest API in a file (`tokenFile`), as a pod's projected token is given to it.
+    /// The cluster CA (PEM): what kube-apiserver's serving certificate chains to.
+    pub fn ca_pem(&self) -> &str {
+        &self.pki.ca_pem
+    }
+
+    /// Where [`Self::service_account`] keeps `namespace/name`'s token (as a pod's is mounted).
+    pub fn service_account_token_file(&self, namespace: &str, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(format!("token-{namespace}-{name}"))
+    }
+
     pub async fn service_account(&self, namespace: &str, name: &str) -> Identity {
         let path = format!("/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token");
         let request = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
@@ -193,7 +204,7 @@ impl ControlPlane {
         let (code, body) = crate::send_json(&self.admin.client, "POST", &path, &request).await;
         assert_eq!(code, 201, "TokenRequest for {namespace}/{name}: {body}");
         let user = format!("system:serviceaccount:{namespace}:{name}");
-        let token_file = self.dir.path().join(format!("token-{namespace}-{name}"));
+        let token_file = self.service_account_token_file(namespace, name);
         std::fs::write(&token_file, body["status"]["token"].as_str().unwrap()).unwrap();
         let kubeconfig = write_kubeconfig(
             self.dir.path(),

@@ -18,6 +18,7 @@
 //! a credential (cert-manager is reached with the signer's own ServiceAccount).
 
 pub mod cert_manager;
+pub mod vault;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -37,6 +38,7 @@ use crate::config::CaConfig;
 use crate::runtime::clock::{Clock, sleep_until};
 use crate::runtime::retry;
 pub use cert_manager::CertManager;
+pub use vault::Vault;
 
 /// What an upstream answered: our certificate (with any intermediates) and its roots.
 #[derive(Debug, Clone)]
@@ -81,6 +83,7 @@ pub enum UpstreamError {
 #[derive(Debug, Clone)]
 pub enum Upstream {
     CertManager(Box<CertManager>),
+    Vault(Box<Vault>),
     /// Answers from a test's script (the renewal schedule on a compressed clock).
     #[cfg(test)]
     Scripted(Arc<Scripted>),
@@ -102,15 +105,17 @@ impl std::fmt::Debug for Scripted {
 }
 
 impl Upstream {
-    /// The upstream `config` names, reached through `client` as replica `identity`; a
-    /// request older than `stale_after` is some gone replica's.
+    /// The upstream `config` names, reached through `client` as replica `identity` (a
+    /// request older than `stale_after` is some gone replica's), its TLS certificates
+    /// checked on `clock`; an error if no TLS client can be built for it.
     pub fn new(
         client: kube::Client,
         config: &crate::config::UpstreamAuthority,
         identity: &str,
         stale_after: Duration,
-    ) -> Self {
-        match config {
+        clock: Clock,
+    ) -> Result<Self, String> {
+        Ok(match config {
             crate::config::UpstreamAuthority::CertManager { namespace, issuer } => {
                 Upstream::CertManager(Box::new(CertManager::new(
                     client,
@@ -120,12 +125,21 @@ impl Upstream {
                     stale_after,
                 )))
             }
-        }
+            crate::config::UpstreamAuthority::Vault(vault) => {
+                let tls = crate::runtime::https_client::web_pki(
+                    vault.ca.as_deref(),
+                    "--upstream-vault-ca-file",
+                    clock,
+                )?;
+                Upstream::Vault(Box::new(Vault::new(vault.clone(), Arc::new(tls))))
+            }
+        })
     }
 
     fn describe(&self) -> String {
         match self {
             Upstream::CertManager(cm) => cm.describe(),
+            Upstream::Vault(v) => v.describe(),
             #[cfg(test)]
             Upstream::Scripted(_) => "a scripted upstream".into(),
         }
@@ -139,6 +153,7 @@ impl Upstream {
     ) -> Option<Result<Answer, UpstreamError>> {
         match self {
             Upstream::CertManager(cm) => cm.certify(csr_pem, duration, token).await,
+            Upstream::Vault(v) => v.certify(csr_pem, duration, token).await,
             #[cfg(test)]
             Upstream::Scripted(s) => Some((s.0)(csr_pem)),
         }
@@ -421,11 +436,19 @@ impl UpstreamSteward {
     }
 
     /// The roots of `named` an answer may chain to: all of them, or with
-    /// `--upstream-trust-anchors` only the pinned ones (an error if none is).
+    /// `--upstream-trust-anchors` only the pinned ones (an error if none is). An upstream
+    /// that names no root (a Vault mount whose chain stops below its root) chains to the
+    /// pinned roots, and without them cannot be used.
     fn pinned(&self, named: &str) -> Result<String, String> {
         let Some(anchors) = &self.trust_anchors else {
+            if ders(named).is_empty() {
+                return Err("it names no root (its CA chain stops below a self-signed certificate): import the root into the upstream's CA chain, or give it with --upstream-trust-anchors".into());
+            }
             return Ok(named.to_owned());
         };
+        if ders(named).is_empty() {
+            return Ok(anchors.clone());
+        }
         let anchors = ders(anchors);
         let kept: String = ders(named)
             .iter()
