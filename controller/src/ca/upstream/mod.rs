@@ -1,5 +1,6 @@
 //! An upstream authority certifies the signing intermediates: the CA an organisation already
-//! runs (cert-manager today) is the trust anchor, and no root of ours exists.
+//! runs — a cert-manager issuer ([`cert_manager`]) or a Vault/OpenBao PKI mount ([`vault`]) —
+//! is the trust anchor, and no root of ours exists.
 //!
 //! Every replica makes an intermediate's key in memory, asks the upstream to certify it
 //! ([`Upstream::certify`]), and checks the answer ([`signer_core::Requested::certified`]: a
@@ -13,9 +14,10 @@
 //! renewal brings a root the bundle lacks (the upstream rotated its CA), the new root is
 //! published beside the old one and the new intermediate signs only after
 //! `--ca-propagation-delay` (or once the old one could no longer sign a full leaf); the old
-//! root then stays until its last leaf has expired. Refusals are Warning Events on the
-//! request and counted in `podcert_upstream_requests_total`; a request is never logged with
-//! a credential (cert-manager is reached with the signer's own ServiceAccount).
+//! root then stays until its last leaf has expired. Refusals are counted in
+//! `podcert_upstream_requests_total` and logged, and are Warning Events on the request where
+//! one exists (cert-manager's); a request is never logged with a credential (cert-manager is
+//! reached with the signer's own ServiceAccount; Vault's credentials stay in `vault`).
 
 pub mod cert_manager;
 pub mod vault;
@@ -49,13 +51,14 @@ pub struct Answer {
     pub from: String,
 }
 
-/// The upstream refused to certify: denied by an approver, failed, or answered unusably.
+/// The upstream refused to certify: denied (an approver, Vault's 403), failed, or answered
+/// unusably.
 #[derive(Debug, Clone)]
 pub struct Refusal {
     /// Short and fixed: `Denied`, `Failed`, `InvalidRequest`, `Unusable`.
     pub reason: &'static str,
     pub message: String,
-    /// The request refused, which its Event is about.
+    /// The request refused, which its Event is about (None: no object stands for it).
     pub request: Option<ObjectReference>,
 }
 
