@@ -131,9 +131,22 @@ async fn run_with(config: Config) -> Result<(), Error> {
     let shutdown = shutdown_on_signal();
     // The token first: a wrong module, label or PIN stops the process before it touches
     // the cluster.
-    let root_keys = match &config.ca.pkcs11 {
-        None => RootKeys::Secret,
-        Some(token) => RootKeys::Token(Token::open(token.clone()).map_err(StartError::Token)?),
+    // The token holds the root keys, or — with an upstream authority, when there is no root
+    // of ours — the signing intermediates' keys, under a label of their own.
+    let (root_keys, intermediate_keys) = match (&config.ca.pkcs11, &config.ca.upstream) {
+        (None, _) => (RootKeys::Secret, None),
+        (Some(token), None) => (
+            RootKeys::Token(Token::open(token.clone()).map_err(StartError::Token)?),
+            None,
+        ),
+        (Some(token), Some(_)) => {
+            let intermediates = crate::config::TokenConfig {
+                key_label: format!("{}.intermediate", token.key_label),
+                ..token.clone()
+            };
+            let token = Token::open(intermediates).map_err(StartError::Token)?;
+            (RootKeys::Secret, Some(token))
+        }
     };
     let client = cluster::connect(&config.cluster).await?;
     let cluster = Cluster::discover(client.clone(), &shutdown).await?;
@@ -230,6 +243,7 @@ async fn run_with(config: Config) -> Result<(), Error> {
                 .map_err(StartError::UpstreamTls)?,
                 trust_anchors: upstream.trust_anchors.clone(),
                 trust_bundle: trust_bundle.clone(),
+                token: intermediate_keys,
                 ca: config.ca.clone(),
                 policy: config.policy.clone(),
                 clock: config.clock,

@@ -204,6 +204,73 @@ fn the_chart_with_a_vault_address_renders_exactly_the_kustomize_component() {
     assert_typed(charted);
 }
 
+/// The chart's volumes compose: with an identity policy, Vault and pinned upstream roots at
+/// once, each file is mounted where its setting points.
+#[test]
+fn the_charts_mounted_files_compose_and_their_settings_point_at_them() {
+    let components = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../manifests/components");
+    let policy = components.join("identity-policy/policy.yaml");
+    let objects = rendered_chart_with(
+        &[
+            ("upstream.vault.address", "https://vault.example:8200"),
+            ("upstream.trustAnchorsConfigMap", "org-roots"),
+        ],
+        &[("identityPolicy.policy", &policy)],
+    );
+    let config = &objects
+        .iter()
+        .find(|o| o["kind"] == "ConfigMap" && o["data"].get("PODCERT_SIGNER_NAME").is_some())
+        .unwrap()["data"];
+    let deploy = objects.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    let pod = &deploy["spec"]["template"]["spec"];
+    let mounts = pod["containers"][0]["volumeMounts"].as_array().unwrap();
+    let env = pod["containers"][0]["env"].as_array().unwrap();
+    let setting = |name: &str| {
+        config[name]
+            .as_str()
+            .or_else(|| {
+                env.iter()
+                    .find(|e| e["name"] == name)
+                    .and_then(|e| e["value"].as_str())
+            })
+            .unwrap_or_else(|| panic!("{name} is not set"))
+            .to_owned()
+    };
+    for (name, volume, config_map) in [
+        ("PODCERT_IDENTITY_POLICY", "identity-policy", None),
+        (
+            "PODCERT_UPSTREAM_VAULT_CA_FILE",
+            "vault-ca",
+            Some("podcert-signer-vault-ca"),
+        ),
+        (
+            "PODCERT_UPSTREAM_TRUST_ANCHORS",
+            "upstream-trust-anchors",
+            Some("org-roots"),
+        ),
+    ] {
+        let file = setting(name);
+        let mount = mounts
+            .iter()
+            .find(|m| m["name"] == volume)
+            .unwrap_or_else(|| panic!("{volume} is not mounted"));
+        assert!(
+            file.starts_with(&format!("{}/", mount["mountPath"].as_str().unwrap())),
+            "{name}={file} is outside {mount}"
+        );
+        let v = pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == volume)
+            .unwrap();
+        if let Some(cm) = config_map {
+            assert_eq!(v["configMap"]["name"], cm);
+        }
+    }
+    assert_typed(objects);
+}
+
 /// The identity policy switched on both ways: the two kustomize components added to the base,
 /// and the chart given the same policy file with `identityPolicy.serviceDnsNames`. Each
 /// renders the same objects, and the RBAC grows only when switched on.

@@ -18,6 +18,9 @@ app.kubernetes.io/part-of: podcert-signer
 {{- $_ := set $c "PODCERT_UPSTREAM_ISSUER_GROUP" .group -}}
 {{- end -}}
 {{- end -}}
+{{- if .Values.upstream.trustAnchorsConfigMap -}}
+{{- $_ := set $c "PODCERT_UPSTREAM_TRUST_ANCHORS" "/etc/podcert-signer/upstream/roots.pem" -}}
+{{- end -}}
 {{- with .Values.upstream.vault -}}
 {{- if .address -}}
 {{- $_ := set $c "PODCERT_UPSTREAM_AUTHORITY" "vault" -}}

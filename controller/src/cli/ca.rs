@@ -87,7 +87,8 @@ pub struct Pkcs11Args {
     )]
     pub ca_pkcs11_token_label: String,
 
-    /// Label under which root keys are generated in, and found in, the token.
+    /// Label under which root keys are generated in, and found in, the token (with an
+    /// upstream authority: the signing intermediates' keys, under `<label>.intermediate`).
     #[arg(
         long,
         env = "PODCERT_CA_PKCS11_KEY_LABEL",
@@ -134,7 +135,7 @@ impl CaArgs {
             ));
         }
         let pkcs11 = self.pkcs11.token()?;
-        let upstream = self.upstream.config(&secret.namespace, pkcs11.is_some())?;
+        let upstream = self.upstream.config(&secret.namespace)?;
         Ok(CaConfig {
             secret,
             profile: CaProfile {

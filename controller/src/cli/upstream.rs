@@ -93,11 +93,7 @@ pub struct UpstreamArgs {
 
 impl UpstreamArgs {
     /// The upstream, if one is configured; CertificateRequests go to `namespace`.
-    pub fn config(
-        &self,
-        namespace: &str,
-        pkcs11: bool,
-    ) -> Result<Option<UpstreamConfig>, ConfigError> {
+    pub fn config(&self, namespace: &str) -> Result<Option<UpstreamConfig>, ConfigError> {
         let cert_manager_flags = [("upstream-issuer", self.upstream_issuer.is_some())];
         let vault_flags = [
             (
@@ -146,12 +142,6 @@ impl UpstreamArgs {
         }
         if authority == "none" {
             return Ok(None);
-        }
-        if pkcs11 {
-            return Err(err(
-                "ca-pkcs11-module",
-                "holds root keys, and with --upstream-authority there is no root of ours: the upstream's root is the trust anchor",
-            ));
         }
         let authority = match authority {
             "vault" => UpstreamAuthority::Vault(self.vault()?),

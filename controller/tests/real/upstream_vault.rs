@@ -85,20 +85,23 @@ async fn operator_setup(vault: &Vault, rc: &RealCluster) -> String {
 /// The signer as the component runs it, pointed at this Vault (its address and TLS CA) and
 /// at the ServiceAccount token the harness holds (a pod's is mounted where the default says).
 fn signer(rc: &RealCluster, vault: &Vault, name: &str) -> SignerProcess {
-    let address = vault.address();
-    let ca = vault.ca_file.to_str().unwrap().to_owned();
+    signer_with(rc, vault, name, &[])
+}
+
+/// [`signer`] with `extra` flags.
+fn signer_with(rc: &RealCluster, vault: &Vault, name: &str, extra: &[String]) -> SignerProcess {
     let jwt = rc.cp.service_account_token_file(CA_NS, "podcert-signer");
-    rc.signer(
-        name,
-        &[
-            "--upstream-vault-address",
-            &address,
-            "--upstream-vault-ca-file",
-            &ca,
-            "--upstream-vault-jwt-file",
-            jwt.to_str().unwrap(),
-        ],
-    )
+    let mut flags = vec![
+        "--upstream-vault-address".to_owned(),
+        vault.address(),
+        "--upstream-vault-ca-file".to_owned(),
+        vault.ca_file.display().to_string(),
+        "--upstream-vault-jwt-file".to_owned(),
+        jwt.display().to_string(),
+    ];
+    flags.extend_from_slice(extra);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    rc.signer(name, &flags)
 }
 
 #[tokio::test]
@@ -278,5 +281,80 @@ async fn vault_certifies_the_intermediates_through_a_denial_a_sealed_vault_and_a
     assert!(
         openssl_verify(chain, &root1).is_err(),
         "the new leaf chains to the new root only"
+    );
+}
+
+/// With a PKCS#11 token configured (a real SoftHSM2) and an upstream authority, the token
+/// holds each signing intermediate's key — there is no root of ours for it to hold — and
+/// signs every leaf: the key Vault certifies is one the token made, under the label
+/// `<key label>.intermediate`, and an intermediate key past its end date (a gone replica's)
+/// is destroyed before a new one is made.
+#[tokio::test]
+async fn with_a_token_vault_certifies_an_intermediate_whose_key_never_leaves_it() {
+    use podcert_signer::{Pin, Token, TokenConfig};
+    use podcert_tests::softhsm::TestToken;
+    use signer_core::{CaKeyType, KeyDevice};
+
+    let rc =
+        RealCluster::start_with(ApiServerOptions::new(Release::V1_37), &["upstream-vault"]).await;
+    let vault = Vault::start(rc.cp.dir.path()).await;
+    let root = operator_setup(&vault, &rc).await;
+    vault
+        .ok("PUT", "sys/policies/acl/podcert-signer", policy(true))
+        .await;
+    let hsm = TestToken::new("real-vault");
+    let intermediates = Token::open(TokenConfig {
+        module: hsm.module.clone(),
+        token_label: hsm.label.clone(),
+        key_label: "podcert-signer-root.intermediate".into(),
+        pin: Pin::new(hsm.pin.clone()),
+    })
+    .unwrap();
+    let two_days_ago = std::time::SystemTime::now() - 2 * 86_400 * Duration::from_secs(1);
+    let ended = intermediates
+        .generate_until(CaKeyType::EcdsaP256, Some(two_days_ago))
+        .unwrap();
+    let flags = [
+        "--ca-pkcs11-module".to_owned(),
+        hsm.module.display().to_string(),
+        "--ca-pkcs11-token-label".to_owned(),
+        hsm.label.clone(),
+        "--ca-pkcs11-pin-file".to_owned(),
+        hsm.pin_file().display().to_string(),
+    ];
+    let signer = signer_with(&rc, &vault, "a", &flags);
+    signer.wait_ready(2 * MINUTE).await;
+
+    rc.namespace("shop", &["web"]).await;
+    let (_, kubelet) = rc.node_with_kubelet("node-a", Release::V1_37).await;
+    rc.pod("shop", "web-1", "web", "node-a", &["ECDSAP256"])
+        .await;
+    let pcrs = assert_mounted(&rc, &kubelet, &signer, ("shop", "web-1", "web"), 1).await;
+    let chain = pcrs[0]["status"]["certificateChain"].as_str().unwrap();
+    openssl_verify(chain, &root).unwrap();
+
+    let keys = intermediates.keys().unwrap();
+    assert!(
+        keys.iter().all(|k| k.public_key() != ended.public_key()),
+        "the ended key is destroyed; {} keys; log:\n{}",
+        keys.len(),
+        signer.log_text()
+    );
+    assert_eq!(
+        keys.len(),
+        1,
+        "one intermediate key; log:\n{}",
+        signer.log_text()
+    );
+    let certs = pem::parse_many(chain).unwrap();
+    let (_, intermediate) = x509_parser::parse_x509_certificate(certs[1].contents()).unwrap();
+    assert_eq!(
+        intermediate.public_key().subject_public_key.data.as_ref(),
+        keys[0].public_key(),
+        "Vault certified the token's key"
+    );
+    assert!(
+        rc.ca_secret().await.is_none(),
+        "no root of ours, in the token or elsewhere"
     );
 }

@@ -1,9 +1,10 @@
 //! A signing intermediate certified by a CA someone else runs (cert-manager, Vault): the
-//! key is made here and never leaves this process, a PKCS#10 request asks the upstream to
-//! certify it, and what comes back is checked before it signs anything.
+//! key is made here (or in a device) and never leaves it, a PKCS#10 request asks the
+//! upstream to certify it, and what comes back is checked before it signs anything.
 //!
-//! [`CaProfile::intermediate_request`] makes the key and the request (the profile's subject,
-//! trust-domain URI and CA key usages; the upstream decides the rest). [`Requested::certified`]
+//! [`CaProfile::intermediate_request`] makes the key in memory and the request (the
+//! profile's subject, trust-domain URI and CA key usages; the upstream decides the rest);
+//! [`CaProfile::intermediate_request_for`] asks for a key a device made and holds. [`Requested::certified`]
 //! takes the upstream's answer — our certificate followed by any intermediates, and the
 //! upstream's roots — and refuses it unless it is a CA certificate (CA:TRUE, keyCertSign)
 //! for exactly our key, each certificate signed by the next, the last by one of the roots, and
@@ -12,8 +13,6 @@
 use std::fmt;
 use std::time::SystemTime;
 
-use rcgen::KeyPair;
-
 use super::profile::Tier;
 use super::{Ca, CaError, CaKey, CaProfile};
 use crate::time::unix_seconds;
@@ -21,7 +20,7 @@ use crate::time::unix_seconds;
 /// A key waiting for the upstream to certify it, and the request that asks for it. Its
 /// `Debug` never shows the key.
 pub struct Requested {
-    key: KeyPair,
+    key: CaKey,
     csr_pem: String,
 }
 
@@ -34,10 +33,26 @@ impl fmt::Debug for Requested {
 }
 
 impl CaProfile {
-    /// A new intermediate key of the profile's type and a PKCS#10 request for it, with the
-    /// subject and SAN of the intermediates we make ourselves.
+    /// A new intermediate key of the profile's type, in memory, and a PKCS#10 request for it,
+    /// with the subject and SAN of the intermediates we make ourselves.
     pub fn intermediate_request(&self, now: SystemTime) -> Result<Requested, CaError> {
         let key = super::issue::generate_key(self.key_type)?;
+        self.intermediate_request_for(CaKey::Memory(key), now)
+    }
+
+    /// [`CaProfile::intermediate_request`] for `key`, which may be a device's (it signs the
+    /// request); refused unless it is of the profile's type.
+    pub fn intermediate_request_for(
+        &self,
+        key: CaKey,
+        now: SystemTime,
+    ) -> Result<Requested, CaError> {
+        if rcgen::PublicKeyData::algorithm(&key) != self.key_type.algorithm() {
+            return Err(CaError::Generate(format!(
+                "the intermediate's key is not of the profile's type, {}",
+                self.key_type
+            )));
+        }
         let now = unix_seconds(now);
         // The validity is the upstream's to decide; the request carries none.
         let mut params = self.params(Tier::Intermediate, now, now)?;
@@ -47,7 +62,13 @@ impl CaProfile {
         let csr_pem = params
             .serialize_request(&key)
             .and_then(|csr| csr.pem())
-            .map_err(|e| CaError::Generate(format!("making the certificate request: {e}")))?;
+            .map_err(|e| {
+                let device = key
+                    .take_device_error()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default();
+                CaError::Generate(format!("making the certificate request: {e}{device}"))
+            })?;
         Ok(Requested { key, csr_pem })
     }
 }
@@ -68,7 +89,7 @@ impl Requested {
         roots_pem: &str,
         now: SystemTime,
     ) -> Result<Ca, UpstreamAnswerError> {
-        let ca = Ca::from_pem_chain(chain_pem, CaKey::Memory(self.key), Some(roots_pem))
+        let ca = Ca::from_pem_chain(chain_pem, self.key, Some(roots_pem))
             .map_err(UpstreamAnswerError::from)?;
         let now = unix_seconds(now);
         if now < ca.not_before_unix() || now >= ca.not_after_unix() {
@@ -190,6 +211,26 @@ mod tests {
                 .contains("podcert-signer signing CA for example.org")
         );
         assert!(!ca.has_room_for_intermediate());
+    }
+
+    #[test]
+    fn a_given_key_is_requested_for_only_if_it_is_of_the_profiles_type() {
+        let profile = CaProfile::new(TrustDomain::new("example.org").unwrap());
+        let p384 = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+        let e = profile
+            .intermediate_request_for(CaKey::Memory(p384), SystemTime::now())
+            .unwrap_err();
+        assert!(e.to_string().contains("not of the profile's type"), "{e}");
+        let p256 = KeyPair::generate().unwrap();
+        let public = rcgen::PublicKeyData::der_bytes(&p256).to_vec();
+        let requested = profile
+            .intermediate_request_for(CaKey::Memory(p256), SystemTime::now())
+            .unwrap();
+        let csr = CertificateSigningRequestParams::from_pem(requested.csr_pem()).unwrap();
+        assert_eq!(
+            rcgen::PublicKeyData::der_bytes(&csr.public_key),
+            &public[..]
+        );
     }
 
     #[test]

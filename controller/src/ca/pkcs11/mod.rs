@@ -8,8 +8,12 @@
 //! found again by that label ([`Token::keys`]) — the certificate in the CA Secret says which
 //! of the labelled keys is the root's. A [`TokenKey`] is a [`KeyDevice`]: it asks the token
 //! to sign (`CKM_ECDSA` over a digest made here, or `CKM_EDDSA`) and turns the token's raw
-//! signature into what X.509 carries. Only roots sign through it — their own certificate and
-//! each signing intermediate — so leaf issuance never waits on the token.
+//! signature into what X.509 carries. Roots sign through it — their own certificate and
+//! each signing intermediate — so with our own root leaf issuance never waits on the token.
+//! With an upstream authority there is no root of ours, and the token holds each replica's
+//! signing intermediate keys instead (labelled `<key label>.intermediate`, each with an end
+//! day after which [`Token::destroy_ended`] removes it): then every leaf is signed by the
+//! token.
 //!
 //! A lost session (a network HSM restarted, a KMS session expired) is reopened and logged in
 //! again once per signature before the signature is given up.
@@ -21,6 +25,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::SystemTime;
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
@@ -28,6 +33,7 @@ use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
+use cryptoki::types::Date;
 use signer_core::CaKeyType;
 
 pub use key::TokenKey;
@@ -231,16 +237,32 @@ impl Token {
     /// Generates a new root key pair of `key_type` in the token, under the key label and a
     /// fresh random `CKA_ID`: a token object, private, sensitive and never extractable.
     pub fn generate(self: &Arc<Self>, key_type: CaKeyType) -> Result<Arc<TokenKey>, TokenError> {
-        let mut id = vec![0u8; 16];
-        aws_lc_rs::rand::fill(&mut id).map_err(|_| {
+        self.generate_until(key_type, None)
+    }
+
+    /// [`Token::generate`], for a key of no use after `until` when given (a signing
+    /// intermediate's): its `CKA_END_DATE` is that day, and its `CKA_ID` starts with it
+    /// (`end:YYYYMMDD`, then the random bytes) — where [`Token::destroy_ended`] reads it, as
+    /// not every module returns the date attributes it stores.
+    pub fn generate_until(
+        self: &Arc<Self>,
+        key_type: CaKeyType,
+        until: Option<SystemTime>,
+    ) -> Result<Arc<TokenKey>, TokenError> {
+        let mut random = vec![0u8; 16];
+        aws_lc_rs::rand::fill(&mut random).map_err(|_| {
             TokenError::Key(self.config.token_label.clone(), "no randomness".into())
         })?;
+        let id = match until {
+            Some(until) => [END_PREFIX, &ymd(&day(until)), &random[..8]].concat(),
+            None => random,
+        };
         let label = self.config.key_label.as_bytes().to_vec();
         let (mechanism, ck_type) = match key_type {
             CaKeyType::Ed25519 => (Mechanism::EccEdwardsKeyPairGen, KeyType::EC_EDWARDS),
             _ => (Mechanism::EccKeyPairGen, KeyType::EC),
         };
-        let public = [
+        let mut public = vec![
             Attribute::Token(true),
             Attribute::Private(false),
             Attribute::Verify(true),
@@ -249,7 +271,7 @@ impl Token {
             Attribute::Label(label.clone()),
             Attribute::Id(id.clone()),
         ];
-        let private = [
+        let mut private = vec![
             Attribute::Token(true),
             Attribute::Private(true),
             Attribute::Sensitive(true),
@@ -259,6 +281,10 @@ impl Token {
             Attribute::Label(label),
             Attribute::Id(id.clone()),
         ];
+        if let Some(until) = until {
+            public.push(Attribute::EndDate(day(until)));
+            private.push(Attribute::EndDate(day(until)));
+        }
         self.wrote.store(true, Ordering::SeqCst);
         self.with_session("generating a key pair", |s| {
             s.generate_key_pair(&mechanism, &public, &private)
@@ -276,13 +302,48 @@ impl Token {
         Ok(key)
     }
 
+    /// Destroys every key pair under the key label whose end day (see
+    /// [`Token::generate_until`]) is before the day of `now` (keys without one are kept);
+    /// returns how many.
+    pub fn destroy_ended(self: &Arc<Self>, now: SystemTime) -> Result<usize, TokenError> {
+        let today = ymd(&day(now));
+        let ended: Vec<Vec<u8>> = self
+            .ids()?
+            .into_iter()
+            .filter(|id| {
+                id.strip_prefix(END_PREFIX)
+                    .and_then(|rest| rest.get(..8))
+                    .is_some_and(|end| end < &today[..])
+            })
+            .collect();
+        for id in &ended {
+            self.key_with_id(id.clone())?.destroy();
+        }
+        Ok(ended.len())
+    }
+
     /// Every key pair in the token under the key label whose type we sign with.
     pub fn keys(self: &Arc<Self>) -> Result<Vec<Arc<TokenKey>>, TokenError> {
+        let ids = self.ids()?;
+        let mut keys = Vec::with_capacity(ids.len());
+        for id in ids {
+            match self.key_with_id(id) {
+                Ok(key) => keys.push(key),
+                // A labelled key we cannot sign with is not one of our roots' keys.
+                Err(TokenError::Key(..)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(keys)
+    }
+
+    /// The `CKA_ID`s of the private keys under the key label.
+    fn ids(&self) -> Result<Vec<Vec<u8>>, TokenError> {
         let template = [
             Attribute::Class(ObjectClass::PRIVATE_KEY),
             Attribute::Label(self.config.key_label.as_bytes().to_vec()),
         ];
-        let ids = self.with_session("finding keys by label", |s| {
+        self.with_session("finding keys by label", |s| {
             let mut ids = Vec::new();
             for handle in s.find_objects(&template)? {
                 if let Some(Attribute::Id(id)) = s
@@ -294,17 +355,7 @@ impl Token {
                 }
             }
             Ok(ids)
-        })?;
-        let mut keys = Vec::with_capacity(ids.len());
-        for id in ids {
-            match self.key_with_id(id) {
-                Ok(key) => keys.push(key),
-                // A labelled key we cannot sign with is not one of our roots' keys.
-                Err(TokenError::Key(..)) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(keys)
+        })
     }
 
     /// The key pair under the key label with `id`, whose public key object tells its type.
@@ -361,6 +412,24 @@ impl Token {
                 cryptoki::context::Function::FindObjects,
             ))
     }
+}
+
+/// How the `CKA_ID` of a key with an end day starts (then `YYYYMMDD`).
+const END_PREFIX: &[u8] = b"end:";
+
+/// The UTC day of `t`, as PKCS#11 dates are.
+fn day(t: SystemTime) -> Date {
+    let text = humantime::format_rfc3339_seconds(t).to_string();
+    Date::new_from_str_slice(&text[0..4], &text[5..7], &text[8..10]).unwrap_or_default()
+}
+
+/// `YYYYMMDD` of a PKCS#11 date, which orders as the days do.
+fn ymd(d: &Date) -> [u8; 8] {
+    let mut out = [0u8; 8];
+    out[..4].copy_from_slice(&d.year);
+    out[4..6].copy_from_slice(&d.month);
+    out[6..].copy_from_slice(&d.day);
+    out
 }
 
 #[cfg(test)]

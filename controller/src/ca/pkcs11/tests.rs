@@ -35,3 +35,12 @@ fn a_point_is_read_wrapped_or_bare() {
     assert_eq!(public_point(&point, CaKeyType::EcdsaP384), None);
     assert_eq!(public_point(&point[1..], CaKeyType::EcdsaP256), None);
 }
+
+#[test]
+fn end_dates_are_utc_days_that_order_as_days_do() {
+    use std::time::{Duration, UNIX_EPOCH};
+    let day = |secs: u64| super::day(UNIX_EPOCH + Duration::from_secs(secs));
+    assert_eq!(&super::ymd(&day(0)), b"19700101");
+    assert_eq!(&super::ymd(&day(86_400 + 86_399)), b"19700102");
+    assert!(super::ymd(&day(31 * 86_400)) > super::ymd(&day(30 * 86_400)));
+}

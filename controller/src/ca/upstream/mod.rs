@@ -34,6 +34,7 @@ use tracing::{error, info, warn};
 
 use super::SigningCa;
 use super::metrics::{CaMetrics, Role};
+use super::pkcs11::{Token, TokenKey};
 use super::steward::NotBegun;
 use super::trust_bundle::{Roots, TrustBundle, ders};
 use crate::config::CaConfig;
@@ -192,6 +193,9 @@ pub struct UpstreamSteward {
     /// upstream names.
     pub trust_anchors: Option<String>,
     pub trust_bundle: Option<TrustBundle>,
+    /// The PKCS#11 token the intermediates' keys are made in (`--ca-pkcs11-*`); None: in
+    /// memory.
+    pub token: Option<Arc<Token>>,
     pub ca: CaConfig,
     pub policy: Arc<Policy>,
     pub clock: Clock,
@@ -376,7 +380,8 @@ impl UpstreamSteward {
         &self,
         token: &CancellationToken,
     ) -> Option<Result<Certified, UpstreamError>> {
-        let requested = match self.ca.profile.intermediate_request(self.clock.now()) {
+        let validity = self.ca.lifecycle.intermediate_validity;
+        let (requested, in_token) = match self.request(validity) {
             Ok(r) => r,
             Err(e) => {
                 return Some(Err(UpstreamError::Unreachable(format!(
@@ -384,18 +389,31 @@ impl UpstreamSteward {
                 ))));
             }
         };
-        let validity = self.ca.lifecycle.intermediate_validity;
+        // A token key that does not become a certified intermediate is destroyed at once.
+        let discard = || {
+            if let Some(key) = &in_token {
+                key.destroy();
+            }
+        };
         let answer = match self
             .upstream
             .certify(requested.csr_pem(), validity, token)
-            .await?
+            .await
         {
-            Ok(a) => a,
-            Err(e) => return Some(Err(e)),
+            Some(Ok(a)) => a,
+            Some(Err(e)) => {
+                discard();
+                return Some(Err(e));
+            }
+            None => {
+                discard();
+                return None;
+            }
         };
         let roots_pem = match self.pinned(&answer.roots_pem) {
             Ok(roots) => roots,
             Err(message) => {
+                discard();
                 return Some(Err(UpstreamError::Refused(Box::new(Refusal {
                     reason: "Unusable",
                     message: format!("{}'s answer cannot sign: {message}", answer.from),
@@ -430,12 +448,54 @@ impl UpstreamSteward {
                     roots_pem,
                 })
             }
-            Err(message) => Err(UpstreamError::Refused(Box::new(Refusal {
-                reason: "Unusable",
-                message: format!("{}'s answer cannot sign: {message}", answer.from),
-                request: None,
-            }))),
+            Err(message) => {
+                discard();
+                Err(UpstreamError::Refused(Box::new(Refusal {
+                    reason: "Unusable",
+                    message: format!("{}'s answer cannot sign: {message}", answer.from),
+                    request: None,
+                })))
+            }
         })
+    }
+
+    /// A new intermediate key and its request: in memory, or in the token — there after
+    /// destroying the keys of intermediates that have ended (this replica's or a gone one's),
+    /// and marked to end a day after an intermediate made now would. The token's key is
+    /// returned too, to be destroyed if it is not certified.
+    fn request(
+        &self,
+        validity: Duration,
+    ) -> Result<(signer_core::ca::Requested, Option<Arc<TokenKey>>), String> {
+        let now = self.clock.now();
+        let Some(token) = &self.token else {
+            let requested = self.ca.profile.intermediate_request(now);
+            return requested.map(|r| (r, None)).map_err(|e| e.to_string());
+        };
+        match token.destroy_ended(now) {
+            Ok(0) => {}
+            Ok(n) => {
+                info!(%token, destroyed = n, "destroyed the keys of signing intermediates that have ended")
+            }
+            Err(e) => {
+                warn!(%token, error = %e, "could not look for ended intermediate keys in the token; they are looked for again at the next renewal")
+            }
+        }
+        let until = now + validity + Duration::from_secs(86_400);
+        let key = token
+            .generate_until(self.ca.profile.key_type, Some(until))
+            .map_err(|e| e.to_string())?;
+        match self
+            .ca
+            .profile
+            .intermediate_request_for(signer_core::CaKey::device(key.clone()), now)
+        {
+            Ok(requested) => Ok((requested, Some(key))),
+            Err(e) => {
+                key.destroy();
+                Err(e.to_string())
+            }
+        }
     }
 
     /// The roots of `named` an answer may chain to: all of them, or with

@@ -115,6 +115,7 @@ fn steward_pinned(
         upstream: Upstream::Scripted(Arc::new(Scripted(Box::new(answer)))),
         trust_anchors,
         trust_bundle: None,
+        token: None,
         ca: config.ca.clone(),
         policy: config.policy.clone(),
         clock,
