@@ -96,7 +96,9 @@ impl Vault {
             "max_path_length": 0,
             "format": "pem",
         });
-        let signed = self.call(Method::POST, &path, Some(&session), &body).await;
+        let signed = self
+            .call(Method::POST, &path, Some(&session), &body, &[])
+            .await;
         if session.revoke
             && let Err(e) = self
                 .call(
@@ -104,6 +106,7 @@ impl Vault {
                     "auth/token/revoke-self",
                     Some(&session),
                     &json!({}),
+                    &[],
                 )
                 .await
         {
@@ -130,12 +133,11 @@ impl Vault {
                 let jwt = read_secret(jwt_file, "--upstream-vault-jwt-file")?;
                 let body = json!({"role": role, "jwt": jwt.as_str()});
                 let answer = self
-                    .call(Method::POST, &format!("auth/{mount}/login"), None, &body)
+                    .call(Method::POST, &format!("auth/{mount}/login"), None, &body, &[&jwt])
                     .await
                     .map_err(|e| match e {
                         UpstreamError::Refused(mut r) => {
                             r.message = format!("logging in to Vault (Kubernetes auth, role {role}) was refused: {}", r.message);
-                            r.message = redact(&r.message, &[jwt.as_str()]);
                             UpstreamError::Refused(r)
                         }
                         other => other,
@@ -156,13 +158,15 @@ impl Vault {
         }
     }
 
-    /// One request to `/v1/<path>`: the answer's JSON, or why there is none.
+    /// One request to `/v1/<path>`: the answer's JSON, or why there is none — an error
+    /// that never holds the session's token or any of `credentials` the body carries.
     async fn call(
         &self,
         method: Method,
         path: &str,
         session: Option<&Session>,
         body: &Value,
+        credentials: &[&str],
     ) -> Result<Value, UpstreamError> {
         let url = self.url(path)?;
         let mut request = Request::builder()
@@ -189,7 +193,8 @@ impl Vault {
             https_client::exchange(&url, self.tls.clone(), request, MAX_ANSWER_BYTES, TIMEOUT)
                 .await
                 .map_err(|e| unreachable(&self.describe(), &e))?;
-        let secrets: Vec<&str> = session.map(|s| s.token.as_str()).into_iter().collect();
+        let mut secrets: Vec<&str> = session.map(|s| s.token.as_str()).into_iter().collect();
+        secrets.extend_from_slice(credentials);
         let json: Value = serde_json::from_slice(&answer).unwrap_or(Value::Null);
         if status.is_success() {
             return Ok(json);
@@ -359,5 +364,61 @@ mod tests {
             };
             assert_eq!(r.reason, "Unusable");
         }
+    }
+
+    /// A server that echoes the credential it was sent (a misbehaving proxy, say): neither the
+    /// ServiceAccount token nor the Vault token reaches the refusal.
+    #[tokio::test]
+    async fn a_login_refusal_that_echoes_the_token_does_not_repeat_it() {
+        use podcert_tests::https::{Answer as Served, StaticServer, WebCert};
+        let jwt = "eyJhbGciOiJSUzI1NiJ9.secret-service-account-token";
+        let cert = WebCert::generate("Vault TLS");
+        let server = StaticServer::start(Served {
+            status: 400,
+            body: json!({"errors": [format!("invalid jwt {jwt}")]})
+                .to_string()
+                .into_bytes(),
+            cert: cert.clone(),
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let jwt_file = dir.path().join("token");
+        std::fs::write(&jwt_file, format!("{jwt}\n")).unwrap();
+        use rustls::pki_types::pem::PemObject;
+        let roots: Vec<_> =
+            rustls::pki_types::CertificateDer::pem_slice_iter(cert.ca_pem.as_bytes())
+                .collect::<Result<_, _>>()
+                .unwrap();
+        let clock = crate::runtime::clock::Clock::default();
+        let tls = https_client::web_pki(Some(&roots), "ca", clock).unwrap();
+        let vault = Vault::new(
+            VaultConfig {
+                address: server.url().parse().unwrap(),
+                ca: Some(roots),
+                pki_mount: "pki".into(),
+                namespace: None,
+                auth: VaultAuth::Kubernetes {
+                    mount: "kubernetes".into(),
+                    role: "podcert-signer".into(),
+                    jwt_file,
+                },
+            },
+            Arc::new(tls),
+        );
+        let Err(UpstreamError::Refused(r)) = vault.sign("CSR", Duration::from_secs(3600)).await
+        else {
+            panic!("a refusal")
+        };
+        assert_eq!(r.reason, "InvalidRequest");
+        assert!(
+            r.message.contains("invalid jwt [redacted]"),
+            "{}",
+            r.message
+        );
+        assert!(
+            !r.message.contains("secret-service-account-token"),
+            "{}",
+            r.message
+        );
     }
 }
