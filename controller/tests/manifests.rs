@@ -148,16 +148,11 @@ fn the_chart_with_a_network_policy_renders_exactly_the_kustomize_component() {
     assert_typed(charted);
 }
 
-/// The upstream authority switched on both ways: the kustomize component, and the chart
-/// given the issuer the component's upstream.env names. Both render the same objects, and the
-/// RBAC grows by the CertificateRequest Role only then.
-#[test]
-fn the_chart_with_an_upstream_issuer_renders_exactly_the_kustomize_component() {
-    let kustomized = by_kind_and_name(rendered_manifests_with(&["upstream-cert-manager"]));
-    let charted = by_kind_and_name(rendered_chart(&[(
-        "upstream.certManager.issuer",
-        "podcert-signer-upstream",
-    )]));
+/// The chart with one value `set` renders exactly what the base with `component` does, object
+/// for object; the chart's objects, sorted.
+fn component_as_charted(component: &str, set: (&str, &str)) -> Vec<Value> {
+    let kustomized = by_kind_and_name(rendered_manifests_with(&[component]));
+    let charted = by_kind_and_name(rendered_chart(&[set]));
     assert_eq!(kustomized.len(), charted.len());
     for (k, h) in kustomized.iter().zip(&charted) {
         assert_eq!(
@@ -166,6 +161,18 @@ fn the_chart_with_an_upstream_issuer_renders_exactly_the_kustomize_component() {
             k["kind"], k["metadata"]["name"]
         );
     }
+    charted
+}
+
+/// The upstream authority switched on both ways: the kustomize component, and the chart
+/// given the issuer the component's upstream.env names. Both render the same objects, and the
+/// RBAC grows by the CertificateRequest Role only then.
+#[test]
+fn the_chart_with_an_upstream_issuer_renders_exactly_the_kustomize_component() {
+    let charted = component_as_charted(
+        "upstream-cert-manager",
+        ("upstream.certManager.issuer", "podcert-signer-upstream"),
+    );
     let upstream_role = |objects: &[Value]| {
         objects
             .iter()
@@ -181,19 +188,10 @@ fn the_chart_with_an_upstream_issuer_renders_exactly_the_kustomize_component() {
 /// settings, the Vault CA's volume, and RBAC grown by system:auth-delegator only then.
 #[test]
 fn the_chart_with_a_vault_address_renders_exactly_the_kustomize_component() {
-    let kustomized = by_kind_and_name(rendered_manifests_with(&["upstream-vault"]));
-    let charted = by_kind_and_name(rendered_chart(&[(
-        "upstream.vault.address",
-        "https://vault.vault.svc:8200",
-    )]));
-    assert_eq!(kustomized.len(), charted.len());
-    for (k, h) in kustomized.iter().zip(&charted) {
-        assert_eq!(
-            k, h,
-            "{} {}: the component and the chart differ",
-            k["kind"], k["metadata"]["name"]
-        );
-    }
+    let charted = component_as_charted(
+        "upstream-vault",
+        ("upstream.vault.address", "https://vault.vault.svc:8200"),
+    );
     let delegator = |objects: &[Value]| {
         objects.iter().any(|o| {
             o["kind"] == "ClusterRoleBinding" && o["roleRef"]["name"] == "system:auth-delegator"

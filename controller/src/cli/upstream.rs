@@ -94,47 +94,49 @@ pub struct UpstreamArgs {
 impl UpstreamArgs {
     /// The upstream, if one is configured; CertificateRequests go to `namespace`.
     pub fn config(&self, namespace: &str) -> Result<Option<UpstreamConfig>, ConfigError> {
-        let cert_manager_flags = [("upstream-issuer", self.upstream_issuer.is_some())];
-        let vault_flags = [
+        // Each optional flag, whether it is set, and the authorities it belongs to.
+        let flags = [
+            (
+                "upstream-issuer",
+                self.upstream_issuer.is_some(),
+                "cert-manager",
+            ),
             (
                 "upstream-vault-address",
                 self.upstream_vault_address.is_some(),
+                "vault",
             ),
             (
                 "upstream-vault-ca-file",
                 self.upstream_vault_ca_file.is_some(),
+                "vault",
             ),
             (
                 "upstream-vault-namespace",
                 self.upstream_vault_namespace.is_some(),
+                "vault",
             ),
-            ("upstream-vault-role", self.upstream_vault_role.is_some()),
+            (
+                "upstream-vault-role",
+                self.upstream_vault_role.is_some(),
+                "vault",
+            ),
             (
                 "upstream-vault-token-file",
                 self.upstream_vault_token_file.is_some(),
+                "vault",
+            ),
+            (
+                "upstream-trust-anchors",
+                self.upstream_trust_anchors.is_some(),
+                "cert-manager or vault",
             ),
         ];
-        let (others, authority): (Vec<_>, _) = match self.upstream_authority.as_str() {
-            "cert-manager" => (vault_flags.to_vec(), "cert-manager"),
-            "vault" => (cert_manager_flags.to_vec(), "vault"),
-            _ => {
-                let mut all = cert_manager_flags.to_vec();
-                all.extend(vault_flags);
-                all.push((
-                    "upstream-trust-anchors",
-                    self.upstream_trust_anchors.is_some(),
-                ));
-                (all, "none")
-            }
-        };
-        if let Some((setting, _)) = others.iter().find(|(_, set)| *set) {
-            let only = if setting.starts_with("upstream-vault") {
-                "vault"
-            } else if *setting == "upstream-issuer" {
-                "cert-manager"
-            } else {
-                "cert-manager or vault"
-            };
+        let authority = self.upstream_authority.as_str();
+        if let Some((setting, _, only)) = flags
+            .iter()
+            .find(|(_, set, only)| *set && !only.split(" or ").any(|a| a == authority))
+        {
             return Err(err(
                 setting,
                 format!("is only used with --upstream-authority {only} (it is {authority})"),

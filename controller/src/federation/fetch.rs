@@ -30,37 +30,18 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// Why a fetch did not yield a bundle; the last good one stays.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("connecting to {0}")]
-    Connect(String),
-    #[error("TLS: {0}")]
-    Tls(String),
-    #[error("HTTP: {0}")]
-    Http(String),
-    #[error("no answer within {}s", TIMEOUT.as_secs())]
-    Timeout,
+    /// Connecting, TLS, HTTP (a non-200 answer among them) or the deadline.
+    #[error(transparent)]
+    Exchange(#[from] HttpsError),
     #[error("the bundle is refused: {0}")]
     Bundle(#[from] BundleError),
-}
-
-impl From<HttpsError> for FetchError {
-    fn from(e: HttpsError) -> Self {
-        match e {
-            HttpsError::Connect(m) => FetchError::Connect(m),
-            HttpsError::Tls(m) => FetchError::Tls(m),
-            HttpsError::Http(m) => FetchError::Http(m),
-            HttpsError::Timeout(_) => FetchError::Timeout,
-        }
-    }
 }
 
 impl FetchError {
     /// The `reason` label of `podcert_federation_fetches_total`.
     pub fn reason(&self) -> &'static str {
         match self {
-            FetchError::Connect(_) => "connect",
-            FetchError::Tls(_) => "tls",
-            FetchError::Http(_) => "http",
-            FetchError::Timeout => "timeout",
+            FetchError::Exchange(e) => e.reason(),
             FetchError::Bundle(_) => "bundle",
         }
     }
@@ -107,11 +88,11 @@ pub async fn fetch(peer: &Peer, tls: Arc<ClientConfig>) -> Result<SpiffeBundle, 
     let request = Request::get(peer.url.path_and_query().map_or("/", |p| p.as_str()))
         .header(http::header::ACCEPT, "application/json")
         .body(Full::new(Bytes::new()))
-        .map_err(|e| FetchError::Http(e.to_string()))?;
+        .map_err(|e| HttpsError::Http(e.to_string()))?;
     let (status, body) =
         https_client::exchange(&peer.url, tls, request, MAX_BUNDLE_BYTES, TIMEOUT).await?;
     if status != StatusCode::OK {
-        return Err(FetchError::Http(format!("the endpoint answered {status}")));
+        return Err(HttpsError::Http(format!("the endpoint answered {status}")).into());
     }
     Ok(SpiffeBundle::parse(&body, &peer.trust_domain)?)
 }

@@ -254,7 +254,10 @@ impl Domain {
 
     /// A fetched bundle that may replace the last good one.
     async fn fetch(&self) -> Result<SpiffeBundle, FetchError> {
-        let tls = self.tls.clone().map_err(FetchError::Tls)?;
+        let tls = self
+            .tls
+            .clone()
+            .map_err(|e| FetchError::from(crate::runtime::https_client::HttpsError::Tls(e)))?;
         let bundle = fetch::fetch(&self.peer, tls).await?;
         if let Some(last) = self.last_good() {
             bundle.may_replace(last)?;

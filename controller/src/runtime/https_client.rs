@@ -33,6 +33,18 @@ pub enum HttpsError {
     Timeout(Duration),
 }
 
+impl HttpsError {
+    /// The step that failed, as a metric label: `connect`, `tls`, `http` or `timeout`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            HttpsError::Connect(_) => "connect",
+            HttpsError::Tls(_) => "tls",
+            HttpsError::Http(_) => "http",
+            HttpsError::Timeout(_) => "timeout",
+        }
+    }
+}
+
 /// The TLS provider every client of ours uses.
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use podcert_tests::control_plane::cert_manager::{CertManager, Verdict};
+use podcert_tests::control_plane::kubelet::PodcertKubelet;
 use podcert_tests::control_plane::{ApiServerOptions, Release};
 use podcert_tests::fixtures::intermediate_ca_pem_with_path_len;
 use podcert_tests::oracles::openssl_verify;
@@ -167,24 +168,37 @@ async fn cert_manager_certifies_the_intermediates_through_denial_outage_and_a_ro
     signer.terminate();
     let signer = rc.signer("c", &[]);
     signer.wait_ready(2 * MINUTE).await;
-    let bundle = rc.trust_bundle().await;
-    let published = same_certificates(&bundle);
+    a_rotated_root_reaches_pods_before_leaves_use_it(&rc, &kubelet, &signer, &root1, &root2).await;
+    assert!(requests(&rc).await.is_empty(), "{:?}", requests(&rc).await);
+}
+
+/// After an upstream's root changed from `old` to `new` and a new term of `signer` is
+/// certified under it: the bundle publishes the new root beside the old one (kept for the
+/// leaves issued under it), the kubelet projects it into the running pod `shop/web-1`'s trust
+/// volume (its refresh pass, stepped here) before the next pod starts, and that pod's leaf
+/// (`shop/web-4`) chains to the new root only.
+pub async fn a_rotated_root_reaches_pods_before_leaves_use_it(
+    rc: &RealCluster,
+    kubelet: &PodcertKubelet,
+    signer: &SignerProcess,
+    old: &str,
+    new: &str,
+) {
+    let published = same_certificates(&rc.trust_bundle().await);
     assert!(
-        published.is_superset(&same_certificates(&root2)),
+        published.is_superset(&same_certificates(new)),
         "the new root is published"
     );
     assert!(
-        published.is_superset(&same_certificates(&root1)),
+        published.is_superset(&same_certificates(old)),
         "the old root stays while its leaves are valid"
     );
-    // The kubelet projects it into a running pod's trust volume (its refresh pass, stepped
-    // here) before the next pod starts.
     let deadline = tokio::time::Instant::now() + MINUTE;
     while same_certificates(
         kubelet
             .read_volume("shop", "web-1", "trust")
             .file("bundle.pem"),
-    ) != same_certificates(&bundle)
+    ) != published
     {
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -195,12 +209,11 @@ async fn cert_manager_certifies_the_intermediates_through_denial_outage_and_a_ro
     }
     rc.pod("shop", "web-4", "web", "node-a", &["ECDSAP384"])
         .await;
-    let pcrs = assert_mounted(&rc, &kubelet, &signer, ("shop", "web-4", "web"), 1).await;
+    let pcrs = assert_mounted(rc, kubelet, signer, ("shop", "web-4", "web"), 1).await;
     let chain = pcrs[0]["status"]["certificateChain"].as_str().unwrap();
-    openssl_verify(chain, &root2).unwrap();
+    openssl_verify(chain, new).unwrap();
     assert!(
-        openssl_verify(chain, &root1).is_err(),
+        openssl_verify(chain, old).is_err(),
         "the new leaf chains to the new root only"
     );
-    assert!(requests(&rc).await.is_empty(), "{:?}", requests(&rc).await);
 }

@@ -29,6 +29,22 @@ fn policy(sign: bool) -> Value {
     json!({"policy": hcl})
 }
 
+/// A new root in the PKI mount, made by `path` (`pki/root/generate/internal`, or
+/// `pki/root/rotate/internal` beside the current one) as issuer `issuer`; its PEM.
+async fn new_root(vault: &Vault, path: &str, name: &str, issuer: &str) -> String {
+    let answer = vault
+        .ok(
+            "POST",
+            path,
+            json!({"common_name": name, "key_type": "ec", "ttl": "87600h", "issuer_name": issuer}),
+        )
+        .await;
+    format!(
+        "{}\n",
+        answer["data"]["certificate"].as_str().unwrap().trim_end()
+    )
+}
+
 /// Vault as its operator sets it up for the signer: a PKI mount with the organisation's root
 /// (returned, PEM), and Kubernetes auth at the real API server with role `podcert-signer`
 /// for the signer's ServiceAccount, under a policy that cannot sign yet.
@@ -40,16 +56,7 @@ async fn operator_setup(vault: &Vault, rc: &RealCluster) -> String {
             json!({"type": "pki", "config": {"max_lease_ttl": "87600h"}}),
         )
         .await;
-    let root = vault
-        .ok(
-            "POST",
-            "pki/root/generate/internal",
-            json!({"common_name": "Org Root 1", "key_type": "ec", "ttl": "87600h", "issuer_name": "first"}),
-        )
-        .await["data"]["certificate"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let root = new_root(vault, "pki/root/generate/internal", "Org Root 1", "first").await;
     vault
         .ok("POST", "sys/auth/kubernetes", json!({"type": "kubernetes"}))
         .await;
@@ -79,7 +86,7 @@ async fn operator_setup(vault: &Vault, rc: &RealCluster) -> String {
             }),
         )
         .await;
-    format!("{}\n", root.trim_end())
+    root
 }
 
 /// The signer as the component runs it, pointed at this Vault (its address and TLS CA) and
@@ -230,16 +237,7 @@ async fn vault_certifies_the_intermediates_through_a_denial_a_sealed_vault_and_a
     // publishes the new root — beside the old one, kept for the leaves already issued under
     // it — before any leaf chains to it.
     vault.unseal().await;
-    let root2 = vault
-        .ok(
-            "POST",
-            "pki/root/rotate/internal",
-            json!({"common_name": "Org Root 2", "key_type": "ec", "ttl": "87600h", "issuer_name": "next"}),
-        )
-        .await["data"]["certificate"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let root2 = new_root(&vault, "pki/root/rotate/internal", "Org Root 2", "next").await;
     vault
         .ok("POST", "pki/root/replace", json!({"default": "next"}))
         .await;
@@ -247,41 +245,10 @@ async fn vault_certifies_the_intermediates_through_a_denial_a_sealed_vault_and_a
     standby.terminate();
     let signer_c = signer(&rc, &vault, "c");
     signer_c.wait_ready(2 * MINUTE).await;
-    let bundle = rc.trust_bundle().await;
-    let published = same_certificates(&bundle);
-    assert!(
-        published.is_superset(&same_certificates(&root2)),
-        "the new root is published"
-    );
-    assert!(
-        published.is_superset(&same_certificates(&root1)),
-        "the old root stays while its leaves are valid"
-    );
-    // The kubelet projects it into a running pod's trust volume (its refresh pass, stepped
-    // here) before the next pod starts.
-    let deadline = tokio::time::Instant::now() + MINUTE;
-    while same_certificates(
-        kubelet
-            .read_volume("shop", "web-1", "trust")
-            .file("bundle.pem"),
-    ) != published
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the kubelet did not project the new bundle"
-        );
-        kubelet.advance(Duration::from_secs(1)).await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    rc.pod("shop", "web-4", "web", "node-a", &["ECDSAP384"])
-        .await;
-    let pcrs = assert_mounted(&rc, &kubelet, &signer_c, ("shop", "web-4", "web"), 1).await;
-    let chain = pcrs[0]["status"]["certificateChain"].as_str().unwrap();
-    openssl_verify(chain, &root2).unwrap();
-    assert!(
-        openssl_verify(chain, &root1).is_err(),
-        "the new leaf chains to the new root only"
-    );
+    crate::upstream::a_rotated_root_reaches_pods_before_leaves_use_it(
+        &rc, &kubelet, &signer_c, &root1, &root2,
+    )
+    .await;
 }
 
 /// With a PKCS#11 token configured (a real SoftHSM2) and an upstream authority, the token
@@ -290,7 +257,7 @@ async fn vault_certifies_the_intermediates_through_a_denial_a_sealed_vault_and_a
 /// `<key label>.intermediate`, and an intermediate key past its end date (a gone replica's)
 /// is destroyed before a new one is made.
 #[tokio::test]
-async fn with_a_token_vault_certifies_an_intermediate_whose_key_never_leaves_it() {
+async fn with_a_token_vault_certifies_an_intermediate_key_the_token_made_and_holds() {
     use podcert_signer::{Pin, Token, TokenConfig};
     use podcert_tests::softhsm::TestToken;
     use signer_core::{CaKeyType, KeyDevice};

@@ -20,7 +20,6 @@ use kube::api::{DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::core::{ApiResource, ObjectMeta};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{Answer, Refusal, UpstreamError};
@@ -100,37 +99,26 @@ impl CertManager {
     }
 
     /// Asks the issuer to certify `csr_pem` as a CA for `duration`, and waits for its answer
-    /// until `token` is cancelled (then `None`).
+    /// (the caller stops waiting by dropping the future).
     pub async fn certify(
         &self,
         csr_pem: &str,
         duration: Duration,
-        token: &CancellationToken,
-    ) -> Option<Result<Answer, UpstreamError>> {
-        let filed = tokio::select! {
-            filed = self.file(csr_pem, duration) => filed,
-            _ = token.cancelled() => return None,
-        };
-        let name = match filed {
-            Ok(name) => name,
-            Err(e) => return Some(Err(e)),
-        };
+    ) -> Result<Answer, UpstreamError> {
+        let name = self.file(csr_pem, duration).await?;
         info!(request = %name, issuer = %self.describe(), "asked cert-manager to certify a new signing intermediate");
         let started = tokio::time::Instant::now();
         let mut reported = false;
         let mut failing = false;
         loop {
-            let read = tokio::select! {
-                read = self.api.get_opt(&name) => read,
-                _ = token.cancelled() => return None,
-            };
+            let read = self.api.get_opt(&name).await;
             let read_failed = read.is_err();
             let state = match read {
                 Ok(Some(cr)) => state_of(&cr),
                 Ok(None) => {
-                    return Some(Err(UpstreamError::Unreachable(format!(
+                    return Err(UpstreamError::Unreachable(format!(
                         "the CertificateRequest {name} was deleted before it was answered"
-                    ))));
+                    )));
                 }
                 // Said once per run of failures, not every second of an API outage.
                 Err(e) => {
@@ -152,17 +140,14 @@ impl CertManager {
                     if let Err(e) = self.api.delete(&name, &DeleteParams::default()).await {
                         warn!(request = %name, error = %e, "could not delete the answered CertificateRequest; it is deleted before the next one is filed");
                     }
-                    return Some(Ok(answer));
+                    return Ok(answer);
                 }
                 State::Refused(mut refusal) => {
                     refusal.request = Some(self.object_ref(&name));
-                    return Some(Err(UpstreamError::Refused(refusal)));
+                    return Err(UpstreamError::Refused(refusal));
                 }
             }
-            tokio::select! {
-                _ = tokio::time::sleep(POLL) => {}
-                _ = token.cancelled() => return None,
-            }
+            tokio::time::sleep(POLL).await;
         }
     }
 

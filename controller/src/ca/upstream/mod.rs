@@ -155,11 +155,18 @@ impl Upstream {
         duration: Duration,
         token: &CancellationToken,
     ) -> Option<Result<Answer, UpstreamError>> {
-        match self {
-            Upstream::CertManager(cm) => cm.certify(csr_pem, duration, token).await,
-            Upstream::Vault(v) => v.certify(csr_pem, duration, token).await,
-            #[cfg(test)]
-            Upstream::Scripted(s) => Some((s.0)(csr_pem)),
+        // Cancelled in one place: each upstream's request is a plain future, dropped here.
+        let asked = async {
+            match self {
+                Upstream::CertManager(cm) => cm.certify(csr_pem, duration).await,
+                Upstream::Vault(v) => v.certify(csr_pem, duration).await,
+                #[cfg(test)]
+                Upstream::Scripted(s) => (s.0)(csr_pem),
+            }
+        };
+        tokio::select! {
+            answer = asked => Some(answer),
+            _ = token.cancelled() => None,
         }
     }
 }
@@ -503,27 +510,24 @@ impl UpstreamSteward {
     /// that names no root (a Vault mount whose chain stops below its root) chains to the
     /// pinned roots, and without them cannot be used.
     fn pinned(&self, named: &str) -> Result<String, String> {
-        let Some(anchors) = &self.trust_anchors else {
-            if ders(named).is_empty() {
-                return Err("it names no root (its CA chain stops below a self-signed certificate): import the root into the upstream's CA chain, or give it with --upstream-trust-anchors".into());
+        let named_roots = ders(named);
+        match &self.trust_anchors {
+            None if named_roots.is_empty() => Err("it names no root (its CA chain stops below a self-signed certificate): import the root into the upstream's CA chain, or give it with --upstream-trust-anchors".into()),
+            None => Ok(named.to_owned()),
+            Some(anchors) if named_roots.is_empty() => Ok(anchors.clone()),
+            Some(anchors) => {
+                let anchors = ders(anchors);
+                let kept: String = named_roots
+                    .iter()
+                    .filter(|r| anchors.contains(r))
+                    .map(|der| signer_core::x509::certificate_pem(der))
+                    .collect();
+                if kept.is_empty() {
+                    return Err("it names no root of --upstream-trust-anchors (the upstream's CA changed, or someone other than the upstream answered)".into());
+                }
+                Ok(kept)
             }
-            return Ok(named.to_owned());
-        };
-        if ders(named).is_empty() {
-            return Ok(anchors.clone());
         }
-        let anchors = ders(anchors);
-        let kept: String = ders(named)
-            .iter()
-            .filter(|r| anchors.contains(r))
-            .map(|der| signer_core::x509::certificate_pem(der))
-            .collect();
-        if kept.is_empty() {
-            return Err(
-                "it names no root of --upstream-trust-anchors (the upstream's CA changed, or someone other than the upstream answered)".into(),
-            );
-        }
-        Ok(kept)
     }
 
     /// Publishes `roots_pem` as the current roots, retrying until done; None if the term ended.

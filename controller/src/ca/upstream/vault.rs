@@ -24,7 +24,6 @@ use http_body_util::Full;
 use hyper::body::Bytes;
 use rustls::ClientConfig;
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use zeroize::Zeroizing;
 
@@ -72,21 +71,12 @@ impl Vault {
         )
     }
 
-    /// Asks the mount to certify `csr_pem` as a CA for `duration`; None if `token` is
-    /// cancelled first.
+    /// Asks the mount to certify `csr_pem` as a CA for `duration`.
     pub async fn certify(
         &self,
         csr_pem: &str,
         duration: Duration,
-        token: &CancellationToken,
-    ) -> Option<Result<Answer, UpstreamError>> {
-        tokio::select! {
-            answer = self.sign(csr_pem, duration) => Some(answer),
-            _ = token.cancelled() => None,
-        }
-    }
-
-    async fn sign(&self, csr_pem: &str, duration: Duration) -> Result<Answer, UpstreamError> {
+    ) -> Result<Answer, UpstreamError> {
         let session = self.log_in().await?;
         let path = format!("{}/root/sign-intermediate", self.config.pki_mount);
         let body = json!({
@@ -405,7 +395,7 @@ mod tests {
             },
             Arc::new(tls),
         );
-        let Err(UpstreamError::Refused(r)) = vault.sign("CSR", Duration::from_secs(3600)).await
+        let Err(UpstreamError::Refused(r)) = vault.certify("CSR", Duration::from_secs(3600)).await
         else {
             panic!("a refusal")
         };
