@@ -16,12 +16,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::ClusterConfig;
+use crate::requests::pcr::PcrVersion;
 use crate::runtime::retry;
 
-/// Served versions of podcertificaterequests, best first: v1beta1 reads both the 1.35
-/// (pkix + proof) and 1.36 (stub CSR) formats; v1 reads only the stub CSR (1.35 requests
-/// lose their key material in conversion); v1alpha1 is the 1.34 alpha.
-pub const PCR_VERSIONS: [&str; 3] = ["v1beta1", "v1", "v1alpha1"];
 /// Served versions of clustertrustbundles, best first.
 pub const CTB_VERSIONS: [&str; 3] = ["v1", "v1beta1", "v1alpha1"];
 
@@ -90,7 +87,8 @@ pub enum StartError {
 #[derive(Clone)]
 pub struct Cluster {
     pub client: Client,
-    pub pcr: ApiResource,
+    /// The PodCertificateRequest version watched and written.
+    pub pcr: PcrVersion,
     /// None when the cluster serves no ClusterTrustBundle API: signing goes on unpublished.
     pub ctb: Option<ApiResource>,
 }
@@ -98,7 +96,7 @@ pub struct Cluster {
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cluster")
-            .field("pcr", &self.pcr.api_version)
+            .field("pcr", &self.pcr.api_version())
             .field("ctb", &self.ctb.as_ref().map(|c| &c.api_version))
             .finish_non_exhaustive()
     }
@@ -136,14 +134,17 @@ impl Cluster {
     /// Finds the served versions, retrying transient failures until `cancel`.
     pub async fn discover(client: Client, cancel: &CancellationToken) -> Result<Self, StartError> {
         let (pcr, ctb) = retry::retry("API discovery", cancel, || async {
-            let pcr = discover(&client, "podcertificaterequests", &PCR_VERSIONS).await?;
+            let versions = PcrVersion::PREFERENCE.map(PcrVersion::as_str);
+            let pcr = discover(&client, "podcertificaterequests", &versions).await?;
             let ctb = discover(&client, "clustertrustbundles", &CTB_VERSIONS).await?;
             Ok::<_, kube::Error>((pcr, ctb))
         })
         .await
         .ok_or(StartError::Cancelled)?;
-        let pcr = pcr.ok_or(StartError::PcrNotServed)?;
-        info!(api_version = %pcr.api_version, "watching PodCertificateRequests");
+        let pcr = pcr
+            .and_then(|ar| PcrVersion::named(&ar.version))
+            .ok_or(StartError::PcrNotServed)?;
+        info!(api_version = %pcr, "watching PodCertificateRequests");
         match &ctb {
             Some(ar) => info!(api_version = %ar.api_version, "publishing the trust bundle"),
             None => warn!(

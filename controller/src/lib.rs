@@ -31,7 +31,7 @@ pub use cluster::connect;
 pub use config::{ClusterConfig, ObjectName};
 pub use federation::svid::secret_name as endpoint_svid_secret_name;
 pub use requests::backlog::EVERY as BACKLOG_LOOK_EVERY;
-pub use requests::pcr::{Pcr, Unreadable, status_for, to_request};
+pub use requests::pcr::{Pcr, PcrVersion, Unreadable, status_for, to_request};
 
 use std::process::ExitCode;
 use std::sync::Arc;

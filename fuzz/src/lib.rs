@@ -14,7 +14,7 @@
 
 use std::time::SystemTime;
 
-use podcert_signer::{Pcr, Unreadable, status_for, to_request};
+use podcert_signer::{Pcr, PcrVersion, Unreadable, status_for, to_request};
 use podcert_tests::fixtures::{decide, test_signer};
 use signer_core::{Ca, Decision, KeyMaterial};
 
@@ -135,12 +135,15 @@ pub fn status_builder(data: &[u8]) -> bool {
     if !pcr_create(&obj, &version, false).is_empty() {
         return false;
     }
-    let Ok(pcr) = serde_json::from_value::<Pcr>(obj.clone()) else {
+    let (Ok(pcr), Some(served)) = (
+        serde_json::from_value::<Pcr>(obj.clone()),
+        PcrVersion::named(&version),
+    ) else {
         return false;
     };
     // Decided twice: with the signer's plain settings, and under an identity-policy rule
     // that lets workloads set every user annotation, so annotations reach every path.
-    let decisions = match to_request(&pcr, &version) {
+    let decisions = match to_request(&pcr, served) {
         Ok(request) => {
             let grant = granting_rule();
             let placement = signer_core::Placement {

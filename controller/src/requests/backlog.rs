@@ -137,7 +137,7 @@ async fn look(ctx: &Context, warn_after: Duration, looked: &mut Looked) {
             let (namespace, name, _) = &key;
             debug!(%namespace, pcr = %name, "nothing reconciled this waiting request for a while; reconciling it again");
             let _ = ctx.nudge.unbounded_send(
-                kube::runtime::reflector::ObjectRef::new_with(name, ctx.pcr_resource.clone())
+                kube::runtime::reflector::ObjectRef::new_with(name, ctx.pcr_version)
                     .within(namespace),
             );
             ctx.metrics.stranded();

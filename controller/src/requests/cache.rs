@@ -13,12 +13,11 @@
 
 use futures::{Stream, StreamExt, future};
 use kube::Api;
-use kube::core::ApiResource;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
 
-use crate::requests::pcr::{Pcr, is_terminal};
+use crate::requests::pcr::{Pcr, PcrVersion, is_terminal};
 
 /// Objects per page of a cache's initial (and any re-) list — requests here, Services and
 /// namespaces in `placement`. kube's default is 500: a page is read whole and then parsed,
@@ -31,7 +30,7 @@ pub const LIST_PAGE: u32 = 100;
 /// stream of waiting requests to reconcile (each time one is added or changes).
 pub fn watch(
     api: Api<Pcr>,
-    resource: &ApiResource,
+    version: PcrVersion,
     signer_name: &str,
 ) -> (
     Store<Pcr>,
@@ -40,7 +39,7 @@ pub fn watch(
     let config = watcher::Config::default()
         .fields(&format!("spec.signerName={signer_name}"))
         .page_size(LIST_PAGE);
-    let writer = reflector::store::Writer::new(resource.clone());
+    let writer = reflector::store::Writer::new(version);
     let cache = writer.as_reader();
     let events = watcher::watcher(api, config).filter_map(|event| future::ready(keep(event)));
     let waiting = reflector::reflector(writer, events).applied_objects();

@@ -2,10 +2,13 @@
 //!
 //! k8s-openapi's `v1beta1` spec is a superset of every version's (contract §1): `pkixPublicKey`
 //! and `proofOfPossession` optional (v1alpha1, 1.35-style v1beta1), `stubPKCS10Request`
-//! defaulted (1.36-style v1beta1, v1). So one [`Pcr`] type — a `kube::core::Object` typed by
-//! the [`ApiResource`] found at start — reads all of them, and one code path writes status.
-//! [`crate::cluster`] finds the version served; [`to_request`] turns an object into signer-core's
-//! [`Request`]; [`status_for`] turns a [`Decision`] into the status the API server accepts.
+//! defaulted (1.36-style v1beta1, v1). So one [`Pcr`] type reads all of them, and one code path
+//! writes status; its kube `DynamicType` is the [`PcrVersion`] served, one byte, so every key of
+//! kube-runtime's cache, queue and scheduler (an `ObjectRef<Pcr>`, one per waiting request) is
+//! only its name and namespace (a `kube::core::Object` would carry five strings of
+//! `ApiResource` in each: issue 32's storm memory). [`crate::cluster`] finds the version
+//! served; [`to_request`] turns an object into signer-core's [`Request`]; [`status_for`] turns a
+//! [`Decision`] into the status the API server accepts.
 //!
 //! Upstream conversion to `v1` simply drops `pkixPublicKey` and `proofOfPossession` (there is
 //! no annotation that carries them), so a request a 1.35 kubelet filed reads through `v1`
@@ -15,16 +18,97 @@
 use k8s_openapi::api::certificates::v1beta1::{
     PodCertificateRequestSpec, PodCertificateRequestStatus,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use std::borrow::Cow;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::core::Object;
 use signer_core::time::unix_seconds;
 use signer_core::{Decision, Denial, KeyMaterial, Request};
 
-/// A PodCertificateRequest of any served version.
-pub type Pcr = Object<PodCertificateRequestSpec, PodCertificateRequestStatus>;
-
 pub const GROUP: &str = "certificates.k8s.io";
+const KIND: &str = "PodCertificateRequest";
+
+/// A version of the PodCertificateRequest API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PcrVersion {
+    V1alpha1,
+    V1beta1,
+    V1,
+}
+
+impl PcrVersion {
+    /// The versions the signer reads, best first: v1beta1 reads both the 1.35 (pkix + proof)
+    /// and 1.36 (stub CSR) formats; v1 reads only the stub CSR (1.35 requests lose their key
+    /// material in conversion); v1alpha1 is the 1.34 alpha.
+    pub const PREFERENCE: [PcrVersion; 3] = [Self::V1beta1, Self::V1, Self::V1alpha1];
+
+    /// The version's name, as in `apiVersion` after the group.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::V1alpha1 => "v1alpha1",
+            Self::V1beta1 => "v1beta1",
+            Self::V1 => "v1",
+        }
+    }
+
+    /// `certificates.k8s.io/<version>`.
+    pub const fn api_version(self) -> &'static str {
+        match self {
+            Self::V1alpha1 => "certificates.k8s.io/v1alpha1",
+            Self::V1beta1 => "certificates.k8s.io/v1beta1",
+            Self::V1 => "certificates.k8s.io/v1",
+        }
+    }
+
+    /// The version named `name`, if the signer reads it.
+    pub fn named(name: &str) -> Option<Self> {
+        Self::PREFERENCE.into_iter().find(|v| v.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for PcrVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.api_version())
+    }
+}
+
+/// A PodCertificateRequest of any served version: what the signer reads of one. Read-only
+/// (no `Serialize`): the status write builds its own body ([`crate::requests::reconcile`]).
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct Pcr {
+    pub metadata: ObjectMeta,
+    pub spec: PodCertificateRequestSpec,
+    #[serde(default)]
+    pub status: Option<PodCertificateRequestStatus>,
+}
+
+impl kube::Resource for Pcr {
+    type DynamicType = PcrVersion;
+    /// Namespaced; kube's `Api::namespaced_with` asks for the scope of runtime-typed kinds.
+    type Scope = kube::core::DynamicResourceScope;
+
+    fn kind(_: &PcrVersion) -> Cow<'_, str> {
+        KIND.into()
+    }
+    fn group(_: &PcrVersion) -> Cow<'_, str> {
+        GROUP.into()
+    }
+    fn version(version: &PcrVersion) -> Cow<'_, str> {
+        version.as_str().into()
+    }
+    fn api_version(version: &PcrVersion) -> Cow<'_, str> {
+        version.api_version().into()
+    }
+    fn plural(_: &PcrVersion) -> Cow<'_, str> {
+        "podcertificaterequests".into()
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
 /// Whether the request already has a terminal status (a chain, or Issued/Denied/Failed):
 /// the API server freezes such a status, so we never touch it again.
 pub fn is_terminal(pcr: &Pcr) -> bool {
@@ -56,13 +140,13 @@ pub enum Unreadable {
 }
 
 /// Converts a request read through `served_version` into signer-core's model.
-pub fn to_request(pcr: &Pcr, served_version: &str) -> Result<Request, Unreadable> {
+pub fn to_request(pcr: &Pcr, served_version: PcrVersion) -> Result<Request, Unreadable> {
     let spec = &pcr.spec;
     let pkix = spec.pkix_public_key.as_ref().map(|b| b.0.as_slice());
     let proof = spec.proof_of_possession.as_ref().map(|b| b.0.as_slice());
     let stub = spec.stub_pkc_s10_request.0.as_slice();
     let none = |f: Option<&[u8]>| f.is_none_or(<[u8]>::is_empty);
-    if served_version == "v1" && none(pkix) && none(proof) && stub.is_empty() {
+    if served_version == PcrVersion::V1 && none(pkix) && none(proof) && stub.is_empty() {
         return Err(Unreadable::KeyMaterialNotServed);
     }
     let key_material =
@@ -127,18 +211,6 @@ pub fn status_for(
 /// Helpers for other modules' tests.
 #[cfg(test)]
 pub(crate) mod tests_support {
-    use kube::core::ApiResource;
-
-    pub fn resource(version: &str) -> ApiResource {
-        ApiResource {
-            group: super::GROUP.into(),
-            version: version.into(),
-            api_version: format!("{}/{version}", super::GROUP),
-            kind: "PodCertificateRequest".into(),
-            plural: "podcertificaterequests".into(),
-        }
-    }
-
     /// A waiting v1beta1 request named `name`, with a stub CSR.
     pub fn pcr(name: &str) -> super::Pcr {
         serde_json::from_value(serde_json::json!({
@@ -182,10 +254,10 @@ mod tests {
     #[test]
     fn every_version_converts() {
         // v1alpha1 / 1.35-style v1beta1: pkix + proof.
-        for v in ["v1alpha1", "v1beta1"] {
+        for v in [PcrVersion::V1alpha1, PcrVersion::V1beta1] {
             let r = to_request(
                 &pcr(base(
-                    v,
+                    v.as_str(),
                     serde_json::json!({"pkixPublicKey": "AQI=", "proofOfPossession": "AwQ="}),
                 )),
                 v,
@@ -202,9 +274,12 @@ mod tests {
             assert_eq!(r.max_expiration_seconds, 3600);
         }
         // 1.36-style v1beta1 and v1: the stub CSR.
-        for v in ["v1beta1", "v1"] {
+        for v in [PcrVersion::V1beta1, PcrVersion::V1] {
             let r = to_request(
-                &pcr(base(v, serde_json::json!({"stubPKCS10Request": "BQY="}))),
+                &pcr(base(
+                    v.as_str(),
+                    serde_json::json!({"stubPKCS10Request": "BQY="}),
+                )),
                 v,
             )
             .unwrap();
@@ -222,15 +297,36 @@ mod tests {
             "certificates.k8s.io/initial-proof-of-possession": "AwQ="
         });
         assert_eq!(
-            to_request(&pcr(j), "v1").unwrap_err(),
+            to_request(&pcr(j), PcrVersion::V1).unwrap_err(),
             Unreadable::KeyMaterialNotServed
         );
     }
 
     #[test]
     fn no_key_material_through_v1beta1_is_a_denial() {
-        let d = to_request(&pcr(base("v1beta1", serde_json::json!({}))), "v1beta1").unwrap_err();
+        let d = to_request(
+            &pcr(base("v1beta1", serde_json::json!({}))),
+            PcrVersion::V1beta1,
+        )
+        .unwrap_err();
         assert!(matches!(d, Unreadable::Deny(d) if d.reason == DenyReason::InvalidKeyMaterial));
+    }
+
+    #[test]
+    fn versions_name_themselves_as_kube_does() {
+        use kube::Resource;
+        for v in PcrVersion::PREFERENCE {
+            assert_eq!(PcrVersion::named(v.as_str()), Some(v));
+            assert_eq!(
+                Pcr::api_version(&v),
+                kube::core::api_version_from_group_version(GROUP.into(), v.as_str().into())
+            );
+        }
+        assert_eq!(PcrVersion::named("v2"), None);
+        assert_eq!(
+            Pcr::url_path(&PcrVersion::V1, Some("ns")),
+            "/apis/certificates.k8s.io/v1/namespaces/ns/podcertificaterequests"
+        );
     }
 
     #[test]

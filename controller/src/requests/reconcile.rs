@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::api::PostParams;
-use kube::core::ApiResource;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -25,7 +24,7 @@ use tracing::{debug, info, instrument, warn};
 
 use crate::requests::lookups::{Lookups, Wait};
 use crate::requests::metrics::RequestMetrics;
-use crate::requests::pcr::{Pcr, Unreadable, is_terminal, status_for, to_request};
+use crate::requests::pcr::{Pcr, PcrVersion, Unreadable, is_terminal, status_for, to_request};
 use crate::runtime::metrics::Errors;
 use crate::runtime::retry::Failures;
 
@@ -36,7 +35,7 @@ pub type RequestKey = (String, String, String);
 /// Everything a reconcile needs, built once per term and shared.
 pub struct Context {
     pub client: Client,
-    pub pcr_resource: ApiResource,
+    pub pcr_version: PcrVersion,
     pub signer_name: String,
     /// The signer in use; the term's `ca` task swaps it for each new signing intermediate,
     /// and once new roots are published.
@@ -72,7 +71,7 @@ impl Context {
     /// Whether `key` is still a request waiting for an answer: the cache holds only those
     /// ([`crate::requests::cache`]).
     fn is_waiting(&self, (namespace, name, uid): &RequestKey) -> bool {
-        let at = ObjectRef::new_with(name, self.pcr_resource.clone()).within(namespace);
+        let at = ObjectRef::new_with(name, self.pcr_version).within(namespace);
         self.cache
             .get(&at)
             .is_some_and(|p| p.uid().as_deref() == Some(uid.as_str()))
@@ -132,7 +131,7 @@ pub async fn reconcile(pcr: Arc<Pcr>, ctx: Arc<Context>) -> Result<Action, Error
     let now = ctx.clock.now();
     // The requested key's type labels the decision's metric, denials included: an issued
     // certificate knows it; only a denial reads it again from the request.
-    let (decision, key_type) = match to_request(&pcr, &ctx.pcr_resource.version) {
+    let (decision, key_type) = match to_request(&pcr, ctx.pcr_version) {
         Ok(request) => {
             let decision = match &ctx.identity {
                 None => signer.decide(&request, now)?,
@@ -295,7 +294,7 @@ pub(crate) async fn publish(
     reason: &str,
     note: String,
 ) {
-    let regarding = pcr.object_ref(&ctx.pcr_resource);
+    let regarding = pcr.object_ref(&ctx.pcr_version);
     if let Err(e) =
         crate::runtime::events::publish(&ctx.recorder, &regarding, type_, "Sign", reason, note)
             .await
@@ -327,8 +326,8 @@ async fn write_status(
 ) -> Result<(), kube::Error> {
     let meta = &pcr.metadata;
     let body = serde_json::to_vec(&serde_json::json!({
-        "apiVersion": ctx.pcr_resource.api_version,
-        "kind": ctx.pcr_resource.kind,
+        "apiVersion": ctx.pcr_version.api_version(),
+        "kind": Pcr::kind(&ctx.pcr_version),
         "metadata": {
             "name": meta.name,
             "namespace": meta.namespace,
@@ -338,7 +337,7 @@ async fn write_status(
         "status": status,
     }))
     .map_err(kube::Error::SerdeError)?;
-    let url = Pcr::url_path(&ctx.pcr_resource, pcr.namespace().as_deref());
+    let url = Pcr::url_path(&ctx.pcr_version, pcr.namespace().as_deref());
     let request = kube::core::Request::new(url)
         .replace_subresource("status", &pcr.name_any(), &PostParams::default(), body)
         .map_err(kube::Error::BuildRequest)?;

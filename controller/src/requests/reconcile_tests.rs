@@ -10,7 +10,7 @@ use signer_core::PolicyConfig;
 use tower_test::mock::{self, Handle};
 
 use super::*;
-use crate::cluster::PCR_VERSIONS;
+use crate::requests::pcr::PcrVersion;
 
 type ApiHandle = Handle<Request<Body>, Response<Body>>;
 
@@ -19,13 +19,12 @@ fn signer() -> Signer {
 }
 
 fn context(signer: Signer) -> (Arc<Context>, ApiHandle) {
-    context_for(PCR_VERSIONS[0], signer)
+    context_for(PcrVersion::V1beta1, signer)
 }
 
-fn context_for(version: &str, signer: Signer) -> (Arc<Context>, ApiHandle) {
+fn context_for(version: PcrVersion, signer: Signer) -> (Arc<Context>, ApiHandle) {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
-    let resource = crate::requests::pcr::tests_support::resource(version);
     let ctx = Context {
         recorder: Recorder::new(
             client.clone(),
@@ -41,12 +40,12 @@ fn context_for(version: &str, signer: Signer) -> (Arc<Context>, ApiHandle) {
         ),
         identity: None,
         client,
-        pcr_resource: resource.clone(),
+        pcr_version: version,
         signer_name: "example.com/spiffe".into(),
         signer: watch::channel(Arc::new(signer)).1,
         metrics: RequestMetrics::default(),
         failures: Default::default(),
-        cache: kube::runtime::reflector::store::Writer::<Pcr>::new(resource).as_reader(),
+        cache: kube::runtime::reflector::store::Writer::<Pcr>::new(version).as_reader(),
         clock: crate::runtime::clock::Clock::system(),
         parked: Default::default(),
         nudge: futures::channel::mpsc::unbounded().0,
@@ -284,7 +283,7 @@ async fn expect_event(handle: &mut ApiHandle, reason: &str) -> String {
 /// not the requester's fault, so no status is written; a Warning Event says what to serve.
 #[tokio::test]
 async fn a_request_without_key_material_through_v1_stays_pending_and_is_reported() {
-    let (ctx, mut handle) = context_for("v1", signer());
+    let (ctx, mut handle) = context_for(PcrVersion::V1, signer());
     let task = tokio::spawn(reconcile(pcr(json!({}), None), ctx.clone()));
     let note = expect_event(&mut handle, "KeyMaterialNotServed").await;
     assert!(note.contains("v1beta1"), "{note}");
