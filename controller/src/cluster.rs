@@ -88,7 +88,7 @@ pub enum StartError {
 pub struct Cluster {
     pub client: Client,
     /// The PodCertificateRequest version watched and written.
-    pub pcr: PcrVersion,
+    pub pcr_version: PcrVersion,
     /// None when the cluster serves no ClusterTrustBundle API: signing goes on unpublished.
     pub ctb: Option<ApiResource>,
 }
@@ -96,7 +96,7 @@ pub struct Cluster {
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cluster")
-            .field("pcr", &self.pcr.api_version())
+            .field("pcr", &self.pcr_version.api_version())
             .field("ctb", &self.ctb.as_ref().map(|c| &c.api_version))
             .finish_non_exhaustive()
     }
@@ -141,10 +141,10 @@ impl Cluster {
         })
         .await
         .ok_or(StartError::Cancelled)?;
-        let pcr = pcr
+        let pcr_version = pcr
             .and_then(|ar| PcrVersion::named(&ar.version))
             .ok_or(StartError::PcrNotServed)?;
-        info!(api_version = %pcr, "watching PodCertificateRequests");
+        info!(api_version = %pcr_version, "watching PodCertificateRequests");
         match &ctb {
             Some(ar) => info!(api_version = %ar.api_version, "publishing the trust bundle"),
             None => warn!(
@@ -153,6 +153,10 @@ impl Cluster {
                  config); signing goes on"
             ),
         }
-        Ok(Cluster { client, pcr, ctb })
+        Ok(Cluster {
+            client,
+            pcr_version,
+            ctb,
+        })
     }
 }

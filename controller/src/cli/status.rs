@@ -90,8 +90,8 @@ pub async fn report(config: &Config, query: &Query) -> Result<Report, StatusErro
         other => other?,
     };
     let pcrs: Api<Pcr> = match &query.namespace {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &cluster.pcr),
-        None => Api::all_with(client.clone(), &cluster.pcr),
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &cluster.pcr_version),
+        None => Api::all_with(client.clone(), &cluster.pcr_version),
     };
     // The pod is picked here, not with a field selector: which PCR fields are selectable
     // differs between releases.

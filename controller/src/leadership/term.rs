@@ -106,15 +106,16 @@ async fn run_term(parts: &Arc<Parts>, token: &CancellationToken) -> TermEnd {
     let Parts {
         cluster, config, ..
     } = parts.as_ref();
-    let api = Api::<Pcr>::all_with(cluster.client.clone(), &cluster.pcr);
-    let (cache, waiting) = crate::requests::cache::watch(api, cluster.pcr, &config.signer_name);
+    let api = Api::<Pcr>::all_with(cluster.client.clone(), &cluster.pcr_version);
+    let (cache, waiting) =
+        crate::requests::cache::watch(api, cluster.pcr_version, &config.signer_name);
     let (nudge, nudged) = futures::channel::mpsc::unbounded();
-    let controller = Controller::for_stream_with(waiting, cache.clone(), cluster.pcr)
+    let controller = Controller::for_stream_with(waiting, cache.clone(), cluster.pcr_version)
         .reconcile_on(nudged)
         .with_config(ControllerConfig::default().concurrency(config.concurrency));
     let context = Arc::new(Context {
         client: cluster.client.clone(),
-        pcr_version: cluster.pcr,
+        pcr_version: cluster.pcr_version,
         signer_name: config.signer_name.clone(),
         signer: signer_rx.clone(),
         metrics: parts.metrics.requests.clone(),
