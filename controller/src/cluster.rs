@@ -133,9 +133,9 @@ pub async fn connect(config: &ClusterConfig) -> Result<Client, StartError> {
 impl Cluster {
     /// Finds the served versions, retrying transient failures until `cancel`.
     pub async fn discover(client: Client, cancel: &CancellationToken) -> Result<Self, StartError> {
+        let pcr_versions = PcrVersion::PREFERENCE.map(PcrVersion::as_str);
         let (pcr, ctb) = retry::retry("API discovery", cancel, || async {
-            let versions = PcrVersion::PREFERENCE.map(PcrVersion::as_str);
-            let pcr = discover(&client, "podcertificaterequests", &versions).await?;
+            let pcr = discover(&client, "podcertificaterequests", &pcr_versions).await?;
             let ctb = discover(&client, "clustertrustbundles", &CTB_VERSIONS).await?;
             Ok::<_, kube::Error>((pcr, ctb))
         })
@@ -144,7 +144,10 @@ impl Cluster {
         let pcr_version = pcr
             .and_then(|ar| PcrVersion::named(&ar.version))
             .ok_or(StartError::PcrNotServed)?;
-        info!(api_version = %pcr_version, "watching PodCertificateRequests");
+        info!(
+            api_version = %pcr_version.api_version(),
+            "watching PodCertificateRequests"
+        );
         match &ctb {
             Some(ar) => info!(api_version = %ar.api_version, "publishing the trust bundle"),
             None => warn!(

@@ -15,11 +15,11 @@
 //! with no key material at all. That is not the requester's fault: [`Unreadable::KeyMaterialNotServed`]
 //! leaves it pending (never denied) and says to serve `v1beta1`.
 
+use std::borrow::Cow;
+
 use k8s_openapi::api::certificates::v1beta1::{
     PodCertificateRequestSpec, PodCertificateRequestStatus,
 };
-use std::borrow::Cow;
-
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use signer_core::time::unix_seconds;
@@ -51,7 +51,8 @@ impl PcrVersion {
         }
     }
 
-    /// `certificates.k8s.io/<version>`.
+    /// `certificates.k8s.io/<version>`, spelled out so each status write names it without
+    /// building a string (kube's default would); a test checks it against kube's derivation.
     pub const fn api_version(self) -> &'static str {
         match self {
             Self::V1alpha1 => "certificates.k8s.io/v1alpha1",
@@ -63,12 +64,6 @@ impl PcrVersion {
     /// The version named `name`, if the signer reads it.
     pub fn named(name: &str) -> Option<Self> {
         Self::PREFERENCE.into_iter().find(|v| v.as_str() == name)
-    }
-}
-
-impl std::fmt::Display for PcrVersion {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.api_version())
     }
 }
 
@@ -109,6 +104,7 @@ impl kube::Resource for Pcr {
         &mut self.metadata
     }
 }
+
 /// Whether the request already has a terminal status (a chain, or Issued/Denied/Failed):
 /// the API server freezes such a status, so we never touch it again.
 pub fn is_terminal(pcr: &Pcr) -> bool {
