@@ -6,8 +6,8 @@
 //! [`crate::ca::upstream`]), then runs the term's tasks: `ca`
 //! (the steward keeping the CA for the rest of the term), `readiness` (report ready once the
 //! request cache has synced), `pending` (the backlog report and its safety net,
-//! [`crate::requests::backlog`]) and `controller` (kube-runtime's `Controller` driving
-//! [`crate::requests::reconcile`]), and with federation the endpoint's SVID and the imports.
+//! [`crate::requests::backlog`]) and `controller` ([`crate::requests::runner`] running
+//! [`crate::requests::reconcile`] for each waiting request), and with federation the endpoint's SVID and the imports.
 //! The term ends when its token is cancelled (leadership lost, or shutdown) or when a task
 //! fails; either way every task stops within [`GRACE`], so a term can never outlive its
 //! leadership.
@@ -15,15 +15,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use kube::Api;
-use kube::runtime::Controller;
-use kube::runtime::controller::Config as ControllerConfig;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::Store;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::info;
 
 use crate::ca::authority::Authority;
 use crate::ca::steward::NotBegun;
@@ -107,12 +104,9 @@ async fn run_term(parts: &Arc<Parts>, token: &CancellationToken) -> TermEnd {
         cluster, config, ..
     } = parts.as_ref();
     let api = Api::<Pcr>::all_with(cluster.client.clone(), &cluster.pcr_version);
-    let (cache, waiting) =
+    let (cache, applied) =
         crate::requests::cache::watch(api, cluster.pcr_version, &config.signer_name);
     let (nudge, nudged) = futures::channel::mpsc::unbounded();
-    let controller = Controller::for_stream_with(waiting, cache.clone(), cluster.pcr_version)
-        .reconcile_on(nudged)
-        .with_config(ControllerConfig::default().concurrency(config.concurrency));
     let context = Arc::new(Context {
         client: cluster.client.clone(),
         pcr_version: cluster.pcr_version,
@@ -143,7 +137,7 @@ async fn run_term(parts: &Arc<Parts>, token: &CancellationToken) -> TermEnd {
     tasks.spawn(
         "readiness",
         Lifetime::OneShot,
-        report_ready(cache, parts.health.clone(), token.clone()),
+        report_ready(cache.clone(), parts.health.clone(), token.clone()),
     );
     tasks.spawn(
         "pending",
@@ -157,14 +151,15 @@ async fn run_term(parts: &Arc<Parts>, token: &CancellationToken) -> TermEnd {
     tasks.spawn(
         "controller",
         Lifetime::UntilCancelled,
-        controller
-            .graceful_shutdown_on(token.clone().cancelled_owned())
-            .run(reconcile::reconcile, reconcile::error_policy, context)
-            .for_each(|result| async move {
-                if let Err(e) = result {
-                    debug!(error = %e, "controller event");
-                }
-            }),
+        crate::requests::runner::run(
+            applied,
+            nudged,
+            cache,
+            cluster.pcr_version,
+            config.concurrency,
+            move |pcr| reconcile::reconcile_or_retry(pcr, context.clone()),
+            token.clone(),
+        ),
     );
     if let Some(crate::config::EndpointTls::Svid { secret, identity }) =
         config.bundle_endpoint.as_ref().map(|e| &e.tls)
@@ -208,9 +203,8 @@ async fn run_term(parts: &Arc<Parts>, token: &CancellationToken) -> TermEnd {
 
 /// Reports ready once the request cache has synced.
 async fn report_ready(cache: Store<Pcr>, health: Arc<Health>, token: CancellationToken) {
-    // kube-runtime's readiness signal wakes only the last task that polled it, and the
-    // controller's own runner waits on it too: so poll again now and then (the value is
-    // memoised once anyone has seen it).
+    // kube-runtime's readiness signal wakes only the last task that polled it: so poll again
+    // now and then (the value is memoised once anyone has seen it).
     while !token.is_cancelled() {
         match tokio::time::timeout(Duration::from_millis(100), cache.wait_until_ready()).await {
             Ok(Ok(())) => {

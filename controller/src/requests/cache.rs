@@ -26,15 +26,17 @@ use crate::requests::pcr::{Pcr, PcrVersion, is_terminal};
 /// Services peaks 5 MiB lower).
 pub const LIST_PAGE: u32 = 100;
 
-/// Watches `signer_name`'s requests through `api`: the cache of waiting requests, and the
-/// stream of waiting requests to reconcile (each time one is added or changes).
+/// Watches `signer_name`'s requests through `api`: the cache of waiting requests, and its
+/// events once applied to it (what [`crate::requests::runner`] runs from; the cache is kept
+/// only while they are read). A failed watch is retried with kube's default backoff (0.8 s
+/// doubling to 30 s, jittered), its error passed on.
 pub fn watch(
     api: Api<Pcr>,
     version: PcrVersion,
     signer_name: &str,
 ) -> (
     Store<Pcr>,
-    impl Stream<Item = Result<Pcr, watcher::Error>> + Send + 'static,
+    impl Stream<Item = Result<Event<Pcr>, watcher::Error>> + Send + 'static,
 ) {
     let config = watcher::Config::default()
         .fields(&format!("spec.signerName={signer_name}"))
@@ -42,12 +44,12 @@ pub fn watch(
     let writer = reflector::store::Writer::new(version);
     let cache = writer.as_reader();
     let events = watcher::watcher(api, config).filter_map(|event| future::ready(keep(event)));
-    let waiting = reflector::reflector(writer, events).applied_objects();
-    (cache, waiting)
+    let applied = reflector::reflector(writer, events).default_backoff();
+    (cache, applied)
 }
 
 /// What the cache does with one watch event: decided requests leave it (or never enter), and
-/// waiting ones enter slimmed. Errors pass through to the controller's backoff.
+/// waiting ones enter slimmed. Errors pass through to the watch's backoff.
 fn keep(event: Result<Event<Pcr>, watcher::Error>) -> Option<Result<Event<Pcr>, watcher::Error>> {
     let event = match event {
         Ok(event) => event,

@@ -5,7 +5,7 @@
 //! racing replica gets 409 Conflict instead of issuing twice. 404 (the request was garbage
 //! collected) ends quietly; 409 looks again two seconds later, when the cache has caught up. Transient
 //! failures — signing failed, an API error — are [`Error`]s: [`error_policy`] retries them
-//! with the controller's one backoff ([`crate::runtime::retry`]) and they are never written as
+//! with the signer's one backoff ([`crate::runtime::retry`]) and they are never written as
 //! `Failed`. The per-request backoff state is dropped on every terminal path: issued,
 //! denied, deleted, or decided by another replica. Denials are outcomes: a `Denied`
 //! condition, a Warning Event, a metric.
@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::api::PostParams;
-use kube::runtime::controller::Action;
 use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
@@ -25,6 +24,7 @@ use tracing::{debug, info, instrument, warn};
 use crate::requests::lookups::{Lookups, Wait};
 use crate::requests::metrics::RequestMetrics;
 use crate::requests::pcr::{Pcr, PcrVersion, Unreadable, is_terminal, status_for, to_request};
+use crate::requests::runner::Next;
 use crate::runtime::metrics::Errors;
 use crate::runtime::retry::Failures;
 
@@ -121,11 +121,11 @@ impl Error {
 }
 
 #[instrument(skip_all, fields(namespace = pcr.namespace().unwrap_or_default(), pcr = pcr.name_any(), pod = pcr.spec.pod_name))]
-pub async fn reconcile(pcr: Arc<Pcr>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile(pcr: Arc<Pcr>, ctx: Arc<Context>) -> Result<Next, Error> {
     if is_terminal(&pcr) || pcr.spec.signer_name != ctx.signer_name {
         // Decided (perhaps by another replica), or not ours: nothing to retry.
         ctx.failures.forget(&Context::key(&pcr));
-        return Ok(Action::await_change());
+        return Ok(Next::AwaitChange);
     }
     let signer = ctx.signer.borrow().clone();
     let now = ctx.clock.now();
@@ -149,7 +149,7 @@ pub async fn reconcile(pcr: Arc<Pcr>, ctx: Arc<Context>) -> Result<Action, Error
         Err(Unreadable::Deny(denial)) => (Decision::Deny(denial), None),
         Err(Unreadable::KeyMaterialNotServed) => {
             not_served(&pcr, &ctx).await;
-            return Ok(Action::await_change());
+            return Ok(Next::AwaitChange);
         }
     };
     let status = status_for(&decision, &pcr, now);
@@ -159,14 +159,14 @@ pub async fn reconcile(pcr: Arc<Pcr>, ctx: Arc<Context>) -> Result<Action, Error
         Err(kube::Error::Api(s)) if s.code == 404 => {
             debug!("the request was deleted before its status was written");
             ctx.failures.forget(&Context::key(&pcr));
-            return Ok(Action::await_change());
+            return Ok(Next::AwaitChange);
         }
         Err(kube::Error::Api(s)) if s.code == 409 => {
             // Someone else changed it: usually another replica's status, which the watch
             // brings and the next reconcile sees as terminal. Look again shortly in case the
             // change was something else.
             debug!("the request changed under us; looking again");
-            return Ok(Action::requeue(Duration::from_secs(2)));
+            return Ok(Next::RetryAfter(Duration::from_secs(2)));
         }
         Err(kube::Error::Api(s)) if is_sign_forbidden(&s) => {
             let error = Error::SignForbidden {
@@ -218,7 +218,7 @@ pub async fn reconcile(pcr: Arc<Pcr>, ctx: Arc<Context>) -> Result<Action, Error
             .await;
         }
     }
-    Ok(Action::await_change())
+    Ok(Next::AwaitChange)
 }
 
 /// The decision under the identity policy: the rule that applies (or its denial), the names
@@ -303,13 +303,22 @@ pub(crate) async fn publish(
     }
 }
 
-pub fn error_policy(pcr: Arc<Pcr>, error: &Error, ctx: Arc<Context>) -> Action {
+/// One reconcile for the runner: a transient failure becomes its retry ([`error_policy`]).
+pub async fn reconcile_or_retry(pcr: Arc<Pcr>, ctx: Arc<Context>) -> Next {
+    match reconcile(pcr.clone(), ctx.clone()).await {
+        Ok(next) => next,
+        Err(error) => error_policy(pcr, &error, ctx),
+    }
+}
+
+/// A transient failure's retry: counted, logged, and after the request's next backoff.
+pub fn error_policy(pcr: Arc<Pcr>, error: &Error, ctx: Arc<Context>) -> Next {
     ctx.metrics.error(error.metric_label());
     let delay = ctx
         .failures
         .failed(&Context::key(&pcr), |key| ctx.is_waiting(key));
     warn!(namespace = pcr.namespace().unwrap_or_default(), pcr = pcr.name_any(), %error, retry_in = ?delay, "will retry");
-    Action::requeue(delay)
+    Next::RetryAfter(delay)
 }
 
 /// Writes `status` on `pcr` with one PUT of the status subresource, conditioned on the cached

@@ -182,7 +182,7 @@ async fn an_already_terminal_request_is_left_alone() {
     )
     .await
     .unwrap();
-    assert_eq!(action, Action::await_change());
+    assert_eq!(action, Next::AwaitChange);
     // The context (and every client) is gone: the API saw no request at all.
     assert!(handle.next_request().await.is_none());
 }
@@ -195,7 +195,7 @@ async fn a_request_deleted_before_the_write_ends_quietly() {
         ctx,
     ));
     expect_status_write(&mut handle, 404).await;
-    assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+    assert_eq!(task.await.unwrap().unwrap(), Next::AwaitChange);
 }
 
 #[tokio::test]
@@ -208,7 +208,7 @@ async fn a_conflict_looks_again_shortly_without_an_error() {
     expect_status_write(&mut handle, 409).await;
     assert_eq!(
         task.await.unwrap().unwrap(),
-        Action::requeue(Duration::from_secs(2))
+        Next::RetryAfter(Duration::from_secs(2))
     );
 }
 
@@ -226,15 +226,15 @@ async fn a_server_error_is_retried_never_written_as_failed() {
     let p = pcr(json!({}), None);
     assert_eq!(
         error_policy(p.clone(), &err, ctx.clone()),
-        Action::requeue(Duration::from_millis(500))
+        Next::RetryAfter(Duration::from_millis(500))
     );
     assert_eq!(
         error_policy(p.clone(), &err, ctx.clone()),
-        Action::requeue(Duration::from_secs(1))
+        Next::RetryAfter(Duration::from_secs(1))
     );
     assert_eq!(
         error_policy(p, &err, ctx),
-        Action::requeue(Duration::from_secs(2))
+        Next::RetryAfter(Duration::from_secs(2))
     );
 }
 
@@ -287,7 +287,7 @@ async fn a_request_without_key_material_through_v1_stays_pending_and_is_reported
     let task = tokio::spawn(reconcile(pcr(json!({}), None), ctx.clone()));
     let note = expect_event(&mut handle, "KeyMaterialNotServed").await;
     assert!(note.contains("v1beta1"), "{note}");
-    assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+    assert_eq!(task.await.unwrap().unwrap(), Next::AwaitChange);
     let counted = ctx.metrics.unreadable_count("KeyMaterialNotServed");
     assert_eq!(counted, 1);
 }
