@@ -7,10 +7,10 @@
 //! (the steward keeping the CA for the rest of the term), `readiness` (report ready once the
 //! request cache has synced), `pending` (the backlog report and its safety net,
 //! [`crate::requests::backlog`]) and `controller` ([`crate::requests::runner`] running
-//! [`crate::requests::reconcile`] for each waiting request), and with federation the endpoint's SVID and the imports.
-//! The term ends when its token is cancelled (leadership lost, or shutdown) or when a task
-//! fails; either way every task stops within [`GRACE`], so a term can never outlive its
-//! leadership.
+//! [`crate::requests::reconcile`] for each waiting request), and with federation the
+//! endpoint's SVID and the imports. The term ends when its token is cancelled (leadership
+//! lost, or shutdown) or when a task fails; either way every task stops within [`GRACE`], so
+//! a term can never outlive its leadership.
 
 use std::sync::Arc;
 use std::time::Duration;
