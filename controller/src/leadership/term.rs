@@ -30,7 +30,7 @@ use crate::federation::metrics::FederationMetrics;
 use crate::leadership::LeaderGauge;
 use crate::requests::metrics::RequestMetrics;
 use crate::requests::pcr::Pcr;
-use crate::requests::reconcile::{self, Context};
+use crate::requests::reconcile::Context;
 use crate::runtime::admin::{Health, Loop};
 use crate::runtime::metrics::Tasks;
 use crate::runtime::retry::Failures;
@@ -157,7 +157,7 @@ async fn run_term(parts: &Arc<Parts>, token: &CancellationToken) -> TermEnd {
             cache,
             cluster.pcr_version,
             config.concurrency,
-            move |pcr| reconcile::reconcile_or_retry(pcr, context.clone()),
+            context,
             token.clone(),
         ),
     );

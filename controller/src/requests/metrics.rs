@@ -143,6 +143,11 @@ impl RequestMetrics {
     }
 
     #[cfg(test)]
+    pub fn error_count(&self, kind: &'static str) -> u64 {
+        self.errors.counted(kind)
+    }
+
+    #[cfg(test)]
     pub fn unreadable_count(&self, reason: &'static str) -> u64 {
         self.unreadable
             .get_or_create(&ReasonLabels { reason })

@@ -24,7 +24,7 @@ use tracing::{debug, info, instrument, warn};
 use crate::requests::lookups::{Lookups, Wait};
 use crate::requests::metrics::RequestMetrics;
 use crate::requests::pcr::{Pcr, PcrVersion, Unreadable, is_terminal, status_for, to_request};
-use crate::requests::runner::Next;
+use crate::requests::runner::{Next, Reconciler};
 use crate::runtime::metrics::Errors;
 use crate::runtime::retry::Failures;
 
@@ -303,11 +303,27 @@ pub(crate) async fn publish(
     }
 }
 
-/// One reconcile for the runner: a transient failure becomes its retry ([`error_policy`]).
-pub async fn reconcile_or_retry(pcr: Arc<Pcr>, ctx: Arc<Context>) -> Next {
-    match reconcile(pcr.clone(), ctx.clone()).await {
-        Ok(next) => next,
-        Err(error) => error_policy(pcr, &error, ctx),
+impl Reconciler for Arc<Context> {
+    /// One reconcile; a transient failure becomes its retry ([`error_policy`]).
+    fn reconcile(&self, pcr: Arc<Pcr>) -> impl Future<Output = Next> + Send + 'static {
+        let ctx = self.clone();
+        async move {
+            match reconcile(pcr.clone(), ctx.clone()).await {
+                Ok(next) => next,
+                Err(error) => error_policy(pcr, &error, ctx),
+            }
+        }
+    }
+
+    /// A bug met on this request: logged and counted, retried with the request's backoff
+    /// like a transient failure, while every other request goes on.
+    fn panicked(&self, pcr: &Pcr, message: &str) -> Next {
+        self.metrics.error(Errors::PANIC);
+        let delay = self
+            .failures
+            .failed(&Context::key(pcr), |key| self.is_waiting(key));
+        tracing::error!(namespace = pcr.namespace().unwrap_or_default(), pcr = pcr.name_any(), panic = message, retry_in = ?delay, "reconciling this request panicked (a bug: please report it); will retry");
+        Next::RetryAfter(delay)
     }
 }
 

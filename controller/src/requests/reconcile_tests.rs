@@ -317,3 +317,18 @@ async fn a_status_write_refused_for_want_of_sign_is_reported_specifically() {
     let err = task.await.unwrap().unwrap_err();
     assert_eq!(err.metric_label(), "sign_forbidden");
 }
+
+#[tokio::test]
+async fn a_panic_is_counted_and_retried_with_the_requests_backoff() {
+    let (ctx, _api) = context(signer());
+    let p = pcr(json!({}), None);
+    assert_eq!(
+        ctx.panicked(&p, "boom"),
+        Next::RetryAfter(Duration::from_millis(500))
+    );
+    assert_eq!(
+        ctx.panicked(&p, "boom"),
+        Next::RetryAfter(Duration::from_secs(1))
+    );
+    assert_eq!(ctx.metrics.error_count(Errors::PANIC), 2);
+}

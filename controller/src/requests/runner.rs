@@ -7,16 +7,19 @@
 //! and again after the delay a reconcile asks for ([`Next::RetryAfter`]: a conflict, a
 //! transient error's backoff), unless a trigger comes sooner. Runs are held while the cache
 //! (re)lists, because the cache shows a list only once it is complete. A request the cache no
-//! longer holds (decided or deleted) is not run. On cancellation nothing new starts and the
-//! running reconciles finish; the term's grace bounds them. This replaces kube-runtime's
+//! longer holds (decided or deleted) is not run. A reconcile that panics (a bug) is one
+//! request's failure, not the runner's: [`Reconciler::panicked`] says when to try it again,
+//! and the others go on. On cancellation nothing new starts and the running reconciles
+//! finish; the term's grace bounds them. This replaces kube-runtime's
 //! `Controller`, whose scheduler put every trigger on a timer rounded up to the next
 //! millisecond, 1–2 ms per request (docs/performance.md).
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
 use tokio::task::JoinSet;
@@ -37,20 +40,25 @@ pub enum Next {
 
 type Key = ObjectRef<Pcr>;
 
-/// Runs `reconcile` for the requests `events` and `nudges` trigger until `token` is cancelled
+/// What the runner runs for each request.
+pub trait Reconciler {
+    /// One reconcile of `pcr`, as the cache holds it now.
+    fn reconcile(&self, pcr: Arc<Pcr>) -> impl Future<Output = Next> + Send + 'static;
+    /// A reconcile of `pcr` panicked with `message`: what to do next.
+    fn panicked(&self, pcr: &Pcr, message: &str) -> Next;
+}
+
+/// Runs `reconciler` for the requests `events` and `nudges` trigger until `token` is cancelled
 /// (or the watch ends, which it does only on a bug: the caller's supervisor notices).
-pub async fn run<F, Fut>(
+pub async fn run(
     events: impl Stream<Item = Result<Event<Pcr>, watcher::Error>>,
     nudges: impl Stream<Item = Key>,
     cache: Store<Pcr>,
     version: PcrVersion,
     concurrency: u16,
-    reconcile: F,
+    reconciler: impl Reconciler,
     token: CancellationToken,
-) where
-    F: Fn(Arc<Pcr>) -> Fut,
-    Fut: Future<Output = Next> + Send + 'static,
-{
+) {
     let mut events = std::pin::pin!(events);
     let mut nudges = std::pin::pin!(nudges.fuse());
     let mut queue = Queue::new(usize::from(concurrency.max(1)));
@@ -59,8 +67,11 @@ pub async fn run<F, Fut>(
         while let Some(key) = queue.next_to_start() {
             match cache.get(&key) {
                 Some(pcr) => {
-                    let run = reconcile(pcr);
-                    running.spawn(async move { (key, run.await) });
+                    let run = AssertUnwindSafe(reconciler.reconcile(pcr.clone())).catch_unwind();
+                    running.spawn(async move {
+                        let ended = run.await.map_err(|panic| (pcr, panic_message(&*panic)));
+                        (key, ended)
+                    });
                 }
                 None => queue.finished(&key, Next::AwaitChange),
             }
@@ -69,10 +80,11 @@ pub async fn run<F, Fut>(
             biased;
             _ = token.cancelled() => break,
             Some(done) = running.join_next(), if !running.is_empty() => {
-                let (key, next) = done.unwrap_or_else(|e| match e.try_into_panic() {
+                let (key, ended) = done.unwrap_or_else(|e| match e.try_into_panic() {
                     Ok(panic) => std::panic::resume_unwind(panic),
                     Err(e) => unreachable!("a reconcile is aborted only with the runner: {e}"),
                 });
+                let next = ended.unwrap_or_else(|(pcr, message)| reconciler.panicked(&pcr, &message));
                 queue.finished(&key, next);
             }
             event = events.next() => match event {
@@ -100,6 +112,15 @@ pub async fn run<F, Fut>(
         {
             std::panic::resume_unwind(panic);
         }
+    }
+}
+
+/// A panic's message, when it has one (`panic!` with a literal or a format).
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(s), _) => (*s).to_string(),
+        (_, Some(s)) => s.clone(),
+        _ => "(no message)".to_string(),
     }
 }
 

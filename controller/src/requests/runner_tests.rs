@@ -29,6 +29,8 @@ struct Harness {
     next: Arc<Mutex<HashMap<String, Next>>>,
     /// Runs that have ended.
     ended: Arc<Mutex<Vec<String>>>,
+    /// The panics the runner reported: request, message.
+    panics: Arc<Mutex<Vec<(String, String)>>>,
     token: CancellationToken,
     runner: tokio::task::JoinHandle<()>,
 }
@@ -41,37 +43,15 @@ fn start(concurrency: u16) -> Harness {
     let release = Arc::new(Semaphore::new(0));
     let next = Arc::new(Mutex::new(HashMap::new()));
     let ended = Arc::new(Mutex::new(Vec::new()));
-    let at_once = Arc::new(Mutex::new(HashMap::<String, usize>::new()));
+    let panics = Arc::new(Mutex::new(Vec::new()));
     let token = CancellationToken::new();
-    let reconcile = {
-        let (release, next, ended) = (release.clone(), next.clone(), ended.clone());
-        move |pcr: Arc<Pcr>| {
-            let name = pcr.metadata.name.clone().unwrap();
-            let (release, next, ended, at_once) = (
-                release.clone(),
-                next.clone(),
-                ended.clone(),
-                at_once.clone(),
-            );
-            let _ = starts_tx.send((name.clone(), Instant::now()));
-            async move {
-                let running = {
-                    let mut at_once = at_once.lock().unwrap();
-                    let n = at_once.entry(name.clone()).or_default();
-                    *n += 1;
-                    *n
-                };
-                assert_eq!(running, 1, "two reconciles of {name} at once");
-                release.acquire().await.unwrap().forget();
-                *at_once.lock().unwrap().get_mut(&name).unwrap() -= 1;
-                ended.lock().unwrap().push(name.clone());
-                next.lock()
-                    .unwrap()
-                    .get(&name)
-                    .copied()
-                    .unwrap_or(Next::AwaitChange)
-            }
-        }
+    let reconciler = Recorder {
+        starts: starts_tx,
+        release: release.clone(),
+        next: next.clone(),
+        ended: ended.clone(),
+        at_once: Default::default(),
+        panics: panics.clone(),
     };
     let runner = tokio::spawn(run(
         events_rx,
@@ -79,7 +59,7 @@ fn start(concurrency: u16) -> Harness {
         cache.as_reader(),
         VERSION,
         concurrency,
-        reconcile,
+        reconciler,
         token.clone(),
     ));
     Harness {
@@ -90,8 +70,60 @@ fn start(concurrency: u16) -> Harness {
         release,
         next,
         ended,
+        panics,
         token,
         runner,
+    }
+}
+
+/// A reconcile that records its start, ends when the test lets it, and asks for what the
+/// test set; a request named `panics` panics instead.
+struct Recorder {
+    starts: tokio::sync::mpsc::UnboundedSender<(String, Instant)>,
+    release: Arc<Semaphore>,
+    next: Arc<Mutex<HashMap<String, Next>>>,
+    ended: Arc<Mutex<Vec<String>>>,
+    at_once: Arc<Mutex<HashMap<String, usize>>>,
+    panics: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+impl Reconciler for Recorder {
+    fn reconcile(&self, pcr: Arc<Pcr>) -> impl Future<Output = Next> + Send + 'static {
+        let name = pcr.metadata.name.clone().unwrap();
+        let (release, next, ended, at_once) = (
+            self.release.clone(),
+            self.next.clone(),
+            self.ended.clone(),
+            self.at_once.clone(),
+        );
+        let _ = self.starts.send((name.clone(), Instant::now()));
+        async move {
+            let running = {
+                let mut at_once = at_once.lock().unwrap();
+                let n = at_once.entry(name.clone()).or_default();
+                *n += 1;
+                *n
+            };
+            assert_eq!(running, 1, "two reconciles of {name} at once");
+            release.acquire().await.unwrap().forget();
+            *at_once.lock().unwrap().get_mut(&name).unwrap() -= 1;
+            ended.lock().unwrap().push(name.clone());
+            assert_ne!(name, "panics", "a bug met on {name}");
+            next.lock()
+                .unwrap()
+                .get(&name)
+                .copied()
+                .unwrap_or(Next::AwaitChange)
+        }
+    }
+
+    fn panicked(&self, pcr: &Pcr, message: &str) -> Next {
+        let name = pcr.metadata.name.clone().unwrap();
+        self.panics
+            .lock()
+            .unwrap()
+            .push((name, message.to_string()));
+        Next::RetryAfter(Duration::from_secs(5))
     }
 }
 
@@ -249,4 +281,26 @@ async fn on_cancellation_the_running_reconciles_finish_and_nothing_new_starts() 
         .unwrap();
     assert_eq!(*h.ended.lock().unwrap(), ["a"]);
     assert_eq!(h.starts.recv().await, None, "b never started");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reconcile_that_panics_is_that_requests_retry_and_the_others_go_on() {
+    let mut h = start(4);
+    h.listed(&["panics", "b"]);
+    assert_eq!(h.next_start().await.0, "panics");
+    assert_eq!(h.next_start().await.0, "b");
+    h.let_one_end();
+    h.let_one_end();
+    // Retried when `panicked` asks, and the runner still serves new requests.
+    assert_eq!(
+        h.next_start().await,
+        ("panics".into(), Duration::from_secs(5))
+    );
+    let panics = h.panics.lock().unwrap().clone();
+    assert_eq!(panics.len(), 1);
+    assert_eq!(panics[0].0, "panics");
+    assert!(panics[0].1.contains("a bug met on panics"), "{panics:?}");
+    h.applied("c");
+    assert_eq!(h.next_start().await, ("c".into(), Duration::ZERO));
+    assert!(!h.runner.is_finished());
 }

@@ -136,13 +136,16 @@ impl Errors {
     /// A signed leaf was not what was decided (signer-core's self-check): a bug, never
     /// written.
     pub const SELF_CHECK: &'static str = "self_check";
-    const ALL: [&'static str; 6] = [
+    /// A reconcile panicked (a bug): that request is retried, the others go on.
+    pub const PANIC: &'static str = "panic";
+    const ALL: [&'static str; 7] = [
         Self::ISSUE,
         Self::WRITE_STATUS,
         Self::SIGN_FORBIDDEN,
         Self::LOOKUP,
         Self::ATTEST_FORBIDDEN,
         Self::SELF_CHECK,
+        Self::PANIC,
     ];
 
     pub fn register(r: &mut Registrar) -> Self {
@@ -161,6 +164,11 @@ impl Errors {
     /// One failure of `kind` (one of the constants above).
     pub fn count(&self, kind: &'static str) {
         self.0.get_or_create(&ErrorLabels { error: kind }).inc();
+    }
+
+    #[cfg(test)]
+    pub fn counted(&self, kind: &'static str) -> u64 {
+        self.0.get_or_create(&ErrorLabels { error: kind }).get()
     }
 }
 
