@@ -203,17 +203,10 @@ async fn run_term(parts: &Arc<Parts>, token: &CancellationToken) -> TermEnd {
 
 /// Reports ready once the request cache has synced.
 async fn report_ready(cache: Store<Pcr>, health: Arc<Health>, token: CancellationToken) {
-    // kube-runtime's readiness signal wakes only the last task that polled it: so poll again
-    // now and then (the value is memoised once anyone has seen it).
-    while !token.is_cancelled() {
-        match tokio::time::timeout(Duration::from_millis(100), cache.wait_until_ready()).await {
-            Ok(Ok(())) => {
-                info!("PodCertificateRequest watch synced; ready");
-                health.set_ready(true);
-                return;
-            }
-            Ok(Err(_)) => return,
-            Err(_) => {}
-        }
+    // The one task that waits on the cache's readiness: kube-runtime's signal wakes only the
+    // last of several waiters (the runner follows the list on its own event stream instead).
+    if let Some(Ok(())) = token.run_until_cancelled(cache.wait_until_ready()).await {
+        info!("PodCertificateRequest watch synced; ready");
+        health.set_ready(true);
     }
 }

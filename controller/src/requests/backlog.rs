@@ -10,12 +10,11 @@
 //! gauges drop to 0 when the term ends: only a leader knows.
 //!
 //! The safety net: a request the cache holds but nothing will reconcile — its watch event's
-//! trigger lost, or a wake-up missed (kube's `Store::wait_until_ready` wakes only the last
-//! task that polled it), with the real API server's next event a minute away — would wait
-//! indefinitely. So a request waiting [`STRANDED_AFTER`] with no backoff pending and not left
-//! waiting on purpose is reconciled again ([`stranded`]), at most once per [`STRANDED_AFTER`],
-//! counted in `podcert_stranded_requests_total` (0 in a healthy signer; a queued request
-//! reconciled early costs one cache read, as the controller merges the trigger).
+//! trigger lost, or a wake-up missed, with the real API server's next event a minute away —
+//! would wait indefinitely. So a request waiting [`STRANDED_AFTER`] with no backoff pending
+//! and not left waiting on purpose is reconciled again ([`stranded`]), at most once per
+//! [`STRANDED_AFTER`], counted in `podcert_stranded_requests_total` (0 in a healthy signer; a nudge for a request
+//! already queued is merged into it by the runner).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

@@ -68,6 +68,13 @@ impl Context {
         )
     }
 
+    /// `pcr` failed, of `kind` (an [`Errors`] label): counted, and its next backoff.
+    fn failed(&self, pcr: &Pcr, kind: &'static str) -> Duration {
+        self.metrics.error(kind);
+        self.failures
+            .failed(&Context::key(pcr), |key| self.is_waiting(key))
+    }
+
     /// Whether `key` is still a request waiting for an answer: the cache holds only those
     /// ([`crate::requests::cache`]).
     fn is_waiting(&self, (namespace, name, uid): &RequestKey) -> bool {
@@ -318,10 +325,7 @@ impl Reconciler for Arc<Context> {
     /// A bug met on this request: logged and counted, retried with the request's backoff
     /// like a transient failure, while every other request goes on.
     fn panicked(&self, pcr: &Pcr, message: &str) -> Next {
-        self.metrics.error(Errors::PANIC);
-        let delay = self
-            .failures
-            .failed(&Context::key(pcr), |key| self.is_waiting(key));
+        let delay = self.failed(pcr, Errors::PANIC);
         tracing::error!(namespace = pcr.namespace().unwrap_or_default(), pcr = pcr.name_any(), panic = message, retry_in = ?delay, "reconciling this request panicked (a bug: please report it); will retry");
         Next::RetryAfter(delay)
     }
@@ -329,10 +333,7 @@ impl Reconciler for Arc<Context> {
 
 /// A transient failure's retry: counted, logged, and after the request's next backoff.
 pub fn error_policy(pcr: Arc<Pcr>, error: &Error, ctx: Arc<Context>) -> Next {
-    ctx.metrics.error(error.metric_label());
-    let delay = ctx
-        .failures
-        .failed(&Context::key(&pcr), |key| ctx.is_waiting(key));
+    let delay = ctx.failed(&pcr, error.metric_label());
     warn!(namespace = pcr.namespace().unwrap_or_default(), pcr = pcr.name_any(), %error, retry_in = ?delay, "will retry");
     Next::RetryAfter(delay)
 }

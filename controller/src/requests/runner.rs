@@ -80,10 +80,8 @@ pub async fn run(
             biased;
             _ = token.cancelled() => break,
             Some(done) = running.join_next(), if !running.is_empty() => {
-                let (key, ended) = done.unwrap_or_else(|e| match e.try_into_panic() {
-                    Ok(panic) => std::panic::resume_unwind(panic),
-                    Err(e) => unreachable!("a reconcile is aborted only with the runner: {e}"),
-                });
+                // Each task catches its reconcile's panic, and is aborted only with the runner.
+                let (key, ended) = done.expect("a reconcile's task ends with its request");
                 let next = ended.unwrap_or_else(|(pcr, message)| reconciler.panicked(&pcr, &message));
                 queue.finished(&key, next);
             }
@@ -106,13 +104,7 @@ pub async fn run(
         }
     }
     // Let what runs finish; starting nothing new.
-    while let Some(done) = running.join_next().await {
-        if let Err(e) = done
-            && let Ok(panic) = e.try_into_panic()
-        {
-            std::panic::resume_unwind(panic);
-        }
-    }
+    while running.join_next().await.is_some() {}
 }
 
 /// A panic's message, when it has one (`panic!` with a literal or a format).

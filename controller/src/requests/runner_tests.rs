@@ -119,6 +119,9 @@ impl Reconciler for Recorder {
 
     fn panicked(&self, pcr: &Pcr, message: &str) -> Next {
         let name = pcr.metadata.name.clone().unwrap();
+        // Any other panic is a failed assertion: ending the runner fails the test (the starts
+        // channel closes, so `next_start` and `no_start` fail).
+        assert_eq!(name, "panics", "a reconcile's assertion failed: {message}");
         self.panics
             .lock()
             .unwrap()
